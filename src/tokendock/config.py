@@ -1,0 +1,40 @@
+"""Process settings: from `TOKENDOCK_*` environment variables, then CLI flags.
+
+Nothing is built at import time; `Settings()` reads the environment when called. Every field
+carries its description, which the README's configuration table mirrors.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_CATALOG = Path(__file__).with_name("default_models.toml")
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TOKENDOCK_", extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds to.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port of the HTTP server.")
+    data_dir: Path = Field(
+        Path("data"), description="Directory for assembled model files and (later) the database."
+    )
+    models_file: Path = Field(
+        DEFAULT_CATALOG,
+        description="Model catalog (TOML) mapping public model ids to engine settings.",
+    )
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="Largest accepted request body, in bytes."
+    )
+    keepalive_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A stream with no event for this long gets an SSE comment `: ping`.",
+    )
+    log_level: str = Field("info", description="Logging level: debug, info, warning, error.")
+    base_url: str | None = Field(
+        None, description="Public base URL shown in logs (defaults to http://HOST:PORT)."
+    )

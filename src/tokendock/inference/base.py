@@ -1,0 +1,89 @@
+"""The engine seam: what the service layer needs from any model backend.
+
+An engine renders chat messages into a prompt, counts tokens exactly, and streams one choice at a
+time as `TextDelta` events followed by exactly one `Finished`. Stop sequences are the engine's
+job: a `TextDelta` never contains one. Closing the async iterator early (client gone) cancels the
+generation within one token step. A batching scheduler can replace the simple worker behind this
+seam without touching the service or web layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatTurn:
+    role: str
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class Sampling:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    penalty_last_n: int = 64
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    logit_bias: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    """One choice to generate. `prompt` are token ids, already counted by the caller."""
+
+    prompt: Sequence[int]
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    sampling: Sampling = Sampling()
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    reason: FinishReason
+    completion_tokens: int
+
+
+Event = TextDelta | Finished
+
+
+class Engine(Protocol):
+    model_id: str
+
+    @property
+    def context_length(self) -> int: ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def vocab_size(self) -> int: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def render_chat(self, turns: Sequence[ChatTurn]) -> str:
+        """The prompt text for a conversation, ending with the assistant's turn opened."""
+        ...
+
+    async def tokenize(self, text: str, *, chat: bool) -> list[int]:
+        """Exact token ids. `chat=True` parses special tokens the template wrote."""
+        ...
+
+    def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def generate(self, job: Generation) -> AsyncIterator[Event]: ...

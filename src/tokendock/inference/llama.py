@@ -1,0 +1,288 @@
+"""The embedded llama.cpp engine: one model, one worker thread, jobs served first come first.
+
+llama.cpp contexts are not thread-safe, so exactly one thread touches the context. The event
+loop hands it jobs through a queue and receives events through `call_soon_threadsafe`, so
+generation never blocks the loop. Each job carries a cancel flag checked after every token: a
+client that goes away frees the engine within one token step. Jobs cancelled while still queued
+are skipped without touching the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import logging
+import os
+import queue
+import secrets
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokendock.catalog import ModelSpec
+from tokendock.errors import GenerationFailed, ModelNotReady
+from tokendock.inference.base import ChatTurn, Event, Finished, Generation, Sampling, TextDelta
+from tokendock.inference.model_files import resolve_gguf
+from tokendock.inference.stops import StopScanner
+from tokendock.inference.templates import ChatTemplate, choose_template
+
+log = logging.getLogger(__name__)
+
+# Prompts shorter than this are tokenized on the event loop: a thread hop costs more.
+INLINE_TOKENIZE_CHARS = 4096
+
+
+@dataclass(slots=True)
+class _Job:
+    gen: Generation
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[Event | BaseException] = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, item: Event | BaseException) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+        except RuntimeError:  # the loop closed under us (shutdown): nobody is listening
+            self.cancelled.set()
+
+
+class LlamaEngine:
+    def __init__(self, spec: ModelSpec, data_dir: Path):
+        self.model_id = spec.id
+        self.spec = spec
+        self._data_dir = data_dir
+        self._llm: Any = None
+        self._template: ChatTemplate | None = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._pieces: dict[int, bytes] = {}
+        self._bos: int | None = None
+        self._vocab: Any = None
+        self.model_path: Path | None = None
+        self.load_error: str | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:
+        return self._thread is not None
+
+    @property
+    def context_length(self) -> int:
+        return self.spec.context_length
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._llm.n_vocab()) if self._llm is not None else 0
+
+    @property
+    def template_name(self) -> str:
+        return self._template.name if self._template else "none"
+
+    async def start(self) -> None:
+        try:
+            await asyncio.to_thread(self._load)
+        except Exception as exc:
+            self.load_error = str(exc)
+            raise
+        self._thread = threading.Thread(
+            target=self._worker, name=f"llama:{self.model_id}", daemon=True
+        )
+        self._thread.start()
+
+    def _load(self) -> None:
+        import llama_cpp  # imported late: loading the shared library is not free
+
+        self.model_path = resolve_gguf(self.spec.path, self.spec.package, self._data_dir)
+        threads = self.spec.threads or os.cpu_count() or 1
+        llm = _sampler_llama_class()(
+            model_path=str(self.model_path),
+            n_ctx=self.spec.context_length,
+            n_batch=self.spec.batch_size,
+            n_threads=threads,
+            n_threads_batch=threads,
+            last_n_tokens_size=max(self.spec.sampling.penalty_last_n, 0) or 64,
+            verbose=False,
+        )
+        self._llm = llm
+        # Private handle, used for two vocab calls the public API lacks (EOG test and
+        # token pieces of any length).
+        self._vocab = llm._model.vocab
+        self._llama_cpp = llama_cpp
+        self._bos = llm.token_bos() if llama_cpp.llama_vocab_get_add_bos(self._vocab) else None
+        bos_text = llm.detokenize([llm.token_bos()], special=True).decode("utf-8", "replace")
+        eos_text = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
+        name, source = choose_template(
+            llm.metadata.get("tokenizer.chat_template"),
+            self.spec.chat_template,
+            force_fallback=self.spec.force_chat_template,
+        )
+        self._template = ChatTemplate(source, bos_token=bos_text, eos_token=eos_text, name=name)
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join, 30)
+            self._thread = None
+        if self._llm is not None:
+            self._llm.close()
+            self._llm = None
+
+    # -- text <-> tokens -----------------------------------------------------------------
+
+    def render_chat(self, turns: Sequence[ChatTurn]) -> str:
+        self._require_ready()
+        assert self._template is not None
+        return self._template.render(turns)
+
+    async def tokenize(self, text: str, *, chat: bool) -> list[int]:
+        self._require_ready()
+        if len(text) < INLINE_TOKENIZE_CHARS:
+            return self._tokenize(text, chat)
+        return await asyncio.to_thread(self._tokenize, text, chat)
+
+    def _tokenize(self, text: str, chat: bool) -> list[int]:
+        # The vocabulary is read-only after load, so this is safe beside the worker's decode.
+        tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=chat)
+        if self._bos is not None and (not tokens or tokens[0] != self._bos):
+            tokens.insert(0, self._bos)
+        return tokens
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        self._require_ready()
+        return b"".join(self._piece(t) for t in tokens).decode("utf-8", "replace")
+
+    def _piece(self, token: int) -> bytes:
+        piece = self._pieces.get(token)
+        if piece is None:
+            size = 64
+            buf = ctypes.create_string_buffer(size)
+            n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
+            if n < 0:
+                size = -n
+                buf = ctypes.create_string_buffer(size)
+                n = self._llama_cpp.llama_token_to_piece(self._vocab, token, buf, size, 0, False)
+            piece = buf.raw[:n]
+            self._pieces[token] = piece
+        return piece
+
+    def _require_ready(self) -> None:
+        if self._llm is None:
+            raise ModelNotReady(f"The model '{self.model_id}' is still loading; retry shortly.")
+
+    # -- generation ----------------------------------------------------------------------
+
+    async def generate(self, job: Generation) -> AsyncIterator[Event]:
+        self._require_ready()
+        pending = _Job(job, asyncio.get_running_loop())
+        self._jobs.put(pending)
+        try:
+            while True:
+                item = await pending.events.get()
+                if isinstance(item, BaseException):
+                    raise GenerationFailed(f"Generation failed: {item}") from item
+                yield item
+                if isinstance(item, Finished):
+                    return
+        finally:
+            pending.cancelled.set()
+
+    def _worker(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if job.cancelled.is_set():
+                continue
+            try:
+                self._run(job)
+            except Exception as exc:
+                log.exception("generation failed for model %s", self.model_id)
+                job.emit(exc)
+
+    def _run(self, job: _Job) -> None:
+        gen = job.gen
+        limit = min(gen.max_tokens, self.context_length - len(gen.prompt))
+        if limit <= 0:
+            job.emit(Finished("length", 0))
+            return
+        llm = self._llm
+        llm.next_sampling = gen.sampling
+        llm.set_seed(gen.sampling.seed if gen.sampling.seed is not None else secrets.randbits(32))
+        stops = StopScanner(gen.stop)
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        is_eog = self._llama_cpp.llama_vocab_is_eog
+        produced = 0
+        reason: str = "length"
+        tokens = llm.generate(list(gen.prompt), reset=True)
+        try:
+            for token in tokens:
+                produced += 1
+                if is_eog(self._vocab, token):
+                    reason = "stop"
+                    break
+                text = decoder.decode(self._piece(token))
+                out = stops.feed(text) if text else ""
+                if out:
+                    job.emit(TextDelta(out))
+                if stops.stopped:
+                    reason = "stop"
+                    break
+                if produced >= limit or job.cancelled.is_set():
+                    break
+        finally:
+            tokens.close()
+        if not stops.stopped:
+            tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
+            if tail:
+                job.emit(TextDelta(tail))
+        job.emit(Finished("stop" if reason == "stop" else "length", produced))
+
+
+_SAMPLER_LLAMA: Any = None
+
+
+def _sampler_llama_class() -> Any:
+    """A `Llama` whose sampler chain is built from TokenDock's `Sampling` for each job.
+
+    llama-cpp-python's own chain cannot express OpenAI's semantics exactly (its logit-bias hook
+    is a slow Python callback, and top-k/min-p defaults are always on), so `generate()` gets
+    our chain: logit bias → penalties → greedy, or top-k → top-p → min-p → temperature → dist.
+    """
+    global _SAMPLER_LLAMA
+    if _SAMPLER_LLAMA is not None:
+        return _SAMPLER_LLAMA
+    from llama_cpp import Llama
+    from llama_cpp import _internals as internals
+
+    class SamplerLlama(Llama):  # type: ignore[misc]
+        next_sampling: Sampling = Sampling()
+
+        def _init_sampler(self, *args: Any, **kwargs: Any) -> Any:
+            s = self.next_sampling
+            chain = internals.LlamaSampler()
+            if s.logit_bias:
+                chain.add_logit_bias(self.n_vocab(), s.logit_bias)
+            if s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty:
+                chain.add_penalties(
+                    n_vocab=self.n_vocab(),
+                    penalty_last_n=s.penalty_last_n,
+                    penalty_repeat=s.repeat_penalty,
+                    penalty_freq=s.frequency_penalty,
+                    penalty_present=s.presence_penalty,
+                )
+            if s.temperature == 0.0:
+                chain.add_greedy()
+                return chain
+            if s.top_k > 0:
+                chain.add_top_k(s.top_k)
+            if s.top_p < 1.0:
+                chain.add_top_p(s.top_p, 1)
+            if s.min_p > 0.0:
+                chain.add_min_p(s.min_p, 1)
+            chain.add_temp(s.temperature)
+            chain.add_dist(self._seed)
+            return chain
+
+    _SAMPLER_LLAMA = SamplerLlama
+    return SamplerLlama

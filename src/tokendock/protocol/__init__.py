@@ -1,0 +1,1 @@
+"""OpenAI wire format: request schemas (pydantic, strict) and response shapes. No behaviour."""

@@ -1,0 +1,193 @@
+"""POST /v1/chat/completions: the request schema and the response / chunk shapes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tokendock.errors import InvalidRequest, UnsupportedParameter
+from tokendock.protocol.common import SamplingFields
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(strict=True, extra="allow")
+
+    type: str
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_parts_have_text(self) -> ContentPart:
+        if self.type == "text" and self.text is None:
+            raise ValueError("a 'text' content part needs a 'text' string")
+        return self
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    tool_call_id: str | None = None
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: Annotated[list[Message], Field(min_length=1)]
+    max_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
+    logprobs: bool | None = None
+    top_logprobs: Annotated[int, Field(ge=0, le=20)] | None = None
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    functions: list[dict[str, Any]] | None = None
+    function_call: str | dict[str, Any] | None = None
+    modalities: list[str] | None = None
+    audio: dict[str, Any] | None = None
+    prediction: dict[str, Any] | None = None
+
+    def token_limit(self) -> int | None:
+        """`max_completion_tokens` wins over the older `max_tokens` when both are sent."""
+        return self.max_completion_tokens if self.max_completion_tokens else self.max_tokens
+
+    def check(self) -> None:
+        self.check_common()
+        if self.top_logprobs is not None and self.logprobs is not True:
+            raise InvalidRequest(
+                "'top_logprobs' is only allowed when 'logprobs' is true.", param="top_logprobs"
+            )
+        if self.logprobs:
+            raise UnsupportedParameter("'logprobs' is not supported yet.", param="logprobs")
+        if self.tools:
+            raise UnsupportedParameter("'tools' (function calling) is not supported yet.", param="tools")
+        if self.tool_choice not in (None, "none"):
+            raise UnsupportedParameter(
+                "'tool_choice' is not supported yet (only 'none').", param="tool_choice"
+            )
+        if self.functions or self.function_call not in (None, "none"):
+            param = "functions" if self.functions else "function_call"
+            raise UnsupportedParameter(f"'{param}' is not supported.", param=param)
+        self._check_response_format()
+        if self.audio is not None or (self.modalities and self.modalities != ["text"]):
+            param = "audio" if self.audio is not None else "modalities"
+            raise UnsupportedParameter("Only text output is supported.", param=param)
+        if self.prediction is not None:
+            raise UnsupportedParameter("'prediction' is not supported.", param="prediction")
+        self._check_messages()
+
+    def _check_response_format(self) -> None:
+        if self.response_format is None:
+            return
+        kind = self.response_format.get("type")
+        if kind == "text":
+            return
+        if kind in ("json_object", "json_schema"):
+            raise UnsupportedParameter(
+                f"response_format type '{kind}' is not supported yet.", param="response_format.type"
+            )
+        raise InvalidRequest(
+            "Invalid 'response_format.type': expected 'text', 'json_object' or 'json_schema'.",
+            param="response_format.type",
+        )
+
+    def _check_messages(self) -> None:
+        for i, msg in enumerate(self.messages):
+            where = f"messages[{i}]"
+            if msg.role == "function":
+                raise UnsupportedParameter(
+                    "The 'function' role is deprecated and not supported.", param=f"{where}.role"
+                )
+            if msg.role == "tool" and not msg.tool_call_id:
+                raise InvalidRequest(
+                    f"Missing required parameter: '{where}.tool_call_id'.",
+                    param=f"{where}.tool_call_id",
+                )
+            if msg.content is None and not (msg.role == "assistant" and msg.tool_calls):
+                raise InvalidRequest(
+                    f"Missing required parameter: '{where}.content'.", param=f"{where}.content"
+                )
+            if isinstance(msg.content, list):
+                for j, part in enumerate(msg.content):
+                    if part.type not in ("text", "refusal"):
+                        raise InvalidRequest(
+                            f"This model cannot take '{part.type}' content; only text parts.",
+                            param=f"{where}.content[{j}]",
+                        )
+
+
+def message_text(msg: Message) -> str:
+    if msg.content is None:
+        return ""
+    if isinstance(msg.content, str):
+        return msg.content
+    return "".join(part.text or "" for part in msg.content)
+
+
+def completion_body(
+    *,
+    request_id: str,
+    created: int,
+    model: str,
+    choices: list[tuple[str, str]],
+    usage: dict[str, Any],
+) -> dict[str, Any]:
+    """`choices` is a list of (text, finish_reason) in index order."""
+    return {
+        "id": request_id,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {
+                "index": i,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": reason,
+            }
+            for i, (text, reason) in enumerate(choices)
+        ],
+        "usage": usage,
+    }
+
+
+def chunk_body(
+    *,
+    request_id: str,
+    created: int,
+    model: str,
+    index: int,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": request_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        ],
+    }
+    if with_usage_field:
+        body["usage"] = None
+    return body
+
+
+def usage_chunk_body(
+    *, request_id: str, created: int, model: str, usage: dict[str, Any], object_name: str
+) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": object_name,
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": usage,
+    }

@@ -1,0 +1,88 @@
+"""POST /v1/completions (legacy text completion): request schema and response shapes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from tokendock.errors import InvalidRequest, UnsupportedParameter
+from tokendock.protocol.common import SamplingFields
+
+TokenIds = list[Annotated[int, Field(ge=0)]]
+
+
+class CompletionRequest(SamplingFields):
+    prompt: str | list[str] | TokenIds | list[TokenIds]
+    max_tokens: Annotated[int, Field(ge=0)] = 16
+    echo: bool = False
+    logprobs: Annotated[int, Field(ge=0, le=5)] | None = None
+    suffix: str | None = None
+    best_of: Annotated[int, Field(ge=1, le=20)] | None = None
+
+    def check(self) -> None:
+        self.check_common()
+        if isinstance(self.prompt, list) and len(self.prompt) == 0:
+            raise InvalidRequest("'prompt' must not be an empty list.", param="prompt")
+        if self.logprobs is not None:
+            raise UnsupportedParameter("'logprobs' is not supported yet.", param="logprobs")
+        if self.suffix:
+            raise UnsupportedParameter("'suffix' (insertion) is not supported.", param="suffix")
+        if self.best_of is not None and self.best_of != (self.n or 1):
+            raise UnsupportedParameter(
+                "'best_of' other than n is not supported.", param="best_of"
+            )
+
+    def prompts(self) -> list[str | list[int]]:
+        """One entry per prompt: text, or token ids."""
+        p = self.prompt
+        if isinstance(p, str):
+            return [p]
+        if all(isinstance(x, int) for x in p):
+            return [list(p)]  # type: ignore[arg-type]
+        return list(p)  # type: ignore[arg-type]
+
+
+def text_completion_body(
+    *,
+    request_id: str,
+    created: int,
+    model: str,
+    choices: list[tuple[str, str]],
+    usage: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "id": request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [
+            {"index": i, "text": text, "logprobs": None, "finish_reason": reason}
+            for i, (text, reason) in enumerate(choices)
+        ],
+        "usage": usage,
+    }
+
+
+def text_chunk_body(
+    *,
+    request_id: str,
+    created: int,
+    model: str,
+    index: int,
+    text: str,
+    finish_reason: str | None = None,
+    with_usage_field: bool = False,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": request_id,
+        "object": "text_completion",
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+    }
+    if with_usage_field:
+        body["usage"] = None
+    return body

@@ -1,0 +1,1 @@
+"""Use cases: the one place where (later) billing, limits and inference meet."""

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from tokendock.protocol.chat import ChatCompletionRequest, chunk_body, completion_body
+from tokendock.protocol.common import usage_dict
+from tokendock.web.api.streaming import ClientGone, Stamp, cancel_on_disconnect, sse_events
+from tokendock.web.deps import Deps, parse_body
+from tokendock.web.responses import JSONResponse
+from tokendock.web.sse import EventStreamResponse
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/chat/completions")
+async def chat_completions(request: Request, deps: Deps) -> Response:
+    req = await parse_body(request, ChatCompletionRequest)
+    service = deps.completions
+    plan = await service.plan_chat(req)
+    stamp = Stamp.new("chatcmpl", req.model)
+    if req.stream:
+        with_usage = req.include_usage()
+
+        def chunk(s: Stamp, index: int, text: str | None, finish: str | None) -> dict[str, Any]:
+            if text is None:
+                delta: dict[str, Any] = {"role": "assistant", "content": ""}
+            elif finish is not None:
+                delta = {}
+            else:
+                delta = {"content": text}
+            return chunk_body(
+                request_id=s.id,
+                created=s.created,
+                model=s.model,
+                index=index,
+                delta=delta,
+                finish_reason=finish,
+                with_usage_field=with_usage,
+            )
+
+        events = sse_events(
+            service.stream(plan),
+            plan,
+            stamp,
+            chunk,
+            include_usage=with_usage,
+            object_name="chat.completion.chunk",
+            opening=True,
+        )
+        return EventStreamResponse(events, keepalive=deps.settings.keepalive_seconds)
+    try:
+        choices = await cancel_on_disconnect(request, service.complete(plan))
+    except ClientGone:
+        return Response(status_code=499)
+    body = completion_body(
+        request_id=stamp.id,
+        created=stamp.created,
+        model=stamp.model,
+        choices=[(c.text, c.finish_reason) for c in choices],
+        usage=usage_dict(plan.prompt_tokens, sum(c.completion_tokens for c in choices)),
+    )
+    return JSONResponse(body)

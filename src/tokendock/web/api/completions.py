@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from tokendock.protocol.common import usage_dict
+from tokendock.protocol.completions import (
+    CompletionRequest,
+    text_chunk_body,
+    text_completion_body,
+)
+from tokendock.web.api.streaming import ClientGone, Stamp, cancel_on_disconnect, sse_events
+from tokendock.web.deps import Deps, parse_body
+from tokendock.web.responses import JSONResponse
+from tokendock.web.sse import EventStreamResponse
+
+router = APIRouter(prefix="/v1")
+
+
+@router.post("/completions")
+async def completions(request: Request, deps: Deps) -> Response:
+    req = await parse_body(request, CompletionRequest)
+    service = deps.completions
+    plan = await service.plan_text(req)
+    stamp = Stamp.new("cmpl", req.model)
+    if req.stream:
+        with_usage = req.include_usage()
+
+        def chunk(s: Stamp, index: int, text: str | None, finish: str | None) -> dict[str, Any]:
+            return text_chunk_body(
+                request_id=s.id,
+                created=s.created,
+                model=s.model,
+                index=index,
+                text=text or "",
+                finish_reason=finish,
+                with_usage_field=with_usage,
+            )
+
+        events = sse_events(
+            service.stream(plan),
+            plan,
+            stamp,
+            chunk,
+            include_usage=with_usage,
+            object_name="text_completion",
+            opening=False,
+        )
+        return EventStreamResponse(events, keepalive=deps.settings.keepalive_seconds)
+    try:
+        choices = await cancel_on_disconnect(request, service.complete(plan))
+    except ClientGone:
+        return Response(status_code=499)
+    body = text_completion_body(
+        request_id=stamp.id,
+        created=stamp.created,
+        model=stamp.model,
+        choices=[(c.text, c.finish_reason) for c in choices],
+        usage=usage_dict(plan.prompt_tokens, sum(c.completion_tokens for c in choices)),
+    )
+    return JSONResponse(body)

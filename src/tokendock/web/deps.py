@@ -1,0 +1,51 @@
+"""Objects the endpoints need, wired in `create_app` and read from `app.state`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, TypeVar
+
+from fastapi import Depends, Request
+from pydantic import BaseModel, ValidationError
+
+from tokendock.config import Settings
+from tokendock.errors import InvalidRequest
+from tokendock.inference.registry import ModelRegistry
+from tokendock.protocol.errors import from_validation_error
+from tokendock.services.completions import CompletionService
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    models: ModelRegistry
+    completions: CompletionService
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+Deps = Annotated[Services, Depends(_services)]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def parse_body(request: Request, schema: type[M]) -> M:
+    """Strict JSON → schema; any failure is a 400 naming the field, never a 422."""
+    body = await request.body()
+    if not body.strip():
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
+    try:
+        return schema.model_validate_json(body, strict=True)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        if first["type"] == "json_invalid":
+            raise InvalidRequest(
+                "We could not parse the JSON body of your request. The body must be valid JSON "
+                f"({first['msg']})."
+            ) from None
+        if first["type"] in ("model_type", "model_attributes_type") and not first["loc"]:
+            raise InvalidRequest("The request body must be a JSON object.") from None
+        raise from_validation_error(exc) from None

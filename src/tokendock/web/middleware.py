@@ -1,0 +1,96 @@
+"""Pure-ASGI middleware: request ids, body-size limit, and the last line of error defence.
+
+Every response gets `x-request-id: req_<32 hex>`. A body over the limit is refused with 413
+before the endpoint runs (by Content-Length) or as soon as the streamed body crosses it. Any
+exception that escapes an endpoint becomes a 500 envelope (never a traceback) if the response
+has not started. Streaming responses pass through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tokendock.errors import InternalError, RequestTooLarge, TokenDockError
+from tokendock.web.responses import error_bytes
+
+log = logging.getLogger(__name__)
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_hex(16)
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int):
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = new_request_id()
+        scope.setdefault("state", {})["request_id"] = request_id
+        id_header = (b"x-request-id", request_id.encode())
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), id_header]
+            await send(message)
+
+        limit = self.max_body_bytes
+        declared = _content_length(scope)
+        if declared is not None and declared > limit:
+            await _send_error(send_with_id, _too_large(limit))
+            return
+        seen = 0
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise _too_large(limit)
+            return message
+
+        try:
+            await self.app(scope, limited_receive, send_with_id)
+        except TokenDockError as exc:
+            if not started:
+                await _send_error(send_with_id, exc)
+        except Exception:
+            log.exception("unhandled error for %s %s (%s)", scope["method"], scope["path"], request_id)
+            if not started:
+                await _send_error(send_with_id, InternalError("The server had an internal error."))
+
+
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(f"Request body is larger than the limit of {limit} bytes.")
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def _send_error(send: Send, err: TokenDockError) -> None:
+    body = error_bytes(err)
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

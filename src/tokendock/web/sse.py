@@ -1,0 +1,78 @@
+"""An SSE response that stops its producer the moment the client goes away.
+
+Two tasks race: one sends events (with `: ping` comments when the producer is quiet for
+`keepalive` seconds), one waits for `http.disconnect`. Whichever ends first cancels the other, so
+a vanished client closes the event iterator — and through it the generation — at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from tokendock.protocol.sse import PING
+
+
+class EventStreamResponse(Response):
+    media_type = "text/event-stream"
+
+    def __init__(self, events: AsyncIterator[bytes], *, keepalive: float):
+        # Headers are set by hand: Response.__init__ would add `content-length: 0`.
+        self.status_code = 200
+        self.background = None
+        self.raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            (b"x-accel-buffering", b"no"),
+        ]
+        self._events = events
+        self._keepalive = keepalive
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
+        )
+        producer = asyncio.create_task(self._produce(send))
+        watcher = asyncio.create_task(_wait_for_disconnect(receive))
+        try:
+            await asyncio.wait({producer, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (producer, watcher):
+                task.cancel()
+            for task in (producer, watcher):
+                with contextlib.suppress(asyncio.CancelledError, OSError):
+                    await task
+            # Closing here also covers a producer cancelled before it ever ran.
+            with contextlib.suppress(Exception):
+                await self._events.aclose()  # type: ignore[attr-defined]
+
+    async def _produce(self, send: Send) -> None:
+        events = self._events
+        pending: asyncio.Future[bytes] = asyncio.ensure_future(anext(events))
+        try:
+            while True:
+                done, _ = await asyncio.wait({pending}, timeout=self._keepalive)
+                if not done:
+                    await send({"type": "http.response.body", "body": PING, "more_body": True})
+                    continue
+                try:
+                    chunk = pending.result()
+                except StopAsyncIteration:
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                pending = asyncio.ensure_future(anext(events))
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                    await pending
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
