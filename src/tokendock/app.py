@@ -25,9 +25,7 @@ log = logging.getLogger("tokendock")
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog.load(settings.models_file)
     registry = ModelRegistry.from_catalog(catalog, settings.data_dir)
-    services = Services(
-        settings=settings, models=registry, completions=CompletionService(registry)
-    )
+    services = Services(settings=settings, models=registry, completions=CompletionService(registry))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,8 +61,10 @@ async def _load(registry: ModelRegistry, settings: Settings) -> None:
     for spec in registry.specs():
         engine = registry.engine(spec.id)
         state = "ready" if engine.ready else "FAILED to load"
-        log.info(
-            "model %s: %s (llama.cpp, context %d tokens)", spec.id, state, spec.context_length
-        )
-    log.info("TokenDock %s serving %s at %s/v1", __version__, ", ".join(
-        s.id for s in registry.specs()), base)
+        log.info("model %s: %s (llama.cpp, context %d tokens)", spec.id, state, spec.context_length)
+    log.info(
+        "TokenDock %s serving %s at %s/v1",
+        __version__,
+        ", ".join(s.id for s in registry.specs()),
+        base,
+    )

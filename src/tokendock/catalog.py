@@ -86,7 +86,7 @@ class Catalog:
             raise CatalogError(f"model catalog {path} is not valid TOML: {exc}") from exc
         entries = raw.get("models")
         if not isinstance(entries, dict) or not entries:
-            raise CatalogError(f"model catalog {path} has no [models.\"<id>\"] tables")
+            raise CatalogError(f'model catalog {path} has no [models."<id>"] tables')
         specs = []
         for model_id, body in entries.items():
             if not isinstance(body, dict):

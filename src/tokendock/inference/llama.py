@@ -255,7 +255,7 @@ def _sampler_llama_class() -> Any:
     from llama_cpp import Llama
     from llama_cpp import _internals as internals
 
-    class SamplerLlama(Llama):  # type: ignore[misc]
+    class SamplerLlama(Llama):
         next_sampling: Sampling = Sampling()
 
         def _init_sampler(self, *args: Any, **kwargs: Any) -> Any:

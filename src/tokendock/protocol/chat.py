@@ -62,7 +62,9 @@ class ChatCompletionRequest(SamplingFields):
         if self.logprobs:
             raise UnsupportedParameter("'logprobs' is not supported yet.", param="logprobs")
         if self.tools:
-            raise UnsupportedParameter("'tools' (function calling) is not supported yet.", param="tools")
+            raise UnsupportedParameter(
+                "'tools' (function calling) is not supported yet.", param="tools"
+            )
         if self.tool_choice not in (None, "none"):
             raise UnsupportedParameter(
                 "'tool_choice' is not supported yet (only 'none').", param="tool_choice"
@@ -113,7 +115,8 @@ class ChatCompletionRequest(SamplingFields):
                 for j, part in enumerate(msg.content):
                     if part.type not in ("text", "refusal"):
                         raise InvalidRequest(
-                            f"This model cannot take '{part.type}' content; only text parts.",
+                            f"Invalid '{where}.content[{j}]': this model cannot take "
+                            f"'{part.type}' content, only text parts.",
                             param=f"{where}.content[{j}]",
                         )
 

@@ -29,9 +29,7 @@ class CompletionRequest(SamplingFields):
         if self.suffix:
             raise UnsupportedParameter("'suffix' (insertion) is not supported.", param="suffix")
         if self.best_of is not None and self.best_of != (self.n or 1):
-            raise UnsupportedParameter(
-                "'best_of' other than n is not supported.", param="best_of"
-            )
+            raise UnsupportedParameter("'best_of' other than n is not supported.", param="best_of")
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: text, or token ids."""
@@ -81,7 +79,9 @@ def text_chunk_body(
         "created": created,
         "model": model,
         "system_fingerprint": None,
-        "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [
+            {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+        ],
     }
     if with_usage_field:
         body["usage"] = None

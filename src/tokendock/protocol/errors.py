@@ -29,31 +29,43 @@ def param_path(loc: tuple[int | str, ...]) -> str:
 
 
 def _clean_loc(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    # pydantic appends the union member it tried ("str", "list[str]", "function-after[...]");
-    # those are not request fields.
-    kept: list[int | str] = []
-    for part in loc:
-        if isinstance(part, str) and ("[" in part or part in _UNION_TAGS):
-            break
-        kept.append(part)
-    return tuple(kept)
+    # pydantic inserts the union member it tried ("str", "list[str]", "constrained-int");
+    # those are not request fields. Field names never contain "[" or "-".
+    return tuple(
+        p for p in loc if not (isinstance(p, str) and ("[" in p or "-" in p or p in _UNION_TAGS))
+    )
 
 
 _UNION_TAGS = {"str", "int", "float", "bool", "list", "dict", "none"}
 
 
+def _is_type_error(kind: str) -> bool:
+    return kind.endswith("_type") or kind in ("literal_error", "union_tag_invalid")
+
+
 def from_validation_error(exc: ValidationError) -> InvalidRequest:
-    """Report the first error, naming the field as OpenAI does."""
-    first = exc.errors(include_url=False)[0]
-    loc = _clean_loc(tuple(first["loc"]))
+    """Report the most specific error, naming the field as OpenAI does.
+
+    For a field that takes several shapes (`prompt`, message `content`), pydantic reports one
+    error per shape; the deepest one, preferring a bad value over a wrong type, is the one that
+    tells the client what to fix.
+    """
+    errors = exc.errors(include_url=False)
+    best = max(
+        errors,
+        key=lambda e: (len(_clean_loc(tuple(e["loc"]))), not _is_type_error(e["type"])),
+    )
+    if best["type"] != "missing" and any(e["type"] == "missing" for e in errors):
+        best = next(e for e in errors if e["type"] == "missing")
+    loc = _clean_loc(tuple(best["loc"]))
     param = param_path(loc) or None
-    kind = first["type"]
+    kind = best["type"]
     if kind == "missing":
         return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
-    msg = str(first["msg"]).removeprefix("Value error, ")
-    got = first.get("input")
+    msg = str(best["msg"]).removeprefix("Value error, ")
+    got = best.get("input")
     detail = msg[0].lower() + msg[1:] if msg else "invalid value"
-    if kind.endswith("_type") or kind in ("literal_error", "union_tag_invalid"):
+    if _is_type_error(kind):
         return InvalidRequest(
             f"Invalid type for '{param}': {detail} (got {_describe(got)}).", param=param
         )

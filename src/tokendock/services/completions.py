@@ -95,7 +95,7 @@ class CompletionService:
                 tokens, text = prompt, engine.detokenize(prompt)
             prompt_tokens += len(tokens)
             max_tokens = _completion_budget(engine, len(tokens), req.max_tokens, "prompt")
-            for i in range(n):
+            for _ in range(n):
                 jobs.append(
                     Generation(tokens, max_tokens, req.stop_list(), _seeded(sampling, len(jobs)))
                 )
@@ -208,9 +208,7 @@ def _sampling(spec: ModelSpec, req: SamplingFields, engine: Engine) -> Sampling:
 
 def _seeded(sampling: Sampling, index: int) -> Sampling:
     """Each choice samples independently; with a seed, choice i uses seed + i (reproducible)."""
-    seed = (
-        secrets.randbits(32) if sampling.seed is None else (sampling.seed + index) & 0xFFFFFFFF
-    )
+    seed = secrets.randbits(32) if sampling.seed is None else (sampling.seed + index) & 0xFFFFFFFF
     return dataclasses.replace(sampling, seed=seed)
 
 

@@ -22,12 +22,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         return error_response(UnknownURL(f"Invalid URL ({where})."))
     if exc.status_code == 405:
         allow = (exc.headers or {}).get("Allow", "")
-        err = MethodNotAllowed(f"Method not allowed ({where}); allowed: {allow}.")
-        return error_response(err, headers=exc.headers)
+        not_allowed = MethodNotAllowed(f"Method not allowed ({where}); allowed: {allow}.")
+        return error_response(not_allowed, headers=dict(exc.headers or {}))
     err = TokenDockError(str(exc.detail))
     err.status = exc.status_code
     err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    return error_response(err, headers=exc.headers)
+    return error_response(err, headers=dict(exc.headers or {}))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:

@@ -67,7 +67,9 @@ class RequestContextMiddleware:
             if not started:
                 await _send_error(send_with_id, exc)
         except Exception:
-            log.exception("unhandled error for %s %s (%s)", scope["method"], scope["path"], request_id)
+            log.exception(
+                "unhandled error for %s %s (%s)", scope["method"], scope["path"], request_id
+            )
             if not started:
                 await _send_error(send_with_id, InternalError("The server had an internal error."))
 

@@ -33,9 +33,7 @@ class EventStreamResponse(Response):
         self._keepalive = keepalive
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": 200, "headers": self.raw_headers}
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         producer = asyncio.create_task(self._produce(send))
         watcher = asyncio.create_task(_wait_for_disconnect(receive))
         try:

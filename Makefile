@@ -1,0 +1,47 @@
+# TokenDock — `make serve` runs it, `make test` tests it. Both set up .venv first (reused while
+# pyproject.toml is unchanged).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+JOBS := $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: serve test check fmt lint types contracts bench-engine clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@echo "Installing TokenDock (the first build of llama-cpp-python takes ~7-12 minutes; pip caches it)"
+	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+serve: $(STAMP)
+	$(BIN)/tokendock serve
+
+test: $(STAMP)
+	$(BIN)/tokendock models fetch
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+fmt: $(STAMP)
+	$(BIN)/ruff format src tests bench
+	$(BIN)/ruff check --fix src tests bench
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench
+
+types: $(STAMP)
+	$(BIN)/mypy
+
+contracts: $(STAMP)
+	$(BIN)/lint-imports
+
+check: lint types contracts test
+
+bench-engine: $(STAMP)
+	$(BIN)/tokendock models fetch
+	$(BIN)/python bench/engine.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info
