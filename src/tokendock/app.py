@@ -6,16 +6,21 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from tokendock import __version__
+from tokendock.billing.ledger import Ledger
 from tokendock.catalog import Catalog
 from tokendock.config import Settings
 from tokendock.inference.registry import ModelRegistry
+from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
+from tokendock.storage.accounts import AccountStore
+from tokendock.storage.db import create_engine
 from tokendock.web import errors
-from tokendock.web.api import chat, completions, health, models
+from tokendock.web.api import account, chat, completions, health, models
 from tokendock.web.deps import Services
 from tokendock.web.middleware import RequestContextMiddleware
 
@@ -25,19 +30,39 @@ log = logging.getLogger("tokendock")
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog.load(settings.models_file)
     registry = ModelRegistry.from_catalog(catalog, settings.data_dir)
-    services = Services(settings=settings, models=registry, completions=CompletionService(registry))
+    db = create_engine(settings.database_url_or_default())
+    ledger = Ledger(
+        db,
+        owner=settings.instance_name(),
+        hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
+    )
+    completions_service = CompletionService(registry, ledger)
+    services = Services(
+        settings=settings,
+        models=registry,
+        completions=completions_service,
+        accounts=AccountService(AccountStore(db), ledger, cache_seconds=settings.key_cache_seconds),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # Holds this instance left behind when it last died are released before serving.
+        released = await ledger.release_stale(owner=ledger.owner)
+        if released:
+            log.warning("released %d credit holds left by a previous crash", released)
         # Models load in the background: /health answers at once, /ready once they are loaded.
         loading = asyncio.create_task(_load(registry, settings))
+        sweeping = asyncio.create_task(_sweep(ledger, settings.sweep_seconds))
         try:
             yield
         finally:
-            loading.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            for task in (loading, sweeping):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await completions_service.drain()
             await registry.close()
+            await db.dispose()
 
     app = FastAPI(
         title="TokenDock",
@@ -49,10 +74,28 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = services
     errors.install(app)
-    for router in (health.router, models.router, chat.router, completions.router):
+    for router in (
+        health.router,
+        models.router,
+        chat.router,
+        completions.router,
+        account.router,
+    ):
         app.include_router(router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+async def _sweep(ledger: Ledger, every: float) -> None:
+    """Release expired holds of other processes (crashed replicas sharing the database)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            released = await ledger.release_stale()
+            if released:
+                log.warning("released %d expired credit holds", released)
+        except Exception:
+            log.exception("hold sweep failed")
 
 
 async def _load(registry: ModelRegistry, settings: Settings) -> None:

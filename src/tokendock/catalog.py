@@ -13,10 +13,18 @@ a typo never silently falls back to a default.
 from __future__ import annotations
 
 import tomllib
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class SamplingDefaults(BaseModel):
@@ -28,6 +36,27 @@ class SamplingDefaults(BaseModel):
     min_p: float = Field(0.0, ge=0.0, le=1.0)
     repeat_penalty: float = Field(1.0, gt=0.0)
     penalty_last_n: int = Field(64, ge=-1, description="Tokens the penalties look back; -1 = all.")
+
+
+class PriceSpec(BaseModel):
+    """Credits per million tokens, as decimal text ("0.15"); 0 is allowed but must be said."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: str
+    output: str
+
+    @field_validator("input", "output", mode="before")
+    @classmethod
+    def _exact_decimal(cls, value: object) -> str:
+        text = str(value).strip()
+        try:
+            amount = Decimal(text)
+        except InvalidOperation as exc:
+            raise ValueError(f"not a decimal number: {value!r}") from exc
+        if not amount.is_finite() or amount < 0 or (amount * 1_000_000) % 1 != 0:
+            raise ValueError(f"must be >= 0 with at most 6 decimals: {value!r}")
+        return text
 
 
 class ModelSpec(BaseModel):
@@ -51,6 +80,9 @@ class ModelSpec(BaseModel):
     owned_by: str = "tokendock"
     created: int = Field(0, ge=0, description="Unix time shown by /v1/models.")
     sampling: SamplingDefaults = SamplingDefaults()
+    price: PriceSpec | None = Field(
+        None, description="Required to serve billed requests: an unpriced model is refused."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:

@@ -1,51 +1,134 @@
-"""The `tokendock` command: serve, and model management (admin commands join here later)."""
+"""The `tokendock` command: serve, migrate, and the operator's admin commands.
+
+tokendock serve                         start the server (migrates and bootstraps first)
+tokendock migrate                       apply database migrations
+tokendock models fetch | list           assemble / show catalog models
+tokendock accounts create EMAIL         [--password P] [--admin] [--grant CREDITS]
+tokendock keys create EMAIL             [--name N] [--expires-days D] [--spend-limit C]
+                                        [--models a,b]
+tokendock keys list EMAIL
+tokendock keys revoke EMAIL KEY_ID
+tokendock credits grant EMAIL CREDITS   --reference REF   (idempotent per reference)
+tokendock codes create CREDITS          [--count N]
+tokendock usage                         [--account EMAIL] [--limit N]
+tokendock ledger verify                 exit 1 unless every balance = Σ its ledger entries
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
-import os
+import secrets
 import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from tokendock.billing.ledger import Ledger
+from tokendock.billing.money import AmountError, format_credits, parse_credits
 from tokendock.catalog import Catalog, CatalogError
 from tokendock.config import Settings
+from tokendock.errors import TokenDockError
 from tokendock.inference.model_files import ModelFileError, resolve_gguf
+from tokendock.services.accounts import AccountService
+from tokendock.storage.accounts import AccountStore
+from tokendock.storage.db import create_engine
+from tokendock.storage.migrate import upgrade
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokendock", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--models", type=Path, help="model catalog TOML (TOKENDOCK_MODELS_FILE)")
+    common.add_argument("--data-dir", type=Path, help="data directory (TOKENDOCK_DATA_DIR)")
+    common.add_argument("--database-url", help="database URL (TOKENDOCK_DATABASE_URL)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help="start the server")
+    serve.add_argument("--host", help="bind address (TOKENDOCK_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="TCP port (TOKENDOCK_PORT, default 8000)")
+    sub.add_parser("migrate", parents=[common], help="apply database migrations")
+
+    models = sub.add_parser("models", help="model catalog").add_subparsers(
+        dest="sub", required=True
+    )
+    models.add_parser("fetch", parents=[common], help="assemble/verify every model file")
+    models.add_parser("list", parents=[common], help="show the catalog")
+
+    accounts = sub.add_parser("accounts", help="accounts").add_subparsers(dest="sub", required=True)
+    create = accounts.add_parser("create", parents=[common], help="create an account")
+    create.add_argument("email")
+    create.add_argument("--password", help="default: random, printed")
+    create.add_argument("--admin", action="store_true")
+    create.add_argument("--grant", default="0", help="starting credits")
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="sub", required=True)
+    kcreate = keys.add_parser("create", parents=[common], help="create a key (shown once)")
+    kcreate.add_argument("email")
+    kcreate.add_argument("--name", default="default")
+    kcreate.add_argument("--expires-days", type=float)
+    kcreate.add_argument("--spend-limit", help="credits this key may spend in total")
+    kcreate.add_argument("--allow-models", dest="allowed", help="comma-separated allow-list")
+    klist = keys.add_parser("list", parents=[common], help="list an account's keys")
+    klist.add_argument("email")
+    krevoke = keys.add_parser("revoke", parents=[common], help="revoke a key")
+    krevoke.add_argument("email")
+    krevoke.add_argument("key_id", type=int)
+
+    credits = sub.add_parser("credits", help="credits").add_subparsers(dest="sub", required=True)
+    grant = credits.add_parser("grant", parents=[common], help="add credits (idempotent)")
+    grant.add_argument("email")
+    grant.add_argument("amount", help="credits, e.g. 12.50")
+    grant.add_argument("--reference", required=True, help="idempotency reference, e.g. invoice")
+    grant.add_argument("--kind", choices=["grant", "topup", "adjustment"], default="topup")
+
+    codes = sub.add_parser("codes", help="redemption codes").add_subparsers(
+        dest="sub", required=True
+    )
+    ccreate = codes.add_parser("create", parents=[common], help="create single-use codes")
+    ccreate.add_argument("amount", help="credits per code")
+    ccreate.add_argument("--count", type=int, default=1)
+
+    usage = sub.add_parser("usage", parents=[common], help="recent usage records")
+    usage.add_argument("--account", help="email (default: every account)")
+    usage.add_argument("--limit", type=int, default=50)
+
+    ledger = sub.add_parser("ledger", help="the credit ledger").add_subparsers(
+        dest="sub", required=True
+    )
+    ledger.add_parser("verify", parents=[common], help="prove balance = Σ entries")
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokendock", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    serve = sub.add_parser("serve", help="start the OpenAI-compatible server")
-    serve.add_argument("--host", help="bind address (TOKENDOCK_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="TCP port (TOKENDOCK_PORT, default 8000)")
-    serve.add_argument("--models", type=Path, help="model catalog TOML (TOKENDOCK_MODELS_FILE)")
-    serve.add_argument("--data-dir", type=Path, help="data directory (TOKENDOCK_DATA_DIR)")
-
-    models = sub.add_parser("models", help="model catalog commands")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
-    fetch = models_sub.add_parser("fetch", help="assemble/verify every catalog model file")
-    listing = models_sub.add_parser("list", help="show the catalog")
-    for p in (fetch, listing):
-        p.add_argument("--models", type=Path, help="model catalog TOML")
-        p.add_argument("--data-dir", type=Path, help="data directory")
-
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
     settings = _settings(args)
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    command = args.command + (f" {args.sub}" if getattr(args, "sub", None) else "")
     try:
-        if args.command == "serve":
+        if command == "serve":
             return _serve(settings)
-        if args.models_command == "fetch":
+        if command == "migrate":
+            upgrade(settings.database_url_or_default())
+            print("database is at the newest schema")
+            return 0
+        if command == "models fetch":
             return _fetch(settings)
-        return _list(settings)
-    except (CatalogError, ModelFileError) as exc:
+        if command == "models list":
+            return _list(settings)
+        return _run_admin(command, args, settings)
+    except (CatalogError, ModelFileError, AmountError) as exc:
         print(f"tokendock: {exc}", file=sys.stderr)
         return 2
+    except TokenDockError as exc:
+        print(f"tokendock: {exc.message}", file=sys.stderr)
+        return 1
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -54,6 +137,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "port": getattr(args, "port", None),
         "models_file": getattr(args, "models", None),
         "data_dir": getattr(args, "data_dir", None),
+        "database_url": getattr(args, "database_url", None),
     }
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -68,8 +152,91 @@ def _fetch(settings: Settings) -> int:
 def _list(settings: Settings) -> int:
     for spec in Catalog.load(settings.models_file):
         source = spec.path or f"package {spec.package}"
-        print(f"{spec.id}\t{spec.engine}\tcontext {spec.context_length}\t{source}")
+        price = f"{spec.price.input}/{spec.price.output} per 1M" if spec.price else "UNPRICED"
+        print(f"{spec.id}\t{spec.engine}\tcontext {spec.context_length}\t{price}\t{source}")
     return 0
+
+
+def _with_service(settings: Settings, work: Callable[[AccountService], Awaitable[int]]) -> int:
+    async def run() -> int:
+        engine = create_engine(settings.database_url_or_default())
+        ledger = Ledger(engine, owner=settings.instance_name(), hold_ttl=timedelta(hours=1))
+        try:
+            return await work(AccountService(AccountStore(engine), ledger))
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(run())
+
+
+def _run_admin(command: str, args: argparse.Namespace, settings: Settings) -> int:
+    async def work(svc: AccountService) -> int:
+        if command == "accounts create":
+            password = args.password or secrets.token_urlsafe(12)
+            account_id = await svc.create_account(
+                args.email, password, is_admin=args.admin, grant=parse_credits(args.grant)
+            )
+            print(
+                f"account {account_id} {args.email}"
+                + ("" if args.password else f" password {password}")
+            )
+        elif command == "keys create":
+            expires = (
+                datetime.now(UTC) + timedelta(days=args.expires_days) if args.expires_days else None
+            )
+            limit = parse_credits(args.spend_limit) if args.spend_limit else None
+            allowed = [m.strip() for m in args.allowed.split(",")] if args.allowed else None
+            key = await svc.create_key(
+                await svc.account_id(args.email),
+                args.name,
+                expires_at=expires,
+                spend_limit=limit,
+                models=allowed,
+            )
+            print(f"key {key.id}: {key.secret}\n(shown once; store it now)")
+        elif command == "keys list":
+            for k in await svc.store.list_keys(await svc.account_id(args.email)):
+                state = "revoked" if k.revoked_at else "active"
+                print(
+                    f"{k.id}\t{k.name}\t{k.prefix}…{k.last4}\t{state}\tcreated {k.created_at:%F}"
+                    f"\tlast used {k.last_used_at or '-'}"
+                )
+        elif command == "keys revoke":
+            await svc.revoke_key(await svc.account_id(args.email), args.key_id)
+            print(f"key {args.key_id} revoked")
+        elif command == "credits grant":
+            amount = parse_credits(args.amount)
+            account_id = await svc.account_id(args.email)
+            applied = await svc.ledger.credit(
+                account_id,
+                amount,
+                kind=args.kind,
+                idempotency_key=f"{args.kind}:{args.reference}",
+                reference=args.reference,
+            )
+            balance = await svc.ledger.balance(account_id)
+            note = "" if applied else " (already applied for this reference; nothing changed)"
+            print(f"balance {format_credits(balance)}{note}")
+        elif command == "codes create":
+            for code in await svc.create_codes(parse_credits(args.amount), args.count):
+                print(code)
+        elif command == "usage":
+            who = await svc.account_id(args.account) if args.account else None
+            for r in await svc.store.usage(who, args.limit):
+                print(
+                    f"{r['created_at']:%F %T}\t{r['request_id']}\tacct {r['account_id']}\t"
+                    f"{r['model']}\t{r['prompt_tokens']}+{r['completion_tokens']} tok\t"
+                    f"{format_credits(r['cost'])}\t{r['status']}\t{r['finish_reason']}"
+                )
+        elif command == "ledger verify":
+            problems = await svc.ledger.verify()
+            for p in problems:
+                print(p)
+            print("ledger OK" if not problems else f"{len(problems)} problem(s)")
+            return 1 if problems else 0
+        return 0
+
+    return _with_service(settings, work)
 
 
 def _serve(settings: Settings) -> int:
@@ -79,8 +246,10 @@ def _serve(settings: Settings) -> int:
 
     # Assemble model files up front, with a progress bar, before the server starts.
     _fetch(settings)
+    if settings.auto_migrate:
+        upgrade(settings.database_url_or_default())
+    _bootstrap(settings)
     app = create_app(settings)
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     uvicorn.run(
         app,
         host=settings.host,
@@ -92,3 +261,24 @@ def _serve(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
     )
     return 0
+
+
+def _bootstrap(settings: Settings) -> None:
+    """First start on an empty database: an admin with a starting grant, and one key."""
+    password = settings.bootstrap_password or secrets.token_urlsafe(12)
+
+    async def work(svc: AccountService) -> int:
+        key = await svc.bootstrap(
+            settings.bootstrap_email, password, parse_credits(settings.bootstrap_grant)
+        )
+        if key is not None:
+            print(
+                "\n  First start: created admin account "
+                f"{settings.bootstrap_email} (password {password}) with "
+                f"{settings.bootstrap_grant} credits.\n"
+                f"  Your API key (shown once): {key.secret}\n",
+                flush=True,
+            )
+        return 0
+
+    _with_service(settings, work)

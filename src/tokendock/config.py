@@ -6,6 +6,7 @@ carries its description, which the README's configuration table mirrors.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from pydantic import Field
@@ -38,3 +39,36 @@ class Settings(BaseSettings):
     base_url: str | None = Field(
         None, description="Public base URL shown in logs (defaults to http://HOST:PORT)."
     )
+    database_url: str | None = Field(
+        None,
+        description="SQLAlchemy async URL, e.g. postgresql+asyncpg://user:pw@host/db "
+        "(default: SQLite file DATA_DIR/tokendock.db).",
+    )
+    auto_migrate: bool = Field(True, description="Apply database migrations when serve starts.")
+    instance_id: str | None = Field(
+        None,
+        description="Names this process's credit holds, released at its next start after a "
+        "crash (default: HOSTNAME:PORT).",
+    )
+    hold_ttl_seconds: float = Field(
+        3600, gt=0, description="Holds of other (crashed) processes are released after this."
+    )
+    sweep_seconds: float = Field(60, gt=0, description="How often expired holds are swept.")
+    key_cache_seconds: float = Field(
+        1.0, ge=0, description="API key lookups are cached this long (revocation delay)."
+    )
+    bootstrap_email: str = Field(
+        "admin@localhost", description="Admin account created on first start (empty database)."
+    )
+    bootstrap_password: str | None = Field(
+        None, description="Its password (default: random, printed once)."
+    )
+    bootstrap_grant: str = Field("10", description="Credits granted to that first account.")
+
+    def database_url_or_default(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tokendock.db').resolve()}"
+
+    def instance_name(self) -> str:
+        return self.instance_id or f"{socket.gethostname()}:{self.port}"

@@ -7,13 +7,22 @@ request field. The web layer turns any of them into the OpenAI error envelope.
     ├── InvalidRequest                 400 invalid_request_error
     │   ├── ContextLengthExceeded      400 code=context_length_exceeded
     │   └── UnsupportedParameter       400 code=unsupported_parameter
+    ├── Unauthorized                   401 invalid_request_error
+    │   └── InvalidAPIKey              401 code=invalid_api_key
+    ├── PaymentRequired                402 insufficient_quota
+    │   ├── InsufficientCredit         402 code=insufficient_credit_balance
+    │   └── SpendLimitReached          402 code=key_spend_limit_reached
+    ├── PermissionDenied               403 permission_error
+    │   └── ModelNotAllowed            403 code=model_not_allowed
     ├── NotFound                       404 invalid_request_error
     │   ├── ModelNotFound              404 code=model_not_found
     │   └── UnknownURL                 404 code=unknown_url
     ├── MethodNotAllowed               405 invalid_request_error code=method_not_allowed
+    ├── Conflict                       409 invalid_request_error
     ├── RequestTooLarge                413 invalid_request_error code=request_too_large
     ├── ServiceUnavailable             503 server_error
-    │   └── ModelNotReady              503 code=model_not_ready
+    │   ├── ModelNotReady              503 code=model_not_ready
+    │   └── ModelUnpriced              503 code=model_unpriced
     └── InternalError                  500 server_error
         └── GenerationFailed           500 code=generation_failed
 """
@@ -45,6 +54,62 @@ class ContextLengthExceeded(InvalidRequest):
 
 class UnsupportedParameter(InvalidRequest):
     code = "unsupported_parameter"
+
+
+class Unauthorized(TokenDockError):
+    status = 401
+    type = "invalid_request_error"
+
+
+class InvalidAPIKey(Unauthorized):
+    code = "invalid_api_key"
+
+
+def _credits(micro: int) -> str:
+    whole, frac = divmod(micro, 1_000_000)
+    return f"{whole}.{frac:06d}"
+
+
+class PaymentRequired(TokenDockError):
+    status = 402
+    type = "insufficient_quota"
+
+
+class InsufficientCredit(PaymentRequired):
+    code = "insufficient_credit_balance"
+
+    def __init__(self, needed: int, balance: int):
+        super().__init__(
+            f"Insufficient credit balance: this request may cost up to {_credits(needed)} "
+            f"credits (its prompt plus max_tokens), but the balance is {_credits(balance)}. "
+            "Lower max_tokens (or n), or add credits."
+        )
+        self.needed = needed
+        self.balance = balance
+
+
+class SpendLimitReached(PaymentRequired):
+    code = "key_spend_limit_reached"
+
+    def __init__(self, needed: int):
+        super().__init__(
+            f"This API key's spend limit does not cover this request (up to {_credits(needed)} "
+            "credits). Lower max_tokens, or raise the key's limit."
+        )
+
+
+class PermissionDenied(TokenDockError):
+    status = 403
+    type = "permission_error"
+
+
+class ModelNotAllowed(PermissionDenied):
+    code = "model_not_allowed"
+
+
+class Conflict(TokenDockError):
+    status = 409
+    type = "invalid_request_error"
 
 
 class NotFound(TokenDockError):
@@ -84,6 +149,10 @@ class ServiceUnavailable(TokenDockError):
 
 class ModelNotReady(ServiceUnavailable):
     code = "model_not_ready"
+
+
+class ModelUnpriced(ServiceUnavailable):
+    code = "model_unpriced"
 
 
 class InternalError(TokenDockError):

@@ -531,7 +531,8 @@ def test_bad_input(
         kwargs = {"content": body, "headers": {"content-type": "application/json"}}
     elif body is not None:
         kwargs = {"json": body}
-    resp = httpx.request(method, server.base_url + path, timeout=60, **kwargs)
+    headers = {**kwargs.pop("headers", {}), "Authorization": f"Bearer {server.key}"}
+    resp = httpx.request(method, server.base_url + path, timeout=60, headers=headers, **kwargs)
     assert resp.status_code == status, resp.text
     assert re.fullmatch(r"req_[0-9a-f]{32}", resp.headers["x-request-id"])
     assert resp.headers["content-type"].startswith("application/json")

@@ -85,11 +85,12 @@ async def test_disconnect_frees_engine(aclient: openai.AsyncOpenAI, server: Serv
 
 async def test_non_streaming_disconnect_frees_engine(server: Server) -> None:
     body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 3000, "temperature": 0}
-    async with httpx.AsyncClient(base_url=server.base_url) as http:
+    auth = {"Authorization": f"Bearer {server.key}"}
+    async with httpx.AsyncClient(base_url=server.base_url, headers=auth) as http:
         with contextlib.suppress(httpx.ReadTimeout):
             await http.post("/v1/chat/completions", json=body, timeout=1.0)
     t0 = time.perf_counter()
-    async with httpx.AsyncClient(base_url=server.base_url, timeout=60) as http:
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=60, headers=auth) as http:
         resp = await http.post("/v1/chat/completions", json={**body, "max_tokens": 4})
     assert resp.status_code == 200
     assert time.perf_counter() - t0 < 5

@@ -14,12 +14,15 @@ from tests.e2e.conftest import MODEL
 from tests.e2e.server import Server, start_server
 
 
-def raw_post(base_url: str, path: str, body: dict[str, object], timeout: float = 60) -> bytes:
+def raw_post(
+    base_url: str, path: str, body: dict[str, object], key: str, timeout: float = 60
+) -> bytes:
     """HTTP/1.1 POST on a bare socket; returns the whole response, head and de-chunked body."""
     host, port = base_url.removeprefix("http://").split(":")
     payload = json.dumps(body).encode()
     head = (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {key}\r\n"
         f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
     ).encode()
     with socket.create_connection((host, int(port)), timeout=timeout) as sock:
@@ -62,6 +65,7 @@ def test_chat_stream_bytes(server: Server) -> None:
             "stream": True,
             "stream_options": {"include_usage": True},
         },
+        server.key,
     )
     head, _, body = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
@@ -89,6 +93,7 @@ def test_text_completion_stream_bytes(server: Server) -> None:
         server.base_url,
         "/v1/completions",
         {"model": MODEL, "prompt": "One, two,", "max_tokens": 4, "stream": True},
+        server.key,
     )
     _, _, body = raw.partition(b"\r\n\r\n")
     events = split_events(body)
@@ -115,6 +120,7 @@ def test_keepalive_comments_while_queued(pinging_server: Server, tmp_path: Path)
             pinging_server.base_url,
             "/v1/completions",
             {"model": MODEL, "prompt": "Tell a long tale:", "max_tokens": 120, "temperature": 0},
+            pinging_server.key,
         ),
     )
     blocker.start()
@@ -131,6 +137,7 @@ def test_keepalive_comments_while_queued(pinging_server: Server, tmp_path: Path)
                 "max_tokens": 3,
                 "stream": True,
             },
+            pinging_server.key,
         )
     finally:
         blocker.join(120)

@@ -2,15 +2,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 
+from tokendock.billing.ledger import Hold, Settlement
+from tokendock.billing.pricing import Price
 from tokendock.errors import ContextLengthExceeded, GenerationFailed
 from tokendock.inference.base import Engine, Generation
 from tokendock.protocol.chat import chunk_body
-from tokendock.services.completions import ChoiceEvent, Plan
+from tokendock.services.completions import ChoiceEvent, Plan, Run
+from tokendock.storage.accounts import KeyRow
 from tokendock.web.api.streaming import ChunkFn, Stamp, sse_events
 
 DONE = b"data: [DONE]\n\n"
@@ -24,10 +28,20 @@ class DummyEngine:
     model_id = "gemma-3-270m"
 
 
-def plan(choices: int = 1, prompt_tokens: int = 11) -> Plan:
+def plan(choices: int = 1, prompt_tokens: int = 11) -> Run:
+    """An admitted run around a plan; sse_events reads only the plan and the settlement."""
     engine: Engine = DummyEngine()  # type: ignore[assignment]
     jobs = [Generation(prompt=[1, 2, 3], max_tokens=32) for _ in range(choices)]
-    return Plan(engine, "gemma-3-270m", prompt_tokens, jobs)
+    key = KeyRow(1, 1, "k", "td-abcd", "wxyz", datetime.now(UTC), None, None, None, None, 0, None)
+    run = Run(
+        Plan(engine, "gemma-3-270m", prompt_tokens, jobs),
+        key,
+        Hold("hold_x", 1, 1, 100, 900),
+        Price(1_000_000, 2_000_000),
+        "req_x",
+    )
+    run.settlement = Settlement(charged=42, balance=900)
+    return run
 
 
 def chat_chunk(with_usage: bool) -> ChunkFn:

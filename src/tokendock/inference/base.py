@@ -9,6 +9,7 @@ seam without touching the service or web layers.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -36,6 +37,17 @@ class Sampling:
     logit_bias: dict[int, float] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class Meter:
+    """What the engine did for one job, for billing even when the consumer went away:
+    `started` once the prompt is being evaluated, `tokens` sampled so far, and `done` set when
+    the engine has stopped working on the job (finished, cancelled, failed or skipped)."""
+
+    started: bool = False
+    tokens: int = 0
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 @dataclass(frozen=True, slots=True)
 class Generation:
     """One choice to generate. `prompt` are token ids, already counted by the caller."""
@@ -44,6 +56,7 @@ class Generation:
     max_tokens: int
     stop: tuple[str, ...] = ()
     sampling: Sampling = Sampling()
+    meter: Meter = field(default_factory=Meter)
 
 
 @dataclass(frozen=True, slots=True)

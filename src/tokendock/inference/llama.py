@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import contextlib
 import ctypes
 import logging
 import os
@@ -47,6 +48,10 @@ class _Job:
             self.loop.call_soon_threadsafe(self.events.put_nowait, item)
         except RuntimeError:  # the loop closed under us (shutdown): nobody is listening
             self.cancelled.set()
+
+    def finish_meter(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.gen.meter.done.set)
 
 
 class LlamaEngine:
@@ -192,13 +197,14 @@ class LlamaEngine:
 
     def _worker(self) -> None:
         while (job := self._jobs.get()) is not None:
-            if job.cancelled.is_set():
-                continue
             try:
-                self._run(job)
+                if not job.cancelled.is_set():
+                    self._run(job)
             except Exception as exc:
                 log.exception("generation failed for model %s", self.model_id)
                 job.emit(exc)
+            finally:
+                job.finish_meter()
 
     def _run(self, job: _Job) -> None:
         gen = job.gen
@@ -207,6 +213,8 @@ class LlamaEngine:
             job.emit(Finished("length", 0))
             return
         llm = self._llm
+        meter = gen.meter
+        meter.started = True
         llm.next_sampling = gen.sampling
         llm.set_seed(gen.sampling.seed if gen.sampling.seed is not None else secrets.randbits(32))
         stops = StopScanner(gen.stop)
@@ -218,6 +226,7 @@ class LlamaEngine:
         try:
             for token in tokens:
                 produced += 1
+                meter.tokens = produced
                 if is_eog(self._vocab, token):
                     reason = "stop"
                     break

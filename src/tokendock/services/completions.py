@@ -1,11 +1,16 @@
-"""Chat and text completions: validate → render → count → plan choices → generate.
+"""Chat and text completions: the one place where keys, credits and inference meet.
 
-The flow (billing and rate limits slot in around `plan` and `finish`, in this module only):
+The flow, top to bottom:
   1. find the engine for the public model id (404 when unknown);
   2. check request rules the schema cannot express (400 naming the field);
   3. render and tokenize the prompt: exact counts from the model's tokenizer;
   4. refuse prompt + max_tokens over the context window before any generation;
-  5. submit every choice to the engine at once and merge their events.
+  5. admit: the key's model allow-list (403), then ONE atomic hold of the worst case
+     (prompt + Σ max_tokens at the model's prices) on the account and the key (402);
+  6. submit every choice to the engine at once and merge their events;
+  7. settle exactly once — also when the client vanished or the engine failed — charging what
+     the engine produced (prompt + sampled tokens; nothing if no choice ever started), releasing
+     the rest, and writing the usage record in the same transaction.
 """
 
 from __future__ import annotations
@@ -13,18 +18,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
+from tokendock.billing.ledger import Hold, Ledger, Settlement, UsageRow
+from tokendock.billing.pricing import Price
 from tokendock.catalog import ModelSpec
-from tokendock.errors import ContextLengthExceeded, InvalidRequest
-from tokendock.inference.base import ChatTurn, Engine, Finished, Generation, Sampling, TextDelta
+from tokendock.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotAllowed,
+    ModelUnpriced,
+)
+from tokendock.inference.base import ChatTurn, Engine, Generation, Sampling, TextDelta
 from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.templates import ChatTemplateError
 from tokendock.protocol.chat import ChatCompletionRequest, message_text
 from tokendock.protocol.common import SamplingFields
 from tokendock.protocol.completions import CompletionRequest
+from tokendock.storage.accounts import KeyRow
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +51,21 @@ class Plan:
     prompt_tokens: int
     jobs: list[Generation]
     prefixes: list[str] = field(default_factory=list)  # echoed prompt text per choice
+    user: str | None = None
+
+
+@dataclass(slots=True)
+class Run:
+    """An admitted request: its plan, the credit hold, and (once settled) the settlement."""
+
+    plan: Plan
+    key: KeyRow
+    hold: Hold
+    price: Price
+    request_id: str
+    started: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+    settlement: Settlement | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,8 +86,10 @@ class ChoiceEvent:
 
 
 class CompletionService:
-    def __init__(self, models: ModelRegistry):
+    def __init__(self, models: ModelRegistry, ledger: Ledger):
         self._models = models
+        self._ledger = ledger
+        self._settling: set[asyncio.Task[Settlement | None]] = set()
 
     async def plan_chat(self, req: ChatCompletionRequest) -> Plan:
         engine = self._models.engine(req.model)
@@ -75,7 +109,7 @@ class CompletionService:
         jobs = [
             Generation(tokens, max_tokens, req.stop_list(), _seeded(sampling, i)) for i in range(n)
         ]
-        return Plan(engine, req.model, len(tokens), jobs)
+        return Plan(engine, req.model, len(tokens), jobs, user=req.user)
 
     async def plan_text(self, req: CompletionRequest) -> Plan:
         engine = self._models.engine(req.model)
@@ -100,22 +134,46 @@ class CompletionService:
                     Generation(tokens, max_tokens, req.stop_list(), _seeded(sampling, len(jobs)))
                 )
                 prefixes.append(text if req.echo else "")
-        return Plan(engine, req.model, prompt_tokens, jobs, prefixes)
+        return Plan(engine, req.model, prompt_tokens, jobs, prefixes, user=req.user)
 
-    async def complete(self, plan: Plan) -> list[Choice]:
-        results = await asyncio.gather(*(_collect(plan.engine, job) for job in plan.jobs))
-        if plan.prefixes:
-            results = [
-                Choice(prefix + c.text, c.finish_reason, c.completion_tokens)
-                for prefix, c in zip(plan.prefixes, results, strict=True)
-            ]
-        return results
+    async def admit(self, key: KeyRow, plan: Plan, request_id: str) -> Run:
+        if key.allowed_models is not None and plan.model not in key.allowed_models:
+            raise ModelNotAllowed(
+                f"This API key may not use the model '{plan.model}'.", param="model"
+            )
+        price = self._price(plan.model)
+        worst = price.cost(plan.prompt_tokens, sum(job.max_tokens for job in plan.jobs))
+        hold = await self._ledger.hold(key.account_id, key.id, worst, request_id)
+        return Run(plan, key, hold, price, request_id)
 
-    async def stream(self, plan: Plan) -> AsyncIterator[ChoiceEvent]:
+    def _price(self, model: str) -> Price:
+        spec = self._models.spec(model)
+        if spec.price is None:
+            raise ModelUnpriced(
+                f"The model '{model}' has no price configured, so it cannot be billed; the "
+                f'operator must set [models."{model}".price] in the catalog.'
+            )
+        return Price.parse(spec.price.input, spec.price.output)
+
+    async def complete(self, run: Run) -> list[Choice]:
+        """All choices, then settlement (awaited, so the response can carry the cost)."""
+        texts = [""] * len(run.plan.jobs)
+        ends: list[tuple[str, int]] = [("stop", 0)] * len(run.plan.jobs)
+        async for ev in self.stream(run):
+            if ev.finish_reason is None:
+                texts[ev.index] += ev.text
+            else:
+                ends[ev.index] = (ev.finish_reason, ev.completion_tokens)
+        return [Choice(t, r, n) for t, (r, n) in zip(texts, ends, strict=True)]
+
+    async def stream(self, run: Run) -> AsyncIterator[ChoiceEvent]:
         """Events of all choices, merged; each choice ends with one event with a finish_reason.
+        When the iteration ends, `run.settlement` is set.
 
-        Closing this iterator (client gone) cancels every choice still running.
+        Closing this iterator (client gone) cancels every choice still running, and the
+        request is still settled for what the engine produced.
         """
+        plan = run.plan
         merged: asyncio.Queue[ChoiceEvent | BaseException] = asyncio.Queue()
 
         async def pump(index: int, job: Generation) -> None:
@@ -130,6 +188,8 @@ class CompletionService:
             except Exception as exc:
                 merged.put_nowait(exc)
 
+        status = "client_disconnected"
+        reasons: list[str] = []
         tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(plan.jobs)]
         try:
             for i, prefix in enumerate(plan.prefixes):
@@ -139,26 +199,61 @@ class CompletionService:
             while remaining:
                 item = await merged.get()
                 if isinstance(item, BaseException):
+                    status = "error"
                     raise item
                 if item.finish_reason is not None:
                     remaining -= 1
+                    reasons.append(item.finish_reason)
+                elif run.first_token is None and item.text:
+                    run.first_token = time.monotonic()
                 yield item
+            status = "ok"
         finally:
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            finish = reasons[0] if len(set(reasons)) == 1 else ("mixed" if reasons else None)
+            settling = asyncio.ensure_future(self._settle(run, status, finish))
+            self._settling.add(settling)
+            settling.add_done_callback(self._settling.discard)
+            # Shielded: a cancelled consumer must not cancel the settlement itself.
+            with contextlib.suppress(asyncio.CancelledError):
+                run.settlement = await asyncio.shield(settling)
 
+    async def _settle(self, run: Run, status: str, finish: str | None) -> Settlement | None:
+        meters = [job.meter for job in run.plan.jobs]
+        try:
+            # The engine stops within one token of a cancel; wait for its final count.
+            await asyncio.wait_for(asyncio.gather(*(m.done.wait() for m in meters)), 30)
+        except TimeoutError:
+            log.error(
+                "engine did not finish request %s in time; billing what it counted", run.request_id
+            )
+        started = any(m.started for m in meters)
+        completion = sum(m.tokens for m in meters)
+        prompt = run.plan.prompt_tokens if started else 0
+        now = time.monotonic()
+        usage = UsageRow(
+            request_id=run.request_id,
+            model=run.plan.model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            status=status,
+            finish_reason=finish,
+            latency_ms=int((now - run.started) * 1000),
+            ttft_ms=None
+            if run.first_token is None
+            else int((run.first_token - run.started) * 1000),
+            user=run.plan.user,
+        )
+        return await self._ledger.settle(run.hold, run.price.cost(prompt, completion), usage)
 
-async def _collect(engine: Engine, job: Generation) -> Choice:
-    parts: list[str] = []
-    async for event in engine.generate(job):
-        if isinstance(event, TextDelta):
-            parts.append(event.text)
-        elif isinstance(event, Finished):
-            return Choice("".join(parts), event.reason, event.completion_tokens)
-    raise RuntimeError("engine stream ended without a Finished event")
+    async def drain(self) -> None:
+        """Wait for settlements still running (at shutdown)."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
 
 
 def _completion_budget(engine: Engine, prompt_len: int, requested: int | None, what: str) -> int:

@@ -12,7 +12,9 @@ from tokendock.config import Settings
 from tokendock.errors import InvalidRequest
 from tokendock.inference.registry import ModelRegistry
 from tokendock.protocol.errors import from_validation_error
+from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
+from tokendock.storage.accounts import KeyRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +22,7 @@ class Services:
     settings: Settings
     models: ModelRegistry
     completions: CompletionService
+    accounts: AccountService
 
 
 def _services(request: Request) -> Services:
@@ -28,6 +31,20 @@ def _services(request: Request) -> Services:
 
 
 Deps = Annotated[Services, Depends(_services)]
+
+
+async def _current_key(request: Request) -> KeyRow:
+    services: Services = request.app.state.services
+    return await services.accounts.authenticate(request.headers.get("authorization"))
+
+
+CurrentKey = Annotated[KeyRow, Depends(_current_key)]
+
+
+def request_id(request: Request) -> str:
+    rid: str = request.scope["state"]["request_id"]
+    return rid
+
 
 M = TypeVar("M", bound=BaseModel)
 

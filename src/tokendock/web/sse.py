@@ -20,7 +20,13 @@ from tokendock.protocol.sse import PING
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
-    def __init__(self, events: AsyncIterator[bytes], *, keepalive: float):
+    def __init__(
+        self,
+        events: AsyncIterator[bytes],
+        *,
+        keepalive: float,
+        headers: dict[str, str] | None = None,
+    ):
         # Headers are set by hand: Response.__init__ would add `content-length: 0`.
         self.status_code = 200
         self.background = None
@@ -28,6 +34,7 @@ class EventStreamResponse(Response):
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
             (b"x-accel-buffering", b"no"),
+            *((k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()),
         ]
         self._events = events
         self._keepalive = keepalive

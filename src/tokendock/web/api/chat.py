@@ -7,8 +7,9 @@ from starlette.responses import Response
 
 from tokendock.protocol.chat import ChatCompletionRequest, chunk_body, completion_body
 from tokendock.protocol.common import usage_dict
+from tokendock.web.api.billing_headers import hold_headers, settled_headers
 from tokendock.web.api.streaming import ClientGone, Stamp, cancel_on_disconnect, sse_events
-from tokendock.web.deps import Deps, parse_body
+from tokendock.web.deps import CurrentKey, Deps, parse_body, request_id
 from tokendock.web.responses import JSONResponse
 from tokendock.web.sse import EventStreamResponse
 
@@ -16,10 +17,11 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/chat/completions")
-async def chat_completions(request: Request, deps: Deps) -> Response:
+async def chat_completions(request: Request, deps: Deps, key: CurrentKey) -> Response:
     req = await parse_body(request, ChatCompletionRequest)
     service = deps.completions
     plan = await service.plan_chat(req)
+    run = await service.admit(key, plan, request_id(request))
     stamp = Stamp.new("chatcmpl", req.model)
     if req.stream:
         with_usage = req.include_usage()
@@ -42,17 +44,19 @@ async def chat_completions(request: Request, deps: Deps) -> Response:
             )
 
         events = sse_events(
-            service.stream(plan),
-            plan,
+            service.stream(run),
+            run,
             stamp,
             chunk,
             include_usage=with_usage,
             object_name="chat.completion.chunk",
             opening=True,
         )
-        return EventStreamResponse(events, keepalive=deps.settings.keepalive_seconds)
+        return EventStreamResponse(
+            events, keepalive=deps.settings.keepalive_seconds, headers=hold_headers(run)
+        )
     try:
-        choices = await cancel_on_disconnect(request, service.complete(plan))
+        choices = await cancel_on_disconnect(request, service.complete(run))
     except ClientGone:
         return Response(status_code=499)
     body = completion_body(
@@ -62,4 +66,4 @@ async def chat_completions(request: Request, deps: Deps) -> Response:
         choices=[(c.text, c.finish_reason) for c in choices],
         usage=usage_dict(plan.prompt_tokens, sum(c.completion_tokens for c in choices)),
     )
-    return JSONResponse(body)
+    return JSONResponse(body, headers=settled_headers(run))

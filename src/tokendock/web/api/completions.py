@@ -11,8 +11,9 @@ from tokendock.protocol.completions import (
     text_chunk_body,
     text_completion_body,
 )
+from tokendock.web.api.billing_headers import hold_headers, settled_headers
 from tokendock.web.api.streaming import ClientGone, Stamp, cancel_on_disconnect, sse_events
-from tokendock.web.deps import Deps, parse_body
+from tokendock.web.deps import CurrentKey, Deps, parse_body, request_id
 from tokendock.web.responses import JSONResponse
 from tokendock.web.sse import EventStreamResponse
 
@@ -20,10 +21,11 @@ router = APIRouter(prefix="/v1")
 
 
 @router.post("/completions")
-async def completions(request: Request, deps: Deps) -> Response:
+async def completions(request: Request, deps: Deps, key: CurrentKey) -> Response:
     req = await parse_body(request, CompletionRequest)
     service = deps.completions
     plan = await service.plan_text(req)
+    run = await service.admit(key, plan, request_id(request))
     stamp = Stamp.new("cmpl", req.model)
     if req.stream:
         with_usage = req.include_usage()
@@ -40,17 +42,19 @@ async def completions(request: Request, deps: Deps) -> Response:
             )
 
         events = sse_events(
-            service.stream(plan),
-            plan,
+            service.stream(run),
+            run,
             stamp,
             chunk,
             include_usage=with_usage,
             object_name="text_completion",
             opening=False,
         )
-        return EventStreamResponse(events, keepalive=deps.settings.keepalive_seconds)
+        return EventStreamResponse(
+            events, keepalive=deps.settings.keepalive_seconds, headers=hold_headers(run)
+        )
     try:
-        choices = await cancel_on_disconnect(request, service.complete(plan))
+        choices = await cancel_on_disconnect(request, service.complete(run))
     except ClientGone:
         return Response(status_code=499)
     body = text_completion_body(
@@ -60,4 +64,4 @@ async def completions(request: Request, deps: Deps) -> Response:
         choices=[(c.text, c.finish_reason) for c in choices],
         usage=usage_dict(plan.prompt_tokens, sum(c.completion_tokens for c in choices)),
     )
-    return JSONResponse(body)
+    return JSONResponse(body, headers=settled_headers(run))

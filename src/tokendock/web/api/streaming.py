@@ -18,12 +18,13 @@ from typing import Any, TypeVar
 
 from starlette.requests import Request
 
+from tokendock.billing.money import format_credits
 from tokendock.errors import InternalError, TokenDockError
 from tokendock.protocol.chat import usage_chunk_body
 from tokendock.protocol.common import usage_dict
 from tokendock.protocol.errors import envelope
 from tokendock.protocol.sse import DONE, event
-from tokendock.services.completions import ChoiceEvent, Plan
+from tokendock.services.completions import ChoiceEvent, Run
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ ChunkFn = Callable[[Stamp, int, str | None, str | None], dict[str, Any]]
 
 async def sse_events(
     events: AsyncIterator[ChoiceEvent],
-    plan: Plan,
+    run: Run,
     stamp: Stamp,
     chunk: ChunkFn,
     *,
@@ -60,7 +61,7 @@ async def sse_events(
     completion_tokens = 0
     try:
         if opening:
-            for index in range(len(plan.jobs)):
+            for index in range(len(run.plan.jobs)):
                 yield event(chunk(stamp, index, None, None))
         async for ev in events:
             if ev.finish_reason is None:
@@ -69,7 +70,10 @@ async def sse_events(
                 completion_tokens += ev.completion_tokens
                 yield event(chunk(stamp, ev.index, "", ev.finish_reason))
         if include_usage:
-            usage = usage_dict(plan.prompt_tokens, completion_tokens)
+            usage = usage_dict(run.plan.prompt_tokens, completion_tokens)
+            if run.settlement is not None:
+                # TokenDock's addition: what this request cost, in credits.
+                usage["cost"] = format_credits(run.settlement.charged)
             yield event(
                 usage_chunk_body(
                     request_id=stamp.id,

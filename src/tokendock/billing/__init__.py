@@ -1,0 +1,1 @@
+"""Money: integer micro-credits, prices, and the append-only ledger with holds."""

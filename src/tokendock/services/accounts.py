@@ -1,0 +1,134 @@
+"""Accounts, API keys, credits and redemption: the use cases behind the CLI and /v1 auth.
+
+Key lookups are cached in memory for `cache_seconds` (default 1 s): the hot path does not touch
+the database on every request, and a revocation takes effect everywhere within that time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy.exc import IntegrityError
+
+from tokendock.billing.ledger import Ledger
+from tokendock.errors import InvalidAPIKey, InvalidRequest, NotFound, Unauthorized
+from tokendock.security import keys
+from tokendock.security.passwords import hash_password
+from tokendock.storage.accounts import AccountStore, KeyRow
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    id: int
+    secret: str  # shown once; only its digest is stored
+
+
+class AccountService:
+    def __init__(self, store: AccountStore, ledger: Ledger, *, cache_seconds: float = 1.0):
+        self.store = store
+        self.ledger = ledger
+        self._cache_seconds = cache_seconds
+        self._cache: dict[str, tuple[float, KeyRow | None]] = {}
+
+    async def create_account(
+        self, email: str, password: str, *, is_admin: bool = False, grant: int = 0
+    ) -> int:
+        email = email.strip().lower()
+        if "@" not in email:
+            raise InvalidRequest(f"'{email}' is not an email address.", param="email")
+        try:
+            account_id = await self.store.create_account(email, hash_password(password), is_admin)
+        except IntegrityError:
+            raise InvalidRequest(f"An account for {email} already exists.", param="email") from None
+        if grant:
+            await self.ledger.credit(
+                account_id,
+                grant,
+                kind="grant",
+                idempotency_key=f"signup:{account_id}",
+                reference="starting grant",
+            )
+        return account_id
+
+    async def account_id(self, email: str) -> int:
+        account = await self.store.account_by_email(email.strip().lower())
+        if account is None:
+            raise NotFound(f"No account for {email}.")
+        return account.id
+
+    async def create_key(
+        self,
+        account_id: int,
+        name: str,
+        *,
+        expires_at: datetime | None = None,
+        spend_limit: int | None = None,
+        models: Sequence[str] | None = None,
+    ) -> NewKey:
+        secret = keys.mint_key()
+        key_id = await self.store.create_key(
+            account_id,
+            name=name,
+            digest=keys.digest(secret),
+            prefix=keys.display_prefix(secret),
+            last4=keys.last4(secret),
+            expires_at=expires_at,
+            spend_limit=spend_limit,
+            allowed_models=models,
+        )
+        return NewKey(key_id, secret)
+
+    async def revoke_key(self, account_id: int, key_id: int) -> None:
+        if not await self.store.revoke_key(account_id, key_id):
+            raise NotFound(f"No live API key {key_id} on this account.")
+        self._cache.clear()
+
+    async def authenticate(self, authorization: str | None) -> KeyRow:
+        """The key behind an `Authorization: Bearer …` header, or 401."""
+        if not authorization:
+            raise Unauthorized(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer td-…'."
+            )
+        scheme, _, secret = authorization.partition(" ")
+        secret = secret.strip()
+        if scheme.lower() != "bearer" or not secret:
+            raise Unauthorized("Malformed Authorization header; expected 'Bearer <api key>'.")
+        digest = keys.digest(secret)
+        at = time.monotonic()
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > at:
+            key = cached[1]
+        else:
+            key = await self.store.key_by_digest(digest)
+            if len(self._cache) > 10_000:
+                self._cache.clear()
+            self._cache[digest] = (at + self._cache_seconds, key)
+        if key is None or key.revoked_at is not None or key.account_disabled:
+            raise InvalidAPIKey(f"Incorrect API key provided: {keys.redact(secret)}.")
+        if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
+            raise InvalidAPIKey(f"The API key {keys.redact(secret)} has expired.")
+        return key
+
+    async def redeem(self, account_id: int, code: str) -> int:
+        amount = await self.ledger.redeem(keys.digest(code.strip()), account_id)
+        if amount is None:
+            raise InvalidRequest("This code is unknown or has already been redeemed.", param="code")
+        return amount
+
+    async def create_codes(self, amount: int, count: int) -> list[str]:
+        codes = []
+        for _ in range(count):
+            code = keys.mint_code()
+            await self.store.create_code(keys.digest(code), keys.last4(code), amount)
+            codes.append(code)
+        return codes
+
+    async def bootstrap(self, email: str, password: str, grant: int) -> NewKey | None:
+        """On an empty database: an admin account with a starting grant and one key."""
+        if await self.store.count_accounts() > 0:
+            return None
+        account_id = await self.create_account(email, password, is_admin=True, grant=grant)
+        return await self.create_key(account_id, "quickstart")

@@ -1,0 +1,1 @@
+"""Tables, the database handle and migrations. Knows tables, not rules."""

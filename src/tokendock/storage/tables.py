@@ -1,0 +1,149 @@
+"""The schema. Money columns are BIGINT micro-credits; the database enforces what it can.
+
+Invariants enforced here as well as in code:
+- `accounts.balance >= 0` (CHECK): the available balance never goes negative.
+- `api_keys.spent <= spend_limit` when a limit is set (CHECK).
+- `ledger_entries.idempotency_key` is UNIQUE: a movement is recorded at most once.
+- `holds.status` moves open → settled once (guarded UPDATE … WHERE status = 'open').
+- `usage_records.request_id` and `redemption_codes.digest` are UNIQUE.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("email", String(320), nullable=False, unique=True),
+    Column("password_hash", String(256), nullable=False),
+    Column("is_admin", Boolean, nullable=False, default=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("balance", BigInteger, nullable=False, default=0),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("balance >= 0", name="balance_non_negative"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("prefix", String(16), nullable=False),
+    Column("last4", String(4), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("last_used_at", DateTime(timezone=True), nullable=True),
+    Column("spend_limit", BigInteger, nullable=True),
+    Column("spent", BigInteger, nullable=False, default=0),
+    Column("allowed_models", Text, nullable=True),  # JSON list; NULL = every model
+    CheckConstraint("spend_limit IS NULL OR spent <= spend_limit", name="within_spend_limit"),
+    CheckConstraint("spent >= 0", name="spent_non_negative"),
+)
+
+ledger_entries = Table(
+    "ledger_entries",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    # grant, topup, redemption, hold, capture, release, adjustment
+    Column("kind", String(16), nullable=False),
+    # Change of the account's available balance; Σ amount = accounts.balance.
+    Column("amount", BigInteger, nullable=False),
+    # For capture entries: the amount charged out of the hold (the hold already moved it).
+    Column("charged", BigInteger, nullable=False, default=0),
+    Column("hold_id", String(40), nullable=True),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("reference", String(400), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+holds = Table(
+    "holds",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", Integer, ForeignKey("api_keys.id"), nullable=True),
+    Column("amount", BigInteger, nullable=False),
+    Column("status", String(8), nullable=False),  # open, settled
+    Column("captured", BigInteger, nullable=True),
+    Column("request_id", String(64), nullable=False),
+    Column("owner", String(200), nullable=False),  # the process instance that holds it
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    CheckConstraint("amount >= 0", name="amount_non_negative"),
+)
+Index("ix_holds_open", holds.c.status, holds.c.expires_at)
+
+usage_records = Table(
+    "usage_records",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", String(64), nullable=False, unique=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", Integer, ForeignKey("api_keys.id"), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("cost", BigInteger, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("finish_reason", String(32), nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("ttft_ms", Integer, nullable=True),
+    Column("user", String(256), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_usage_account_created", usage_records.c.account_id, usage_records.c.created_at)
+
+redemption_codes = Table(
+    "redemption_codes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("digest", String(64), nullable=False, unique=True),
+    Column("last4", String(4), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("redeemed_by", Integer, ForeignKey("accounts.id"), nullable=True),
+    Column("redeemed_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("amount > 0", name="amount_positive"),
+)
+
+idempotent_requests = Table(
+    "idempotent_requests",
+    metadata,
+    Column("key_id", Integer, ForeignKey("api_keys.id"), primary_key=True),
+    Column("idempotency_key", String(200), primary_key=True),
+    Column("body_digest", String(64), nullable=False),
+    Column("status", String(8), nullable=False),  # running, done
+    Column("response_status", Integer, nullable=True),
+    Column("response_body", LargeBinary, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)

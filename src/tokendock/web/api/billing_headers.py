@@ -1,0 +1,24 @@
+"""Cost and balance headers: every billed response says what it cost and what is left."""
+
+from __future__ import annotations
+
+from tokendock.billing.money import format_credits
+from tokendock.services.completions import Run
+
+
+def settled_headers(run: Run) -> dict[str, str]:
+    s = run.settlement
+    if s is None:  # settled by someone else (cannot happen on the normal path)
+        return {}
+    return {
+        "x-tokendock-cost": format_credits(s.charged),
+        "x-tokendock-credit-remaining": format_credits(s.balance),
+    }
+
+
+def hold_headers(run: Run) -> dict[str, str]:
+    """Streams send headers before the cost is known: the hold and the balance after it."""
+    return {
+        "x-tokendock-hold": format_credits(run.hold.amount),
+        "x-tokendock-credit-remaining": format_credits(run.hold.balance_after),
+    }
