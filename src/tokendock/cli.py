@@ -232,6 +232,7 @@ def _run_admin(command: str, args: argparse.Namespace, settings: Settings) -> in
             problems = await svc.ledger.verify()
             for p in problems:
                 print(p)
+            print(f"open holds: {await svc.ledger.open_holds()}")
             print("ledger OK" if not problems else f"{len(problems)} problem(s)")
             return 1 if problems else 0
         return 0

@@ -247,6 +247,11 @@ class Ledger:
         async with self._engine.connect() as conn:
             return await self._balance(conn, account_id)
 
+    async def open_holds(self) -> int:
+        async with self._engine.connect() as conn:
+            query = select(func.count()).select_from(holds).where(holds.c.status == "open")
+            return int((await conn.execute(query)).scalar_one())
+
     async def verify(self) -> list[str]:
         """Problems found; empty when every balance equals the sum of its entries."""
         sums = (
