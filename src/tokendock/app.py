@@ -17,8 +17,10 @@ from tokendock.config import Settings
 from tokendock.inference.registry import ModelRegistry
 from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
+from tokendock.services.idempotency import Idempotency
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.db import create_engine
+from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.web import errors
 from tokendock.web.api import account, chat, completions, health, models
 from tokendock.web.deps import Services
@@ -42,6 +44,7 @@ def create_app(settings: Settings) -> FastAPI:
         models=registry,
         completions=completions_service,
         accounts=AccountService(AccountStore(db), ledger, cache_seconds=settings.key_cache_seconds),
+        idempotency=Idempotency(IdempotencyStore(db)),
     )
 
     @contextlib.asynccontextmanager

@@ -14,6 +14,7 @@ from tokendock.inference.registry import ModelRegistry
 from tokendock.protocol.errors import from_validation_error
 from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
+from tokendock.services.idempotency import Idempotency
 from tokendock.storage.accounts import KeyRow
 
 
@@ -23,6 +24,7 @@ class Services:
     models: ModelRegistry
     completions: CompletionService
     accounts: AccountService
+    idempotency: Idempotency
 
 
 def _services(request: Request) -> Services:

@@ -18,6 +18,33 @@ router = APIRouter(prefix="/v1")
 
 @router.post("/chat/completions")
 async def chat_completions(request: Request, deps: Deps, key: CurrentKey) -> Response:
+    idem = request.headers.get("idempotency-key")
+    if idem is None:
+        return await _chat(request, deps, key)
+    guard = deps.idempotency
+    replay = await guard.begin(key.id, idem, await request.body())
+    if replay is not None:
+        return Response(
+            replay.body,
+            status_code=replay.status,
+            media_type="application/json",
+            headers={"idempotent-replayed": "true"},
+        )
+    try:
+        response = await _chat(request, deps, key)
+    except BaseException:
+        await guard.failed(key.id, idem)
+        raise
+    if isinstance(response, EventStreamResponse):
+        await guard.streamed(key.id, idem)
+    elif response.status_code == 200:
+        await guard.done(key.id, idem, response.status_code, bytes(response.body))
+    else:
+        await guard.failed(key.id, idem)
+    return response
+
+
+async def _chat(request: Request, deps: Deps, key: CurrentKey) -> Response:
     req = await parse_body(request, ChatCompletionRequest)
     service = deps.completions
     plan = await service.plan_chat(req)
