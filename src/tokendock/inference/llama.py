@@ -42,6 +42,23 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     events: asyncio.Queue[Event | BaseException] = field(default_factory=asyncio.Queue)
     cancelled: threading.Event = field(default_factory=threading.Event)
+    # Guards the queued → started transition against a concurrent cancel.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def start(self) -> bool:
+        """Worker thread: claim the job unless it was cancelled while queued."""
+        with self.lock:
+            if self.cancelled.is_set():
+                return False
+            self.gen.meter.started = True
+            return True
+
+    def cancel(self) -> None:
+        """Event loop: stop the job; one never started is done at once (nothing to bill)."""
+        with self.lock:
+            self.cancelled.set()
+            if not self.gen.meter.started:
+                self.gen.meter.done.set()
 
     def emit(self, item: Event | BaseException) -> None:
         try:
@@ -193,12 +210,12 @@ class LlamaEngine:
                 if isinstance(item, Finished):
                     return
         finally:
-            pending.cancelled.set()
+            pending.cancel()
 
     def _worker(self) -> None:
         while (job := self._jobs.get()) is not None:
             try:
-                if not job.cancelled.is_set():
+                if job.start():
                     self._run(job)
             except Exception as exc:
                 log.exception("generation failed for model %s", self.model_id)
@@ -214,7 +231,6 @@ class LlamaEngine:
             return
         llm = self._llm
         meter = gen.meter
-        meter.started = True
         llm.next_sampling = gen.sampling
         llm.set_seed(gen.sampling.seed if gen.sampling.seed is not None else secrets.randbits(32))
         stops = StopScanner(gen.stop)
