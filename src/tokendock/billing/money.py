@@ -6,9 +6,11 @@ refused when it has more than six decimals.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 
 MICRO = 1_000_000
+MAX_MICRO = 2**63 - 1  # what a BIGINT column holds
+_EXACT = Context(prec=100)  # enough digits that multiplying never rounds
 
 
 class AmountError(ValueError):
@@ -22,9 +24,11 @@ def parse_credits(text: str | int) -> int:
         raise AmountError(f"not an amount of credits: {text!r}") from exc
     if not value.is_finite() or value < 0:
         raise AmountError(f"amount must be a non-negative number of credits: {text!r}")
-    micro = value * MICRO
-    if micro != micro.to_integral_value():
+    micro = _EXACT.multiply(value, Decimal(MICRO))
+    if micro != micro.to_integral_value(context=_EXACT):
         raise AmountError(f"at most 6 decimal places (1 micro-credit): {text!r}")
+    if micro > MAX_MICRO:
+        raise AmountError(f"amount too large: {text!r}")
     return int(micro)
 
 

@@ -16,6 +16,6 @@ def hash_password(password: str) -> str:
 def verify_password(password_hash: str | None, password: str) -> bool:
     """False for a wrong password or no account (the dummy hash keeps the timing equal)."""
     try:
-        return _hasher.verify(password_hash or _DUMMY, password) and password_hash is not None
+        return _hasher.verify(password_hash or _DUMMY, password) and bool(password_hash)
     except (VerificationError, InvalidHashError):
         return False

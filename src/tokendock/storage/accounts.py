@@ -135,7 +135,8 @@ class AccountStore:
                     prefix=prefix,
                     last4=last4,
                     created_at=datetime.now(UTC),
-                    expires_at=expires_at,
+                    # SQLite drops the offset: store every time as UTC.
+                    expires_at=expires_at.astimezone(UTC) if expires_at else None,
                     spend_limit=spend_limit,
                     spent=0,
                     allowed_models=json.dumps(list(allowed_models)) if allowed_models else None,

@@ -1,0 +1,74 @@
+"""A fresh, migrated database per test, on SQLite and (when TOKENDOCK_TEST_POSTGRES_URL is set)
+PostgreSQL, with the ledger and the account service wired the way `create_app` wires them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tests.e2e.server import POSTGRES_URL, new_database
+from tokendock.billing.ledger import Ledger
+from tokendock.services.accounts import AccountService
+from tokendock.storage.accounts import AccountStore
+from tokendock.storage.db import create_engine
+from tokendock.storage.migrate import upgrade_async
+
+OWNER = "test"
+
+
+@dataclass
+class Db:
+    backend: str
+    url: str
+    engine: AsyncEngine
+    ledger: Ledger
+    store: AccountStore
+    svc: AccountService
+
+    def other_ledger(self, owner: str, hold_ttl: timedelta) -> Ledger:
+        """Another process's ledger on the same database."""
+        return Ledger(self.engine, owner=owner, hold_ttl=hold_ttl)
+
+
+async def _drop_postgres(url: str) -> None:
+    import asyncpg  # type: ignore[import-untyped]
+
+    assert POSTGRES_URL
+    name = url.rpartition("/")[2]
+    conn = await asyncpg.connect(POSTGRES_URL.replace("+asyncpg", ""))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+BACKENDS = [
+    "sqlite",
+    pytest.param(
+        "postgres",
+        marks=pytest.mark.skipif(not POSTGRES_URL, reason="TOKENDOCK_TEST_POSTGRES_URL is not set"),
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db]:
+    backend: str = request.param
+    # new_database() runs its own event loop (asyncio.run), so it gets a thread of its own.
+    url = await asyncio.to_thread(new_database, backend, tmp_path)
+    await upgrade_async(url)
+    engine = create_engine(url)
+    ledger = Ledger(engine, owner=OWNER, hold_ttl=timedelta(hours=1))
+    store = AccountStore(engine)
+    try:
+        yield Db(backend, url, engine, ledger, store, AccountService(store, ledger))
+    finally:
+        await engine.dispose()
+        if backend == "postgres":
+            await _drop_postgres(url)
