@@ -12,10 +12,10 @@ from tokendock.billing.ledger import Hold, Settlement
 from tokendock.billing.pricing import Price
 from tokendock.errors import ContextLengthExceeded, GenerationFailed
 from tokendock.inference.base import Engine, Generation
-from tokendock.protocol.chat import chunk_body
 from tokendock.services.completions import ChoiceEvent, Plan, Run
 from tokendock.storage.accounts import KeyRow
-from tokendock.web.api.streaming import ChunkFn, Stamp, sse_events
+from tokendock.web.api.chat import chat_chunk
+from tokendock.web.api.streaming import Stamp, sse_events
 
 DONE = b"data: [DONE]\n\n"
 SECRET = "segfault in ggml at 0xdeadbeef"
@@ -42,29 +42,6 @@ def plan(choices: int = 1, prompt_tokens: int = 11) -> Run:
     )
     run.settlement = Settlement(charged=42, balance=900)
     return run
-
-
-def chat_chunk(with_usage: bool) -> ChunkFn:
-    """The same chunk function the chat endpoint builds."""
-
-    def chunk(s: Stamp, index: int, text: str | None, finish: str | None) -> dict[str, Any]:
-        if text is None:
-            delta: dict[str, Any] = {"role": "assistant", "content": ""}
-        elif finish is not None:
-            delta = {}
-        else:
-            delta = {"content": text}
-        return chunk_body(
-            request_id=s.id,
-            created=s.created,
-            model=s.model,
-            index=index,
-            delta=delta,
-            finish_reason=finish,
-            with_usage_field=with_usage,
-        )
-
-    return chunk
 
 
 class FakeEvents:

@@ -8,7 +8,13 @@ from starlette.responses import Response
 from tokendock.protocol.chat import ChatCompletionRequest, chunk_body, completion_body
 from tokendock.protocol.common import usage_dict
 from tokendock.web.api.billing_headers import hold_headers, settled_headers
-from tokendock.web.api.streaming import ClientGone, Stamp, cancel_on_disconnect, sse_events
+from tokendock.web.api.streaming import (
+    ChunkFn,
+    ClientGone,
+    Stamp,
+    cancel_on_disconnect,
+    sse_events,
+)
 from tokendock.web.deps import CurrentKey, Deps, parse_body, request_id
 from tokendock.web.responses import JSONResponse
 from tokendock.web.sse import EventStreamResponse
@@ -44,6 +50,29 @@ async def chat_completions(request: Request, deps: Deps, key: CurrentKey) -> Res
     return response
 
 
+def chat_chunk(with_usage: bool) -> ChunkFn:
+    """Chunk bodies for one chat stream: opening (text None), content, or finish."""
+
+    def chunk(s: Stamp, index: int, text: str | None, finish: str | None) -> dict[str, Any]:
+        if text is None:
+            delta: dict[str, Any] = {"role": "assistant", "content": ""}
+        elif finish is not None:
+            delta = {}
+        else:
+            delta = {"content": text}
+        return chunk_body(
+            request_id=s.id,
+            created=s.created,
+            model=s.model,
+            index=index,
+            delta=delta,
+            finish_reason=finish,
+            with_usage_field=with_usage,
+        )
+
+    return chunk
+
+
 async def _chat(request: Request, deps: Deps, key: CurrentKey) -> Response:
     req = await parse_body(request, ChatCompletionRequest)
     service = deps.completions
@@ -52,29 +81,11 @@ async def _chat(request: Request, deps: Deps, key: CurrentKey) -> Response:
     stamp = Stamp.new("chatcmpl", req.model)
     if req.stream:
         with_usage = req.include_usage()
-
-        def chunk(s: Stamp, index: int, text: str | None, finish: str | None) -> dict[str, Any]:
-            if text is None:
-                delta: dict[str, Any] = {"role": "assistant", "content": ""}
-            elif finish is not None:
-                delta = {}
-            else:
-                delta = {"content": text}
-            return chunk_body(
-                request_id=s.id,
-                created=s.created,
-                model=s.model,
-                index=index,
-                delta=delta,
-                finish_reason=finish,
-                with_usage_field=with_usage,
-            )
-
         events = sse_events(
             service.stream(run),
             run,
             stamp,
-            chunk,
+            chat_chunk(with_usage),
             include_usage=with_usage,
             object_name="chat.completion.chunk",
             opening=True,
