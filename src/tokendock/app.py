@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -15,6 +16,8 @@ from tokendock.billing.ledger import Ledger
 from tokendock.catalog import Catalog
 from tokendock.config import Settings
 from tokendock.inference.registry import ModelRegistry
+from tokendock.limits.base import Limiter, Limits
+from tokendock.limits.memory import MemoryLimiter
 from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
 from tokendock.services.idempotency import Idempotency
@@ -38,7 +41,9 @@ def create_app(settings: Settings) -> FastAPI:
         owner=settings.instance_name(),
         hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
     )
-    completions_service = CompletionService(registry, ledger)
+    limiter = build_limiter(settings)
+    tiers = {name: Limits(**values) for name, values in settings.rate_tiers.items()}
+    completions_service = CompletionService(registry, ledger, limiter, tiers)
     services = Services(
         settings=settings,
         models=registry,
@@ -65,6 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
                     await task
             await completions_service.drain()
             await registry.close()
+            await limiter.close()
             await db.dispose()
 
     app = FastAPI(
@@ -87,6 +93,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+def build_limiter(settings: Settings) -> Limiter:
+    if settings.rate_limit_backend == "redis":
+        from tokendock.limits.redis import RedisLimiter
+
+        return RedisLimiter(settings.redis_url, fail_open=settings.rate_limit_fail_open)
+    return MemoryLimiter()
 
 
 async def _sweep(ledger: Ledger, every: float) -> None:
@@ -114,3 +128,13 @@ async def _load(registry: ModelRegistry, settings: Settings) -> None:
         ", ".join(s.id for s in registry.specs()),
         base,
     )
+
+
+def app_from_env() -> FastAPI:
+    """For `--workers N`: each worker process builds its app from TOKENDOCK_* variables.
+    Each worker names its holds by its own pid, so workers never release each other's."""
+    settings = Settings()
+    if settings.workers > 1 and settings.instance_id is None:
+        instance = f"{settings.instance_name()}:{os.getpid()}"
+        settings = settings.model_copy(update={"instance_id": instance})
+    return create_app(settings)

@@ -5,25 +5,30 @@ tokendock migrate                       apply database migrations
 tokendock models fetch | list           assemble / show catalog models
 tokendock accounts create EMAIL         [--password P] [--admin] [--grant CREDITS]
 tokendock keys create EMAIL             [--name N] [--expires-days D] [--spend-limit C]
-                                        [--models a,b]
+                                        [--allow-models a,b]
 tokendock keys list EMAIL
 tokendock keys revoke EMAIL KEY_ID
 tokendock credits grant EMAIL CREDITS   --reference REF   (idempotent per reference)
 tokendock codes create CREDITS          [--count N]
 tokendock usage                         [--account EMAIL] [--limit N]
 tokendock ledger verify                 exit 1 unless every balance = Σ its ledger entries
+tokendock limits set (--account EMAIL | --key KEY_ID) [--rpm N] [--tpm N] [--concurrent N]
+                                        [--tier NAME]   (0 = unlimited)
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
+import os
 import secrets
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from tokendock.billing.ledger import Ledger
 from tokendock.billing.money import AmountError, format_credits, parse_credits
@@ -50,6 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", parents=[common], help="start the server")
     serve.add_argument("--host", help="bind address (TOKENDOCK_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (TOKENDOCK_PORT, default 8000)")
+    serve.add_argument("--workers", type=int, help="processes (TOKENDOCK_WORKERS; >1 needs Redis)")
     sub.add_parser("migrate", parents=[common], help="apply database migrations")
 
     models = sub.add_parser("models", help="model catalog").add_subparsers(
@@ -96,6 +102,15 @@ def _parser() -> argparse.ArgumentParser:
     usage.add_argument("--account", help="email (default: every account)")
     usage.add_argument("--limit", type=int, default=50)
 
+    limits = sub.add_parser("limits", help="rate limits").add_subparsers(dest="sub", required=True)
+    lset = limits.add_parser("set", parents=[common], help="override limits (0 = unlimited)")
+    who = lset.add_mutually_exclusive_group(required=True)
+    who.add_argument("--account", help="account email")
+    who.add_argument("--key", type=int, help="API key id")
+    for flag in ("--rpm", "--tpm", "--concurrent"):
+        lset.add_argument(flag, type=int)
+    lset.add_argument("--tier", help="account tier (names defaults in TOKENDOCK_RATE_TIERS)")
+
     ledger = sub.add_parser("ledger", help="the credit ledger").add_subparsers(
         dest="sub", required=True
     )
@@ -138,6 +153,7 @@ def _settings(args: argparse.Namespace) -> Settings:
         "models_file": getattr(args, "models", None),
         "data_dir": getattr(args, "data_dir", None),
         "database_url": getattr(args, "database_url", None),
+        "workers": getattr(args, "workers", None),
     }
     return Settings(**{k: v for k, v in overrides.items() if v is not None})
 
@@ -228,6 +244,20 @@ def _run_admin(command: str, args: argparse.Namespace, settings: Settings) -> in
                     f"{r['model']}\t{r['prompt_tokens']}+{r['completion_tokens']} tok\t"
                     f"{format_credits(r['cost'])}\t{r['status']}\t{r['finish_reason']}"
                 )
+        elif command == "limits set":
+            target = await svc.account_id(args.account) if args.account else None
+            ok = await svc.store.set_limits(
+                account_id=target,
+                key_id=args.key,
+                rpm=args.rpm,
+                tpm=args.tpm,
+                concurrent=args.concurrent,
+                tier=args.tier,
+            )
+            if not ok:
+                print("no such account or key", file=sys.stderr)
+                return 1
+            print("limits updated (in effect within the key cache time, 1 s by default)")
         elif command == "ledger verify":
             problems = await svc.ledger.verify()
             for p in problems:
@@ -245,22 +275,36 @@ def _serve(settings: Settings) -> int:
 
     from tokendock.app import create_app
 
+    if settings.workers > 1 and settings.rate_limit_backend != "redis":
+        print(
+            f"tokendock: refusing --workers {settings.workers} with in-process rate limits: each "
+            "worker would enforce the limits on its own, multiplying them. Set "
+            "TOKENDOCK_RATE_LIMIT_BACKEND=redis (and TOKENDOCK_REDIS_URL), or run one worker.",
+            file=sys.stderr,
+        )
+        return 2
     # Assemble model files up front, with a progress bar, before the server starts.
     _fetch(settings)
     if settings.auto_migrate:
         upgrade(settings.database_url_or_default())
     _bootstrap(settings)
-    app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        loop="uvloop",
-        http="httptools",
-        log_level=settings.log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": 5,
+    }
+    if settings.workers > 1:
+        # Workers import the app themselves and read the settings from the environment.
+        for name, value in settings.model_dump(exclude_none=True).items():
+            env_value = json.dumps(value) if isinstance(value, dict) else str(value)
+            os.environ[f"TOKENDOCK_{name.upper()}"] = env_value
+        uvicorn.run("tokendock.app:app_from_env", factory=True, workers=settings.workers, **options)
+    else:
+        uvicorn.run(create_app(settings), **options)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -64,6 +65,19 @@ class Settings(BaseSettings):
         None, description="Its password (default: random, printed once)."
     )
     bootstrap_grant: str = Field("10", description="Credits granted to that first account.")
+    rate_limit_backend: Literal["memory", "redis"] = Field(
+        "memory", description="memory: exact for one process; redis: exact across processes."
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for rate limits.")
+    rate_limit_fail_open: bool = Field(
+        False, description="When Redis is unreachable: admit and log (true) or 503 (false)."
+    )
+    rate_tiers: dict[str, dict[str, int]] = Field(
+        default_factory=lambda: {"default": {"rpm": 0, "tpm": 0, "concurrent": 0}},
+        description='Default limits per account tier, JSON: {"default": {"rpm": 60, "tpm": '
+        '100000, "concurrent": 4}}; 0 = unlimited. Apply to each key and each account.',
+    )
+    workers: int = Field(1, ge=1, description="Server processes (more than 1 needs Redis).")
 
     def database_url_or_default(self) -> str:
         if self.database_url:

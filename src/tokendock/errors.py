@@ -20,6 +20,7 @@ request field. The web layer turns any of them into the OpenAI error envelope.
     ├── MethodNotAllowed               405 invalid_request_error code=method_not_allowed
     ├── Conflict                       409 invalid_request_error
     ├── RequestTooLarge                413 invalid_request_error code=request_too_large
+    ├── RateLimited                    429 requests|tokens code=rate_limit_exceeded
     ├── ServiceUnavailable             503 server_error
     │   ├── ModelNotReady              503 code=model_not_ready
     │   └── ModelUnpriced              503 code=model_unpriced
@@ -39,6 +40,7 @@ class TokenDockError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
+        self.headers: dict[str, str] = {}
         if code is not None:
             self.code = code
 
@@ -140,6 +142,18 @@ class RequestTooLarge(TokenDockError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class RateLimited(TokenDockError):
+    """429 with `retry-after` (whole seconds, ≤ 60) and `retry-after-ms` (the true wait)."""
+
+    status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, kind: str, headers: dict[str, str]):
+        super().__init__(message)
+        self.type = kind
+        self.headers = headers
 
 
 class ServiceUnavailable(TokenDockError):

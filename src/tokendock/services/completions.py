@@ -36,6 +36,7 @@ from tokendock.errors import (
 from tokendock.inference.base import ChatTurn, Engine, Generation, Sampling, TextDelta
 from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.templates import ChatTemplateError
+from tokendock.limits.base import Admission, Limiter, Limits, Subject
 from tokendock.protocol.chat import ChatCompletionRequest, message_text
 from tokendock.protocol.common import SamplingFields
 from tokendock.protocol.completions import CompletionRequest
@@ -63,6 +64,7 @@ class Run:
     hold: Hold
     price: Price
     request_id: str
+    rate: Admission | None = None
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     settlement: Settlement | None = None
@@ -86,9 +88,17 @@ class ChoiceEvent:
 
 
 class CompletionService:
-    def __init__(self, models: ModelRegistry, ledger: Ledger):
+    def __init__(
+        self,
+        models: ModelRegistry,
+        ledger: Ledger,
+        limiter: Limiter,
+        tiers: dict[str, Limits] | None = None,
+    ):
         self._models = models
         self._ledger = ledger
+        self._limiter = limiter
+        self._tiers = tiers or {}
         self._settling: set[asyncio.Task[Settlement | None]] = set()
 
     async def plan_chat(self, req: ChatCompletionRequest) -> Plan:
@@ -142,9 +152,26 @@ class CompletionService:
                 f"This API key may not use the model '{plan.model}'.", param="model"
             )
         price = self._price(plan.model)
-        worst = price.cost(plan.prompt_tokens, sum(job.max_tokens for job in plan.jobs))
-        hold = await self._ledger.hold(key.account_id, key.id, worst, request_id)
-        return Run(plan, key, hold, price, request_id)
+        max_completion = sum(job.max_tokens for job in plan.jobs)
+        # Rate limits first: a refused request reserves nothing and holds no credit.
+        rate = await self._limiter.admit(
+            self.subjects(key), plan.prompt_tokens + max_completion, request_id
+        )
+        try:
+            worst = price.cost(plan.prompt_tokens, max_completion)
+            hold = await self._ledger.hold(key.account_id, key.id, worst, request_id)
+        except BaseException:
+            await self._limiter.settle(rate, 0)
+            raise
+        return Run(plan, key, hold, price, request_id, rate)
+
+    def subjects(self, key: KeyRow) -> tuple[Subject, Subject]:
+        """Both apply: the key's limits and its account's (tier defaults, then overrides)."""
+        base = self._tiers.get(key.tier) or self._tiers.get("default") or Limits()
+        return (
+            Subject(f"key:{key.id}", base.override(*key.key_limits)),
+            Subject(f"account:{key.account_id}", base.override(*key.account_limits)),
+        )
 
     def _price(self, model: str) -> Price:
         spec = self._models.spec(model)
@@ -248,7 +275,11 @@ class CompletionService:
             else int((run.first_token - run.started) * 1000),
             user=run.plan.user,
         )
-        return await self._ledger.settle(run.hold, run.price.cost(prompt, completion), usage)
+        try:
+            return await self._ledger.settle(run.hold, run.price.cost(prompt, completion), usage)
+        finally:
+            if run.rate is not None:
+                await self._limiter.settle(run.rate, prompt + completion)
 
     async def drain(self) -> None:
         """Wait for settlements still running (at shutdown)."""

@@ -46,6 +46,10 @@ class KeyRow:
     spent: int
     allowed_models: tuple[str, ...] | None
     account_disabled: bool = False
+    # Rate-limit overrides (None = the tier's default), for the key and for its account.
+    key_limits: tuple[int | None, int | None, int | None] = (None, None, None)
+    account_limits: tuple[int | None, int | None, int | None] = (None, None, None)
+    tier: str = "default"
 
 
 def _key(row: Any, disabled: bool = False) -> KeyRow:
@@ -64,6 +68,13 @@ def _key(row: Any, disabled: bool = False) -> KeyRow:
         spent=row["spent"],
         allowed_models=tuple(json.loads(models)) if models else None,
         account_disabled=disabled,
+        key_limits=(row["rpm_limit"], row["tpm_limit"], row["concurrency_limit"]),
+        account_limits=(
+            row.get("account_rpm"),
+            row.get("account_tpm"),
+            row.get("account_concurrency"),
+        ),
+        tier=row.get("account_tier") or "default",
     )
 
 
@@ -147,7 +158,14 @@ class AccountStore:
 
     async def key_by_digest(self, digest: str) -> KeyRow | None:
         query = (
-            select(api_keys, accounts.c.disabled)
+            select(
+                api_keys,
+                accounts.c.disabled,
+                accounts.c.tier.label("account_tier"),
+                accounts.c.rpm_limit.label("account_rpm"),
+                accounts.c.tpm_limit.label("account_tpm"),
+                accounts.c.concurrency_limit.label("account_concurrency"),
+            )
             .join(accounts, accounts.c.id == api_keys.c.account_id)
             .where(api_keys.c.digest == digest)
         )
@@ -189,3 +207,31 @@ class AccountStore:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [{**r, "created_at": utc(r["created_at"])} for r in rows]
+
+    async def set_limits(
+        self,
+        *,
+        account_id: int | None = None,
+        key_id: int | None = None,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        concurrent: int | None = None,
+        tier: str | None = None,
+    ) -> bool:
+        """Set rate-limit overrides (only the given ones) on an account or a key."""
+        table, row_id = (accounts, account_id) if account_id is not None else (api_keys, key_id)
+        values: dict[str, Any] = {}
+        for column, value in (
+            ("rpm_limit", rpm),
+            ("tpm_limit", tpm),
+            ("concurrency_limit", concurrent),
+        ):
+            if value is not None:
+                values[column] = value
+        if tier is not None and table is accounts:
+            values["tier"] = tier
+        if not values:
+            return True
+        async with self._engine.begin() as conn:
+            result = await conn.execute(update(table).where(table.c.id == row_id).values(**values))
+            return result.rowcount == 1

@@ -46,6 +46,11 @@ accounts = Table(
     Column("disabled", Boolean, nullable=False, default=False),
     Column("balance", BigInteger, nullable=False, default=0),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Rate limits: the tier names defaults in settings; the columns override them (NULL = tier).
+    Column("tier", String(32), nullable=False, server_default="default"),
+    Column("rpm_limit", Integer, nullable=True),
+    Column("tpm_limit", Integer, nullable=True),
+    Column("concurrency_limit", Integer, nullable=True),
     CheckConstraint("balance >= 0", name="balance_non_negative"),
 )
 
@@ -65,6 +70,9 @@ api_keys = Table(
     Column("spend_limit", BigInteger, nullable=True),
     Column("spent", BigInteger, nullable=False, default=0),
     Column("allowed_models", Text, nullable=True),  # JSON list; NULL = every model
+    Column("rpm_limit", Integer, nullable=True),  # NULL = the account tier's default
+    Column("tpm_limit", Integer, nullable=True),
+    Column("concurrency_limit", Integer, nullable=True),
     CheckConstraint("spend_limit IS NULL OR spent <= spend_limit", name="within_spend_limit"),
     CheckConstraint("spent >= 0", name="spent_non_negative"),
 )

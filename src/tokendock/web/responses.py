@@ -19,7 +19,9 @@ class JSONResponse(Response):
 
 
 def error_response(err: TokenDockError, headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(envelope(err), status_code=err.status, headers=headers)
+    return JSONResponse(
+        envelope(err), status_code=err.status, headers={**err.headers, **(headers or {})}
+    )
 
 
 def error_bytes(err: TokenDockError) -> bytes:

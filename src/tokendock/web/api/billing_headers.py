@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from tokendock.billing.money import format_credits
+from tokendock.limits.base import headers as ratelimit_headers
 from tokendock.services.completions import Run
+
+
+def rate_headers(run: Run) -> dict[str, str]:
+    if run.rate is None:
+        return {}
+    return ratelimit_headers(run.rate.requests, run.rate.token_window)
 
 
 def settled_headers(run: Run) -> dict[str, str]:
     s = run.settlement
     if s is None:  # settled by someone else (cannot happen on the normal path)
-        return {}
+        return rate_headers(run)
     return {
+        **rate_headers(run),
         "x-tokendock-cost": format_credits(s.charged),
         "x-tokendock-credit-remaining": format_credits(s.balance),
     }
@@ -19,6 +27,7 @@ def settled_headers(run: Run) -> dict[str, str]:
 def hold_headers(run: Run) -> dict[str, str]:
     """Streams send headers before the cost is known: the hold and the balance after it."""
     return {
+        **rate_headers(run),
         "x-tokendock-hold": format_credits(run.hold.amount),
         "x-tokendock-credit-remaining": format_credits(run.hold.balance_after),
     }
