@@ -99,7 +99,11 @@ def build_limiter(settings: Settings) -> Limiter:
     if settings.rate_limit_backend == "redis":
         from tokendock.limits.redis import RedisLimiter
 
-        return RedisLimiter(settings.redis_url, fail_open=settings.rate_limit_fail_open)
+        return RedisLimiter(
+            settings.redis_url,
+            fail_open=settings.rate_limit_fail_open,
+            prefix=settings.redis_prefix,
+        )
     return MemoryLimiter()
 
 

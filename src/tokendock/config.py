@@ -69,6 +69,7 @@ class Settings(BaseSettings):
         "memory", description="memory: exact for one process; redis: exact across processes."
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for rate limits.")
+    redis_prefix: str = Field("td:rl:", description="Key prefix for rate-limit state in Redis.")
     rate_limit_fail_open: bool = Field(
         False, description="When Redis is unreachable: admit and log (true) or 503 (false)."
     )

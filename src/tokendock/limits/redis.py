@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.exceptions import RedisError
 
 from tokendock.errors import ServiceUnavailable
@@ -114,7 +114,11 @@ class RedisLimiter:
     def __init__(
         self, url: str, *, fail_open: bool = False, prefix: str = "td:rl:", ttl: int = 3600
     ):
-        self._redis: Redis = Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        # A blocking pool: a burst of admissions waits for a connection instead of failing.
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=64, timeout=5, socket_timeout=2, socket_connect_timeout=2
+        )
+        self._redis: Redis = Redis(connection_pool=pool)
         self._admit = self._redis.register_script(ADMIT)
         self._settle = self._redis.register_script(SETTLE)
         self._fail_open = fail_open

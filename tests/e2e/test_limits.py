@@ -1,0 +1,260 @@
+"""Rate limits through the real server: exact admission, headers, 429s the SDK recovers from,
+token reservation and refund, concurrency slots, two processes sharing Redis, Redis down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import secrets
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.e2e.conftest import MODEL
+from tests.e2e.server import ROOT, Server, start_server
+
+REDIS_URL = os.environ.get("TOKENDOCK_TEST_REDIS_URL")
+MESSAGES = [{"role": "user", "content": "Say something."}]
+RESET = re.compile(r"^(\d+ms|\d+(\.\d+)?s|\d+m\d+s)$")
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("limits"))
+    yield srv
+    srv.stop()
+
+
+def key_with_limits(server: Server, **limits: int) -> str:
+    """A fresh account and key; the limits are set before the key is ever used."""
+    email = f"rl-{secrets.token_hex(4)}@example.com"
+    key = server.new_key(email, "5")
+    key_id = re.search(r"^(\d+)\t", server.cli("keys", "list", email), re.M)
+    assert key_id
+    flags = [f"--{name}={value}" for name, value in limits.items()]
+    server.cli("limits", "set", "--key", key_id.group(1), *flags)
+    return key
+
+
+async def storm(base: list[str], key: str, n: int) -> tuple[list[httpx.Response], float]:
+    """n simultaneous requests; also how long admission could have been refilling: from the
+    first to the last refusal (GCRA refills one request per 60/RPM seconds, continuously)."""
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 1, "temperature": 0}
+    refusals: list[float] = []
+
+    async def one(http: httpx.AsyncClient, url: str) -> httpx.Response:
+        resp = await http.post(url, json=body)
+        if resp.status_code == 429:
+            refusals.append(time.monotonic())
+        return resp
+
+    async with httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=300,
+        limits=httpx.Limits(max_connections=n),
+    ) as http:
+        responses = await asyncio.gather(
+            *(one(http, base[i % len(base)] + "/chat/completions") for i in range(n))
+        )
+    return list(responses), (max(refusals) - min(refusals)) if refusals else 0.0
+
+
+def admitted_within_limit(codes: list[int], rpm: int, span: float) -> None:
+    """Exactly the burst, plus at most what continuous refill allows during the storm."""
+    ok = codes.count(200)
+    assert rpm <= ok <= rpm + int(span * rpm / 60), (ok, span)
+    assert codes.count(429) == len(codes) - ok
+
+
+def check_429(resp: httpx.Response, kind: str) -> None:
+    assert resp.status_code == 429
+    error = resp.json()["error"]
+    assert error["type"] == kind and error["code"] == "rate_limit_exceeded"
+    assert "per minute" in error["message"] or "concurrent" in error["message"]
+    assert 1 <= int(resp.headers["retry-after"]) <= 60
+    assert int(resp.headers["retry-after-ms"]) > 0
+    assert resp.headers["x-request-id"].startswith("req_")
+
+
+def test_rpm_is_exact_under_500_concurrent(limited: Server) -> None:
+    key = key_with_limits(limited, rpm=60)
+    responses, span = asyncio.run(storm([limited.v1], key, 500))
+    admitted_within_limit([r.status_code for r in responses], 60, span)
+    for r in responses:
+        if r.status_code == 429:
+            check_429(r, "requests")
+    ok = next(r for r in responses if r.status_code == 200)
+    assert ok.headers["x-ratelimit-limit-requests"] == "60"
+    assert 0 <= int(ok.headers["x-ratelimit-remaining-requests"]) < 60
+    assert RESET.match(ok.headers["x-ratelimit-reset-requests"])
+
+
+def test_headers_on_every_completion(limited: Server) -> None:
+    key = key_with_limits(limited, rpm=100, tpm=10_000)
+    client = openai.OpenAI(base_url=limited.v1, api_key=key, max_retries=0)
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL,
+        messages=MESSAGES,
+        max_tokens=3,  # type: ignore[arg-type]
+    )
+    h = raw.headers
+    assert h["x-ratelimit-limit-requests"] == "100"
+    assert h["x-ratelimit-remaining-requests"] == "99"
+    assert h["x-ratelimit-limit-tokens"] == "10000"
+    assert int(h["x-ratelimit-remaining-tokens"]) < 10_000
+    for name in ("x-ratelimit-reset-requests", "x-ratelimit-reset-tokens"):
+        assert RESET.match(h[name]), h[name]
+
+
+def test_tokens_reserved_at_admission_and_returned_at_settlement(limited: Server) -> None:
+    key = key_with_limits(limited, tpm=300)
+    url = limited.v1 + "/chat/completions"
+    auth = {"Authorization": f"Bearer {key}"}
+
+    too_big = httpx.post(
+        url, headers=auth, json={"model": MODEL, "messages": MESSAGES, "max_tokens": 400}
+    )
+    assert too_big.status_code == 429
+    assert too_big.json()["error"]["type"] == "tokens"
+    assert too_big.headers["x-should-retry"] == "false"
+
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 200, "stream": True}
+    with httpx.Client(headers=auth, timeout=60) as http:
+        with http.stream("POST", url, json=body) as first:
+            assert first.status_code == 200
+            reserved_left = int(first.headers["x-ratelimit-remaining-tokens"])
+            assert reserved_left < 100  # prompt + 200 reserved out of 300
+            second = http.post(url, json={**body, "stream": False})
+            check_429(second, "tokens")  # max_tokens alone exceeds what is left
+            for _ in first.iter_lines():
+                break  # leave after the first chunk: most of the reservation is unused
+        time.sleep(0.5)  # settlement returns the unused reservation
+        third = http.post(url, json={**body, "stream": False, "max_tokens": 150})
+        assert third.status_code == 200, third.text
+
+
+def test_concurrency_limit(limited: Server) -> None:
+    key = key_with_limits(limited, concurrent=2)
+    url = limited.v1 + "/chat/completions"
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 300, "stream": True}
+    with httpx.Client(headers={"Authorization": f"Bearer {key}"}, timeout=60) as http:
+        with http.stream("POST", url, json=body) as a, http.stream("POST", url, json=body) as b:
+            assert a.status_code == b.status_code == 200
+            third = http.post(url, json={**body, "stream": False, "max_tokens": 2})
+            check_429(third, "requests")
+            assert "2 concurrent requests" in third.json()["error"]["message"]
+            for _ in a.iter_lines():
+                break
+        time.sleep(0.5)
+        after = http.post(url, json={**body, "stream": False, "max_tokens": 2})
+        assert after.status_code == 200
+
+
+def test_sdk_retries_recover_from_a_short_429(limited: Server) -> None:
+    key = key_with_limits(limited, concurrent=1)
+
+    async def pair(retries: int) -> list[bool]:
+        client = openai.AsyncOpenAI(base_url=limited.v1, api_key=key, max_retries=retries)
+
+        async def one() -> bool:
+            try:
+                await client.chat.completions.create(
+                    model=MODEL,
+                    messages=MESSAGES,
+                    max_tokens=8,  # type: ignore[arg-type]
+                )
+                return True
+            except openai.RateLimitError:
+                return False
+
+        return list(await asyncio.gather(one(), one()))
+
+    assert sorted(asyncio.run(pair(0))) == [False, True]  # the limit really bites
+    assert asyncio.run(pair(2)) == [True, True]  # and the SDK's own retries get through
+
+
+def test_workers_without_redis_are_refused() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "tokendock", "serve", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        env={**os.environ, "TOKENDOCK_RATE_LIMIT_BACKEND": "memory"},
+    )
+    assert out.returncode == 2
+    assert "TOKENDOCK_RATE_LIMIT_BACKEND=redis" in out.stderr
+
+
+# -- Redis -------------------------------------------------------------------------------------
+
+needs_redis = pytest.mark.skipif(not REDIS_URL, reason="TOKENDOCK_TEST_REDIS_URL is not set")
+
+
+@needs_redis
+def test_two_processes_share_one_limit(tmp_path: Path) -> None:
+    assert REDIS_URL
+    env = {
+        "TOKENDOCK_RATE_LIMIT_BACKEND": "redis",
+        "TOKENDOCK_REDIS_URL": REDIS_URL,
+        "TOKENDOCK_REDIS_PREFIX": f"td:test:{secrets.token_hex(4)}:",
+        "TOKENDOCK_RATE_TIERS": json.dumps({"default": {"rpm": 60}}),
+    }
+    first = start_server(tmp_path, env=env)
+    second = start_server(tmp_path, env=env, database_url=first.database_url)
+    try:
+        key = first.new_key(f"two-{secrets.token_hex(3)}@example.com", "5")
+        responses, span = asyncio.run(storm([first.v1, second.v1], key, 500))
+        # One budget across both processes: never the 120 that two local limiters would allow.
+        admitted_within_limit([r.status_code for r in responses], 60, span)
+    finally:
+        first.stop()
+        second.stop()
+
+
+def _redis_down_server(tmp_path: Path, fail_open: bool) -> Server:
+    env = {
+        "TOKENDOCK_RATE_LIMIT_BACKEND": "redis",
+        "TOKENDOCK_REDIS_URL": "redis://127.0.0.1:1/0",  # nothing listens there
+        "TOKENDOCK_RATE_LIMIT_FAIL_OPEN": "true" if fail_open else "false",
+        "TOKENDOCK_RATE_TIERS": json.dumps({"default": {"rpm": 1000}}),
+    }
+    return start_server(tmp_path, env=env)
+
+
+def test_redis_down_fails_closed(tmp_path: Path) -> None:
+    srv = _redis_down_server(tmp_path, fail_open=False)
+    try:
+        resp = httpx.post(
+            srv.v1 + "/chat/completions",
+            headers={"Authorization": f"Bearer {srv.key}"},
+            json={"model": MODEL, "messages": MESSAGES, "max_tokens": 1},
+        )
+        assert resp.status_code == 503
+        assert resp.json()["error"]["code"] == "rate_limiter_unavailable"
+        assert resp.headers["x-request-id"].startswith("req_")
+    finally:
+        srv.stop()
+
+
+def test_redis_down_can_fail_open(tmp_path: Path) -> None:
+    srv = _redis_down_server(tmp_path, fail_open=True)
+    try:
+        resp = httpx.post(
+            srv.v1 + "/chat/completions",
+            headers={"Authorization": f"Bearer {srv.key}"},
+            json={"model": MODEL, "messages": MESSAGES, "max_tokens": 1},
+            timeout=60,
+        )
+        assert resp.status_code == 200
+        assert "ADMITTING WITHOUT LIMITS" in srv.log()
+    finally:
+        srv.stop()
