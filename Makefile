@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: serve test check fmt lint types contracts bench-engine clean
+.PHONY: serve test check fmt lint types contracts bench-engine bench-money bench-limits clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,12 @@ check: lint types contracts test
 bench-engine: $(STAMP)
 	$(BIN)/tokendock models fetch
 	$(BIN)/python bench/engine.py
+
+bench-money: $(STAMP)
+	$(BIN)/python bench/money.py
+
+bench-limits: $(STAMP)
+	$(BIN)/python bench/limits.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
