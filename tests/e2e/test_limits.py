@@ -258,3 +258,19 @@ def test_redis_down_can_fail_open(tmp_path: Path) -> None:
         assert "ADMITTING WITHOUT LIMITS" in srv.log()
     finally:
         srv.stop()
+
+
+def test_a_402_still_carries_the_limit_headers(limited: Server) -> None:
+    email = f"broke-{secrets.token_hex(4)}@example.com"
+    key = limited.new_key(email, "0")
+    key_id = re.search(r"^(\d+)\t", limited.cli("keys", "list", email), re.M)
+    assert key_id
+    limited.cli("limits", "set", "--key", key_id.group(1), "--rpm=10")
+    resp = httpx.post(
+        limited.v1 + "/chat/completions",
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": MODEL, "messages": MESSAGES, "max_tokens": 5},
+    )
+    assert resp.status_code == 402
+    assert resp.headers["x-ratelimit-limit-requests"] == "10"
+    assert "retry-after" not in resp.headers

@@ -32,11 +32,13 @@ from tokendock.errors import (
     InvalidRequest,
     ModelNotAllowed,
     ModelUnpriced,
+    TokenDockError,
 )
 from tokendock.inference.base import ChatTurn, Engine, Generation, Sampling, TextDelta
 from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.templates import ChatTemplateError
 from tokendock.limits.base import Admission, Limiter, Limits, Subject
+from tokendock.limits.base import headers as ratelimit_headers
 from tokendock.protocol.chat import ChatCompletionRequest, message_text
 from tokendock.protocol.common import SamplingFields
 from tokendock.protocol.completions import CompletionRequest
@@ -160,8 +162,10 @@ class CompletionService:
         try:
             worst = price.cost(plan.prompt_tokens, max_completion)
             hold = await self._ledger.hold(key.account_id, key.id, worst, request_id)
-        except BaseException:
+        except BaseException as exc:
             await self._limiter.settle(rate, 0)
+            if isinstance(exc, TokenDockError):  # a 402 still tells the client its limits
+                exc.headers.update(ratelimit_headers(rate.requests, rate.token_window))
             raise
         return Run(plan, key, hold, price, request_id, rate)
 
