@@ -15,6 +15,11 @@ second run with one task gives the uncontended latency. After every run the ledg
 consistent: `verify() == []`, no open holds, one usage row per completed request, and the
 balances equal the grants minus everything charged.
 
+`hold` and `settle` are one call each into the ledger's fast path (billing/fastpath.py): on
+SQLite a job for its writer thread (several queued jobs share a COMMIT; the script reports the
+mean jobs per COMMIT), on PostgreSQL one `td_hold` / `td_settle` function call. The per-request
+count at the end shows those calls next to what still goes through SQLAlchemy.
+
 Run from the repository root: `.venv/bin/python bench/money.py [--concurrency 64] [--seconds 10]`.
 Exit status: 0 when every integrity check passed (targets are reported, PASS or FAIL), 1 when
 one failed.
@@ -120,6 +125,7 @@ class RunResult:
     machine_busy_pct: float  # all CPUs (database server included), during the window
     loadavg_after: str = ""
     checks: dict[str, Any] = field(default_factory=dict)
+    jobs_per_commit: float | None = None  # SQLite writer thread: mean ledger jobs per COMMIT
 
     @property
     def rps(self) -> float:
@@ -280,8 +286,11 @@ async def check(b: Backend) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def counting(engine: AsyncEngine, counts: Counter[str], phase: list[str]) -> Iterator[None]:
-    """Count SQL statements, COMMITs and (SQLite) aiosqlite thread round trips per phase."""
+def counting(
+    engine: AsyncEngine, ledger: Ledger, counts: Counter[str], phase: list[str]
+) -> Iterator[None]:
+    """Count SQL statements, COMMITs and (SQLite) aiosqlite thread round trips through
+    SQLAlchemy, and calls into the ledger's fast path, per phase."""
 
     def on_execute(*_args: Any) -> None:
         counts[phase[0] + ":statements"] += 1
@@ -304,9 +313,23 @@ def counting(engine: AsyncEngine, counts: Counter[str], phase: list[str]) -> Ite
 
         aiosqlite.core.Connection._execute = hop  # type: ignore[method-assign]
         patched = (aiosqlite.core.Connection, original)
+    fast: Any = ledger.fastpath
+    originals = {name: getattr(fast, name) for name in ("hold", "settle")}
+
+    def counted(name: str) -> Any:
+        async def call(*args: Any) -> Any:
+            counts[phase[0] + ":fastpath_calls"] += 1
+            return await originals[name](*args)
+
+        return call
+
+    for name in originals:
+        setattr(fast, name, counted(name))
     try:
         yield
     finally:
+        for name in originals:
+            delattr(fast, name)
         event.remove(sync, "before_cursor_execute", on_execute)
         event.remove(sync, "commit", on_commit)
         if patched is not None:
@@ -320,7 +343,7 @@ async def statements_per_request(b: Backend) -> dict[str, float]:
     await b.service.authenticate(header)  # warm the cache: the steady state
     counts: Counter[str] = Counter()
     phase = ["admission"]
-    with counting(b.engine, counts, phase):
+    with counting(b.engine, b.ledger, counts, phase):
         for n in range(STATEMENT_SAMPLE):
             phase[0] = "admission"
             key = await b.service.authenticate(header)
@@ -375,6 +398,7 @@ def summary(r: RunResult) -> dict[str, Any]:
         "process_cpu_pct": r.process_cpu_pct,
         "machine_busy_pct": r.machine_busy_pct,
         "loadavg_after": r.loadavg_after,
+        "jobs_per_commit": r.jobs_per_commit,
         "checks": r.checks,
     }
 
@@ -413,16 +437,17 @@ def verdicts(runs: list[dict[str, Any]], concurrency: int) -> list[dict[str, Any
                     "pass": rps >= target,
                 }
             )
-        for run, what in ((single, "uncontended (1 task)"), (loaded, f"{concurrency} tasks")):
-            if run:
-                p50 = run[0]["added_ms"]["p50"]
-                out.append(
-                    {
-                        "target": f"{backend}: p50 added < {TARGET_P50_MS} ms, {what}",
-                        "value": f"{p50:.3f} ms",
-                        "pass": p50 < TARGET_P50_MS,
-                    }
-                )
+        # Latency is a target uncontended only: with N tasks in a closed loop the p50 is about
+        # N / throughput (Little's law), 64 / 2,000 requests/s = 32 ms, whatever the ledger does.
+        if single:
+            p50 = single[0]["added_ms"]["p50"]
+            out.append(
+                {
+                    "target": f"{backend}: p50 added < {TARGET_P50_MS} ms, uncontended (1 task)",
+                    "value": f"{p50:.3f} ms",
+                    "pass": p50 < TARGET_P50_MS,
+                }
+            )
     return out
 
 
@@ -435,6 +460,7 @@ def statements_text(counts: dict[str, float]) -> str:
         )
         if phase + ":thread_hops" in counts:
             text += f", {counts[phase + ':thread_hops']:g} aiosqlite thread round trips"
+        text += f" through SQLAlchemy, {counts.get(phase + ':fastpath_calls', 0):g} fast-path call"
         parts.append(text)
     return "; ".join(parts)
 
@@ -511,7 +537,11 @@ async def bench_backend(
                 f"   {concurrency} tasks: {WARMUP_SECONDS:.0f} s warm-up + {seconds:g} s …",
                 flush=True,
             )
-            run = await run_load(backend, concurrency, seconds, f"c{concurrency}")
+            fast: Any = backend.ledger.fastpath
+            before = (getattr(fast, "jobs", 0), getattr(fast, "transactions", 0))
+            run = await run_load(backend, concurrency, seconds, f"r{len(results)}c{concurrency}")
+            if hasattr(fast, "transactions") and fast.transactions > before[1]:
+                run.jobs_per_commit = (fast.jobs - before[0]) / (fast.transactions - before[1])
             run.loadavg_after = loadavg()
             run.checks = await check(backend)
             c = run.checks
@@ -520,7 +550,12 @@ async def bench_backend(
                 f" · verify() == []: {c['verify_ok']} · open holds: {c['open_holds']} · "
                 f"usage rows {c['usage_rows']} == completed {c['completed']}: "
                 f"{c['usage_rows_ok']} · balances match charges: {c['balance_ok']}"
-                f" · errors: {sum(run.errors.values())} · loadavg {run.loadavg_after}",
+                f" · errors: {sum(run.errors.values())} · loadavg {run.loadavg_after}"
+                + (
+                    ""
+                    if run.jobs_per_commit is None
+                    else f" · ledger jobs per COMMIT {run.jobs_per_commit:.1f}"
+                ),
                 flush=True,
             )
             for message, count in run.errors.items():
@@ -535,6 +570,7 @@ async def bench_backend(
         return results, per_request
     finally:
         if backend is not None:
+            await backend.ledger.close()
             await backend.engine.dispose()
         await on_cleanup()
 

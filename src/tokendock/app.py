@@ -69,6 +69,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await completions_service.drain()
+            await ledger.close()
             await registry.close()
             await limiter.close()
             await db.dispose()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
@@ -30,10 +30,13 @@ class Db:
     ledger: Ledger
     store: AccountStore
     svc: AccountService
+    others: list[Ledger] = field(default_factory=list)
 
     def other_ledger(self, owner: str, hold_ttl: timedelta) -> Ledger:
         """Another process's ledger on the same database."""
-        return Ledger(self.engine, owner=owner, hold_ttl=hold_ttl)
+        ledger = Ledger(self.engine, owner=owner, hold_ttl=hold_ttl)
+        self.others.append(ledger)
+        return ledger
 
 
 async def _drop_postgres(url: str) -> None:
@@ -66,9 +69,12 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Db
     engine = create_engine(url)
     ledger = Ledger(engine, owner=OWNER, hold_ttl=timedelta(hours=1))
     store = AccountStore(engine)
+    db = Db(backend, url, engine, ledger, store, AccountService(store, ledger))
     try:
-        yield Db(backend, url, engine, ledger, store, AccountService(store, ledger))
+        yield db
     finally:
+        for each in [ledger, *db.others]:
+            await each.close()
         await engine.dispose()
         if backend == "postgres":
             await _drop_postgres(url)

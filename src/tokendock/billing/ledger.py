@@ -10,6 +10,10 @@ Invariants (also enforced by the schema in storage/tables.py):
 4. Settlement captures at most the held amount, refunds the rest, and writes the usage record
    in the same transaction, so a charge never exists without its usage row or vice versa.
 
+`hold` and `settle` run these rules as one database call each (billing/fastpath*.py: a writer
+thread with plain sqlite3 on SQLite, plpgsql functions from migration 0003 on PostgreSQL);
+the rest goes through SQLAlchemy.
+
 Entry kinds and their `amount` (change of the available balance):
     grant / topup / redemption / adjustment   +x (adjustment may be negative)
     hold                                       -held
@@ -23,19 +27,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tokendock.billing import fastpath
+from tokendock.billing.fastpath import FastPath
 from tokendock.errors import InsufficientCredit, SpendLimitReached
-from tokendock.storage.tables import (
-    accounts,
-    api_keys,
-    holds,
-    ledger_entries,
-    redemption_codes,
-    usage_records,
-)
+from tokendock.storage.tables import accounts, holds, ledger_entries, redemption_codes
 
 
 def now() -> datetime:
@@ -71,49 +70,41 @@ class Settlement:
 
 
 class Ledger:
+    """`hold` and `settle` (per request) run as one database call each through the backend's
+    fast path (billing/fastpath.py); everything else goes through the SQLAlchemy engine.
+    Call `close()` at shutdown, after the last settlement and before disposing the engine."""
+
     def __init__(self, engine: AsyncEngine, *, owner: str, hold_ttl: timedelta):
         self._engine = engine
         self.owner = owner
         self._hold_ttl = hold_ttl
+        self._fast: FastPath | None = None  # made on first use: CLI commands never need it
+
+    @property
+    def fastpath(self) -> FastPath:
+        if self._fast is None:
+            self._fast = fastpath.for_engine(self._engine)
+        return self._fast
+
+    async def close(self) -> None:
+        """Finish queued ledger work and close the fast path's own connections."""
+        if self._fast is not None:
+            await self._fast.close()
 
     # -- holds -------------------------------------------------------------------------
 
     async def hold(self, account_id: int, key_id: int | None, amount: int, request_id: str) -> Hold:
+        """Debit `amount` and open a hold for it, in one transaction. Raises InsufficientCredit
+        or SpendLimitReached (and changes nothing) when the balance or the key's limit is short."""
         hold_id = "hold_" + secrets.token_hex(12)
         at = now()
-        async with self._engine.begin() as conn:
-            balance = await self._debit(conn, account_id, amount)
-            if balance is None:
-                raise InsufficientCredit(amount, await self._balance(conn, account_id))
-            if key_id is not None:
-                reserved = await conn.execute(
-                    update(api_keys)
-                    .where(
-                        api_keys.c.id == key_id,
-                        or_(
-                            api_keys.c.spend_limit.is_(None),
-                            api_keys.c.spent + amount <= api_keys.c.spend_limit,
-                        ),
-                    )
-                    .values(spent=api_keys.c.spent + amount)
-                )
-                if reserved.rowcount != 1:
-                    # Raising rolls back the debit above with the rest of the transaction.
-                    raise SpendLimitReached(amount)
-            await conn.execute(
-                insert(holds).values(
-                    id=hold_id,
-                    account_id=account_id,
-                    key_id=key_id,
-                    amount=amount,
-                    status="open",
-                    request_id=request_id,
-                    owner=self.owner,
-                    created_at=at,
-                    expires_at=at + self._hold_ttl,
-                )
-            )
-            await self._entry(conn, account_id, "hold", -amount, f"hold:{hold_id}", hold_id)
+        outcome, balance = await self.fastpath.hold(
+            hold_id, account_id, key_id, amount, request_id, self.owner, at, at + self._hold_ttl
+        )
+        if outcome == fastpath.NO_CREDIT:
+            raise InsufficientCredit(amount, balance)
+        if outcome == fastpath.OVER_LIMIT:
+            raise SpendLimitReached(amount)
         return Hold(hold_id, account_id, key_id, amount, balance)
 
     async def settle(self, hold: Hold, charge: int, usage: UsageRow | None) -> Settlement | None:
@@ -121,54 +112,11 @@ class Ledger:
         a second call for the same hold changes nothing and returns None."""
         charge = max(0, min(charge, hold.amount))
         refund = hold.amount - charge
-        at = now()
-        async with self._engine.begin() as conn:
-            won = await conn.execute(
-                update(holds)
-                .where(holds.c.id == hold.id, holds.c.status == "open")
-                .values(status="settled", captured=charge)
-            )
-            if won.rowcount != 1:
-                return None
-            row = await conn.execute(
-                update(accounts)
-                .where(accounts.c.id == hold.account_id)
-                .values(balance=accounts.c.balance + refund)
-                .returning(accounts.c.balance)
-            )
-            balance = int(row.scalar_one())
-            await self._entry(
-                conn, hold.account_id, "capture", 0, f"capture:{hold.id}", hold.id, charged=charge
-            )
-            if refund:
-                await self._entry(
-                    conn, hold.account_id, "release", refund, f"release:{hold.id}", hold.id
-                )
-            if hold.key_id is not None:
-                values: dict[str, object] = {"spent": api_keys.c.spent - refund}
-                if usage is not None:
-                    values["last_used_at"] = at
-                await conn.execute(
-                    update(api_keys).where(api_keys.c.id == hold.key_id).values(**values)
-                )
-            if usage is not None:
-                await conn.execute(
-                    insert(usage_records).values(
-                        request_id=usage.request_id,
-                        account_id=hold.account_id,
-                        key_id=hold.key_id,
-                        model=usage.model,
-                        prompt_tokens=usage.prompt_tokens,
-                        completion_tokens=usage.completion_tokens,
-                        cost=charge,
-                        status=usage.status,
-                        finish_reason=usage.finish_reason,
-                        latency_ms=usage.latency_ms,
-                        ttft_ms=usage.ttft_ms,
-                        user=usage.user,
-                        created_at=at,
-                    )
-                )
+        balance = await self.fastpath.settle(
+            hold.id, hold.account_id, hold.key_id, charge, refund, now(), usage
+        )
+        if balance is None:
+            return None
         return Settlement(charge, balance)
 
     async def release_stale(self, *, owner: str | None = None) -> int:
@@ -274,20 +222,6 @@ class Ledger:
         return problems
 
     # -- helpers -----------------------------------------------------------------------
-
-    async def _debit(self, conn: AsyncConnection, account_id: int, amount: int) -> int | None:
-        row = await conn.execute(
-            update(accounts)
-            .where(
-                accounts.c.id == account_id,
-                accounts.c.balance >= amount,
-                accounts.c.disabled.is_(False),
-            )
-            .values(balance=accounts.c.balance - amount)
-            .returning(accounts.c.balance)
-        )
-        value = row.scalar_one_or_none()
-        return None if value is None else int(value)
 
     async def _balance(self, conn: AsyncConnection, account_id: int) -> int:
         row = await conn.execute(select(accounts.c.balance).where(accounts.c.id == account_id))

@@ -21,10 +21,8 @@ def create_engine(url: str) -> AsyncEngine:
             # Let SQLAlchemy's "begin" hook below issue BEGIN, not the driver.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=10000")
-            cur.execute("PRAGMA foreign_keys=ON")
+            for pragma in SQLITE_PRAGMAS:
+                cur.execute(pragma)
             cur.close()
 
         @event.listens_for(engine.sync_engine, "begin")
@@ -38,3 +36,28 @@ def create_engine(url: str) -> AsyncEngine:
 
 def is_sqlite(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "sqlite"
+
+
+# SQLite connection settings, shared by the engine above and the ledger's own writer thread.
+SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA foreign_keys=ON",
+)
+# How SQLAlchemy's SQLite DateTime stores a value (the fields as given, no zone): raw SQL
+# writing the same tables must use the same text, or string comparisons break.
+SQLITE_DATETIME = "%Y-%m-%d %H:%M:%S.%f"
+
+
+def sqlite_path(engine: AsyncEngine) -> str:
+    """The file behind a SQLite engine, for connections opened outside SQLAlchemy."""
+    path = engine.url.database
+    if not path or path == ":memory:" or path.startswith("file:"):
+        raise ValueError("the ledger needs a SQLite database file, not an in-memory database")
+    return path
+
+
+def asyncpg_dsn(engine: AsyncEngine) -> str:
+    """A plain asyncpg DSN (postgresql://…) for the database behind a PostgreSQL engine."""
+    return engine.url.set(drivername="postgresql").render_as_string(hide_password=False)

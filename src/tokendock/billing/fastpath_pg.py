@@ -1,0 +1,144 @@
+"""PostgreSQL hot path: `td_hold` / `td_settle` (migration 0003), one round trip each.
+
+Each call is one autocommit transaction executed by a plpgsql function holding the ledger's
+statements: the conditional debit, the guarded `UPDATE holds … WHERE status = 'open'`, the
+append-only entries. The functions report refusals as values (see `fastpath.HELD` …).
+
+The asyncpg pool is this module's own (not SQLAlchemy's), created on first use from the
+engine's URL and closed by `close()`. Connections are not reset on release (asyncpg's default
+costs a round trip per call): these functions leave no session state behind.
+
+A caller cancelled mid-call must not leave an unknown outcome behind: the call is shielded,
+finishes anyway, and a hold it made is released at once (settled at 0, like a crash).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from tokendock.billing.fastpath import HELD
+
+if TYPE_CHECKING:
+    from tokendock.billing.ledger import UsageRow
+
+log = logging.getLogger(__name__)
+
+POOL_MAX = 16  # the server has two CPUs' worth of work to give; more connections only queue
+
+HOLD = "SELECT o_status, o_balance FROM td_hold($1, $2, $3, $4, $5, $6, $7, $8)"
+SETTLE = "SELECT td_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+
+
+async def _no_reset(_conn: Any) -> None:
+    return None
+
+
+class PgFastPath:
+    def __init__(self, dsn: str):
+        self._dsn = dsn
+        self._pool: Any = None  # asyncpg.Pool, created on first use (in the caller's loop)
+        self._opening: asyncio.Lock | None = None
+        self._closed = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    async def hold(
+        self,
+        hold_id: str,
+        account_id: int,
+        key_id: int | None,
+        amount: int,
+        request_id: str,
+        owner: str,
+        at: datetime,
+        expires_at: datetime,
+    ) -> tuple[int, int]:
+        pool = self._pool or await self._open()
+        call = asyncio.ensure_future(
+            pool.fetchrow(
+                HOLD, hold_id, account_id, key_id, amount, request_id, owner, at, expires_at
+            )
+        )
+        try:
+            row = await asyncio.shield(call)
+        except asyncio.CancelledError:
+
+            def release(done: asyncio.Future[Any]) -> None:
+                if done.cancelled() or done.exception() is not None:
+                    return
+                if done.result()[0] == HELD:
+                    self._spawn(self.settle(hold_id, account_id, key_id, 0, amount, at, None))
+
+            call.add_done_callback(release)
+            raise
+        return int(row[0]), int(row[1])
+
+    async def settle(
+        self,
+        hold_id: str,
+        account_id: int,
+        key_id: int | None,
+        charge: int,
+        refund: int,
+        at: datetime,
+        usage: UsageRow | None,
+    ) -> int | None:
+        pool = self._pool or await self._open()
+        u = usage
+        call = pool.fetchval(
+            SETTLE,
+            hold_id,
+            account_id,
+            key_id,
+            charge,
+            refund,
+            at,
+            u is not None,
+            u and u.request_id,
+            u and u.model,
+            u and u.prompt_tokens,
+            u and u.completion_tokens,
+            u and u.status,
+            u and u.finish_reason,
+            u and u.latency_ms,
+            u and u.ttft_ms,
+            u and u.user,
+        )
+        # Shielded: a settlement that reached the server completes even if its caller is gone.
+        value = await asyncio.shield(call)
+        return None if value is None else int(value)
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    async def _open(self) -> Any:
+        import asyncpg  # type: ignore[import-untyped]
+
+        if self._closed:
+            raise RuntimeError("the ledger is closed")
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn, min_size=1, max_size=POOL_MAX, reset=_no_reset
+                )
+        return self._pool
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+
+        def done(t: asyncio.Task[Any]) -> None:
+            self._background.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("releasing an orphaned hold failed", exc_info=t.exception())
+
+        task.add_done_callback(done)

@@ -1,0 +1,354 @@
+"""SQLite hot path: one writer thread, one job per ledger transaction, group commit.
+
+Why: SQLite has one writer at a time anyway. Through aiosqlite every statement is a thread
+round trip (~0.12 ms each here) and the write lock stays held across them; sixteen pooled
+connections then fight for it in SQLite's sleeping busy handler. Here one thread owns one
+plain `sqlite3` connection; `hold` and `settle` each put ONE job on its queue and await a
+future. The thread takes whatever is queued (up to MAX_BATCH jobs), runs them in one
+`BEGIN IMMEDIATE` … `COMMIT`, each inside its own SAVEPOINT, so a job that fails or is refused
+rolls back alone, then hands all results back to the event loop in one wake-up. A result is
+delivered only after its COMMIT succeeded; if the COMMIT fails, every job of the batch fails.
+
+The SQL is the ledger's, written out: the conditional debit, the guarded
+`UPDATE holds … WHERE status = 'open'`, append-only entries with unique idempotency keys.
+Datetimes are written as SQLAlchemy writes them (`SQLITE_DATETIME`, UTC), so the rest of the
+code reads and compares them as before. Other writers (the SQLAlchemy engine: credits, keys,
+accounts) still work: they take the same write lock and wait in `busy_timeout`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from tokendock.billing.fastpath import HELD, NO_CREDIT, OVER_LIMIT
+from tokendock.storage.db import SQLITE_DATETIME, SQLITE_PRAGMAS
+
+if TYPE_CHECKING:
+    from tokendock.billing.ledger import UsageRow
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH = 64  # jobs per COMMIT at most: bounds the latency one batch adds to its last job
+
+DEBIT = (
+    "UPDATE accounts SET balance = balance - ? "
+    "WHERE id = ? AND balance >= ? AND disabled = 0 RETURNING balance"
+)
+BALANCE = "SELECT balance FROM accounts WHERE id = ?"
+RESERVE = (
+    "UPDATE api_keys SET spent = spent + ? "
+    "WHERE id = ? AND (spend_limit IS NULL OR spent + ? <= spend_limit)"
+)
+INSERT_HOLD = (
+    "INSERT INTO holds (id, account_id, key_id, amount, status, request_id, owner, "
+    "created_at, expires_at) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?)"
+)
+INSERT_ENTRY = (
+    "INSERT INTO ledger_entries (account_id, kind, amount, charged, hold_id, idempotency_key, "
+    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+CLOSE_HOLD = "UPDATE holds SET status = 'settled', captured = ? WHERE id = ? AND status = 'open'"
+REFUND = "UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING balance"
+UNRESERVE = "UPDATE api_keys SET spent = spent - ? WHERE id = ?"
+UNRESERVE_USED = "UPDATE api_keys SET spent = spent - ?, last_used_at = ? WHERE id = ?"
+INSERT_USAGE = (
+    "INSERT INTO usage_records (request_id, account_id, key_id, model, prompt_tokens, "
+    'completion_tokens, cost, status, finish_reason, latency_ms, ttft_ms, "user", created_at) '
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _hold(
+    cur: sqlite3.Cursor,
+    hold_id: str,
+    account_id: int,
+    key_id: int | None,
+    amount: int,
+    request_id: str,
+    owner: str,
+    at: datetime,
+    expires_at: datetime,
+) -> tuple[tuple[int, int], bool]:
+    """((outcome, balance), keep): keep=False rolls the job's savepoint back."""
+    rows = cur.execute(DEBIT, (amount, account_id, amount)).fetchall()
+    if not rows:
+        row = cur.execute(BALANCE, (account_id,)).fetchone()
+        return (NO_CREDIT, int(row[0]) if row else 0), False
+    if key_id is not None:
+        cur.execute(RESERVE, (amount, key_id, amount))
+        if cur.rowcount != 1:
+            return (OVER_LIMIT, 0), False  # the rollback undoes the debit above
+    created = at.strftime(SQLITE_DATETIME)
+    cur.execute(
+        INSERT_HOLD,
+        (
+            hold_id,
+            account_id,
+            key_id,
+            amount,
+            request_id,
+            owner,
+            created,
+            expires_at.strftime(SQLITE_DATETIME),
+        ),
+    )
+    cur.execute(INSERT_ENTRY, (account_id, "hold", -amount, 0, hold_id, "hold:" + hold_id, created))
+    return (HELD, int(rows[0][0])), True
+
+
+def _settle(
+    cur: sqlite3.Cursor,
+    hold_id: str,
+    account_id: int,
+    key_id: int | None,
+    charge: int,
+    refund: int,
+    at: datetime,
+    usage: UsageRow | None,
+) -> tuple[int | None, bool]:
+    cur.execute(CLOSE_HOLD, (charge, hold_id))
+    if cur.rowcount != 1:
+        return None, True  # not open (settled by someone else): nothing was changed
+    rows = cur.execute(REFUND, (refund, account_id)).fetchall()
+    if not rows:
+        raise LookupError(f"hold {hold_id}: account {account_id} does not exist")
+    ts = at.strftime(SQLITE_DATETIME)
+    cur.execute(INSERT_ENTRY, (account_id, "capture", 0, charge, hold_id, "capture:" + hold_id, ts))
+    if refund:
+        cur.execute(
+            INSERT_ENTRY, (account_id, "release", refund, 0, hold_id, "release:" + hold_id, ts)
+        )
+    if key_id is not None:
+        if usage is not None:
+            cur.execute(UNRESERVE_USED, (refund, ts, key_id))
+        else:
+            cur.execute(UNRESERVE, (refund, key_id))
+    if usage is not None:
+        cur.execute(
+            INSERT_USAGE,
+            (
+                usage.request_id,
+                account_id,
+                key_id,
+                usage.model,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                charge,
+                usage.status,
+                usage.finish_reason,
+                usage.latency_ms,
+                usage.ttft_ms,
+                usage.user,
+                ts,
+            ),
+        )
+    return int(rows[0][0]), True
+
+
+@dataclass(slots=True)
+class _Job:
+    fn: Callable[..., tuple[Any, bool]]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any] | None  # None: nobody waits (an orphaned hold's release)
+    loop: asyncio.AbstractEventLoop | None
+    # For holds: called on the loop with the result when the caller was cancelled meanwhile,
+    # so the hold it will never settle is released at once. Such jobs are skipped outright
+    # when the caller is already gone before they run.
+    orphan: Callable[[Any], None] | None = None
+
+
+_STOP = None
+
+
+class SqliteWriter:
+    """The ledger's SQLite writer; started on first use, stopped by `close()`."""
+
+    def __init__(self, path: str):
+        self._path = path
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.jobs = 0  # run so far (for the benchmark: jobs / transactions = batch size)
+        self.transactions = 0
+
+    async def hold(
+        self,
+        hold_id: str,
+        account_id: int,
+        key_id: int | None,
+        amount: int,
+        request_id: str,
+        owner: str,
+        at: datetime,
+        expires_at: datetime,
+    ) -> tuple[int, int]:
+        def orphan(result: tuple[int, int]) -> None:
+            if result[0] == HELD:
+                self._submit_nowait(
+                    _Job(_settle, (hold_id, account_id, key_id, 0, amount, at, None), None, None)
+                )
+
+        args = (hold_id, account_id, key_id, amount, request_id, owner, at, expires_at)
+        result: tuple[int, int] = await self._submit(_hold, args, orphan)
+        return result
+
+    async def settle(
+        self,
+        hold_id: str,
+        account_id: int,
+        key_id: int | None,
+        charge: int,
+        refund: int,
+        at: datetime,
+        usage: UsageRow | None,
+    ) -> int | None:
+        args = (hold_id, account_id, key_id, charge, refund, at, usage)
+        result: int | None = await self._submit(_settle, args, None)
+        return result
+
+    async def close(self) -> None:
+        """Finish the queued jobs, then stop the thread and close its connection."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None:
+            self._queue.put(_STOP)
+            await asyncio.to_thread(thread.join)
+
+    # -- the event-loop side ---------------------------------------------------------------
+
+    async def _submit(
+        self,
+        fn: Callable[..., tuple[Any, bool]],
+        args: tuple[Any, ...],
+        orphan: Callable[[Any], None] | None,
+    ) -> Any:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._submit_nowait(_Job(fn, args, future, loop, orphan))
+        return await future
+
+    def _submit_nowait(self, job: _Job) -> None:
+        if self._closed:
+            raise RuntimeError("the ledger is closed")
+        if self._thread is None:
+            with self._start_lock:
+                if self._thread is None:
+                    thread = threading.Thread(target=self._run, name="ledger-sqlite", daemon=True)
+                    thread.start()
+                    self._thread = thread
+        self._queue.put(job)
+
+    @staticmethod
+    def _deliver(done: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        for job, result, error in done:
+            future = job.future
+            if future is None:
+                continue
+            if future.cancelled():
+                if error is None and job.orphan is not None:
+                    job.orphan(result)
+            elif error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+    # -- the writer thread -----------------------------------------------------------------
+
+    def _run(self) -> None:
+        conn = sqlite3.connect(
+            self._path, isolation_level=None, check_same_thread=False, cached_statements=64
+        )
+        try:
+            for pragma in SQLITE_PRAGMAS:
+                conn.execute(pragma)
+            cur = conn.cursor()
+            while True:
+                job = self._queue.get()
+                if job is _STOP:
+                    return
+                batch = [job]
+                stop = False
+                while len(batch) < MAX_BATCH:
+                    try:
+                        job = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if job is _STOP:
+                        stop = True
+                        break
+                    batch.append(job)
+                self._send(self._transaction(conn, cur, batch))
+                if stop:
+                    return
+        finally:
+            conn.close()
+
+    def _transaction(
+        self, conn: sqlite3.Connection, cur: sqlite3.Cursor, batch: list[_Job]
+    ) -> list[tuple[_Job, Any, BaseException | None]]:
+        """Run `batch` in one transaction; (job, result, error) for each, once committed."""
+        # A hold whose caller is gone is not made at all (the race after this check is what
+        # `orphan` is for).
+        batch = [j for j in batch if not (j.orphan and j.future and j.future.cancelled())]
+        if not batch:
+            return []
+        try:
+            cur.execute("BEGIN IMMEDIATE")
+            if len(batch) == 1:  # the uncontended case: the transaction is the savepoint
+                result, keep = batch[0].fn(cur, *batch[0].args)
+                cur.execute("COMMIT" if keep else "ROLLBACK")
+                done: list[tuple[_Job, Any, BaseException | None]] = [(batch[0], result, None)]
+            else:
+                done = [self._savepoint(cur, job) for job in batch]
+                cur.execute("COMMIT")
+        except Exception as exc:  # BEGIN, a lone job, a savepoint or COMMIT: nothing written
+            if conn.in_transaction:
+                try:
+                    cur.execute("ROLLBACK")
+                except sqlite3.Error:
+                    log.exception("ledger writer: ROLLBACK failed")
+            return [(job, None, exc) for job in batch]
+        self.jobs += len(batch)
+        self.transactions += 1
+        return done
+
+    @staticmethod
+    def _savepoint(cur: sqlite3.Cursor, job: _Job) -> tuple[_Job, Any, BaseException | None]:
+        """One job of a batch: whatever it did is undone alone if it fails or refuses."""
+        cur.execute("SAVEPOINT job")
+        try:
+            result, keep = job.fn(cur, *job.args)
+        except Exception as exc:
+            cur.execute("ROLLBACK TO job")
+            cur.execute("RELEASE job")
+            return job, None, exc
+        if not keep:
+            cur.execute("ROLLBACK TO job")
+        cur.execute("RELEASE job")
+        return job, result, None
+
+    @staticmethod
+    def _send(done: list[tuple[_Job, Any, BaseException | None]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, Any, BaseException | None]]]
+        by_loop = {}
+        for item in done:
+            loop = item[0].loop
+            if loop is None:  # a fire-and-forget job: only its failure is worth a log line
+                if item[2] is not None:
+                    log.error("ledger job %s failed", item[0].fn.__name__, exc_info=item[2])
+                continue
+            by_loop.setdefault(loop, []).append(item)
+        for loop, items in by_loop.items():
+            # RuntimeError: that loop is closed, so nobody is waiting any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(SqliteWriter._deliver, items)
