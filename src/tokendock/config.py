@@ -79,6 +79,21 @@ class Settings(BaseSettings):
         '100000, "concurrent": 4}}; 0 = unlimited. Apply to each key and each account.',
     )
     workers: int = Field(1, ge=1, description="Server processes (more than 1 needs Redis).")
+    upstream_retries: int = Field(
+        2, ge=0, description="Upstream failures retried on another deployment (before 1st byte)."
+    )
+    upstream_retry_deadline: float = Field(
+        30.0, gt=0, description="Seconds all tries of one upstream request may take together."
+    )
+    upstream_allowed_fails: int = Field(
+        3, ge=1, description="Failures in a row before a deployment cools down."
+    )
+    upstream_cooldown_seconds: float = Field(
+        30.0, gt=0, description="How long a failing deployment gets no traffic."
+    )
+    upstream_probe_seconds: float = Field(
+        10.0, ge=0, description="Active health probe (GET /models) interval; 0 = off."
+    )
 
     def database_url_or_default(self) -> str:
         if self.database_url:

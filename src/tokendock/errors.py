@@ -23,7 +23,11 @@ request field. The web layer turns any of them into the OpenAI error envelope.
     ├── RateLimited                    429 requests|tokens code=rate_limit_exceeded
     ├── ServiceUnavailable             503 server_error
     │   ├── ModelNotReady              503 code=model_not_ready
-    │   └── ModelUnpriced              503 code=model_unpriced
+    │   ├── ModelUnpriced              503 code=model_unpriced
+    │   └── NoHealthyDeployment        503 code=no_healthy_deployment
+    ├── UpstreamError                  502 server_error code=upstream_error
+    │   └── UpstreamAuthFailed         502 code=upstream_auth_failed
+    ├── UpstreamTimeout                504 server_error code=upstream_timeout
     └── InternalError                  500 server_error
         └── GenerationFailed           500 code=generation_failed
 """
@@ -167,6 +171,28 @@ class ModelNotReady(ServiceUnavailable):
 
 class ModelUnpriced(ServiceUnavailable):
     code = "model_unpriced"
+
+
+class NoHealthyDeployment(ServiceUnavailable):
+    code = "no_healthy_deployment"
+
+
+class UpstreamError(TokenDockError):
+    """An upstream server failed in a way retries could not hide. Never carries its key."""
+
+    status = 502
+    type = "server_error"
+    code = "upstream_error"
+
+
+class UpstreamAuthFailed(UpstreamError):
+    code = "upstream_auth_failed"
+
+
+class UpstreamTimeout(TokenDockError):
+    status = 504
+    type = "server_error"
+    code = "upstream_timeout"
 
 
 class InternalError(TokenDockError):

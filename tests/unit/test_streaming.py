@@ -13,6 +13,7 @@ from tokendock.billing.pricing import Price
 from tokendock.errors import ContextLengthExceeded, GenerationFailed
 from tokendock.inference.base import Engine, Generation
 from tokendock.services.completions import ChoiceEvent, Plan, Run
+from tokendock.services.gate import Admitted
 from tokendock.storage.accounts import KeyRow
 from tokendock.web.api.chat import chat_chunk
 from tokendock.web.api.streaming import Stamp, sse_events
@@ -36,8 +37,7 @@ def plan(choices: int = 1, prompt_tokens: int = 11) -> Run:
     run = Run(
         Plan(engine, "gemma-3-270m", prompt_tokens, jobs),
         key,
-        Hold("hold_x", 1, 1, 100, 900),
-        Price(1_000_000, 2_000_000),
+        Admitted(Hold("hold_x", 1, 1, 100, 900), Price(1_000_000, 2_000_000), None),
         "req_x",
     )
     run.settlement = Settlement(charged=42, balance=900)

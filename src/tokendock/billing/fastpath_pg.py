@@ -29,7 +29,10 @@ log = logging.getLogger(__name__)
 POOL_MAX = 16  # the server has two CPUs' worth of work to give; more connections only queue
 
 HOLD = "SELECT o_status, o_balance FROM td_hold($1, $2, $3, $4, $5, $6, $7, $8)"
-SETTLE = "SELECT td_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+SETTLE = (
+    "SELECT td_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
+    "$17, $18)"
+)
 
 
 async def _no_reset(_conn: Any) -> None:
@@ -105,6 +108,8 @@ class PgFastPath:
             u and u.latency_ms,
             u and u.ttft_ms,
             u and u.user,
+            u and u.deployment,
+            u is not None and u.estimated,
         )
         # Shielded: a settlement that reached the server completes even if its caller is gone.
         value = await asyncio.shield(call)

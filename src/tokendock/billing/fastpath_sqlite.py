@@ -62,8 +62,8 @@ UNRESERVE = "UPDATE api_keys SET spent = spent - ? WHERE id = ?"
 UNRESERVE_USED = "UPDATE api_keys SET spent = spent - ?, last_used_at = ? WHERE id = ?"
 INSERT_USAGE = (
     "INSERT INTO usage_records (request_id, account_id, key_id, model, prompt_tokens, "
-    'completion_tokens, cost, status, finish_reason, latency_ms, ttft_ms, "user", created_at) '
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    'completion_tokens, cost, status, finish_reason, latency_ms, ttft_ms, "user", created_at, '
+    "deployment, estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -149,6 +149,8 @@ def _settle(
                 usage.ttft_ms,
                 usage.user,
                 ts,
+                usage.deployment,
+                usage.estimated,
             ),
         )
     return int(rows[0][0]), True

@@ -61,6 +61,8 @@ class UsageRow:
     latency_ms: int
     ttft_ms: int | None
     user: str | None
+    deployment: str | None = None  # the upstream that served it; None for the embedded engine
+    estimated: bool = False  # token counts estimated (an upstream that reported no usage)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""Public model ids → engines, built once from the catalog by the composition root."""
+"""Public model ids → engines (embedded llama.cpp) or routers (upstream deployments), built once
+from the catalog by the composition root."""
 
 from __future__ import annotations
 
@@ -11,23 +12,43 @@ from tokendock.catalog import Catalog, ModelSpec
 from tokendock.errors import ModelNotFound
 from tokendock.inference.base import Engine
 from tokendock.inference.llama import LlamaEngine
+from tokendock.inference.pool import UpstreamPool
+from tokendock.inference.router import RetryPolicy, Router
+from tokendock.inference.upstream import Deployment
 
 log = logging.getLogger(__name__)
 
 
 class ModelRegistry:
-    def __init__(self, engines: dict[str, Engine], specs: dict[str, ModelSpec]):
+    def __init__(
+        self,
+        engines: dict[str, Engine],
+        specs: dict[str, ModelSpec],
+        upstreams: UpstreamPool | None = None,
+    ):
         self._engines = engines
         self._specs = specs
+        self.upstreams = upstreams or UpstreamPool({})
 
     @classmethod
-    def from_catalog(cls, catalog: Catalog, data_dir: Path) -> ModelRegistry:
+    def from_catalog(
+        cls, catalog: Catalog, data_dir: Path, policy: RetryPolicy | None = None
+    ) -> ModelRegistry:
         engines: dict[str, Engine] = {}
+        routers: dict[str, Router] = {}
         specs: dict[str, ModelSpec] = {}
         for spec in catalog:
-            engines[spec.id] = LlamaEngine(spec, data_dir)
             specs[spec.id] = spec
-        return cls(engines, specs)
+            if spec.engine == "upstream":
+                deployments = [Deployment.from_spec(d) for d in spec.deployments]
+                routers[spec.id] = Router(spec.id, deployments, policy or RetryPolicy())
+            else:
+                engines[spec.id] = LlamaEngine(spec, data_dir)
+        return cls(engines, specs, UpstreamPool(routers))
+
+    def router(self, model_id: str) -> Router | None:
+        """The router of an upstream-served model; None for the embedded engine's models."""
+        return self.upstreams.routers.get(model_id)
 
     def engine(self, model_id: str) -> Engine:
         engine = self._engines.get(model_id)
@@ -46,10 +67,13 @@ class ModelRegistry:
 
     @property
     def ready(self) -> bool:
+        """Every embedded model is loaded. Upstream health is not this process's readiness: a
+        replica stays in its load balancer while an upstream is down (it answers 503s)."""
         return all(e.ready for e in self._engines.values())
 
     async def start(self) -> None:
         """Load every model; a model that fails to load is logged and stays not ready."""
+        await self.upstreams.start()
         results = await asyncio.gather(
             *(e.start() for e in self._engines.values()), return_exceptions=True
         )
@@ -61,3 +85,4 @@ class ModelRegistry:
 
     async def close(self) -> None:
         await asyncio.gather(*(e.close() for e in self._engines.values()))
+        await self.upstreams.close()

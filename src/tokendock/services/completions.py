@@ -5,8 +5,8 @@ The flow, top to bottom:
   2. check request rules the schema cannot express (400 naming the field);
   3. render and tokenize the prompt: exact counts from the model's tokenizer;
   4. refuse prompt + max_tokens over the context window before any generation;
-  5. admit: the key's model allow-list (403), then ONE atomic hold of the worst case
-     (prompt + Σ max_tokens at the model's prices) on the account and the key (402);
+  5. admit (services/gate.py): the key's model allow-list (403), rate limits (429), then ONE
+     atomic hold of the worst case (prompt + Σ max_tokens at the model's prices) (402);
   6. submit every choice to the engine at once and merge their events;
   7. settle exactly once — also when the client vanished or the engine failed — charging what
      the engine produced (prompt + sampled tokens; nothing if no choice ever started), releasing
@@ -24,24 +24,20 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from tokendock.billing.ledger import Hold, Ledger, Settlement, UsageRow
-from tokendock.billing.pricing import Price
+from tokendock.billing.ledger import Hold, Settlement, UsageRow
 from tokendock.catalog import ModelSpec
 from tokendock.errors import (
     ContextLengthExceeded,
     InvalidRequest,
-    ModelNotAllowed,
-    ModelUnpriced,
-    TokenDockError,
 )
 from tokendock.inference.base import ChatTurn, Engine, Generation, Sampling, TextDelta
 from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.templates import ChatTemplateError
-from tokendock.limits.base import Admission, Limiter, Limits, Subject
-from tokendock.limits.base import headers as ratelimit_headers
+from tokendock.limits.base import Admission
 from tokendock.protocol.chat import ChatCompletionRequest, message_text
 from tokendock.protocol.common import SamplingFields
 from tokendock.protocol.completions import CompletionRequest
+from tokendock.services.gate import Admitted, Gate
 from tokendock.storage.accounts import KeyRow
 
 log = logging.getLogger(__name__)
@@ -63,13 +59,20 @@ class Run:
 
     plan: Plan
     key: KeyRow
-    hold: Hold
-    price: Price
+    admitted: Admitted
     request_id: str
-    rate: Admission | None = None
     started: float = field(default_factory=time.monotonic)
     first_token: float | None = None
     settlement: Settlement | None = None
+    streaming: bool = False  # stream() began (and so will settle)
+
+    @property
+    def hold(self) -> Hold:
+        return self.admitted.hold
+
+    @property
+    def rate(self) -> Admission | None:
+        return self.admitted.rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +93,9 @@ class ChoiceEvent:
 
 
 class CompletionService:
-    def __init__(
-        self,
-        models: ModelRegistry,
-        ledger: Ledger,
-        limiter: Limiter,
-        tiers: dict[str, Limits] | None = None,
-    ):
+    def __init__(self, models: ModelRegistry, gate: Gate):
         self._models = models
-        self._ledger = ledger
-        self._limiter = limiter
-        self._tiers = tiers or {}
+        self._gate = gate
         self._settling: set[asyncio.Task[Settlement | None]] = set()
 
     async def plan_chat(self, req: ChatCompletionRequest) -> Plan:
@@ -149,42 +144,11 @@ class CompletionService:
         return Plan(engine, req.model, prompt_tokens, jobs, prefixes, user=req.user)
 
     async def admit(self, key: KeyRow, plan: Plan, request_id: str) -> Run:
-        if key.allowed_models is not None and plan.model not in key.allowed_models:
-            raise ModelNotAllowed(
-                f"This API key may not use the model '{plan.model}'.", param="model"
-            )
-        price = self._price(plan.model)
         max_completion = sum(job.max_tokens for job in plan.jobs)
-        # Rate limits first: a refused request reserves nothing and holds no credit.
-        rate = await self._limiter.admit(
-            self.subjects(key), plan.prompt_tokens + max_completion, request_id
+        admitted = await self._gate.admit(
+            key, plan.model, plan.prompt_tokens, max_completion, request_id
         )
-        try:
-            worst = price.cost(plan.prompt_tokens, max_completion)
-            hold = await self._ledger.hold(key.account_id, key.id, worst, request_id)
-        except BaseException as exc:
-            await self._limiter.settle(rate, 0)
-            if isinstance(exc, TokenDockError):  # a 402 still tells the client its limits
-                exc.headers.update(ratelimit_headers(rate.requests, rate.token_window))
-            raise
-        return Run(plan, key, hold, price, request_id, rate)
-
-    def subjects(self, key: KeyRow) -> tuple[Subject, Subject]:
-        """Both apply: the key's limits and its account's (tier defaults, then overrides)."""
-        base = self._tiers.get(key.tier) or self._tiers.get("default") or Limits()
-        return (
-            Subject(f"key:{key.id}", base.override(*key.key_limits)),
-            Subject(f"account:{key.account_id}", base.override(*key.account_limits)),
-        )
-
-    def _price(self, model: str) -> Price:
-        spec = self._models.spec(model)
-        if spec.price is None:
-            raise ModelUnpriced(
-                f"The model '{model}' has no price configured, so it cannot be billed; the "
-                f'operator must set [models."{model}".price] in the catalog.'
-            )
-        return Price.parse(spec.price.input, spec.price.output)
+        return Run(plan, key, admitted, request_id)
 
     async def complete(self, run: Run) -> list[Choice]:
         """All choices, then settlement (awaited, so the response can carry the cost)."""
@@ -205,6 +169,7 @@ class CompletionService:
         request is still settled for what the engine produced.
         """
         plan = run.plan
+        run.streaming = True
         merged: asyncio.Queue[ChoiceEvent | BaseException] = asyncio.Queue()
 
         async def pump(index: int, job: Generation) -> None:
@@ -253,6 +218,19 @@ class CompletionService:
             with contextlib.suppress(asyncio.CancelledError):
                 run.settlement = await asyncio.shield(settling)
 
+    async def abandon(self, run: Run) -> None:
+        """The client left before the stream began: nothing was generated; release the hold."""
+        if run.streaming:
+            return
+        run.streaming = True
+        for job in run.plan.jobs:
+            job.meter.done.set()
+        settling = asyncio.ensure_future(self._settle(run, "client_disconnected", None))
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            run.settlement = await asyncio.shield(settling)
+
     async def _settle(self, run: Run, status: str, finish: str | None) -> Settlement | None:
         meters = [job.meter for job in run.plan.jobs]
         try:
@@ -279,11 +257,7 @@ class CompletionService:
             else int((run.first_token - run.started) * 1000),
             user=run.plan.user,
         )
-        try:
-            return await self._ledger.settle(run.hold, run.price.cost(prompt, completion), usage)
-        finally:
-            if run.rate is not None:
-                await self._limiter.settle(run.rate, prompt + completion)
+        return await self._gate.settle(run.admitted, prompt, completion, usage)
 
     async def drain(self) -> None:
         """Wait for settlements still running (at shutdown)."""

@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData(
@@ -128,6 +129,8 @@ usage_records = Table(
     Column("ttft_ms", Integer, nullable=True),
     Column("user", String(256), nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("deployment", String(200), nullable=True),
+    Column("estimated", Boolean, nullable=False, server_default=false()),
 )
 Index("ix_usage_account_created", usage_records.c.account_id, usage_records.c.created_at)
 

@@ -15,6 +15,7 @@ from tokendock.protocol.errors import from_validation_error
 from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
 from tokendock.services.idempotency import Idempotency
+from tokendock.services.proxy import ProxyService
 from tokendock.storage.accounts import KeyRow
 
 
@@ -23,6 +24,7 @@ class Services:
     settings: Settings
     models: ModelRegistry
     completions: CompletionService
+    proxy: ProxyService
     accounts: AccountService
     idempotency: Idempotency
 

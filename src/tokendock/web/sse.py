@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -26,6 +26,7 @@ class EventStreamResponse(Response):
         *,
         keepalive: float,
         headers: dict[str, str] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ):
         # Headers are set by hand: Response.__init__ would add `content-length: 0`.
         self.status_code = 200
@@ -38,6 +39,7 @@ class EventStreamResponse(Response):
         ]
         self._events = events
         self._keepalive = keepalive
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
@@ -51,9 +53,12 @@ class EventStreamResponse(Response):
             for task in (producer, watcher):
                 with contextlib.suppress(asyncio.CancelledError, OSError):
                     await task
-            # Closing here also covers a producer cancelled before it ever ran.
             with contextlib.suppress(Exception):
                 await self._events.aclose()  # type: ignore[attr-defined]
+            # An event generator that never started ignores aclose(): `on_close` still cleans
+            # up (settles the request) when the client left before the first event.
+            if self._on_close is not None:
+                await self._on_close()
 
     async def _produce(self, send: Send) -> None:
         events = self._events

@@ -66,6 +66,8 @@ async def usage(
             "latency_ms": r["latency_ms"],
             "ttft_ms": r["ttft_ms"],
             "user": r["user"],
+            "deployment": r["deployment"],
+            "estimated": bool(r["estimated"]),
             "created_at": r["created_at"].isoformat(),
         }
         for r in rows

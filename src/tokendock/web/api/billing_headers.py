@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
+from tokendock.billing.ledger import Hold, Settlement
 from tokendock.billing.money import format_credits
+from tokendock.limits.base import Admission
 from tokendock.limits.base import headers as ratelimit_headers
-from tokendock.services.completions import Run
 
 
-def rate_headers(run: Run) -> dict[str, str]:
+class Billed(Protocol):
+    """An admitted request of either kind (services/completions.Run, services/proxy.ProxyRun)."""
+
+    @property
+    def hold(self) -> Hold: ...
+
+    @property
+    def rate(self) -> Admission | None: ...
+
+    settlement: Settlement | None
+
+
+def rate_headers(run: Billed) -> dict[str, str]:
     if run.rate is None:
         return {}
     return ratelimit_headers(run.rate.requests, run.rate.token_window)
 
 
-def settled_headers(run: Run) -> dict[str, str]:
+def settled_headers(run: Billed) -> dict[str, str]:
     s = run.settlement
     if s is None:  # settled by someone else (cannot happen on the normal path)
         return rate_headers(run)
@@ -24,7 +39,7 @@ def settled_headers(run: Run) -> dict[str, str]:
     }
 
 
-def hold_headers(run: Run) -> dict[str, str]:
+def hold_headers(run: Billed) -> dict[str, str]:
     """Streams send headers before the cost is known: the hold and the balance after it."""
     return {
         **rate_headers(run),

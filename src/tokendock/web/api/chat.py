@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from tokendock.protocol.chat import ChatCompletionRequest, chunk_body, completion_body
 from tokendock.protocol.common import usage_dict
+from tokendock.web.api import proxied
 from tokendock.web.api.billing_headers import hold_headers, settled_headers
 from tokendock.web.api.streaming import (
     ChunkFn,
@@ -75,6 +76,9 @@ def chat_chunk(with_usage: bool) -> ChunkFn:
 
 async def _chat(request: Request, deps: Deps, key: CurrentKey) -> Response:
     req = await parse_body(request, ChatCompletionRequest)
+    if deps.proxy.serves(req.model):
+        proxy_run = await deps.proxy.admit_chat(key, req, await request.body(), request_id(request))
+        return await proxied.respond(request, deps, proxy_run)
     service = deps.completions
     plan = await service.plan_chat(req)
     run = await service.admit(key, plan, request_id(request))
@@ -91,7 +95,10 @@ async def _chat(request: Request, deps: Deps, key: CurrentKey) -> Response:
             opening=True,
         )
         return EventStreamResponse(
-            events, keepalive=deps.settings.keepalive_seconds, headers=hold_headers(run)
+            events,
+            keepalive=deps.settings.keepalive_seconds,
+            headers=hold_headers(run),
+            on_close=lambda: service.abandon(run),
         )
     try:
         choices = await cancel_on_disconnect(request, service.complete(run))

@@ -11,6 +11,7 @@ from tokendock.protocol.completions import (
     text_chunk_body,
     text_completion_body,
 )
+from tokendock.web.api import proxied
 from tokendock.web.api.billing_headers import hold_headers, settled_headers
 from tokendock.web.api.streaming import ClientGone, Stamp, cancel_on_disconnect, sse_events
 from tokendock.web.deps import CurrentKey, Deps, parse_body, request_id
@@ -23,6 +24,9 @@ router = APIRouter(prefix="/v1")
 @router.post("/completions")
 async def completions(request: Request, deps: Deps, key: CurrentKey) -> Response:
     req = await parse_body(request, CompletionRequest)
+    if deps.proxy.serves(req.model):
+        proxy_run = await deps.proxy.admit_text(key, req, await request.body(), request_id(request))
+        return await proxied.respond(request, deps, proxy_run)
     service = deps.completions
     plan = await service.plan_text(req)
     run = await service.admit(key, plan, request_id(request))
@@ -51,7 +55,10 @@ async def completions(request: Request, deps: Deps, key: CurrentKey) -> Response
             opening=False,
         )
         return EventStreamResponse(
-            events, keepalive=deps.settings.keepalive_seconds, headers=hold_headers(run)
+            events,
+            keepalive=deps.settings.keepalive_seconds,
+            headers=hold_headers(run),
+            on_close=lambda: service.abandon(run),
         )
     try:
         choices = await cancel_on_disconnect(request, service.complete(run))

@@ -17,7 +17,15 @@ async def health() -> JSONResponse:
 
 @router.get("/ready")
 async def ready(deps: Deps) -> JSONResponse:
-    """Readiness: every catalog model is loaded."""
+    """Readiness: every embedded model is loaded. Also shows each upstream deployment's health
+    (which does not make this process unready)."""
     if deps.models.ready:
-        return JSONResponse({"status": "ready", "models": [s.id for s in deps.models.specs()]})
+        upstreams = {m: r.status() for m, r in deps.models.upstreams.routers.items()}
+        body: dict[str, object] = {
+            "status": "ready",
+            "models": [s.id for s in deps.models.specs()],
+        }
+        if upstreams:
+            body["upstreams"] = upstreams
+        return JSONResponse(body)
     return error_response(ModelNotReady("Models are still loading."))

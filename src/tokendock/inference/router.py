@@ -1,0 +1,270 @@
+"""Routing one public model over its upstream deployments: balancing, health and retries.
+
+Rules:
+- Balancing: among deployments that are not cooling down and have a free slot, power of two
+  choices weighted by `weight`: sample two, send to the one with fewer requests in flight per
+  unit of weight. A deployment at `max_concurrency` is skipped; when all are full the request
+  waits for a slot (bounded by the retry deadline).
+- Passive health: a deployment that cannot be connected to, rejects TokenDock's key, or answers
+  429 cools down at once; other failures (5xx, timeouts, broken streams) cool it down after
+  `allowed_fails` in a row. A success resets the count.
+- Active health: every `probe_seconds` each deployment's /models is fetched; a failed probe
+  cools it down, a good probe ends its cool-down early (recovery).
+- Retries: only before the first byte reached the client, i.e. inside `open()`. Each failure is
+  retried on another deployment when there is one, after an exponential back-off with jitter
+  (at least the upstream's `retry-after`), within `retries` and the total `deadline`.
+- Nothing is retried after `open()` returned: the caller streams, and reports the outcome with
+  `finish()` so the deployment's slot and health are kept right.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from tokendock.errors import (
+    NoHealthyDeployment,
+    ServiceUnavailable,
+    TokenDockError,
+    UpstreamAuthFailed,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from tokendock.inference.upstream import Answer, ClientFault, Deployment, UpstreamFailure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    retries: int = 2
+    deadline: float = 30.0
+    backoff: float = 0.05  # first back-off, doubled per attempt, full jitter
+    backoff_cap: float = 2.0
+    allowed_fails: int = 3
+    cooldown: float = 30.0
+    probe_every: float = 10.0  # 0 = no active probes
+
+
+class Router:
+    def __init__(self, model_id: str, deployments: Sequence[Deployment], policy: RetryPolicy):
+        self.model_id = model_id
+        self.deployments = list(deployments)
+        self.policy = policy
+        self.session: aiohttp.ClientSession | None = None  # set by the pool at start
+        self._freed = asyncio.Event()
+        self._waiting = 0
+
+    @property
+    def ready(self) -> bool:
+        now = time.monotonic()
+        return any(not d.health.cooling(now) for d in self.deployments)
+
+    def status(self) -> list[dict[str, Any]]:
+        """Each deployment's health, for /ready and the metrics."""
+        now = time.monotonic()
+        return [
+            {
+                "name": d.name,
+                "state": "cooling_down" if d.health.cooling(now) else "healthy",
+                "in_flight": d.health.outstanding,
+                "failures_in_a_row": d.health.failures,
+                "last_error": d.health.last_error,
+            }
+            for d in self.deployments
+        ]
+
+    async def open(
+        self, path: str, payload: dict[str, Any], *, stream: bool, request_id: str
+    ) -> Answer:
+        """Send the request to a deployment, retrying failures on others, until one commits.
+        Raises the client's own error (ClientFault) as is, or a TokenDockError when every try
+        failed. The caller must `finish()` the returned answer."""
+        assert self.session is not None, "the upstream pool was not started"
+        policy = self.policy
+        deadline = time.monotonic() + policy.deadline
+        tried: set[str] = set()
+        last: UpstreamFailure | None = None
+        for attempt in range(policy.retries + 1):
+            deployment = await self._acquire(tried, deadline, first=attempt == 0)
+            if deployment is None:
+                break
+            payload["model"] = deployment.spec.model or self.model_id
+            try:
+                answer = await deployment.open(
+                    self.session,
+                    path,
+                    orjson.dumps(payload),
+                    stream=stream,
+                    request_id=request_id,
+                )
+            except UpstreamFailure as failure:
+                self._release(deployment)
+                self._failed(deployment, failure)
+                last = failure
+                tried.add(deployment.name)
+                log.warning("request %s: %s (attempt %d)", request_id, failure, attempt + 1)
+                wait = random.uniform(0, min(policy.backoff_cap, policy.backoff * 2**attempt))
+                wait = max(wait, failure.retry_after or 0.0)
+                if not failure.retryable or time.monotonic() + wait >= deadline:
+                    break
+                await asyncio.sleep(wait)
+                continue
+            except ClientFault:
+                self._release(deployment)
+                raise
+            except BaseException:
+                self._release(deployment)
+                raise
+            return answer
+        raise _give_up(self.model_id, last)
+
+    def finish(self, answer: Answer, failure: UpstreamFailure | None = None) -> None:
+        """The answer was consumed (or abandoned): free its slot and record how it went."""
+        deployment = answer.deployment
+        self._release(deployment)
+        if failure is None:
+            deployment.health.failures = 0
+        else:
+            self._failed(deployment, failure)
+
+    # -- choosing ----------------------------------------------------------------------
+
+    async def _acquire(self, tried: set[str], deadline: float, *, first: bool) -> Deployment | None:
+        while True:
+            now = time.monotonic()
+            healthy = [d for d in self.deployments if not d.health.cooling(now)]
+            if not healthy:
+                if first:
+                    raise _all_down(self.model_id, self.deployments, now)
+                return None
+            fresh = [d for d in healthy if d.name not in tried] or healthy
+            open_slots = [d for d in fresh if _has_slot(d)]
+            if open_slots:
+                chosen = _pick(open_slots)
+                chosen.health.outstanding += 1
+                return chosen
+            # Every candidate is at its max_concurrency: wait for a slot to free up.
+            if now >= deadline:
+                raise ServiceUnavailable(
+                    f"Every deployment of '{self.model_id}' is at its concurrency limit; "
+                    "try again shortly.",
+                    code="deployments_busy",
+                )
+            self._waiting += 1
+            try:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._freed.wait(), deadline - now)
+            finally:
+                self._waiting -= 1
+
+    def _release(self, deployment: Deployment) -> None:
+        deployment.health.outstanding -= 1
+        if self._waiting:
+            self._freed.set()
+            self._freed = asyncio.Event()
+
+    # -- health ------------------------------------------------------------------------
+
+    def _failed(self, deployment: Deployment, failure: UpstreamFailure) -> None:
+        health = deployment.health
+        health.failures += 1
+        health.last_error = failure.message
+        at_once = failure.auth or failure.retry_after is not None or failure.unreachable
+        if at_once or health.failures >= self.policy.allowed_fails:
+            pause = self.policy.cooldown
+            if failure.retry_after is not None and not failure.auth:
+                pause = min(max(failure.retry_after, 1.0), self.policy.cooldown)
+            self.cool_down(deployment, pause, failure.message)
+
+    def cool_down(self, deployment: Deployment, seconds: float, reason: str) -> None:
+        health = deployment.health
+        if not health.cooling(time.monotonic()):
+            log.warning(
+                "deployment %s of %s cooling down for %.0fs: %s",
+                deployment.name,
+                self.model_id,
+                seconds,
+                reason,
+            )
+        health.cooldown_until = time.monotonic() + seconds
+
+    async def probe(self) -> None:
+        """Probe every deployment once (active health)."""
+        assert self.session is not None
+        await asyncio.gather(*(self._probe(d) for d in self.deployments))
+
+    async def _probe(self, deployment: Deployment) -> None:
+        assert self.session is not None
+        try:
+            await deployment.probe(self.session)
+        except UpstreamFailure as failure:
+            deployment.health.last_error = failure.message
+            self.cool_down(deployment, self.policy.cooldown, failure.message)
+            return
+        health = deployment.health
+        if health.cooldown_until:
+            if health.cooling(time.monotonic()):
+                log.info("deployment %s of %s recovered", deployment.name, self.model_id)
+            health.cooldown_until = 0.0
+            health.failures = 0
+
+
+def _has_slot(deployment: Deployment) -> bool:
+    cap = deployment.spec.max_concurrency
+    return cap == 0 or deployment.health.outstanding < cap
+
+
+def _pick(candidates: list[Deployment]) -> Deployment:
+    """Power of two choices, weighted: fewer requests in flight per unit of weight wins."""
+    if len(candidates) == 1:
+        return candidates[0]
+    weights = [d.spec.weight for d in candidates]
+    a = random.choices(range(len(candidates)), weights)[0]
+    b = random.choices(range(len(candidates) - 1), weights[:a] + weights[a + 1 :])[0]
+    b += b >= a
+    da, db = candidates[a], candidates[b]
+    load_a = (da.health.outstanding + 1) / da.spec.weight
+    load_b = (db.health.outstanding + 1) / db.spec.weight
+    return db if load_b < load_a else da
+
+
+def _all_down(model_id: str, deployments: Sequence[Deployment], now: float) -> TokenDockError:
+    wait = min(d.health.cooldown_until for d in deployments) - now
+    error = NoHealthyDeployment(
+        f"Every deployment of the model '{model_id}' is unavailable right now; try again in "
+        f"{max(1, round(wait))} s."
+    )
+    error.headers["retry-after"] = str(max(1, round(wait)))
+    return error
+
+
+def _give_up(model_id: str, last: UpstreamFailure | None) -> TokenDockError:
+    if last is None:
+        return NoHealthyDeployment(
+            f"Every deployment of the model '{model_id}' is unavailable right now."
+        )
+    if last.auth:
+        return UpstreamAuthFailed(
+            f"The upstream server for '{model_id}' rejected the gateway's credentials. This is "
+            "a server configuration problem; the operator has been told in the logs."
+        )
+    if last.timeout:
+        return UpstreamTimeout(f"The upstream server for '{model_id}' did not answer in time.")
+    if last.retry_after is not None:
+        error = ServiceUnavailable(
+            f"The upstream servers for '{model_id}' are overloaded; try again shortly.",
+            code="upstream_overloaded",
+        )
+        error.headers["retry-after"] = str(max(1, round(last.retry_after)))
+        return error
+    return UpstreamError(f"The upstream server for '{model_id}' failed to answer.")

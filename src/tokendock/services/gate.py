@@ -1,0 +1,88 @@
+"""Admission and settlement, shared by every way a request is served (embedded engine or
+upstream): the key's model allow-list, rate limits, one atomic credit hold for the worst case,
+and — exactly once, at the end — the charge for what was produced plus the rate-limit refund.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokendock.billing.ledger import Hold, Ledger, Settlement, UsageRow
+from tokendock.billing.pricing import Price
+from tokendock.errors import ModelNotAllowed, ModelUnpriced, TokenDockError
+from tokendock.inference.registry import ModelRegistry
+from tokendock.limits.base import Admission, Limiter, Limits, Subject
+from tokendock.limits.base import headers as ratelimit_headers
+from tokendock.storage.accounts import KeyRow
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    hold: Hold
+    price: Price
+    rate: Admission | None
+
+
+class Gate:
+    def __init__(
+        self,
+        models: ModelRegistry,
+        ledger: Ledger,
+        limiter: Limiter,
+        tiers: dict[str, Limits] | None = None,
+    ):
+        self._models = models
+        self._ledger = ledger
+        self._limiter = limiter
+        self._tiers = tiers or {}
+
+    async def admit(
+        self, key: KeyRow, model: str, prompt_tokens: int, max_completion: int, request_id: str
+    ) -> Admitted:
+        """403 when the key may not use the model, 429 over its limits, 402 short of credit;
+        otherwise the worst case (prompt + max_completion tokens) is held."""
+        if key.allowed_models is not None and model not in key.allowed_models:
+            raise ModelNotAllowed(f"This API key may not use the model '{model}'.", param="model")
+        price = self.price(model)
+        # Rate limits first: a refused request reserves nothing and holds no credit.
+        rate = await self._limiter.admit(
+            self.subjects(key), prompt_tokens + max_completion, request_id
+        )
+        try:
+            worst = price.cost(prompt_tokens, max_completion)
+            hold = await self._ledger.hold(key.account_id, key.id, worst, request_id)
+        except BaseException as exc:
+            await self._limiter.settle(rate, 0)
+            if isinstance(exc, TokenDockError):  # a 402 still tells the client its limits
+                exc.headers.update(ratelimit_headers(rate.requests, rate.token_window))
+            raise
+        return Admitted(hold, price, rate)
+
+    async def settle(
+        self, admitted: Admitted, prompt: int, completion: int, usage: UsageRow
+    ) -> Settlement | None:
+        """Charge what was produced (capped at the hold), refund the rest, record usage, and
+        give the unused token reservation back to the rate limiter."""
+        try:
+            cost = admitted.price.cost(prompt, completion)
+            return await self._ledger.settle(admitted.hold, cost, usage)
+        finally:
+            if admitted.rate is not None:
+                await self._limiter.settle(admitted.rate, prompt + completion)
+
+    def subjects(self, key: KeyRow) -> tuple[Subject, Subject]:
+        """Both apply: the key's limits and its account's (tier defaults, then overrides)."""
+        base = self._tiers.get(key.tier) or self._tiers.get("default") or Limits()
+        return (
+            Subject(f"key:{key.id}", base.override(*key.key_limits)),
+            Subject(f"account:{key.account_id}", base.override(*key.account_limits)),
+        )
+
+    def price(self, model: str) -> Price:
+        spec = self._models.spec(model)
+        if spec.price is None:
+            raise ModelUnpriced(
+                f"The model '{model}' has no price configured, so it cannot be billed; the "
+                f'operator must set [models."{model}".price] in the catalog.'
+            )
+        return Price.parse(spec.price.input, spec.price.output)

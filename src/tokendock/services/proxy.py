@@ -1,0 +1,365 @@
+"""Chat and text completions served by upstream deployments: admit → route → relay → settle.
+
+The flow, top to bottom:
+  1. bound the request before it is sent: prompt tokens ≤ its UTF-8 bytes (byte-level
+     tokenizers emit at most one token per byte; the JSON syntax around each message covers
+     its template tokens) and ≤ the context window; completion ≤ max_tokens (or the window)
+     per choice;
+  2. admit (services/gate.py): allow-list, rate limits, one credit hold for that worst case;
+  3. route (inference/router.py): balanced over healthy deployments, retried on another before
+     the first byte reaches the client, never after;
+  4. relay: bodies and stream events keep the upstream's fields, re-stamped with TokenDock's own
+     `id` and the public `model`; usage is always asked of the upstream and the extra usage
+     chunk is dropped unless the client asked for it;
+  5. settle exactly once from the upstream's usage (an explicit zero is a real zero); when it
+     sent none — a stream cut by the client or the upstream — the tokens seen are estimated
+     and the usage record says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from tokendock.billing.ledger import Hold, Settlement, UsageRow
+from tokendock.billing.money import format_credits
+from tokendock.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    RequestTooLarge,
+    TokenDockError,
+    UpstreamError,
+)
+from tokendock.inference.registry import ModelRegistry
+from tokendock.inference.router import Router
+from tokendock.inference.upstream import Answer, ClientFault, UpstreamFailure
+from tokendock.limits.base import Admission
+from tokendock.protocol.chat import ChatCompletionRequest, message_text
+from tokendock.protocol.completions import CompletionRequest
+from tokendock.services.gate import Admitted, Gate
+from tokendock.storage.accounts import KeyRow
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["chat", "text"]
+JSON = dict[str, Any]
+CHARS_PER_TOKEN = 4  # for estimates only, when an upstream reports no usage
+
+
+@dataclass(slots=True)
+class ProxyRun:
+    """An admitted upstream request and what was seen of its answer."""
+
+    kind: Kind
+    model: str
+    key: KeyRow
+    admitted: Admitted
+    request_id: str
+    payload: JSON
+    prompt_chars: int
+    include_usage: bool
+    user: str | None
+    id: str = ""
+    created: int = field(default_factory=lambda: int(time.time()))
+    started: float = field(default_factory=time.monotonic)
+    first_token: float | None = None
+    deployment: str | None = None
+    settlement: Settlement | None = None
+    relayed: bool = False  # the stream's relay ran its cleanup
+
+    @property
+    def hold(self) -> Hold:
+        return self.admitted.hold
+
+    @property
+    def rate(self) -> Admission | None:
+        return self.admitted.rate
+
+    @property
+    def stream(self) -> bool:
+        return bool(self.payload.get("stream"))
+
+
+@dataclass(slots=True)
+class Seen:
+    """What the relay saw of a stream: enough to bill it if no usage ever arrives."""
+
+    usage: JSON | None = None
+    pieces: int = 0
+    chars: int = 0
+    finish: str | None = None
+
+
+class ProxyService:
+    def __init__(self, models: ModelRegistry, gate: Gate):
+        self._models = models
+        self._gate = gate
+        self._settling: set[asyncio.Task[Settlement | None]] = set()
+
+    def serves(self, model: str) -> bool:
+        return self._models.router(model) is not None
+
+    async def admit_chat(
+        self, key: KeyRow, req: ChatCompletionRequest, body: bytes, request_id: str
+    ) -> ProxyRun:
+        """`req` is the validated form of `body`; the upstream gets `body`'s own fields."""
+        req.check_common()  # everything else is the upstream's to accept or refuse
+        chars = sum(len(message_text(m)) for m in req.messages)
+        return await self._admit(
+            "chat", key, req.model, body, request_id, chars, req.token_limit(), req.n or 1
+        )
+
+    async def admit_text(
+        self, key: KeyRow, req: CompletionRequest, body: bytes, request_id: str
+    ) -> ProxyRun:
+        req.check_common()
+        prompts = req.prompts()
+        chars = sum(len(p) if isinstance(p, str) else len(p) * CHARS_PER_TOKEN for p in prompts)
+        choices = max(req.n or 1, req.best_of or 1) * len(prompts)
+        return await self._admit(
+            "text", key, req.model, body, request_id, chars, req.max_tokens, choices
+        )
+
+    async def _admit(
+        self,
+        kind: Kind,
+        key: KeyRow,
+        model: str,
+        body: bytes,
+        request_id: str,
+        prompt_chars: int,
+        max_tokens: int | None,
+        choices: int,
+    ) -> ProxyRun:
+        window = self._models.spec(model).context_length
+        prompt_bound = min(len(body), window)
+        per_choice = window if max_tokens is None else min(max_tokens, window)
+        admitted = await self._gate.admit(
+            key, model, prompt_bound, per_choice * choices, request_id
+        )
+        payload = orjson.loads(body)
+        if kind == "text":
+            payload.setdefault("max_tokens", max_tokens)  # TokenDock's default, not theirs
+        include_usage = False
+        if payload.get("stream"):
+            options = payload.get("stream_options") or {}
+            include_usage = bool(options.get("include_usage"))
+            payload["stream_options"] = {**options, "include_usage": True}
+        prefix = "chatcmpl" if kind == "chat" else "cmpl"
+        return ProxyRun(
+            kind,
+            model,
+            key,
+            admitted,
+            request_id,
+            payload,
+            prompt_chars,
+            include_usage,
+            payload.get("user"),
+            id=f"{prefix}-{secrets.token_hex(12)}",
+        )
+
+    async def open(self, run: ProxyRun) -> Answer:
+        """Route the request until a deployment commits to an answer. On failure the hold is
+        released (nothing was produced) and the client's error is raised."""
+        router = self._router(run.model)
+        path = "/chat/completions" if run.kind == "chat" else "/completions"
+        try:
+            answer = await router.open(
+                path, run.payload, stream=run.stream, request_id=run.request_id
+            )
+        except BaseException as exc:
+            status = "client_disconnected" if isinstance(exc, asyncio.CancelledError) else "error"
+            await self._settle(run, Seen(), status, produced=False)
+            if isinstance(exc, ClientFault):
+                raise _client_error(exc) from None
+            raise
+        run.deployment = answer.deployment.name
+        return answer
+
+    async def complete(self, run: ProxyRun) -> JSON:
+        """A non-streaming answer, re-stamped and settled."""
+        answer = await self.open(run)
+        router = self._router(run.model)
+        router.finish(answer)
+        body = answer.body or {}
+        body["id"] = run.id
+        body["model"] = run.model
+        seen = Seen(usage=_usage(body.get("usage")))
+        if seen.usage is None:
+            for choice in body.get("choices") or ():
+                seen.chars += len(_choice_text(choice))
+        await self._settle(run, seen, "ok")
+        return body
+
+    async def events(self, run: ProxyRun, answer: Answer) -> AsyncIterator[JSON]:
+        """The stream's events for the client. Ends with the usage event when the client asked;
+        a failure after the first event raises UpstreamError (the web layer sends it as an error
+        event). Closing early (client gone) closes the upstream connection, which stops its
+        generation, and the request is billed for what was seen."""
+        router = self._router(run.model)
+        seen = Seen()
+        failure: UpstreamFailure | None = None
+        status = "client_disconnected"
+        usage_event: JSON | None = None
+        try:
+            async for item in answer.events():
+                item["id"] = run.id
+                item["model"] = run.model
+                if not _observe(seen, item):
+                    if seen.usage is not None:
+                        usage_event = item  # sent after settlement, with the cost
+                    continue
+                if not run.include_usage and "usage" in item:
+                    del item["usage"]
+                if run.first_token is None and seen.pieces:
+                    run.first_token = time.monotonic()
+                yield item
+            status = "ok"
+        except UpstreamFailure as exc:
+            failure = exc
+            status = "error"
+            log.warning("request %s: upstream stream failed: %s", run.request_id, exc)
+            raise UpstreamError(
+                "The upstream server failed while streaming; you were billed only for the "
+                "tokens you received."
+            ) from None
+        finally:
+            run.relayed = True
+            answer.close(reuse=status == "ok")
+            router.finish(answer, failure)
+            await self._settle(run, seen, status)
+        if run.include_usage and usage_event is not None:
+            if run.settlement is not None:
+                usage_event["usage"]["cost"] = format_credits(run.settlement.charged)
+            yield usage_event
+
+    async def abandon(self, run: ProxyRun, answer: Answer) -> None:
+        """The client left before the stream's first event was relayed: close the upstream
+        request, free its slot and bill what the upstream had sent (one event at most)."""
+        if run.relayed:
+            return
+        run.relayed = True
+        answer.close(reuse=False)
+        self._router(run.model).finish(answer)
+        seen = Seen()
+        if answer.first is not None:
+            _observe(seen, answer.first)
+        await self._settle(run, seen, "client_disconnected")
+
+    async def _settle(
+        self, run: ProxyRun, seen: Seen, status: str, *, produced: bool = True
+    ) -> None:
+        settling = asyncio.ensure_future(self._record(run, seen, status, produced))
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
+        # Shielded: a cancelled consumer must not cancel the settlement itself.
+        with contextlib.suppress(asyncio.CancelledError):
+            run.settlement = await asyncio.shield(settling)
+
+    async def _record(
+        self, run: ProxyRun, seen: Seen, status: str, produced: bool
+    ) -> Settlement | None:
+        estimated = False
+        if seen.usage is not None:
+            prompt = int(seen.usage.get("prompt_tokens") or 0)
+            completion = int(seen.usage.get("completion_tokens") or 0)
+        elif produced:
+            # No usage from upstream: estimate what was seen. A streamed piece is one token on
+            # every server we know; a whole answer is estimated from its length.
+            estimated = True
+            prompt = math.ceil(run.prompt_chars / CHARS_PER_TOKEN)
+            completion = seen.pieces or math.ceil(seen.chars / CHARS_PER_TOKEN)
+        else:
+            prompt = completion = 0
+        now = time.monotonic()
+        usage = UsageRow(
+            request_id=run.request_id,
+            model=run.model,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            status=status,
+            finish_reason=seen.finish,
+            latency_ms=int((now - run.started) * 1000),
+            ttft_ms=None
+            if run.first_token is None
+            else int((run.first_token - run.started) * 1000),
+            user=run.user,
+            deployment=run.deployment,
+            estimated=estimated,
+        )
+        if run.admitted.price.cost(prompt, completion) > run.hold.amount:
+            log.warning(
+                "request %s: upstream usage (%d + %d tokens) exceeds the hold; charged the hold",
+                run.request_id,
+                prompt,
+                completion,
+            )
+        return await self._gate.settle(run.admitted, prompt, completion, usage)
+
+    def _router(self, model: str) -> Router:
+        router = self._models.router(model)
+        if router is None:
+            raise ModelNotFound(model)
+        return router
+
+    async def drain(self) -> None:
+        """Wait for settlements still running (at shutdown)."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+
+
+def _observe(seen: Seen, item: JSON) -> bool:
+    """Count one stream event into `seen`; False for an event without choices (usage only)."""
+    usage = _usage(item.get("usage"))
+    if usage is not None:
+        seen.usage = usage
+    choices = item.get("choices")
+    if not choices:
+        return False
+    for choice in choices:
+        text = _choice_text(choice)
+        if text:
+            seen.pieces += 1
+            seen.chars += len(text)
+        seen.finish = choice.get("finish_reason") or seen.finish
+    return True
+
+
+def _usage(value: object) -> JSON | None:
+    if isinstance(value, dict) and isinstance(value.get("completion_tokens"), int):
+        return value
+    return None
+
+
+def _choice_text(choice: JSON) -> str:
+    message = choice.get("delta") or choice.get("message")
+    if isinstance(message, dict):
+        text = message.get("content") or ""
+        for call in message.get("tool_calls") or ():
+            text += str((call.get("function") or {}).get("arguments") or "")
+        return text if isinstance(text, str) else ""
+    text = choice.get("text")
+    return text if isinstance(text, str) else ""
+
+
+def _client_error(fault: ClientFault) -> TokenDockError:
+    message = str(fault.error.get("message") or "The upstream server refused the request.")
+    if fault.status == 413:
+        return RequestTooLarge(message)
+    param = fault.error.get("param")
+    code = fault.error.get("code")
+    return InvalidRequest(
+        message,
+        param=param if isinstance(param, str) else None,
+        code=code if isinstance(code, str) else None,
+    )
