@@ -234,10 +234,14 @@ def test_failure_mid_stream_is_an_error_event_and_bills_what_was_sent(
     raw = client.chat.completions.with_raw_response.create(
         model="up-reset", messages=MESSAGES, stream=True
     )
-    received = []
-    with pytest.raises(openai.APIError) as caught:
+    received: list[str] = []
+
+    def read_all() -> None:
         for c in raw.parse():
             received.append(c.choices[0].delta.content or "")
+
+    with pytest.raises(openai.APIError) as caught:
+        read_all()
     assert "upstream" in caught.value.message
     assert "".join(received) == "Hello from the"
     row = usage_row(gateway, raw.headers["x-request-id"])

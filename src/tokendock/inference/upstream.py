@@ -89,7 +89,8 @@ class Deployment:
         return self.spec.name
 
     def headers(self, request_id: str) -> dict[str, str]:
-        headers = {"content-type": "application/json", "x-request-id": request_id}
+        # Not x-request-id: some servers (llama.cpp's Python server) insist it is a UUID.
+        headers = {"content-type": "application/json", "x-tokendock-request-id": request_id}
         if self.api_key:
             headers["authorization"] = f"Bearer {self.api_key}"
         return headers

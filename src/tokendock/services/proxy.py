@@ -75,6 +75,7 @@ class ProxyRun:
     deployment: str | None = None
     settlement: Settlement | None = None
     relayed: bool = False  # the stream's relay ran its cleanup
+    billed: tuple[int, int] = (0, 0)  # prompt and completion tokens charged
 
     @property
     def hold(self) -> Hold:
@@ -238,7 +239,20 @@ class ProxyService:
             answer.close(reuse=status == "ok")
             router.finish(answer, failure)
             await self._settle(run, seen, status)
-        if run.include_usage and usage_event is not None:
+        if run.include_usage:
+            if usage_event is None:  # the upstream sent none: report what was billed
+                usage_event = {
+                    "id": run.id,
+                    "object": "chat.completion.chunk" if run.kind == "chat" else "text_completion",
+                    "created": run.created,
+                    "model": run.model,
+                    "choices": [],
+                    "usage": {
+                        "prompt_tokens": run.billed[0],
+                        "completion_tokens": run.billed[1],
+                        "total_tokens": run.billed[0] + run.billed[1],
+                    },
+                }
             if run.settlement is not None:
                 usage_event["usage"]["cost"] = format_credits(run.settlement.charged)
             yield usage_event
@@ -281,6 +295,7 @@ class ProxyService:
             completion = seen.pieces or math.ceil(seen.chars / CHARS_PER_TOKEN)
         else:
             prompt = completion = 0
+        run.billed = (prompt, completion)
         now = time.monotonic()
         usage = UsageRow(
             request_id=run.request_id,
