@@ -19,6 +19,7 @@ from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.router import RetryPolicy
 from tokendock.limits.base import Limiter, Limits
 from tokendock.limits.memory import MemoryLimiter
+from tokendock.observability import Metrics, configure_logging
 from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
 from tokendock.services.gate import Gate
@@ -29,6 +30,7 @@ from tokendock.storage.db import create_engine
 from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.web import errors
 from tokendock.web.api import account, chat, completions, health, models
+from tokendock.web.api import metrics as metrics_api
 from tokendock.web.deps import Services
 from tokendock.web.middleware import RequestContextMiddleware
 
@@ -37,7 +39,12 @@ log = logging.getLogger("tokendock")
 
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog.load(settings.models_file)
+    metrics = Metrics()
     registry = ModelRegistry.from_catalog(catalog, settings.data_dir, retry_policy(settings))
+    for router in registry.upstreams.routers.values():
+        router.on_health = metrics.deployment_health
+        for deployment in router.deployments:
+            metrics.deployment_health(router.model_id, deployment.name, True)
     db = create_engine(settings.database_url_or_default())
     ledger = Ledger(
         db,
@@ -56,6 +63,7 @@ def create_app(settings: Settings) -> FastAPI:
         proxy=proxy_service,
         accounts=AccountService(AccountStore(db), ledger, cache_seconds=settings.key_cache_seconds),
         idempotency=Idempotency(IdempotencyStore(db)),
+        metrics=metrics,
     )
 
     @contextlib.asynccontextmanager
@@ -91,15 +99,18 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = services
     errors.install(app)
-    for router in (
+    for api in (
         health.router,
+        metrics_api.router,
         models.router,
         chat.router,
         completions.router,
         account.router,
     ):
-        app.include_router(router)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+        app.include_router(api)
+    app.add_middleware(
+        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
+    )
     return app
 
 
@@ -161,6 +172,7 @@ def app_from_env() -> FastAPI:
     """For `--workers N`: each worker process builds its app from TOKENDOCK_* variables.
     Each worker names its holds by its own pid, so workers never release each other's."""
     settings = Settings()
+    configure_logging(settings.log_level, settings.log_format)
     if settings.workers > 1 and settings.instance_id is None:
         instance = f"{settings.instance_name()}:{os.getpid()}"
         settings = settings.model_copy(update={"instance_id": instance})

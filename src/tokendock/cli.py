@@ -21,10 +21,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from tokendock.catalog import Catalog, CatalogError
 from tokendock.config import Settings
 from tokendock.errors import TokenDockError
 from tokendock.inference.model_files import ModelFileError, resolve_gguf
+from tokendock.observability import configure_logging
 from tokendock.services.accounts import AccountService
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.db import create_engine
@@ -121,10 +123,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     settings = _settings(args)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(settings.log_level, settings.log_format)
     command = args.command + (f" {args.sub}" if getattr(args, "sub", None) else "")
     try:
         if command == "serve":
@@ -303,11 +302,19 @@ def _serve(settings: Settings) -> int:
         "timeout_graceful_shutdown": 5,
     }
     if settings.workers > 1:
+        # Metrics from every worker, aggregated at /metrics: a fresh directory per start.
+        metrics_dir = tempfile.mkdtemp(prefix="tokendock-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
         # Workers import the app themselves and read the settings from the environment.
         for name, value in settings.model_dump(exclude_none=True).items():
             env_value = json.dumps(value) if isinstance(value, dict) else str(value)
             os.environ[f"TOKENDOCK_{name.upper()}"] = env_value
-        uvicorn.run("tokendock.app:app_from_env", factory=True, workers=settings.workers, **options)
+        try:
+            uvicorn.run(
+                "tokendock.app:app_from_env", factory=True, workers=settings.workers, **options
+            )
+        finally:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     else:
         uvicorn.run(create_app(settings), **options)
     return 0

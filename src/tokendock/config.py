@@ -37,6 +37,15 @@ class Settings(BaseSettings):
         description="A stream with no event for this long gets an SSE comment `: ping`.",
     )
     log_level: str = Field("info", description="Logging level: debug, info, warning, error.")
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: for people; json: one JSON object per line (for collectors)."
+    )
+    log_prompts: bool = Field(
+        False, description="Put each request's prompt in its log line (off: never logged)."
+    )
+    metrics_token: str | None = Field(
+        None, description="When set, GET /metrics needs `Authorization: Bearer <token>`."
+    )
     base_url: str | None = Field(
         None, description="Public base URL shown in logs (defaults to http://HOST:PORT)."
     )

@@ -277,3 +277,80 @@ def test_client_disconnect_closes_the_upstream_request(
             time.sleep(0.1)
     assert row["status"] == "client_disconnected" and row["estimated"] is True
     assert 3 <= row["completion_tokens"] < 42
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    """The value of one sample in Prometheus exposition text (0 when absent)."""
+    want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{want}}} ") or (not labels and line.startswith(name + " ")):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_count_requests_tokens_credits_and_deployment_health(
+    gateway: Server, client: openai.OpenAI
+) -> None:
+    before = httpx.get(gateway.base_url + "/metrics").text
+    client.chat.completions.create(model="up-ok", messages=MESSAGES)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="up-400", messages=MESSAGES)
+    with pytest.raises(openai.APIStatusError):
+        client.chat.completions.create(model="up-down", messages=MESSAGES)
+    resp = httpx.get(gateway.base_url + "/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    after = resp.text
+
+    def grew(name: str, **labels: str) -> float:
+        return metric(after, name, **labels) - metric(before, name, **labels)
+
+    assert grew("tokendock_requests_total", model="up-ok", status="200") == 1
+    assert grew("tokendock_requests_total", model="up-400", status="400") == 1
+    assert grew("tokendock_tokens_total", model="up-ok", kind="prompt") == PROMPT_TOKENS
+    assert grew("tokendock_tokens_total", model="up-ok", kind="completion") == ANSWER_TOKENS
+    charged = cost(PROMPT_TOKENS, ANSWER_TOKENS)
+    assert grew("tokendock_credits_captured_micro_total", model="up-ok") == charged
+    assert grew("tokendock_request_seconds_count", model="up-ok") == 1
+    assert metric(after, "tokendock_deployment_healthy", model="up-ok", deployment="ok") == 1
+    assert metric(after, "tokendock_deployment_healthy", model="up-down", deployment="nobody") == 0
+    assert (
+        metric(after, "tokendock_deployment_cooldowns_total", model="up-down", deployment="nobody")
+        >= 1
+    )
+    assert "tokendock_requests_in_flight" in after
+
+
+def test_json_log_has_one_line_per_request_without_secrets_or_prompts(
+    fault: Upstream, tmp_path: Path
+) -> None:
+    import orjson
+
+    catalog_file = tmp_path / "models.toml"
+    catalog_file.write_text(
+        model_entry("up-ok", [{"name": "ok", "base_url": fault.v1, "model": "ok"}])
+    )
+    env = {"TOKENDOCK_MODELS_FILE": str(catalog_file), "TOKENDOCK_LOG_FORMAT": "json"}
+    gateway = start_server(tmp_path, env)
+    try:
+        client = openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, max_retries=0)
+        secret_prompt = "my secret prompt 42"
+        raw = client.chat.completions.with_raw_response.create(
+            model="up-ok", messages=[{"role": "user", "content": secret_prompt}]
+        )
+        with pytest.raises(openai.AuthenticationError):
+            wrong = openai.OpenAI(base_url=gateway.v1, api_key="td-wrong", max_retries=0)
+            wrong.chat.completions.create(model="up-ok", messages=MESSAGES)
+    finally:
+        gateway.stop()
+    lines = [orjson.loads(line) for line in gateway.log().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == "tokendock.access"]
+    ours = next(line for line in access if line["request_id"] == raw.headers["x-request-id"])
+    assert ours["status"] == 200 and ours["model"] == "up-ok" and ours["deployment"] == "ok"
+    assert ours["key"].startswith(gateway.key[:7]) and ours["key"].endswith(gateway.key[-4:])
+    assert ours["prompt_tokens"] > 0 and ours["completion_tokens"] == ANSWER_TOKENS
+    assert isinstance(ours["latency_ms"], int) and ours["path"] == "/v1/chat/completions"
+    refused = [line for line in access if line["status"] == 401]
+    assert refused and refused[0]["error"] == "invalid_api_key"
+    text = gateway.log()
+    assert gateway.key not in text.replace(f"Your API key (shown once): {gateway.key}", "")
+    assert secret_prompt not in text

@@ -24,7 +24,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,6 +63,8 @@ class Router:
         self.session: aiohttp.ClientSession | None = None  # set by the pool at start
         self._freed = asyncio.Event()
         self._waiting = 0
+        # (model, deployment, healthy) on every change of a deployment's health: for metrics.
+        self.on_health: Callable[[str, str, bool], None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -134,6 +136,10 @@ class Router:
         self._release(deployment)
         if failure is None:
             deployment.health.failures = 0
+            if deployment.health.cooldown_until:  # its cool-down ran out and it works again
+                deployment.health.cooldown_until = 0.0
+                if self.on_health is not None:
+                    self.on_health(self.model_id, deployment.name, True)
         else:
             self._failed(deployment, failure)
 
@@ -189,6 +195,8 @@ class Router:
     def cool_down(self, deployment: Deployment, seconds: float, reason: str) -> None:
         health = deployment.health
         if not health.cooling(time.monotonic()):
+            if self.on_health is not None:
+                self.on_health(self.model_id, deployment.name, False)
             log.warning(
                 "deployment %s of %s cooling down for %.0fs: %s",
                 deployment.name,
@@ -215,6 +223,8 @@ class Router:
         if health.cooldown_until:
             if health.cooling(time.monotonic()):
                 log.info("deployment %s of %s recovered", deployment.name, self.model_id)
+            if self.on_health is not None:
+                self.on_health(self.model_id, deployment.name, True)
             health.cooldown_until = 0.0
             health.failures = 0
 

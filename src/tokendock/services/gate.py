@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tokendock import observability
 from tokendock.billing.ledger import Hold, Ledger, Settlement, UsageRow
 from tokendock.billing.pricing import Price
 from tokendock.errors import ModelNotAllowed, ModelUnpriced, TokenDockError
@@ -41,6 +42,9 @@ class Gate:
     ) -> Admitted:
         """403 when the key may not use the model, 429 over its limits, 402 short of credit;
         otherwise the worst case (prompt + max_completion tokens) is held."""
+        record = observability.current()
+        if record is not None:
+            record.model = model
         if key.allowed_models is not None and model not in key.allowed_models:
             raise ModelNotAllowed(f"This API key may not use the model '{model}'.", param="model")
         price = self.price(model)
@@ -65,10 +69,17 @@ class Gate:
         give the unused token reservation back to the rate limiter."""
         try:
             cost = admitted.price.cost(prompt, completion)
-            return await self._ledger.settle(admitted.hold, cost, usage)
+            settlement = await self._ledger.settle(admitted.hold, cost, usage)
         finally:
             if admitted.rate is not None:
                 await self._limiter.settle(admitted.rate, prompt + completion)
+        record = observability.current()
+        if record is not None:
+            record.prompt_tokens, record.completion_tokens = prompt, completion
+            record.deployment, record.estimated = usage.deployment, usage.estimated
+            record.ttft_ms, record.outcome = usage.ttft_ms, usage.status
+            record.cost_micro = settlement.charged if settlement is not None else None
+        return settlement
 
     def subjects(self, key: KeyRow) -> tuple[Subject, Subject]:
         """Both apply: the key's limits and its account's (tier defaults, then overrides)."""

@@ -8,9 +8,11 @@ from typing import Annotated, TypeVar
 from fastapi import Depends, Request
 from pydantic import BaseModel, ValidationError
 
+from tokendock import observability
 from tokendock.config import Settings
 from tokendock.errors import InvalidRequest
 from tokendock.inference.registry import ModelRegistry
+from tokendock.observability import Metrics
 from tokendock.protocol.errors import from_validation_error
 from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
@@ -27,6 +29,7 @@ class Services:
     proxy: ProxyService
     accounts: AccountService
     idempotency: Idempotency
+    metrics: Metrics
 
 
 def _services(request: Request) -> Services:
@@ -39,7 +42,11 @@ Deps = Annotated[Services, Depends(_services)]
 
 async def _current_key(request: Request) -> KeyRow:
     services: Services = request.app.state.services
-    return await services.accounts.authenticate(request.headers.get("authorization"))
+    key = await services.accounts.authenticate(request.headers.get("authorization"))
+    record = observability.current()
+    if record is not None:
+        record.key = f"{key.prefix}…{key.last4}"
+    return key
 
 
 CurrentKey = Annotated[KeyRow, Depends(_current_key)]
@@ -56,6 +63,11 @@ M = TypeVar("M", bound=BaseModel)
 async def parse_body(request: Request, schema: type[M]) -> M:
     """Strict JSON → schema; any failure is a 400 naming the field, never a 422."""
     body = await request.body()
+    services: Services = request.app.state.services
+    if services.settings.log_prompts:  # the operator opted in: the body goes in the log line
+        record = observability.current()
+        if record is not None:
+            record.prompt = body[:8192].decode("utf-8", "replace")
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
     try:

@@ -6,12 +6,16 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
+from tokendock import observability
 from tokendock.errors import InvalidRequest, MethodNotAllowed, TokenDockError, UnknownURL
 from tokendock.web.responses import JSONResponse, error_response
 
 
 async def _tokendock_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokenDockError)
+    record = observability.current()
+    if record is not None:
+        record.error = exc.code or exc.type
     return error_response(exc)
 
 

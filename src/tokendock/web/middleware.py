@@ -1,4 +1,5 @@
-"""Pure-ASGI middleware: request ids, body-size limit, and the last line of error defence.
+"""Pure-ASGI middleware: request ids, body-size limit, the last line of error defence, and the
+request's record (observability.py): one log line and the metrics once the response has ended.
 
 Every response gets `x-request-id: req_<32 hex>`. A body over the limit is refused with 413
 before the endpoint runs (by Content-Length) or as soon as the streamed body crosses it. Any
@@ -14,7 +15,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tokendock import observability
 from tokendock.errors import InternalError, RequestTooLarge, TokenDockError
+from tokendock.observability import Metrics, RequestRecord
 from tokendock.web.responses import error_bytes
 
 log = logging.getLogger(__name__)
@@ -24,10 +27,15 @@ def new_request_id() -> str:
     return "req_" + secrets.token_hex(16)
 
 
+# Probes and scrapes: counted in no metric and logged at debug level only.
+QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
+
+
 class RequestContextMiddleware:
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int):
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, metrics: Metrics | None = None):
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -35,6 +43,26 @@ class RequestContextMiddleware:
             return
         request_id = new_request_id()
         scope.setdefault("state", {})["request_id"] = request_id
+        record = RequestRecord(request_id, scope["method"], scope["path"])
+        token = observability.begin(record)
+        quiet = record.path in QUIET_PATHS
+        metrics = None if quiet else self.metrics
+        if metrics is not None:
+            metrics.in_flight.inc()
+        try:
+            await self._handle(scope, receive, send, record)
+        finally:
+            observability.end(token)
+            if metrics is not None:
+                metrics.in_flight.dec()
+                metrics.observe(record)
+            if not quiet:
+                observability.log_request(record)
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, record: RequestRecord
+    ) -> None:
+        request_id = record.request_id
         id_header = (b"x-request-id", request_id.encode())
         started = False
 
@@ -42,6 +70,7 @@ class RequestContextMiddleware:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                record.status = message["status"]
                 message["headers"] = [*message.get("headers", []), id_header]
             await send(message)
 
@@ -89,6 +118,9 @@ def _content_length(scope: Scope) -> int | None:
 
 
 async def _send_error(send: Send, err: TokenDockError) -> None:
+    record = observability.current()
+    if record is not None:
+        record.error = err.code or err.type
     body = error_bytes(err)
     headers: list[Any] = [
         (b"content-type", b"application/json"),

@@ -1,0 +1,217 @@
+"""What an operator sees: one structured log line per request, and Prometheus metrics.
+
+A `RequestRecord` is opened by the web middleware for each request and reachable from anywhere
+in that request's task through `current()` (a context variable, copied into the tasks a request
+starts). The layers that know a fact write it in: the key (authentication), the model and
+deployment, tokens and cost (settlement), the error code (the error handler). When the response
+has ended — streams included — the middleware emits the line and the metrics.
+
+The line never carries an API key (only its prefix and last four), a password, or a prompt —
+unless the operator sets `log_prompts`.
+
+Metrics are multi-process safe: with `--workers N` the CLI points PROMETHEUS_MULTIPROC_DIR at a
+fresh directory before the workers start, and `/metrics` aggregates every worker's files.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+    multiprocess,
+)
+
+ACCESS = logging.getLogger("tokendock.access")
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    method: str
+    path: str
+    started: float = field(default_factory=time.monotonic)
+    status: int = 0
+    key: str | None = None  # "td-abcd…wxyz"
+    model: str | None = None
+    deployment: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    estimated: bool = False
+    cost_micro: int | None = None  # micro-credits charged
+    ttft_ms: int | None = None
+    outcome: str | None = None  # ok, error, client_disconnected
+    error: str | None = None  # the error code sent
+    prompt: str | None = None  # only with log_prompts
+
+    def fields(self) -> dict[str, Any]:
+        out = {k: v for k, v in asdict(self).items() if v is not None and k != "started"}
+        out["latency_ms"] = int((time.monotonic() - self.started) * 1000)
+        if not self.estimated:
+            out.pop("estimated")
+        return out
+
+
+_current: contextvars.ContextVar[RequestRecord | None] = contextvars.ContextVar(
+    "tokendock_request", default=None
+)
+
+
+def current() -> RequestRecord | None:
+    return _current.get()
+
+
+def begin(record: RequestRecord) -> contextvars.Token[RequestRecord | None]:
+    return _current.set(record)
+
+
+def end(token: contextvars.Token[RequestRecord | None]) -> None:
+    _current.reset(token)
+
+
+class Metrics:
+    """The process's Prometheus metrics (registered in their own registry)."""
+
+    def __init__(self) -> None:
+        disable_created_metrics()  # no `_created` twin of every series
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "tokendock_requests",
+            "HTTP requests by model and status.",
+            ["model", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "tokendock_request_seconds",
+            "Request latency (to the last byte of a stream).",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "tokendock_time_to_first_token_seconds",
+            "Time to the first generated token.",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "tokendock_tokens", "Tokens billed, by model and kind.", ["model", "kind"], registry=r
+        )
+        self.credits = Counter(
+            "tokendock_credits_captured_micro",
+            "Micro-credits captured from balances.",
+            ["model"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "tokendock_requests_in_flight",
+            "Requests being served.",
+            multiprocess_mode="livesum",
+            registry=r,
+        )
+        self.deployment_up = Gauge(
+            "tokendock_deployment_healthy",
+            "1 while an upstream deployment takes traffic, 0 while it cools down.",
+            ["model", "deployment"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
+        self.cooldowns = Counter(
+            "tokendock_deployment_cooldowns",
+            "Times an upstream deployment was put to cool down.",
+            ["model", "deployment"],
+            registry=r,
+        )
+
+    def observe(self, record: RequestRecord) -> None:
+        model = record.model or "-"
+        self.requests.labels(model, str(record.status)).inc()
+        if record.model is None:
+            return
+        self.latency.labels(model).observe(time.monotonic() - record.started)
+        if record.ttft_ms is not None:
+            self.ttft.labels(model).observe(record.ttft_ms / 1000)
+        if record.prompt_tokens:
+            self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
+        if record.completion_tokens:
+            self.tokens.labels(model, "completion").inc(record.completion_tokens)
+        if record.cost_micro:
+            self.credits.labels(model).inc(record.cost_micro)
+
+    def deployment_health(self, model: str, deployment: str, healthy: bool) -> None:
+        self.deployment_up.labels(model, deployment).set(1 if healthy else 0)
+        if not healthy:
+            self.cooldowns.labels(model, deployment).inc()
+
+    def render(self) -> tuple[bytes, str]:
+        """The exposition text: this process's, or every worker's in multi-process mode."""
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def log_request(record: RequestRecord) -> None:
+    if not ACCESS.isEnabledFor(logging.INFO):
+        return
+    fields = record.fields()
+    ACCESS.info("%s %s %s", record.method, record.path, record.status, extra={"request": fields})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; an access line carries the request's fields at top level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request = getattr(record, "request", None)
+        if isinstance(request, dict):
+            out.update(request)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(out).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines; an access line appends its fields as key=value."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request = getattr(record, "request", None)
+        if isinstance(request, dict):
+            skip = {"method", "path", "status"}
+            line += " " + " ".join(f"{k}={v}" for k, v in request.items() if k not in skip)
+        return line
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        formatter: logging.Formatter = JsonFormatter()
+        formatter.converter = time.gmtime
+    else:
+        formatter = TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
