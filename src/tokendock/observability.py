@@ -86,7 +86,7 @@ class Metrics:
     """The process's Prometheus metrics (registered in their own registry)."""
 
     def __init__(self) -> None:
-        disable_created_metrics()  # no `_created` twin of every series
+        disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.requests = Counter(

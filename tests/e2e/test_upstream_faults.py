@@ -337,8 +337,8 @@ def test_json_log_has_one_line_per_request_without_secrets_or_prompts(
         raw = client.chat.completions.with_raw_response.create(
             model="up-ok", messages=[{"role": "user", "content": secret_prompt}]
         )
+        wrong = openai.OpenAI(base_url=gateway.v1, api_key="td-wrong", max_retries=0)
         with pytest.raises(openai.AuthenticationError):
-            wrong = openai.OpenAI(base_url=gateway.v1, api_key="td-wrong", max_retries=0)
             wrong.chat.completions.create(model="up-ok", messages=MESSAGES)
     finally:
         gateway.stop()
