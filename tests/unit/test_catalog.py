@@ -162,3 +162,59 @@ def test_spec_is_frozen() -> None:
     spec = ModelSpec(id="m", package="p")
     with pytest.raises(ValidationError):
         spec.context_length = 1  # type: ignore[misc]
+
+
+def upstream_catalog(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "models.toml"
+    path.write_text('[models."m"]\nengine = "upstream"\n' + body)
+    return path
+
+
+def test_upstream_model_with_deployments(tmp_path: Path) -> None:
+    path = upstream_catalog(
+        tmp_path,
+        '[models."m".price]\ninput = "1"\noutput = "2"\n'
+        '[[models."m".deployments]]\nbase_url = "http://10.0.0.5:8000/v1/"\nmodel = "org/m"\n'
+        'api_key_env = "K"\nweight = 2\nmax_concurrency = 8\nfirst_token_timeout = 5\n'
+        '[[models."m".deployments]]\nname = "b"\nbase_url = "https://api.example.com/v1"\n',
+    )
+    spec = Catalog.load(path).get("m")
+    assert spec is not None and spec.engine == "upstream"
+    a, b = spec.deployments
+    assert (a.name, a.base_url, a.model, a.api_key_env) == (
+        "10.0.0.5:8000",
+        "http://10.0.0.5:8000/v1",
+        "org/m",
+        "K",
+    )
+    assert (a.weight, a.max_concurrency, a.first_token_timeout) == (2.0, 8, 5.0)
+    assert (b.name, b.model, b.total_timeout) == ("b", None, 600.0)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("", "at least one"),
+        ('package = "p"\n[[models."m".deployments]]\nbase_url = "http://h/v1"\n', "no 'path'"),
+        ('[[models."m".deployments]]\nbase_url = "h:80/v1"\n', "http://"),
+        (
+            '[[models."m".deployments]]\nbase_url = "http://h/v1"\n'
+            '[[models."m".deployments]]\nbase_url = "http://h/v1"\n',
+            "unique",
+        ),
+        ('[[models."m".deployments]]\nbase_url = "http://h/v1"\nweight = 0\n', "greater than 0"),
+        ('[[models."m".deployments]]\nbase_url = "http://h/v1"\napi_key = "sk"\n', "api_key"),
+    ],
+)
+def test_bad_upstream_entries_are_refused(tmp_path: Path, body: str, message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        Catalog.load(upstream_catalog(tmp_path, body))
+
+
+def test_deployments_need_the_upstream_engine(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text(
+        '[models."m"]\npackage = "p"\n[[models."m".deployments]]\nbase_url = "http://h/v1"\n'
+    )
+    with pytest.raises(CatalogError, match="need engine"):
+        Catalog.load(path)
