@@ -179,8 +179,12 @@ class ProxyService:
                 path, run.payload, stream=run.stream, request_id=run.request_id
             )
         except BaseException as exc:
-            status = "client_disconnected" if isinstance(exc, asyncio.CancelledError) else "error"
-            await self._settle(run, Seen(), status, produced=False)
+            # A client that left while the upstream worked is billed for its prompt (estimated:
+            # the upstream never said); a request no deployment answered costs nothing.
+            gone = isinstance(exc, asyncio.CancelledError)
+            await self._settle(
+                run, Seen(), "client_disconnected" if gone else "error", produced=gone
+            )
             if isinstance(exc, ClientFault):
                 raise _client_error(exc) from None
             raise
