@@ -4,6 +4,8 @@ byte, errors after it, 4xx pass-through, key hygiene, timeouts, 503 when all are
 
 from __future__ import annotations
 
+import os
+import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,7 @@ import pytest
 from tests.e2e.server import BACKENDS, Server, free_port, start_server
 from tests.e2e.upstreams import UPSTREAM_KEY, Upstream, cost, model_entry, start_fault
 
+REDIS_URL = os.environ.get("TOKENDOCK_TEST_REDIS_URL")
 MESSAGES = [{"role": "user", "content": "say hello"}]
 PROMPT_TOKENS = 6  # the fault upstream's count: words + 4 per message
 ANSWER = "Hello from the fault upstream."
@@ -354,3 +357,35 @@ def test_json_log_has_one_line_per_request_without_secrets_or_prompts(
     text = gateway.log()
     assert gateway.key not in text.replace(f"Your API key (shown once): {gateway.key}", "")
     assert secret_prompt not in text
+
+
+@pytest.mark.skipif(not REDIS_URL, reason="TOKENDOCK_TEST_REDIS_URL is not set")
+def test_metrics_add_up_over_workers(fault: Upstream, tmp_path: Path) -> None:
+    assert REDIS_URL
+    catalog_file = tmp_path / "models.toml"
+    catalog_file.write_text(
+        model_entry("up-ok", [{"name": "ok", "base_url": fault.v1, "model": "ok"}])
+    )
+    env = {
+        "TOKENDOCK_MODELS_FILE": str(catalog_file),
+        "TOKENDOCK_WORKERS": "2",
+        "TOKENDOCK_RATE_LIMIT_BACKEND": "redis",
+        "TOKENDOCK_REDIS_URL": REDIS_URL,
+        "TOKENDOCK_REDIS_PREFIX": f"td:test:{secrets.token_hex(4)}:",
+        "TOKENDOCK_METRICS_TOKEN": "scrape-me",
+    }
+    gateway = start_server(tmp_path, env)
+    try:
+        for _ in range(30):  # a new connection each: the kernel spreads them over both workers
+            with openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, max_retries=0) as client:
+                client.chat.completions.create(model="up-ok", messages=MESSAGES)
+        assert httpx.get(gateway.base_url + "/metrics").status_code == 401
+        scrape = httpx.get(
+            gateway.base_url + "/metrics", headers={"Authorization": "Bearer scrape-me"}
+        )
+        assert metric(scrape.text, "tokendock_requests_total", model="up-ok", status="200") == 30
+        assert metric(scrape.text, "tokendock_tokens_total", model="up-ok", kind="completion") == (
+            30 * ANSWER_TOKENS
+        )
+    finally:
+        gateway.stop()
