@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: serve test check fmt lint types contracts bench-engine bench-money bench-limits clean
+.PHONY: serve test check fmt lint types contracts bench-engine bench-money bench-limits bench-gateway clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ bench-money: $(STAMP)
 
 bench-limits: $(STAMP)
 	$(BIN)/python bench/limits.py
+
+# Mock upstream direct vs TokenDock vs LiteLLM's proxy (installed into bench/.venv-litellm on
+# first use); needs wrk (installed with apt-get when missing). Writes docs/benchmarks.md.
+bench-gateway: $(STAMP)
+	$(BIN)/python bench/gateway.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -32,15 +32,21 @@ class Services:
     metrics: Metrics
 
 
-def _services(request: Request) -> Services:
+def services_of(request: Request) -> Services:
     services: Services = request.app.state.services
     return services
+
+
+async def _services(request: Request) -> Services:
+    # async: FastAPI runs a plain `def` dependency in a thread pool, a thread hop per request.
+    return services_of(request)
 
 
 Deps = Annotated[Services, Depends(_services)]
 
 
-async def _current_key(request: Request) -> KeyRow:
+async def current_key(request: Request) -> KeyRow:
+    """The request's API key (401 when missing, unknown, revoked or expired)."""
     services: Services = request.app.state.services
     key = await services.accounts.authenticate(request.headers.get("authorization"))
     record = observability.current()
@@ -49,7 +55,7 @@ async def _current_key(request: Request) -> KeyRow:
     return key
 
 
-CurrentKey = Annotated[KeyRow, Depends(_current_key)]
+CurrentKey = Annotated[KeyRow, Depends(current_key)]
 
 
 def request_id(request: Request) -> str:

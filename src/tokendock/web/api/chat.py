@@ -2,11 +2,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from tokendock.protocol.chat import ChatCompletionRequest, chunk_body, completion_body
 from tokendock.protocol.common import usage_dict
+from tokendock.storage.accounts import KeyRow
 from tokendock.web.api import proxied
 from tokendock.web.api.billing_headers import hold_headers, settled_headers
 from tokendock.web.api.streaming import (
@@ -16,15 +18,15 @@ from tokendock.web.api.streaming import (
     cancel_on_disconnect,
     sse_events,
 )
-from tokendock.web.deps import CurrentKey, Deps, parse_body, request_id
+from tokendock.web.deps import Services, current_key, parse_body, request_id, services_of
 from tokendock.web.responses import JSONResponse
 from tokendock.web.sse import EventStreamResponse
 
-router = APIRouter(prefix="/v1")
 
-
-@router.post("/chat/completions")
-async def chat_completions(request: Request, deps: Deps, key: CurrentKey) -> Response:
+async def chat_completions(request: Request) -> Response:
+    # A plain Starlette route: the hot path skips FastAPI's dependency solving.
+    deps = services_of(request)
+    key = await current_key(request)
     idem = request.headers.get("idempotency-key")
     if idem is None:
         return await _chat(request, deps, key)
@@ -74,7 +76,7 @@ def chat_chunk(with_usage: bool) -> ChunkFn:
     return chunk
 
 
-async def _chat(request: Request, deps: Deps, key: CurrentKey) -> Response:
+async def _chat(request: Request, deps: Services, key: KeyRow) -> Response:
     req = await parse_body(request, ChatCompletionRequest)
     if deps.proxy.serves(req.model):
         proxy_run = await deps.proxy.admit_chat(key, req, await request.body(), request_id(request))
@@ -112,3 +114,6 @@ async def _chat(request: Request, deps: Deps, key: CurrentKey) -> Response:
         usage=usage_dict(plan.prompt_tokens, sum(c.completion_tokens for c in choices)),
     )
     return JSONResponse(body, headers=settled_headers(run))
+
+
+routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from tokendock.protocol.common import usage_dict
 from tokendock.protocol.completions import (
@@ -14,15 +15,15 @@ from tokendock.protocol.completions import (
 from tokendock.web.api import proxied
 from tokendock.web.api.billing_headers import hold_headers, settled_headers
 from tokendock.web.api.streaming import ClientGone, Stamp, cancel_on_disconnect, sse_events
-from tokendock.web.deps import CurrentKey, Deps, parse_body, request_id
+from tokendock.web.deps import current_key, parse_body, request_id, services_of
 from tokendock.web.responses import JSONResponse
 from tokendock.web.sse import EventStreamResponse
 
-router = APIRouter(prefix="/v1")
 
-
-@router.post("/completions")
-async def completions(request: Request, deps: Deps, key: CurrentKey) -> Response:
+async def completions(request: Request) -> Response:
+    # A plain Starlette route: the hot path skips FastAPI's dependency solving.
+    deps = services_of(request)
+    key = await current_key(request)
     req = await parse_body(request, CompletionRequest)
     if deps.proxy.serves(req.model):
         proxy_run = await deps.proxy.admit_text(key, req, await request.body(), request_id(request))
@@ -72,3 +73,6 @@ async def completions(request: Request, deps: Deps, key: CurrentKey) -> Response
         usage=usage_dict(plan.prompt_tokens, sum(c.completion_tokens for c in choices)),
     )
     return JSONResponse(body, headers=settled_headers(run))
+
+
+routes = [Route("/v1/completions", completions, methods=["POST"])]
