@@ -104,6 +104,7 @@ def test_answer_is_restamped_and_billed_from_upstream_usage(
     row = usage_row(gateway, raw.headers["x-request-id"])
     assert row["cost_micro_credits"] == charged
     assert (row["deployment"], row["estimated"], row["status"]) == ("ok", False, "ok")
+    assert row["finish_reason"] == "stop"
     # The gateway sent the deployment's key to the upstream, not the client's.
     assert fault.stats().get(f"auth:Bearer {UPSTREAM_KEY}", 0) >= 1
 

@@ -37,7 +37,7 @@ def test_empty_stored_hash_never_verifies() -> None:
     assert verify_password("", "anything") is False
     assert verify_password("", "tokendock-dummy-password") is False, (
         "BUG (security/passwords.py verify_password): an empty stored hash falls back to the "
-        "dummy hash (`password_hash or _DUMMY`) but the guard is `password_hash is not None`, "
+        "dummy hash (`password_hash or _dummy()`) but the guard is `password_hash is not None`, "
         "so the dummy's password 'tokendock-dummy-password' logs in; the guard should be "
         "`bool(password_hash)`."
     )

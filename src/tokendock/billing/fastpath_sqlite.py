@@ -14,6 +14,11 @@ The SQL is the ledger's, written out: the conditional debit, the guarded
 Datetimes are written as SQLAlchemy writes them (`SQLITE_DATETIME`, UTC), so the rest of the
 code reads and compares them as before. Other writers (the SQLAlchemy engine: credits, keys,
 accounts) still work: they take the same write lock and wait in `busy_timeout`.
+
+WAL checkpoints (copying the log back into the database, with an fsync) would otherwise run
+inside whichever COMMIT crosses SQLite's 1,000-page threshold and stall that batch for
+milliseconds; the writer's connection turns them off and a second thread runs a PASSIVE
+checkpoint every CHECKPOINT_SECONDS, which never blocks the writer.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64  # jobs per COMMIT at most: bounds the latency one batch adds to its last job
+CHECKPOINT_SECONDS = 1.0
 
 DEBIT = (
     "UPDATE accounts SET balance = balance - ? "
@@ -180,6 +186,7 @@ class SqliteWriter:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        self._stopped = threading.Event()
         self.jobs = 0  # run so far (for the benchmark: jobs / transactions = batch size)
         self.transactions = 0
 
@@ -221,6 +228,7 @@ class SqliteWriter:
     async def close(self) -> None:
         """Finish the queued jobs, then stop the thread and close its connection."""
         self._closed = True
+        self._stopped.set()
         thread = self._thread
         if thread is not None:
             self._queue.put(_STOP)
@@ -248,6 +256,9 @@ class SqliteWriter:
                     thread = threading.Thread(target=self._run, name="ledger-sqlite", daemon=True)
                     thread.start()
                     self._thread = thread
+                    threading.Thread(
+                        target=self._checkpoint, name="ledger-checkpoint", daemon=True
+                    ).start()
         self._queue.put(job)
 
     @staticmethod
@@ -273,6 +284,7 @@ class SqliteWriter:
         try:
             for pragma in SQLITE_PRAGMAS:
                 conn.execute(pragma)
+            conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
             cur = conn.cursor()
             while True:
                 job = self._queue.get()
@@ -292,6 +304,19 @@ class SqliteWriter:
                 self._send(self._transaction(conn, cur, batch))
                 if stop:
                     return
+        finally:
+            conn.close()
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL back into the database now and then, off the writer's path."""
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA busy_timeout=1000")
+            while not self._stopped.wait(CHECKPOINT_SECONDS):
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # a busy database: the next round catches up
+                    log.debug("WAL checkpoint skipped: %s", exc)
         finally:
             conn.close()
 

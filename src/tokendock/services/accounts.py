@@ -6,6 +6,7 @@ the database on every request, and a revocation takes effect everywhere within t
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ class AccountService:
         self.ledger = ledger
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, KeyRow | None]] = {}
+        self._lookups: dict[str, asyncio.Future[KeyRow | None]] = {}
 
     async def create_account(
         self, email: str, password: str, *, is_admin: bool = False, grant: int = 0
@@ -97,20 +99,35 @@ class AccountService:
         if scheme.lower() != "bearer" or not secret:
             raise Unauthorized("Malformed Authorization header; expected 'Bearer <api key>'.")
         digest = keys.digest(secret)
-        at = time.monotonic()
         cached = self._cache.get(digest)
-        if cached is not None and cached[0] > at:
+        if cached is not None and cached[0] > time.monotonic():
             key = cached[1]
         else:
-            key = await self.store.key_by_digest(digest)
-            if len(self._cache) > 10_000:
-                self._cache.clear()
-            self._cache[digest] = (at + self._cache_seconds, key)
+            key = await self._lookup(digest)
         if key is None or key.revoked_at is not None or key.account_disabled:
             raise InvalidAPIKey(f"Incorrect API key provided: {keys.redact(secret)}.")
         if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
             raise InvalidAPIKey(f"The API key {keys.redact(secret)} has expired.")
         return key
+
+    async def _lookup(self, digest: str) -> KeyRow | None:
+        """One database lookup per key at a time: concurrent requests with a stale entry share
+        it (shielded, so a caller that goes away does not cancel it for the others)."""
+        pending = self._lookups.get(digest)
+        if pending is None:
+            at = time.monotonic()
+            pending = asyncio.ensure_future(self.store.key_by_digest(digest))
+            self._lookups[digest] = pending
+
+            def remember(task: asyncio.Future[KeyRow | None]) -> None:
+                self._lookups.pop(digest, None)
+                if not task.cancelled() and task.exception() is None:
+                    if len(self._cache) > 10_000:
+                        self._cache.clear()
+                    self._cache[digest] = (at + self._cache_seconds, task.result())
+
+            pending.add_done_callback(remember)
+        return await asyncio.shield(pending)
 
     async def redeem(self, account_id: int, code: str) -> int:
         amount = await self.ledger.redeem(keys.digest(code.strip()), account_id)

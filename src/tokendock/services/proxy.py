@@ -200,9 +200,9 @@ class ProxyService:
         body["id"] = run.id
         body["model"] = run.model
         seen = Seen(usage=_usage(body.get("usage")))
-        if seen.usage is None:
-            for choice in body.get("choices") or ():
-                seen.chars += len(_choice_text(choice))
+        for choice in body.get("choices") or ():
+            seen.chars += len(_choice_text(choice))
+            seen.finish = choice.get("finish_reason") or seen.finish
         await self._settle(run, seen, "ok")
         return body
 

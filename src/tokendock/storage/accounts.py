@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokendock.storage.db import reader
 from tokendock.storage.tables import accounts, api_keys, redemption_codes, usage_records
 
 
@@ -81,6 +82,7 @@ def _key(row: Any, disabled: bool = False) -> KeyRow:
 class AccountStore:
     def __init__(self, engine: AsyncEngine):
         self._engine = engine
+        self._reader = reader(engine)
 
     async def count_accounts(self) -> int:
         async with self._engine.connect() as conn:
@@ -169,7 +171,7 @@ class AccountStore:
             .join(accounts, accounts.c.id == api_keys.c.account_id)
             .where(api_keys.c.digest == digest)
         )
-        async with self._engine.connect() as conn:
+        async with self._reader.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
         return None if row is None else _key(row, bool(row["disabled"]))
 

@@ -27,11 +27,24 @@ def create_engine(url: str) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin_immediate(conn: Any) -> None:
-            # Take the write lock at BEGIN, so two writers never deadlock on lock upgrade.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Take the write lock at BEGIN, so two writers never deadlock on lock upgrade —
+            # except on `reader(engine)`, whose reads see a WAL snapshot and never wait.
+            if conn.get_execution_options().get(READ_ONLY):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return create_async_engine(url, pool_size=20, max_overflow=20, pool_pre_ping=True)
+
+
+READ_ONLY = "tokendock_read_only"
+
+
+def reader(engine: AsyncEngine) -> AsyncEngine:
+    """The same engine and pool for statements that only read: on SQLite their transactions
+    begin DEFERRED, so they never queue behind the ledger's writer for the write lock."""
+    return engine.execution_options(**{READ_ONLY: True})
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:

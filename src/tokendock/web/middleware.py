@@ -13,6 +13,7 @@ import logging
 import secrets
 from typing import Any
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokendock import observability
@@ -92,6 +93,9 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, limited_receive, send_with_id)
+        except ClientDisconnect:
+            # The client left while its request body was being read: nobody to answer.
+            record.outcome = "client_disconnected"
         except TokenDockError as exc:
             if not started:
                 await _send_error(send_with_id, exc)

@@ -61,26 +61,33 @@ class EventStreamResponse(Response):
                 await self._on_close()
 
     async def _produce(self, send: Send) -> None:
-        events = self._events
-        pending: asyncio.Future[bytes] = asyncio.ensure_future(anext(events))
-        try:
+        # Events are sent as they come; a side task sends `: ping` when none came for
+        # `keepalive` seconds. One lock keeps their writes whole; nothing is spent per event
+        # but a clock read (a task or a wait per event would be the relay's largest cost).
+        loop = asyncio.get_running_loop()
+        lock = asyncio.Lock()
+        last = loop.time()
+
+        async def ping() -> None:
+            nonlocal last
             while True:
-                done, _ = await asyncio.wait({pending}, timeout=self._keepalive)
-                if not done:
-                    await send({"type": "http.response.body", "body": PING, "more_body": True})
-                    continue
-                try:
-                    chunk = pending.result()
-                except StopAsyncIteration:
-                    break
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                pending = asyncio.ensure_future(anext(events))
+                await asyncio.sleep(last + self._keepalive - loop.time())
+                if loop.time() - last >= self._keepalive:
+                    async with lock:
+                        await send({"type": "http.response.body", "body": PING, "more_body": True})
+                    last = loop.time()
+
+        pinger = asyncio.create_task(ping())
+        try:
+            async for chunk in self._events:
+                async with lock:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                last = loop.time()
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            if not pending.done():
-                pending.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
-                    await pending
+            pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pinger
 
 
 async def _wait_for_disconnect(receive: Receive) -> None:
