@@ -7,13 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tokendock.inference.upstream import (
-    UpstreamFailure,
-    _error_of,
-    _next_event,
-    _seconds,
-    sse_data,
-)
+from tokendock.inference.upstream import UpstreamFailure, _error_of, _seconds, sse_events
 
 
 class Lines:
@@ -30,9 +24,9 @@ class Lines:
         return gen()
 
 
-def collect(raw: bytes) -> list[bytes]:
-    async def go() -> list[bytes]:
-        return [d async for d in sse_data(Lines(raw))]  # type: ignore[arg-type]
+def collect(raw: bytes) -> list[dict[str, object]]:
+    async def go() -> list[dict[str, object]]:
+        return [d async for d in sse_events(Lines(raw), "dep")]  # type: ignore[arg-type]
 
     return asyncio.run(go())
 
@@ -42,27 +36,28 @@ def test_data_lines_comments_crlf_and_multiline_events() -> None:
         b": ping\n\n"
         b'data: {"a":1}\r\n\r\n'
         b'event: message\nid: 7\ndata:{"b":\ndata: 2}\n\n'
-        b"data: [DONE]\n\n"
         b'data: {"tail":true}'
     )
-    assert collect(raw) == [b'{"a":1}', b'{"b":\n2}', b"[DONE]", b'{"tail":true}']
+    assert collect(raw) == [{"a": 1}, {"b": 2}, {"tail": True}]
 
 
-def test_next_event_stops_at_done_and_raises_on_error_events() -> None:
-    async def events(*items: bytes) -> AsyncIterator[bytes]:
-        for item in items:
-            yield item
+def test_stops_at_done() -> None:
+    assert collect(b'data: {"choices":[]}\n\ndata: [DONE]\n\ndata: {"never":1}\n\n') == [
+        {"choices": []}
+    ]
 
-    async def go() -> None:
-        stream = events(b'{"choices":[]}', b"[DONE]", b'{"never":1}')
-        assert await _next_event(stream) == {"choices": []}
-        assert await _next_event(stream) is None
-        with pytest.raises(UpstreamFailure, match="overloaded"):
-            await _next_event(events(b'{"error":{"message":"overloaded"}}'))
-        with pytest.raises(ValueError, match="not a JSON object"):
-            await _next_event(events(b"[1,2]"))
 
-    asyncio.run(go())
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'data: {"error":{"message":"overloaded"}}\n\n', "overloaded"),
+        (b"data: [1,2]\n\n", "not a JSON object"),
+        (b"data: {nope\n\n", "stream broke"),
+    ],
+)
+def test_error_events_and_garbage_are_upstream_failures(raw: bytes, message: str) -> None:
+    with pytest.raises(UpstreamFailure, match=message):
+        collect(raw)
 
 
 def test_error_bodies_and_retry_after() -> None:

@@ -15,6 +15,11 @@ Datetimes are written as SQLAlchemy writes them (`SQLITE_DATETIME`, UTC), so the
 code reads and compares them as before. Other writers (the SQLAlchemy engine: credits, keys,
 accounts) still work: they take the same write lock and wait in `busy_timeout`.
 
+When the writer is idle (nothing queued, the connection free) a job runs inline on the event
+loop instead, under the same lock: an uncontended transaction takes ~50 µs, less than the two
+thread hand-offs it saves. It never waits there: if another connection holds SQLite's write
+lock, BEGIN fails at once (busy_timeout 0) and the job goes to the thread, which waits for it.
+
 WAL checkpoints (copying the log back into the database, with an fsync) would otherwise run
 inside whichever COMMIT crosses SQLite's 1,000-page threshold and stall that batch for
 milliseconds; the writer's connection turns them off and a second thread runs a PASSIVE
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 64  # jobs per COMMIT at most: bounds the latency one batch adds to its last job
 CHECKPOINT_SECONDS = 1.0
+BUSY_TIMEOUT = next(p for p in SQLITE_PRAGMAS if "busy_timeout" in p)
 
 DEBIT = (
     "UPDATE accounts SET balance = balance - ? "
@@ -187,6 +193,11 @@ class SqliteWriter:
         self._start_lock = threading.Lock()
         self._closed = False
         self._stopped = threading.Event()
+        # The writer's connection, shared with inline jobs: whoever holds `_lock` uses it.
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._cur: sqlite3.Cursor | None = None
+        self.inline = 0  # jobs run inline on the loop (for the benchmark)
         self.jobs = 0  # run so far (for the benchmark: jobs / transactions = batch size)
         self.transactions = 0
 
@@ -244,8 +255,34 @@ class SqliteWriter:
     ) -> Any:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._submit_nowait(_Job(fn, args, future, loop, orphan))
+        job = _Job(fn, args, future, loop, orphan)
+        if not self._try_inline(job):
+            self._submit_nowait(job)
         return await future
+
+    def _try_inline(self, job: _Job) -> bool:
+        """Run `job` now on this thread if the writer is idle; False to queue it instead."""
+        if self._conn is None or not self._queue.empty():
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            conn, cur = self._conn, self._cur
+            if conn is None or cur is None:
+                return False
+            cur.execute("PRAGMA busy_timeout=0")
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError:
+                return False  # another connection is writing: the thread will wait for it
+            finally:
+                cur.execute(BUSY_TIMEOUT)
+            done = self._transaction(conn, cur, [job], begun=True)
+        finally:
+            self._lock.release()
+        self.inline += 1
+        self._deliver(done)
+        return True
 
     def _submit_nowait(self, job: _Job) -> None:
         if self._closed:
@@ -286,6 +323,8 @@ class SqliteWriter:
                 conn.execute(pragma)
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
             cur = conn.cursor()
+            with self._lock:
+                self._conn, self._cur = conn, cur
             while True:
                 job = self._queue.get()
                 if job is _STOP:
@@ -301,11 +340,15 @@ class SqliteWriter:
                         stop = True
                         break
                     batch.append(job)
-                self._send(self._transaction(conn, cur, batch))
+                with self._lock:
+                    done = self._transaction(conn, cur, batch)
+                self._send(done)
                 if stop:
                     return
         finally:
-            conn.close()
+            with self._lock:
+                self._conn = self._cur = None
+                conn.close()
 
     def _checkpoint(self) -> None:
         """Copy the WAL back into the database now and then, off the writer's path."""
@@ -321,16 +364,25 @@ class SqliteWriter:
             conn.close()
 
     def _transaction(
-        self, conn: sqlite3.Connection, cur: sqlite3.Cursor, batch: list[_Job]
+        self,
+        conn: sqlite3.Connection,
+        cur: sqlite3.Cursor,
+        batch: list[_Job],
+        *,
+        begun: bool = False,
     ) -> list[tuple[_Job, Any, BaseException | None]]:
-        """Run `batch` in one transaction; (job, result, error) for each, once committed."""
+        """Run `batch` in one transaction (begun already when `begun`); (job, result, error)
+        for each, once committed. The caller holds `_lock`."""
         # A hold whose caller is gone is not made at all (the race after this check is what
         # `orphan` is for).
         batch = [j for j in batch if not (j.orphan and j.future and j.future.cancelled())]
         if not batch:
+            if begun:
+                cur.execute("ROLLBACK")
             return []
         try:
-            cur.execute("BEGIN IMMEDIATE")
+            if not begun:
+                cur.execute("BEGIN IMMEDIATE")
             if len(batch) == 1:  # the uncontended case: the transaction is the savepoint
                 result, keep = batch[0].fn(cur, *batch[0].args)
                 cur.execute("COMMIT" if keep else "ROLLBACK")

@@ -119,8 +119,8 @@ class Deployment:
                     raise await self._refusal(resp)
                 if not stream:
                     return Answer(self, body=orjson.loads(await resp.read()))
-                events = sse_data(resp.content)
-                first = await _next_event(events)
+                events = sse_events(resp.content, self.name)
+                first = await anext(events, None)
                 if first is None:
                     raise UpstreamFailure(f"{self.name}: the stream ended before any event")
                 return Answer(self, first=first, rest=events, response=resp)
@@ -176,33 +176,14 @@ class Deployment:
 
 @dataclass(slots=True)
 class Answer:
-    """A committed upstream answer: `body` (non-streaming), or `first` + `rest` (a stream)."""
+    """A committed upstream answer: `body` (non-streaming), or a stream: its `first` event and
+    the `rest` (from `sse_events`: ends at `[DONE]`, raises UpstreamFailure when it breaks)."""
 
     deployment: Deployment
     body: JSON | None = None
     first: JSON | None = None
-    rest: AsyncIterator[bytes] | None = None
+    rest: AsyncIterator[JSON] | None = None
     response: aiohttp.ClientResponse | None = None
-
-    async def events(self) -> AsyncIterator[JSON]:
-        """The stream's events in order, first included; ends at `[DONE]` or the end of the body.
-        Raises UpstreamFailure when the connection breaks or the upstream sends an error event."""
-        assert self.first is not None and self.rest is not None
-        yield self.first
-        try:
-            while True:
-                item = await _next_event(self.rest)
-                if item is None:
-                    return
-                yield item
-        except TimeoutError:
-            name = self.deployment.name
-            raise UpstreamFailure(
-                f"{name}: stream exceeded its total timeout", timeout=True
-            ) from None
-        except (aiohttp.ClientError, orjson.JSONDecodeError, ValueError) as exc:
-            name = self.deployment.name
-            raise UpstreamFailure(f"{name}: stream broke: {_describe(exc)}") from None
 
     def close(self, *, reuse: bool) -> None:
         """Release the connection to the pool (`reuse`) or close it, which stops the upstream's
@@ -214,27 +195,37 @@ class Answer:
                 self.response.close()
 
 
-async def sse_data(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
-    """The `data:` payloads of a server-sent event stream (comments and other fields skipped)."""
+async def sse_events(content: aiohttp.StreamReader, name: str) -> AsyncIterator[JSON]:
+    """The JSON events of a server-sent event stream, up to `[DONE]` (comments and fields other
+    than `data:` skipped). An error event, a broken connection, a timeout or bad JSON raise
+    UpstreamFailure. One generator, parsing as it reads: this runs once per streamed token."""
     lines: list[bytes] = []
-    async for raw in content:
-        line = raw.rstrip(b"\r\n")
-        if not line:
-            if lines:
-                yield b"\n".join(lines)
-                lines = []
-        elif line.startswith(b"data:"):
-            value = line[5:]
-            lines.append(value[1:] if value.startswith(b" ") else value)
-    if lines:
-        yield b"\n".join(lines)
+    try:
+        async for raw in content:
+            line = raw.rstrip(b"\r\n")
+            if line.startswith(b"data:"):
+                value = line[5:]
+                lines.append(value[1:] if value.startswith(b" ") else value)
+                continue
+            if line or not lines:
+                continue
+            data = lines[0] if len(lines) == 1 else b"\n".join(lines)
+            lines = []
+            if data == b"[DONE]":
+                return
+            yield _event(data)
+        if lines:
+            data = b"\n".join(lines)
+            if data != b"[DONE]":
+                yield _event(data)
+    except TimeoutError:
+        raise UpstreamFailure(f"{name}: stream exceeded its total timeout", timeout=True) from None
+    except (aiohttp.ClientError, orjson.JSONDecodeError, ValueError) as exc:
+        raise UpstreamFailure(f"{name}: stream broke: {_describe(exc)}") from None
 
 
-async def _next_event(events: AsyncIterator[bytes]) -> JSON | None:
-    """The next JSON event, or None at `[DONE]` / the end. An error event raises."""
-    data = await anext(events, None)
-    if data is None or data.strip() == b"[DONE]":
-        return None
+def _event(data: bytes) -> JSON:
+    """One event's JSON object; an error event raises UpstreamFailure."""
     item = orjson.loads(data)
     if not isinstance(item, dict):
         raise ValueError("an event that is not a JSON object")

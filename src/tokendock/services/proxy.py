@@ -215,20 +215,31 @@ class ProxyService:
         seen = Seen()
         failure: UpstreamFailure | None = None
         status = "client_disconnected"
-        usage_event: JSON | None = None
+        usage_events: list[JSON] = []
+
+        def relay(item: JSON) -> JSON | None:
+            """The event as the client gets it, or None when it is not for the client."""
+            item["id"] = run.id
+            item["model"] = run.model
+            if not _observe(seen, item):
+                if seen.usage is not None:
+                    usage_events[:] = [item]  # sent after settlement, with the cost
+                return None
+            if not run.include_usage and "usage" in item:
+                del item["usage"]
+            if run.first_token is None and seen.pieces:
+                run.first_token = time.monotonic()
+            return item
+
         try:
-            async for item in answer.events():
-                item["id"] = run.id
-                item["model"] = run.model
-                if not _observe(seen, item):
-                    if seen.usage is not None:
-                        usage_event = item  # sent after settlement, with the cost
-                    continue
-                if not run.include_usage and "usage" in item:
-                    del item["usage"]
-                if run.first_token is None and seen.pieces:
-                    run.first_token = time.monotonic()
-                yield item
+            assert answer.first is not None and answer.rest is not None
+            out = relay(answer.first)
+            if out is not None:
+                yield out
+            async for item in answer.rest:
+                out = relay(item)
+                if out is not None:
+                    yield out
             status = "ok"
         except UpstreamFailure as exc:
             failure = exc
@@ -244,6 +255,7 @@ class ProxyService:
             router.finish(answer, failure)
             await self._settle(run, seen, status)
         if run.include_usage:
+            usage_event = usage_events[0] if usage_events else None
             if usage_event is None:  # the upstream sent none: report what was billed
                 usage_event = {
                     "id": run.id,
