@@ -36,6 +36,10 @@ from tokendock.web.middleware import RequestContextMiddleware
 
 log = logging.getLogger("tokendock")
 
+# At most this many requests in flight: the ledger runs SQLite inline on the loop (lowest
+# latency); above it, on its writer thread (the other core does the SQLite work).
+QUIET_REQUESTS = 4
+
 
 def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog.load(settings.models_file)
@@ -50,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
         db,
         owner=settings.instance_name(),
         hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
+        quiet=lambda: metrics.active <= QUIET_REQUESTS,
     )
     limiter = build_limiter(settings)
     tiers = {name: Limits(**values) for name, values in settings.rate_tiers.items()}

@@ -86,6 +86,7 @@ class Metrics:
     """The process's Prometheus metrics (registered in their own registry)."""
 
     def __init__(self) -> None:
+        self.active = 0  # requests being served by this process (a plain int: read per request)
         disable_created_metrics()  # type: ignore[no-untyped-call]  # no `_created` series
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry

@@ -17,6 +17,7 @@ are part of the normal flow and cheaper that way. `Ledger` turns them into its e
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Protocol
 
@@ -64,14 +65,15 @@ class FastPath(Protocol):
     async def close(self) -> None: ...
 
 
-def for_engine(engine: AsyncEngine) -> FastPath:
-    """The hot path for the database behind `engine` (the same database, its own connections)."""
+def for_engine(engine: AsyncEngine, quiet: Callable[[], bool] | None = None) -> FastPath:
+    """The hot path for the database behind `engine` (the same database, its own connections).
+    `quiet()` tells SQLite's writer whether the process is calm enough to run a job inline."""
     name = engine.dialect.name
     if name == "sqlite":
         from tokendock.billing.fastpath_sqlite import SqliteWriter
         from tokendock.storage.db import sqlite_path
 
-        return SqliteWriter(sqlite_path(engine))
+        return SqliteWriter(sqlite_path(engine), quiet)
     if name == "postgresql":
         from tokendock.billing.fastpath_pg import PgFastPath
         from tokendock.storage.db import asyncpg_dsn

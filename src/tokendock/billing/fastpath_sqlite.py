@@ -15,10 +15,12 @@ Datetimes are written as SQLAlchemy writes them (`SQLITE_DATETIME`, UTC), so the
 code reads and compares them as before. Other writers (the SQLAlchemy engine: credits, keys,
 accounts) still work: they take the same write lock and wait in `busy_timeout`.
 
-When the writer is idle (nothing queued, the connection free) a job runs inline on the event
-loop instead, under the same lock: an uncontended transaction takes ~50 µs, less than the two
-thread hand-offs it saves. It never waits there: if another connection holds SQLite's write
-lock, BEGIN fails at once (busy_timeout 0) and the job goes to the thread, which waits for it.
+When the process is quiet (`quiet()`: few requests in flight) and the writer idle (nothing
+queued, the connection free) a job runs inline on the event loop instead, under the same lock:
+an uncontended transaction takes ~50 µs, less than the two thread hand-offs it saves. Under
+load the thread is better: it runs SQLite on the other core while the loop serves requests.
+Inline never waits: if another connection holds SQLite's write lock, BEGIN fails at once
+(busy_timeout 0) and the job goes to the thread, which waits for it.
 
 WAL checkpoints (copying the log back into the database, with an fsync) would otherwise run
 inside whichever COMMIT crosses SQLite's 1,000-page threshold and stall that batch for
@@ -186,8 +188,9 @@ _STOP = None
 class SqliteWriter:
     """The ledger's SQLite writer; started on first use, stopped by `close()`."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, quiet: Callable[[], bool] | None = None):
         self._path = path
+        self._quiet = quiet
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -263,6 +266,8 @@ class SqliteWriter:
     def _try_inline(self, job: _Job) -> bool:
         """Run `job` now on this thread if the writer is idle; False to queue it instead."""
         if self._conn is None or not self._queue.empty():
+            return False
+        if self._quiet is not None and not self._quiet():
             return False
         if not self._lock.acquire(blocking=False):
             return False

@@ -24,6 +24,7 @@ Entry kinds and their `amount` (change of the available balance):
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -76,16 +77,24 @@ class Ledger:
     fast path (billing/fastpath.py); everything else goes through the SQLAlchemy engine.
     Call `close()` at shutdown, after the last settlement and before disposing the engine."""
 
-    def __init__(self, engine: AsyncEngine, *, owner: str, hold_ttl: timedelta):
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        owner: str,
+        hold_ttl: timedelta,
+        quiet: Callable[[], bool] | None = None,
+    ):
         self._engine = engine
         self.owner = owner
         self._hold_ttl = hold_ttl
+        self._quiet = quiet
         self._fast: FastPath | None = None  # made on first use: CLI commands never need it
 
     @property
     def fastpath(self) -> FastPath:
         if self._fast is None:
-            self._fast = fastpath.for_engine(self._engine)
+            self._fast = fastpath.for_engine(self._engine, self._quiet)
         return self._fast
 
     async def close(self) -> None:

@@ -50,11 +50,13 @@ class RequestContextMiddleware:
         metrics = None if quiet else self.metrics
         if metrics is not None:
             metrics.in_flight.inc()
+            metrics.active += 1
         try:
             await self._handle(scope, receive, send, record)
         finally:
             observability.end(token)
             if metrics is not None:
+                metrics.active -= 1
                 metrics.in_flight.dec()
                 metrics.observe(record)
             if not quiet:
