@@ -53,6 +53,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokendock.app import QUIET_REQUESTS
 from tokendock.billing.ledger import Ledger, UsageRow
 from tokendock.billing.pricing import Price
 from tokendock.services.accounts import AccountService
@@ -86,6 +87,7 @@ class Backend:
     service: AccountService
     account_ids: list[int]
     secrets: list[str]  # one key per account, same order
+    active: list[int]  # requests in flight (the ledger's quiet() reads it)
     completed: int = 0  # requests settled so far, all runs and warm-ups included
     charged: int = 0  # Σ of every settled charge
 
@@ -93,7 +95,14 @@ class Backend:
 async def open_backend(name: str, url: str, n_accounts: int) -> Backend:
     await upgrade_async(url)
     engine = create_engine(url)
-    ledger = Ledger(engine, owner="bench", hold_ttl=timedelta(hours=1))
+    # As the server wires it: SQLite jobs run inline while few requests are in flight.
+    active = [0]
+    ledger = Ledger(
+        engine,
+        owner="bench",
+        hold_ttl=timedelta(hours=1),
+        quiet=lambda: active[0] <= QUIET_REQUESTS,
+    )
     service = AccountService(AccountStore(engine), ledger, cache_seconds=1.0)
     account_ids: list[int] = []
     keys: list[str] = []
@@ -103,7 +112,7 @@ async def open_backend(name: str, url: str, n_accounts: int) -> Backend:
         )
         account_ids.append(account_id)
         keys.append((await service.create_key(account_id, "bench")).secret)
-    return Backend(name, url, engine, ledger, service, account_ids, keys)
+    return Backend(name, url, engine, ledger, service, account_ids, keys, active)
 
 
 # -- the load ------------------------------------------------------------------------------
@@ -171,6 +180,7 @@ async def run_load(b: Backend, concurrency: int, seconds: float, label: str) -> 
                 return
             n += 1
             request_id = f"{label}-{index}-{n}"
+            b.active[0] += 1
             try:
                 key = await b.service.authenticate(header)
                 hold = await b.ledger.hold(key.account_id, key.id, worst, request_id)
@@ -194,6 +204,8 @@ async def run_load(b: Backend, concurrency: int, seconds: float, label: str) -> 
                 errors[f"{type(exc).__name__}: {str(exc)[:120]}"] += 1
                 await asyncio.sleep(0.01)
                 continue
+            finally:
+                b.active[0] -= 1
             if settled is None:
                 errors["settle returned None"] += 1
                 continue
