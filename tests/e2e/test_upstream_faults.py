@@ -16,7 +16,7 @@ import openai
 import pytest
 
 from tests.e2e.server import BACKENDS, Server, free_port, start_server
-from tests.e2e.upstreams import UPSTREAM_KEY, Upstream, cost, model_entry, start_fault
+from tests.e2e.upstreams import UPSTREAM_KEY, Upstream, cost, model_entry, start_fault, usage_row
 
 REDIS_URL = os.environ.get("TOKENDOCK_TEST_REDIS_URL")
 MESSAGES = [{"role": "user", "content": "say hello"}]
@@ -74,16 +74,6 @@ def gateway(
 @pytest.fixture
 def client(gateway: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, max_retries=0, timeout=30)
-
-
-def usage_row(gateway: Server, request_id: str) -> dict[str, Any]:
-    rows = httpx.get(
-        gateway.v1 + "/usage", headers={"Authorization": f"Bearer {gateway.key}"}
-    ).json()["data"]
-    matches = [r for r in rows if r["request_id"] == request_id]
-    assert matches, rows[:3]
-    row: dict[str, Any] = matches[0]
-    return row
 
 
 def test_answer_is_restamped_and_billed_from_upstream_usage(

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
-from typing import Any
 
 import httpx
 import openai
@@ -15,7 +14,7 @@ import pytest
 
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import DATA_DIR, Server, free_port, start_server
-from tests.e2e.upstreams import Upstream, cost, model_entry, start_process
+from tests.e2e.upstreams import Upstream, cost, model_entry, start_process, usage_row
 from tokendock.inference.model_files import resolve_gguf
 
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
@@ -67,14 +66,6 @@ def gateway(
 @pytest.fixture
 def client(gateway: Server) -> openai.OpenAI:
     return openai.OpenAI(base_url=gateway.v1, api_key=gateway.key, max_retries=0, timeout=120)
-
-
-def usage_row(gateway: Server, request_id: str) -> dict[str, Any]:
-    rows = httpx.get(
-        gateway.v1 + "/usage", headers={"Authorization": f"Bearer {gateway.key}"}
-    ).json()["data"]
-    row: dict[str, Any] = next(r for r in rows if r["request_id"] == request_id)
-    return row
 
 
 @pytest.mark.parametrize("model", ["via-tokendock", "via-llamacpp"])

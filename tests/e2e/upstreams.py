@@ -12,11 +12,22 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.server import ROOT, free_port
+from tests.e2e.server import ROOT, Server, free_port
 
 # Gateway prices: every token shows in the bill (2.5 µc per prompt token, 10 per completion).
 PRICE = '[models."{id}".price]\ninput = "2.5"\noutput = "10"\n'
 UPSTREAM_KEY = "sk-upstream-secret-do-not-leak-0123456789"
+
+
+def usage_row(gateway: Server, request_id: str) -> dict[str, Any]:
+    """The gateway's usage record of one request (GET /v1/usage with its bootstrap key)."""
+    rows = httpx.get(
+        gateway.v1 + "/usage", headers={"Authorization": f"Bearer {gateway.key}"}
+    ).json()["data"]
+    matches = [r for r in rows if r["request_id"] == request_id]
+    assert matches, rows[:3]
+    row: dict[str, Any] = matches[0]
+    return row
 
 
 def cost(prompt_tokens: int, completion_tokens: int) -> int:

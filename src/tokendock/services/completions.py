@@ -24,7 +24,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 
-from tokendock.billing.ledger import Hold, Settlement, UsageRow
+from tokendock.billing.ledger import Settlement, UsageRow
 from tokendock.catalog import ModelSpec
 from tokendock.errors import (
     ContextLengthExceeded,
@@ -33,11 +33,10 @@ from tokendock.errors import (
 from tokendock.inference.base import ChatTurn, Engine, Generation, Sampling, TextDelta
 from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.templates import ChatTemplateError
-from tokendock.limits.base import Admission
 from tokendock.protocol.chat import ChatCompletionRequest, message_text
 from tokendock.protocol.common import SamplingFields
 from tokendock.protocol.completions import CompletionRequest
-from tokendock.services.gate import Admitted, Gate
+from tokendock.services.gate import Admitted, AdmittedRun, Gate
 from tokendock.storage.accounts import KeyRow
 
 log = logging.getLogger(__name__)
@@ -54,7 +53,7 @@ class Plan:
 
 
 @dataclass(slots=True)
-class Run:
+class Run(AdmittedRun):
     """An admitted request: its plan, the credit hold, and (once settled) the settlement."""
 
     plan: Plan
@@ -65,14 +64,6 @@ class Run:
     first_token: float | None = None
     settlement: Settlement | None = None
     streaming: bool = False  # stream() began (and so will settle)
-
-    @property
-    def hold(self) -> Hold:
-        return self.admitted.hold
-
-    @property
-    def rate(self) -> Admission | None:
-        return self.admitted.rate
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,21 @@ class Admitted:
     rate: Admission | None
 
 
+class AdmittedRun:
+    """For a run dataclass with an `admitted` field: its hold and rate admission."""
+
+    __slots__ = ()
+    admitted: Admitted
+
+    @property
+    def hold(self) -> Hold:
+        return self.admitted.hold
+
+    @property
+    def rate(self) -> Admission | None:
+        return self.admitted.rate
+
+
 class Gate:
     def __init__(
         self,

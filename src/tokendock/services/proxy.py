@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import orjson
 
-from tokendock.billing.ledger import Hold, Settlement, UsageRow
+from tokendock.billing.ledger import Settlement, UsageRow
 from tokendock.billing.money import format_credits
 from tokendock.errors import (
     InvalidRequest,
@@ -42,10 +42,9 @@ from tokendock.errors import (
 from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.router import Router
 from tokendock.inference.upstream import Answer, ClientFault, UpstreamFailure
-from tokendock.limits.base import Admission
 from tokendock.protocol.chat import ChatCompletionRequest, message_text
 from tokendock.protocol.completions import CompletionRequest
-from tokendock.services.gate import Admitted, Gate
+from tokendock.services.gate import Admitted, AdmittedRun, Gate
 from tokendock.storage.accounts import KeyRow
 
 log = logging.getLogger(__name__)
@@ -56,7 +55,7 @@ CHARS_PER_TOKEN = 4  # for estimates only, when an upstream reports no usage
 
 
 @dataclass(slots=True)
-class ProxyRun:
+class ProxyRun(AdmittedRun):
     """An admitted upstream request and what was seen of its answer."""
 
     kind: Kind
@@ -76,14 +75,6 @@ class ProxyRun:
     settlement: Settlement | None = None
     relayed: bool = False  # the stream's relay ran its cleanup
     billed: tuple[int, int] = (0, 0)  # prompt and completion tokens charged
-
-    @property
-    def hold(self) -> Hold:
-        return self.admitted.hold
-
-    @property
-    def rate(self) -> Admission | None:
-        return self.admitted.rate
 
     @property
     def stream(self) -> bool:

@@ -9,12 +9,10 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tokendock.errors import InternalError, TokenDockError
-from tokendock.protocol.errors import envelope
 from tokendock.protocol.sse import DONE, event
 from tokendock.services.proxy import ProxyRun
 from tokendock.web.api.billing_headers import hold_headers, settled_headers
-from tokendock.web.api.streaming import ClientGone, cancel_on_disconnect
+from tokendock.web.api.streaming import ClientGone, cancel_on_disconnect, failure_event
 from tokendock.web.deps import Services
 from tokendock.web.responses import JSONResponse
 from tokendock.web.sse import EventStreamResponse
@@ -47,11 +45,8 @@ async def _sse(events: AsyncIterator[dict[str, Any]], run: ProxyRun) -> AsyncIte
     try:
         async for item in events:
             yield event(item)
-    except TokenDockError as exc:
-        yield event(envelope(exc))
-    except Exception:
-        log.exception("stream %s failed", run.id)
-        yield event(envelope(InternalError("The server had an error while streaming.")))
+    except Exception as exc:
+        yield failure_event(exc, run.id)
     finally:
         await events.aclose()  # type: ignore[attr-defined]
     yield DONE

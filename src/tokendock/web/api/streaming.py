@@ -83,15 +83,20 @@ async def sse_events(
                     object_name=object_name,
                 )
             )
-    except TokenDockError as exc:
-        yield event(envelope(exc))
-    except Exception:
-        log.exception("stream %s failed", stamp.id)
-        yield event(envelope(InternalError("The server had an error while generating.")))
+    except Exception as exc:
+        yield failure_event(exc, stamp.id)
     finally:
         with contextlib.suppress(Exception):
             await events.aclose()  # type: ignore[attr-defined]
     yield DONE
+
+
+def failure_event(exc: Exception, stream_id: str) -> bytes:
+    """The error event that ends a stream which failed after its first byte (then `[DONE]`)."""
+    if isinstance(exc, TokenDockError):
+        return event(envelope(exc))
+    log.error("stream %s failed", stream_id, exc_info=exc)
+    return event(envelope(InternalError("The server had an error while generating.")))
 
 
 class ClientGone(Exception):
