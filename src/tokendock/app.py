@@ -8,8 +8,10 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 
 from tokendock import __version__
 from tokendock.billing.ledger import Ledger
@@ -27,10 +29,13 @@ from tokendock.services.idempotency import Idempotency
 from tokendock.services.proxy import ProxyService
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.db import create_engine
+from tokendock.storage.history import HistoryStore
 from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.web import errors
 from tokendock.web.api import account, chat, completions, health, models
 from tokendock.web.api import metrics as metrics_api
+from tokendock.web.dashboard import pages
+from tokendock.web.dashboard.session import Sessions, load_secret
 from tokendock.web.deps import Services
 from tokendock.web.middleware import RequestContextMiddleware
 
@@ -39,6 +44,7 @@ log = logging.getLogger("tokendock")
 # At most this many requests in flight: the ledger runs SQLite inline on the loop (lowest
 # latency); above it, on its writer thread (the other core does the SQLite work).
 QUIET_REQUESTS = 4
+STATIC = Path(__file__).parent / "web" / "dashboard" / "static"
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -69,6 +75,8 @@ def create_app(settings: Settings) -> FastAPI:
         accounts=AccountService(AccountStore(db), ledger, cache_seconds=settings.key_cache_seconds),
         idempotency=Idempotency(IdempotencyStore(db)),
         metrics=metrics,
+        limiter=limiter,
+        history=HistoryStore(db),
     )
 
     @contextlib.asynccontextmanager
@@ -103,10 +111,16 @@ def create_app(settings: Settings) -> FastAPI:
         openapi_url=None,
     )
     app.state.services = services
+    app.state.sessions = Sessions(
+        load_secret(settings),
+        max_age=settings.session_days * 86400,
+        secure=settings.cookies_secure(),
+    )
     errors.install(app)
     app.router.routes.extend([*chat.routes, *completions.routes])  # the hot paths: plain routes
-    for api in (health.router, metrics_api.router, models.router, account.router):
+    for api in (health.router, metrics_api.router, models.router, account.router, pages.router):
         app.include_router(api)
+    app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
     )

@@ -88,6 +88,20 @@ class Settings(BaseSettings):
         '100000, "concurrent": 4}}; 0 = unlimited. Apply to each key and each account.',
     )
     workers: int = Field(1, ge=1, description="Server processes (more than 1 needs Redis).")
+    session_secret: str | None = Field(
+        None,
+        description="Signs dashboard session cookies; give every replica the same one "
+        "(default: random, kept in DATA_DIR/session.key).",
+    )
+    session_days: float = Field(7.0, gt=0, description="Dashboard sessions last this long.")
+    secure_cookies: bool | None = Field(
+        None, description="Mark cookies Secure (default: when BASE_URL starts with https://)."
+    )
+    signup_open: bool = Field(True, description="Anyone may create an account on the dashboard.")
+    signup_grant: str = Field("0", description="Credits a new dashboard account starts with.")
+    login_attempts_per_minute: int = Field(
+        5, ge=1, description="Log-in attempts per email (and 4x that per address) per minute."
+    )
     upstream_retries: int = Field(
         2, ge=0, description="Upstream failures retried on another deployment (before 1st byte)."
     )
@@ -108,6 +122,11 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'tokendock.db').resolve()}"
+
+    def cookies_secure(self) -> bool:
+        if self.secure_cookies is not None:
+            return self.secure_cookies
+        return bool(self.base_url and self.base_url.startswith("https://"))
 
     def instance_name(self) -> str:
         return self.instance_id or f"{socket.gethostname()}:{self.port}"

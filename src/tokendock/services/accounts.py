@@ -17,8 +17,8 @@ from sqlalchemy.exc import IntegrityError
 from tokendock.billing.ledger import Ledger
 from tokendock.errors import InvalidAPIKey, InvalidRequest, NotFound, Unauthorized
 from tokendock.security import keys
-from tokendock.security.passwords import hash_password
-from tokendock.storage.accounts import AccountStore, KeyRow
+from tokendock.security.passwords import hash_password, verify_password
+from tokendock.storage.accounts import AccountRow, AccountStore, KeyRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +42,8 @@ class AccountService:
         if "@" not in email:
             raise InvalidRequest(f"'{email}' is not an email address.", param="email")
         try:
-            account_id = await self.store.create_account(email, hash_password(password), is_admin)
+            digest = await asyncio.to_thread(hash_password, password)
+            account_id = await self.store.create_account(email, digest, is_admin)
         except IntegrityError:
             raise InvalidRequest(f"An account for {email} already exists.", param="email") from None
         if grant:
@@ -54,6 +55,16 @@ class AccountService:
                 reference="starting grant",
             )
         return account_id
+
+    async def login(self, email: str, password: str) -> AccountRow | None:
+        """The account, or None — the same answer, after the same work, whether the email is
+        unknown, the password wrong or the account disabled (argon2 runs off the event loop)."""
+        account = await self.store.account_by_email(email.strip().lower())
+        stored = account.password_hash if account is not None else None
+        ok = await asyncio.to_thread(verify_password, stored, password)
+        if not ok or account is None or account.disabled:
+            return None
+        return account
 
     async def account_id(self, email: str) -> int:
         account = await self.store.account_by_email(email.strip().lower())

@@ -12,6 +12,7 @@ from tokendock import observability
 from tokendock.config import Settings
 from tokendock.errors import InvalidRequest
 from tokendock.inference.registry import ModelRegistry
+from tokendock.limits.base import Limiter
 from tokendock.observability import Metrics
 from tokendock.protocol.errors import from_validation_error
 from tokendock.services.accounts import AccountService
@@ -19,6 +20,7 @@ from tokendock.services.completions import CompletionService
 from tokendock.services.idempotency import Idempotency
 from tokendock.services.proxy import ProxyService
 from tokendock.storage.accounts import KeyRow
+from tokendock.storage.history import HistoryStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +32,8 @@ class Services:
     accounts: AccountService
     idempotency: Idempotency
     metrics: Metrics
+    limiter: Limiter
+    history: HistoryStore
 
 
 def services_of(request: Request) -> Services:

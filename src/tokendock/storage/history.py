@@ -1,0 +1,83 @@
+"""Read-only views of one account's money for the dashboard: credits in, usage by day."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokendock.storage.db import reader
+from tokendock.storage.tables import ledger_entries, usage_records
+
+CREDIT_KINDS = ("grant", "topup", "redemption", "adjustment")
+
+
+@dataclass(frozen=True, slots=True)
+class CreditEntry:
+    kind: str
+    amount: int
+    reference: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UsageDay:
+    day: date
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: int
+
+
+class HistoryStore:
+    def __init__(self, engine: AsyncEngine):
+        self._engine = reader(engine)
+
+    async def credits(self, account_id: int, limit: int = 100) -> list[CreditEntry]:
+        query = (
+            select(
+                ledger_entries.c.kind,
+                ledger_entries.c.amount,
+                ledger_entries.c.reference,
+                ledger_entries.c.created_at,
+            )
+            .where(
+                ledger_entries.c.account_id == account_id,
+                ledger_entries.c.kind.in_(CREDIT_KINDS),
+            )
+            .order_by(ledger_entries.c.id.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [CreditEntry(r.kind, int(r.amount), r.reference, r.created_at) for r in rows]
+
+    async def usage_by_day(self, account_id: int, limit: int = 60) -> list[UsageDay]:
+        day = func.date(usage_records.c.created_at).label("day")
+        query = (
+            select(
+                day,
+                func.count().label("requests"),
+                func.sum(usage_records.c.prompt_tokens).label("prompt"),
+                func.sum(usage_records.c.completion_tokens).label("completion"),
+                func.sum(usage_records.c.cost).label("cost"),
+            )
+            .where(usage_records.c.account_id == account_id)
+            .group_by(day)
+            .order_by(day.desc())
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            UsageDay(
+                r.day if isinstance(r.day, date) else date.fromisoformat(str(r.day)),
+                int(r.requests),
+                int(r.prompt or 0),
+                int(r.completion or 0),
+                int(r.cost or 0),
+            )
+            for r in rows
+        ]

@@ -1,0 +1,138 @@
+"""The dashboard in real headless Chromium (Debian's, driven by Playwright): sign up, create a
+key, use it with the official SDK, see the usage and the lower balance, revoke it, get 401."""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from tests.e2e.conftest import MODEL
+from tests.e2e.server import Server, start_server
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+CATALOG = Path(__file__).with_name("priced_models.toml")
+SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+if CHROMIUM is None and not os.environ.get("CI"):
+    pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
+
+from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    env = {
+        "TOKENDOCK_MODELS_FILE": str(CATALOG),
+        "TOKENDOCK_SIGNUP_GRANT": "1",
+        "TOKENDOCK_KEY_CACHE_SECONDS": "0",
+    }
+    srv = start_server(tmp_path_factory.mktemp("dash-browser"), env)
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert CHROMIUM, "chromium is missing: install Debian's chromium package"
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(15_000)
+    yield page
+    context.close()
+
+
+def balance(page: Page) -> float:
+    return float(page.get_by_test_id("balance").inner_text())
+
+
+def test_sign_up_make_a_key_use_it_see_usage_and_revoke(site: Server, page: Page) -> None:
+    email = f"browser-{secrets.token_hex(4)}@example.com"
+    page.goto(site.base_url + "/")
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.get_by_role("link", name="Create an account").click()
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password", exact=False).first.fill("correct horse battery")
+    page.get_by_label("Password again").fill("correct horse battery")
+    page.get_by_role("button", name="Create account").click()
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+    assert balance(page) == 1.0
+    expect(page.get_by_text("No requests yet")).to_be_visible()
+    shot(page, "overview-empty")
+
+    page.get_by_role("link", name="API keys").click()
+    page.get_by_label("Name").fill("from the browser")
+    page.get_by_role("button", name="Create key").click()
+    secret = page.get_by_test_id("new-secret").inner_text()
+    assert secret.startswith("td-")
+    shot(page, "keys-new")
+
+    client = openai.OpenAI(base_url=site.v1, api_key=secret, max_retries=0)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=8
+    )
+    assert reply.usage is not None
+
+    page.get_by_role("link", name="Overview").click()
+    row = page.locator("tbody tr").first
+    expect(row).to_contain_text(str(reply.usage.prompt_tokens))
+    expect(row).to_contain_text(str(reply.usage.completion_tokens))
+    assert balance(page) < 1.0
+    shot(page, "overview")
+    page.get_by_role("link", name="Credits").click()
+    expect(page.get_by_text("starting grant")).to_be_visible()
+    shot(page, "credits")
+
+    page.get_by_role("link", name="API keys").click()
+    expect(page.locator("tbody tr").first).to_contain_text("from the browser")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.locator("tbody tr").first).to_contain_text("revoked")
+    with pytest.raises(openai.AuthenticationError):
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Again."}], max_tokens=4
+        )
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.goto(site.base_url + "/dashboard")
+    expect(page).to_have_url(re.compile(r"/login$"))
+
+
+def test_pages_fit_a_phone(site: Server, browser: Browser) -> None:
+    context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
+    page = context.new_page()
+    page.goto(site.base_url + "/login")
+    width = page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 375
+    expect(page.get_by_label("Email")).to_be_visible()
+    shot(page, "login-phone")
+    context.close()
+
+
+def shot(page: Page, name: str) -> None:
+    """Screenshots of the main pages for docs/ (kept when TOKENDOCK_SCREENSHOTS is set)."""
+    if os.environ.get("TOKENDOCK_SCREENSHOTS"):
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)

@@ -1,0 +1,110 @@
+"""Dashboard security through real HTTP: CSRF, cookie flags, throttled log-in, no account
+enumeration, tampered sessions, and another account's keys never reachable."""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Iterator
+
+import openai
+import pytest
+
+from tests.e2e.conftest import MODEL
+from tests.e2e.dashboard import Visitor
+from tests.e2e.server import BACKENDS, Server, start_server
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def site(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    env = {"TOKENDOCK_SIGNUP_GRANT": "1", "TOKENDOCK_KEY_CACHE_SECONDS": "0"}
+    srv = start_server(tmp_path_factory.mktemp(f"dash-{request.param}"), env, backend=request.param)
+    yield srv
+    srv.stop()
+
+
+def email() -> str:
+    return f"user-{secrets.token_hex(4)}@example.com"
+
+
+def test_forms_without_the_csrf_token_are_refused(site: Server) -> None:
+    visitor = Visitor(site.base_url)
+    visitor.get("/signup")
+    who = email()
+    data = {"email": who, "password": "correct horse battery", "password2": "correct horse battery"}
+    assert visitor.post("/signup", data, csrf=False).status_code == 403
+    visitor.csrf = "forged-token"
+    assert visitor.post("/signup", data).status_code == 403
+    assert visitor.signup(who).status_code == 303  # with its token it works
+    assert visitor.post("/dashboard/keys", {"name": "x"}, csrf=False).status_code == 403
+    assert visitor.post("/logout", {}, csrf=False).status_code == 403
+
+
+def test_session_cookie_flags(site: Server) -> None:
+    visitor = Visitor(site.base_url)
+    response = visitor.signup(email())
+    cookie = response.headers["set-cookie"]
+    assert cookie.startswith("td_session=")
+    flags = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "samesite=lax", "path=/"} <= flags
+    assert "secure" not in flags  # plain http on 127.0.0.1; https base URLs get Secure
+    page = visitor.get("/dashboard")
+    assert page.status_code == 200
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+
+
+def test_tampered_or_foreign_cookie_is_anonymous(site: Server) -> None:
+    visitor = Visitor(site.base_url)
+    visitor.signup(email())
+    token = visitor.http.cookies["td_session"]
+    payload, _, mac = token.partition(".")
+    visitor.http.cookies.set("td_session", payload[:-2] + "AA." + mac)
+    assert visitor.get("/dashboard").headers["location"] == "/login"
+    visitor.http.cookies.set("td_session", "garbage")
+    assert visitor.get("/dashboard").headers["location"] == "/login"
+
+
+def test_wrong_passwords_are_throttled_and_never_tell_which_part_was_wrong(site: Server) -> None:
+    who = email()
+    Visitor(site.base_url).signup(who)
+    visitor = Visitor(site.base_url)
+    unknown = visitor.login(email(), "whatever-password")
+    wrong = visitor.login(who, "wrong-password-1")
+    assert unknown.status_code == wrong.status_code == 401
+    message = re.compile(r'role="alert">([^<]+)<')
+    assert message.search(unknown.text).group(1) == message.search(wrong.text).group(1)  # type: ignore[union-attr]
+    statuses = [visitor.login(who, f"wrong-password-{i}").status_code for i in range(10)]
+    assert 429 in statuses and statuses[-1] == 429
+    throttled = visitor.login(who, "correct horse battery")
+    assert throttled.status_code == 429 and "retry-after" in throttled.headers
+
+
+def test_another_accounts_keys_can_never_be_revoked(site: Server) -> None:
+    alice, mallory = Visitor(site.base_url), Visitor(site.base_url)
+    alice.signup(email())
+    mallory.signup(email())
+    secret = alice.new_key("alice's")
+    page = alice.get("/dashboard/keys").text
+    key_id = re.search(r'data-key-id="(\d+)"', page).group(1)  # type: ignore[union-attr]
+    for target in (key_id, "0", "999999", "-1"):
+        response = mallory.post(f"/dashboard/keys/{target}/revoke", {})
+        assert response.status_code in (404, 422), (target, response.status_code)
+    assert secret[-4:] not in mallory.get("/dashboard/keys").text
+    client = openai.OpenAI(base_url=site.v1, api_key=secret, max_retries=0)
+    reply = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    assert reply.choices  # alice's key still works
+    # mallory's pages show only mallory's usage
+    assert alice.get("/dashboard").text.count("<tr>") > mallory.get("/dashboard").text.count("<tr>")
+
+
+def test_pages_need_a_session(site: Server) -> None:
+    visitor = Visitor(site.base_url)
+    for path in ("/dashboard", "/dashboard/keys", "/dashboard/credits"):
+        response = visitor.get(path)
+        assert (response.status_code, response.headers["location"]) == (303, "/login")
+    assert visitor.post("/dashboard/keys/1/revoke", {}).headers["location"] == "/login"
