@@ -28,13 +28,14 @@ from tokendock.services.gate import Gate
 from tokendock.services.idempotency import Idempotency
 from tokendock.services.proxy import ProxyService
 from tokendock.storage.accounts import AccountStore
+from tokendock.storage.admin import AdminStore
 from tokendock.storage.db import create_engine
 from tokendock.storage.history import HistoryStore
 from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.web import errors
 from tokendock.web.api import account, chat, completions, health, models
 from tokendock.web.api import metrics as metrics_api
-from tokendock.web.dashboard import pages
+from tokendock.web.dashboard import admin, pages, reference, usage
 from tokendock.web.dashboard.session import Sessions, load_secret
 from tokendock.web.deps import Services
 from tokendock.web.middleware import RequestContextMiddleware
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> FastAPI:
         metrics=metrics,
         limiter=limiter,
         history=HistoryStore(db),
+        admin=AdminStore(db),
     )
 
     @contextlib.asynccontextmanager
@@ -118,7 +120,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.router.routes.extend([*chat.routes, *completions.routes])  # the hot paths: plain routes
-    for api in (health.router, metrics_api.router, models.router, account.router, pages.router):
+    dashboard = (pages.router, usage.router, reference.router, admin.router)
+    for api in (health.router, metrics_api.router, models.router, account.router, *dashboard):
         app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     app.add_middleware(

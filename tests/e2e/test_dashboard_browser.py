@@ -26,6 +26,7 @@ CHROMIUM_ARGS = [
 ]
 CATALOG = Path(__file__).with_name("priced_models.toml")
 SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+ADMIN_PASSWORD = "operator password 42"
 
 if CHROMIUM is None and not os.environ.get("CI"):
     pytest.skip("Debian's chromium is not installed (.ci/run installs it)", allow_module_level=True)
@@ -39,6 +40,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "TOKENDOCK_MODELS_FILE": str(CATALOG),
         "TOKENDOCK_SIGNUP_GRANT": "1",
         "TOKENDOCK_KEY_CACHE_SECONDS": "0",
+        "TOKENDOCK_BOOTSTRAP_PASSWORD": ADMIN_PASSWORD,
     }
     srv = start_server(tmp_path_factory.mktemp("dash-browser"), env)
     yield srv
@@ -63,6 +65,10 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
+def nav(page: Page, name: str) -> None:
+    page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True).click()
+
+
 def balance(page: Page) -> float:
     return float(page.get_by_test_id("balance").inner_text())
 
@@ -81,7 +87,7 @@ def test_sign_up_make_a_key_use_it_see_usage_and_revoke(site: Server, page: Page
     expect(page.get_by_text("No requests yet")).to_be_visible()
     shot(page, "overview-empty")
 
-    page.get_by_role("link", name="API keys").click()
+    nav(page, "API keys")
     page.get_by_label("Name").fill("from the browser")
     page.get_by_role("button", name="Create key").click()
     secret = page.get_by_test_id("new-secret").inner_text()
@@ -94,17 +100,29 @@ def test_sign_up_make_a_key_use_it_see_usage_and_revoke(site: Server, page: Page
     )
     assert reply.usage is not None
 
-    page.get_by_role("link", name="Overview").click()
+    nav(page, "Overview")
     row = page.locator("tbody tr").first
     expect(row).to_contain_text(str(reply.usage.prompt_tokens))
     expect(row).to_contain_text(str(reply.usage.completion_tokens))
     assert balance(page) < 1.0
     shot(page, "overview")
-    page.get_by_role("link", name="Credits").click()
+    nav(page, "Usage")
+    expect(page.get_by_test_id("total-requests")).to_have_text("1")
+    spent = float(page.get_by_test_id("total-cost").inner_text())
+    assert spent > 0 and abs((1.0 - spent) - balance_on_overview(page, site)) < 1e-9
+    with page.expect_download() as download:
+        page.get_by_role("link", name="Download CSV").click()
+    rows = Path(download.value.path()).read_text().splitlines()
+    assert rows[0].startswith("day,model,requests") and f",{MODEL},1," in rows[1]
+    shot(page, "usage")
+    nav(page, "Credits")
     expect(page.get_by_text("starting grant")).to_be_visible()
     shot(page, "credits")
+    nav(page, "API")
+    expect(page.locator("#base-url")).to_have_text(site.v1)
+    shot(page, "api-reference")
 
-    page.get_by_role("link", name="API keys").click()
+    nav(page, "API keys")
     expect(page.locator("tbody tr").first).to_contain_text("from the browser")
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Revoke").click()
@@ -118,6 +136,49 @@ def test_sign_up_make_a_key_use_it_see_usage_and_revoke(site: Server, page: Page
     expect(page).to_have_url(re.compile(r"/login$"))
     page.goto(site.base_url + "/dashboard")
     expect(page).to_have_url(re.compile(r"/login$"))
+
+
+def balance_on_overview(page: Page, site: Server) -> float:
+    """The balance the overview shows, read in a second tab."""
+    other = page.context.new_page()
+    other.goto(site.base_url + "/dashboard")
+    value = balance(other)
+    other.close()
+    return value
+
+
+def test_admin_grants_credits_and_the_user_sees_them(site: Server, browser: Browser) -> None:
+    user_email = f"granted-{secrets.token_hex(4)}@example.com"
+    user = browser.new_context().new_page()
+    user.goto(site.base_url + "/signup")
+    user.get_by_label("Email").fill(user_email)
+    user.get_by_label("Password", exact=False).first.fill("correct horse battery")
+    user.get_by_label("Password again").fill("correct horse battery")
+    user.get_by_role("button", name="Create account").click()
+    expect(user).to_have_url(re.compile(r"/dashboard$"))
+    before = balance(user)
+    expect(user.get_by_role("link", name="Admin")).to_have_count(0)
+    user.goto(site.base_url + "/admin")
+    expect(user.get_by_role("heading", name="Administrators only")).to_be_visible()
+
+    admin = browser.new_context().new_page()
+    admin.goto(site.base_url + "/login")
+    admin.get_by_label("Email").fill("admin@localhost")
+    admin.get_by_label("Password").fill(ADMIN_PASSWORD)
+    admin.get_by_role("button", name="Log in").click()
+    nav(admin, "Admin")
+    admin.get_by_label("Search by email").fill(user_email)
+    admin.get_by_role("button", name="Search").click()
+    row = admin.locator(f'tr[data-account="{user_email}"]')
+    row.get_by_placeholder("credits").fill("2.5")
+    row.get_by_placeholder("reason").fill("welcome bonus")
+    row.get_by_role("button", name="Grant").click()
+    expect(admin.get_by_role("status")).to_contain_text("2.500000 credits to " + user_email)
+    shot(admin, "admin")
+
+    user.goto(site.base_url + "/dashboard/credits")
+    assert balance(user) == before + 2.5
+    expect(user.get_by_text("welcome bonus (by admin@localhost)")).to_be_visible()
 
 
 def test_pages_fit_a_phone(site: Server, browser: Browser) -> None:

@@ -108,3 +108,35 @@ def test_pages_need_a_session(site: Server) -> None:
         response = visitor.get(path)
         assert (response.status_code, response.headers["location"]) == (303, "/login")
     assert visitor.post("/dashboard/keys/1/revoke", {}).headers["location"] == "/login"
+
+
+def test_admin_pages_and_actions_are_refused_to_non_admins(site: Server) -> None:
+    visitor = Visitor(site.base_url)
+    visitor.signup(email())
+    assert visitor.get("/admin").status_code == 403
+    for path, data in (
+        ("/admin/accounts/1/grant", {"amount": "100", "reason": "me"}),
+        ("/admin/accounts/1/disable", {}),
+        ("/admin/codes", {"amount": "5", "count": "3"}),
+    ):
+        assert visitor.post(path, data).status_code == 403, path
+    anonymous = Visitor(site.base_url)
+    assert anonymous.get("/admin").headers["location"] == "/login"
+
+
+def test_usage_of_another_accounts_key_is_never_shown(site: Server) -> None:
+    alice, mallory = Visitor(site.base_url), Visitor(site.base_url)
+    alice.signup(email())
+    mallory.signup(email())
+    secret = alice.new_key("alice's")
+    openai.OpenAI(base_url=site.v1, api_key=secret, max_retries=0).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=2
+    )
+    key_id = re.search(r'data-key-id="(\d+)"', alice.get("/dashboard/keys").text).group(1)  # type: ignore[union-attr]
+    assert 'data-testid="total-requests">1<' in alice.get(f"/dashboard/usage?key={key_id}").text
+    page = mallory.get(f"/dashboard/usage?key={key_id}").text
+    assert 'data-testid="total-requests">0<' in page
+    csv_text = mallory.get(f"/dashboard/usage.csv?key={key_id}").text
+    assert csv_text.strip().splitlines() == [
+        "day,model,requests,prompt_tokens,completion_tokens,cost_credits"
+    ]

@@ -97,6 +97,10 @@ class AccountService:
     async def revoke_key(self, account_id: int, key_id: int) -> None:
         if not await self.store.revoke_key(account_id, key_id):
             raise NotFound(f"No live API key {key_id} on this account.")
+        self.forget_keys()
+
+    def forget_keys(self) -> None:
+        """Drop this process's key cache (after a revocation or an account was disabled)."""
         self._cache.clear()
 
     async def authenticate(self, authorization: str | None) -> KeyRow:

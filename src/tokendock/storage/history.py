@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -29,6 +29,20 @@ class UsageDay:
     prompt_tokens: int
     completion_tokens: int
     cost: int
+
+
+@dataclass(frozen=True, slots=True)
+class UsageLine:
+    day: date
+    model: str
+    requests: int
+    prompt_tokens: int
+    completion_tokens: int
+    cost: int
+
+
+def _day(value: object) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 class HistoryStore:
@@ -73,7 +87,57 @@ class HistoryStore:
             rows = (await conn.execute(query)).all()
         return [
             UsageDay(
-                r.day if isinstance(r.day, date) else date.fromisoformat(str(r.day)),
+                _day(r.day),
+                int(r.requests),
+                int(r.prompt or 0),
+                int(r.completion or 0),
+                int(r.cost or 0),
+            )
+            for r in rows
+        ]
+
+    async def usage_lines(
+        self,
+        account_id: int,
+        *,
+        start: date | None = None,
+        end: date | None = None,
+        key_id: int | None = None,
+        limit: int = 1000,
+    ) -> list[UsageLine]:
+        """Requests, tokens and cost per day and model, newest day first; `start` and `end`
+        are inclusive UTC days; `key_id` narrows to one of the account's keys."""
+        day = func.date(usage_records.c.created_at).label("day")
+        query = select(
+            day,
+            usage_records.c.model,
+            func.count().label("requests"),
+            func.sum(usage_records.c.prompt_tokens).label("prompt"),
+            func.sum(usage_records.c.completion_tokens).label("completion"),
+            func.sum(usage_records.c.cost).label("cost"),
+        ).where(usage_records.c.account_id == account_id)
+        if start is not None:
+            query = query.where(
+                usage_records.c.created_at >= datetime.combine(start, time.min, tzinfo=UTC)
+            )
+        if end is not None:
+            query = query.where(
+                usage_records.c.created_at
+                < datetime.combine(end + timedelta(days=1), time.min, tzinfo=UTC)
+            )
+        if key_id is not None:
+            query = query.where(usage_records.c.key_id == key_id)
+        query = (
+            query.group_by(day, usage_records.c.model)
+            .order_by(day.desc(), usage_records.c.model)
+            .limit(limit)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [
+            UsageLine(
+                _day(r.day),
+                r.model,
                 int(r.requests),
                 int(r.prompt or 0),
                 int(r.completion or 0),

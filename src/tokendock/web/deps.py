@@ -20,6 +20,7 @@ from tokendock.services.completions import CompletionService
 from tokendock.services.idempotency import Idempotency
 from tokendock.services.proxy import ProxyService
 from tokendock.storage.accounts import KeyRow
+from tokendock.storage.admin import AdminStore
 from tokendock.storage.history import HistoryStore
 
 
@@ -34,6 +35,7 @@ class Services:
     metrics: Metrics
     limiter: Limiter
     history: HistoryStore
+    admin: AdminStore
 
 
 def services_of(request: Request) -> Services:

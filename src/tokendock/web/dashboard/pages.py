@@ -10,99 +10,42 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, time
-from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter
-from fastapi.templating import Jinja2Templates
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 
 from tokendock.billing.money import AmountError, format_credits, parse_credits
 from tokendock.errors import RateLimited, TokenDockError
 from tokendock.limits.base import Limits, Subject
 from tokendock.security.sessions import Session
 from tokendock.storage.accounts import AccountRow
-from tokendock.web.dashboard.session import Sessions, csrf_ok, form
+from tokendock.web.dashboard.session import csrf_ok, form
+from tokendock.web.dashboard.views import (
+    redirect,
+    refused,
+    render,
+    sessions_of,
+    signed_in,
+)
 from tokendock.web.deps import Services, services_of
 
 router = APIRouter(include_in_schema=False)
-templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
-templates.env.filters["credits"] = format_credits
-
-SECURITY_HEADERS = {
-    "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-    "script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
-    "x-frame-options": "DENY",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-    "cache-control": "no-store",
-}
 MIN_PASSWORD = 10
-
-
-def _sessions(request: Request) -> Sessions:
-    sessions: Sessions = request.app.state.sessions
-    return sessions
-
-
-def render(
-    request: Request, name: str, session: Session, *, status: int = 200, **context: Any
-) -> Response:
-    response = templates.TemplateResponse(
-        request,
-        name,
-        {"csrf": session.csrf, "signed_in": bool(session.account_id), **context},
-        status_code=status,
-        headers=SECURITY_HEADERS,
-    )
-    _sessions(request).save(response, session)  # an anonymous visitor gets its CSRF token too
-    return response
-
-
-def redirect(to: str) -> RedirectResponse:
-    return RedirectResponse(to, status_code=303, headers={"cache-control": "no-store"})
-
-
-def refused(request: Request, session: Session) -> Response:
-    return render(
-        request,
-        "error.html",
-        session,
-        status=403,
-        title="Form expired",
-        message="This form was not sent from this site, or it has expired. Go back, reload the "
-        "page and try again.",
-    )
-
-
-async def signed_in(request: Request) -> tuple[Services, Session, AccountRow] | Response:
-    """The services, session and account of a signed-in visitor, or a redirect to /login."""
-    services = services_of(request)
-    session = _sessions(request).of(request)
-    if not session.account_id:
-        return redirect("/login")
-    account = await services.accounts.store.account_by_id(session.account_id)
-    if account is None or account.disabled:
-        response = redirect("/login")
-        _sessions(request).clear(response)
-        return response
-    return services, session, account
-
-
 # -- signing up, in and out ----------------------------------------------------------------
 
 
 @router.get("/")
 async def home(request: Request) -> Response:
-    session = _sessions(request).of(request)
+    session = sessions_of(request).of(request)
     return redirect("/dashboard" if session.account_id else "/login")
 
 
 @router.get("/login")
 async def login_page(request: Request) -> Response:
-    session = _sessions(request).of(request)
+    session = sessions_of(request).of(request)
     if session.account_id:
         return redirect("/dashboard")
     return render(
@@ -113,7 +56,7 @@ async def login_page(request: Request) -> Response:
 @router.post("/login")
 async def login(request: Request) -> Response:
     services = services_of(request)
-    session = _sessions(request).of(request)
+    session = sessions_of(request).of(request)
     fields = await form(request)
     if not csrf_ok(fields, session):
         return refused(request, session)
@@ -143,7 +86,7 @@ async def login(request: Request) -> Response:
             signup_open=services.settings.signup_open,
         )
     response = redirect("/dashboard")
-    _sessions(request).save(response, Session.new(account.id))  # a fresh session and token
+    sessions_of(request).save(response, Session.new(account.id))  # a fresh session and token
     return response
 
 
@@ -163,7 +106,7 @@ async def _throttle(request: Request, services: Services, email: str) -> None:
 @router.get("/signup")
 async def signup_page(request: Request) -> Response:
     services = services_of(request)
-    session = _sessions(request).of(request)
+    session = sessions_of(request).of(request)
     if session.account_id:
         return redirect("/dashboard")
     return render(request, "signup.html", session, open=services.settings.signup_open)
@@ -172,7 +115,7 @@ async def signup_page(request: Request) -> Response:
 @router.post("/signup")
 async def signup(request: Request) -> Response:
     services = services_of(request)
-    session = _sessions(request).of(request)
+    session = sessions_of(request).of(request)
     fields = await form(request)
     if not csrf_ok(fields, session):
         return refused(request, session)
@@ -192,7 +135,7 @@ async def signup(request: Request) -> Response:
             problem = "We could not create an account with these details."
         else:
             response = redirect("/dashboard")
-            _sessions(request).save(response, Session.new(account_id))
+            sessions_of(request).save(response, Session.new(account_id))
             return response
     return render(
         request, "signup.html", session, status=400, open=True, email=email, error=problem
@@ -212,12 +155,12 @@ def _password_problem(email: str, password: str, again: str) -> str | None:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    session = _sessions(request).of(request)
+    session = sessions_of(request).of(request)
     fields = await form(request)
     if not csrf_ok(fields, session):
         return refused(request, session)
     response = redirect("/login")
-    _sessions(request).clear(response)
+    sessions_of(request).clear(response)
     return response
 
 

@@ -1,0 +1,158 @@
+"""Operator pages (admin accounts only; anyone else gets a 403): accounts — search, disable,
+grant credits with a reason —, redemption codes in bulk, the models and their prices, and the
+requests that recently failed."""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tokendock.billing.money import AmountError, format_credits, parse_credits
+from tokendock.errors import TokenDockError
+from tokendock.security.sessions import Session
+from tokendock.storage.accounts import AccountRow
+from tokendock.web.dashboard.session import csrf_ok, form
+from tokendock.web.dashboard.views import redirect, refused, render, signed_in
+from tokendock.web.deps import Services
+
+router = APIRouter(include_in_schema=False)
+MAX_CODES = 500
+
+
+async def _admin(request: Request) -> tuple[Services, Session, AccountRow] | Response:
+    found = await signed_in(request)
+    if isinstance(found, Response):
+        return found
+    _, session, account = found
+    if not account.is_admin:
+        return render(
+            request,
+            "error.html",
+            session,
+            status=403,
+            account=account,
+            title="Administrators only",
+            message="This page is for the operators of this TokenDock server.",
+        )
+    return found
+
+
+async def _page(
+    request: Request,
+    services: Services,
+    session: Session,
+    account: AccountRow,
+    *,
+    status: int = 200,
+    **context: object,
+) -> Response:
+    search = request.query_params.get("q", "").strip()
+    return render(
+        request,
+        "admin.html",
+        session,
+        status=status,
+        page="admin",
+        account=account,
+        search=search,
+        accounts=await services.admin.accounts(search),
+        codes=await services.admin.codes(),
+        errors=await services.admin.recent_errors(),
+        models=list(services.models.specs()),
+        **context,
+    )
+
+
+@router.get("/admin")
+async def admin_page(request: Request) -> Response:
+    found = await _admin(request)
+    if isinstance(found, Response):
+        return found
+    return await _page(request, *found)
+
+
+@router.post("/admin/accounts/{account_id}/grant")
+async def grant(request: Request, account_id: int) -> Response:
+    found = await _admin(request)
+    if isinstance(found, Response):
+        return found
+    services, session, admin = found
+    fields = await form(request)
+    if not csrf_ok(fields, session):
+        return refused(request, session)
+    reason = fields.get("reason", "").strip()[:200]
+    try:
+        amount = parse_credits(fields.get("amount", ""))
+        if amount == 0 or not reason:
+            raise AmountError("Give a non-zero amount and a reason.")
+        target = await services.accounts.store.account_by_id(account_id)
+        if target is None:
+            raise AmountError("No such account.")
+        await services.accounts.ledger.credit(
+            account_id,
+            amount,
+            kind="grant" if amount > 0 else "adjustment",
+            idempotency_key=f"admin:{secrets.token_hex(12)}",
+            reference=f"{reason} (by {admin.email})",
+        )
+    except (AmountError, ValueError) as exc:
+        return await _page(request, services, session, admin, status=400, error=str(exc))
+    except TokenDockError as exc:  # InsufficientCredit: an adjustment below zero
+        return await _page(request, services, session, admin, status=400, error=exc.message)
+    return await _page(
+        request,
+        services,
+        session,
+        admin,
+        notice=f"{format_credits(amount)} credits to {target.email}: {reason}",
+    )
+
+
+@router.post("/admin/accounts/{account_id}/disable")
+async def disable(request: Request, account_id: int) -> Response:
+    return await _set_disabled(request, account_id, True)
+
+
+@router.post("/admin/accounts/{account_id}/enable")
+async def enable(request: Request, account_id: int) -> Response:
+    return await _set_disabled(request, account_id, False)
+
+
+async def _set_disabled(request: Request, account_id: int, disabled: bool) -> Response:
+    found = await _admin(request)
+    if isinstance(found, Response):
+        return found
+    services, session, admin = found
+    fields = await form(request)
+    if not csrf_ok(fields, session):
+        return refused(request, session)
+    if account_id == admin.id:
+        return await _page(
+            request, services, session, admin, status=400, error="You cannot disable yourself."
+        )
+    await services.admin.set_disabled(account_id, disabled)
+    services.accounts.forget_keys()  # keys of a disabled account stop working at once
+    return redirect("/admin")
+
+
+@router.post("/admin/codes")
+async def create_codes(request: Request) -> Response:
+    found = await _admin(request)
+    if isinstance(found, Response):
+        return found
+    services, session, admin = found
+    fields = await form(request)
+    if not csrf_ok(fields, session):
+        return refused(request, session)
+    try:
+        amount = parse_credits(fields.get("amount", ""))
+        count = int(fields.get("count", "1"))
+        if amount <= 0 or not 1 <= count <= MAX_CODES:
+            raise ValueError(f"Give a positive amount and 1–{MAX_CODES} codes.")
+    except (AmountError, ValueError) as exc:
+        return await _page(request, services, session, admin, status=400, error=str(exc))
+    codes = await services.accounts.create_codes(amount, count)
+    return await _page(request, services, session, admin, new_codes=codes)

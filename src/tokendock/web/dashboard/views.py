@@ -1,0 +1,82 @@
+"""What every dashboard page shares: templates, security headers, the signed-in check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fastapi.templating import Jinja2Templates
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from tokendock.billing.money import format_credits
+from tokendock.security.sessions import Session
+from tokendock.storage.accounts import AccountRow
+from tokendock.web.dashboard.session import Sessions
+from tokendock.web.deps import Services, services_of
+
+templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
+templates.env.filters["credits"] = format_credits
+
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+    "script-src 'self'; connect-src 'self'; form-action 'self'; frame-ancestors 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+def sessions_of(request: Request) -> Sessions:
+    sessions: Sessions = request.app.state.sessions
+    return sessions
+
+
+def render(
+    request: Request, name: str, session: Session, *, status: int = 200, **context: Any
+) -> Response:
+    response = templates.TemplateResponse(
+        request,
+        name,
+        {
+            "csrf": session.csrf,
+            "signed_in": bool(session.account_id),
+            "is_admin": bool(getattr(context.get("account"), "is_admin", False)),
+            **context,
+        },
+        status_code=status,
+        headers=SECURITY_HEADERS,
+    )
+    sessions_of(request).save(response, session)  # an anonymous visitor gets its CSRF token too
+    return response
+
+
+def redirect(to: str) -> RedirectResponse:
+    return RedirectResponse(to, status_code=303, headers={"cache-control": "no-store"})
+
+
+def refused(request: Request, session: Session) -> Response:
+    return render(
+        request,
+        "error.html",
+        session,
+        status=403,
+        title="Form expired",
+        message="This form was not sent from this site, or it has expired. Go back, reload the "
+        "page and try again.",
+    )
+
+
+async def signed_in(request: Request) -> tuple[Services, Session, AccountRow] | Response:
+    """The services, session and account of a signed-in visitor, or a redirect to /login."""
+    services = services_of(request)
+    session = sessions_of(request).of(request)
+    if not session.account_id:
+        return redirect("/login")
+    account = await services.accounts.store.account_by_id(session.account_id)
+    if account is None or account.disabled:
+        response = redirect("/login")
+        sessions_of(request).clear(response)
+        return response
+    return services, session, account
