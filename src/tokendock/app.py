@@ -35,7 +35,7 @@ from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.web import errors
 from tokendock.web.api import account, chat, completions, health, models
 from tokendock.web.api import metrics as metrics_api
-from tokendock.web.dashboard import admin, pages, reference, usage
+from tokendock.web.dashboard import admin, pages, playground, reference, usage
 from tokendock.web.dashboard.session import Sessions, load_secret
 from tokendock.web.deps import Services
 from tokendock.web.middleware import RequestContextMiddleware
@@ -120,7 +120,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.router.routes.extend([*chat.routes, *completions.routes])  # the hot paths: plain routes
-    dashboard = (pages.router, usage.router, reference.router, admin.router)
+    dashboard = (pages.router, usage.router, playground.router, reference.router, admin.router)
     for api in (health.router, metrics_api.router, models.router, account.router, *dashboard):
         app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")

@@ -181,6 +181,30 @@ def test_admin_grants_credits_and_the_user_sees_them(site: Server, browser: Brow
     expect(user.get_by_text("welcome bonus (by admin@localhost)")).to_be_visible()
 
 
+def test_playground_streams_an_answer_billed_like_any_request(site: Server, page: Page) -> None:
+    page.goto(site.base_url + "/signup")
+    page.get_by_label("Email").fill(f"play-{secrets.token_hex(4)}@example.com")
+    page.get_by_label("Password", exact=False).first.fill("correct horse battery")
+    page.get_by_label("Password again").fill("correct horse battery")
+    page.get_by_role("button", name="Create account").click()
+    nav(page, "Playground")
+    page.get_by_label("Model").select_option(MODEL)
+    page.get_by_label("Max tokens").fill("24")
+    page.get_by_label("Your message").fill("Write a short poem about the sea.")
+    page.get_by_role("button", name="Send").click()
+    expect(page.get_by_test_id("usage")).to_contain_text("completion tokens", timeout=60_000)
+    answer = page.locator(".turn.assistant p").first
+    assert answer.inner_text().strip()
+    assert int(answer.get_attribute("data-chunks") or "0") >= 2  # it came in pieces
+    usage_text = page.get_by_test_id("usage").inner_text()
+    shot(page, "playground")
+    nav(page, "Usage")
+    expect(page.get_by_test_id("total-requests")).to_have_text("1")
+    assert page.get_by_test_id("total-cost").inner_text() in usage_text
+    nav(page, "API keys")
+    expect(page.locator("tbody tr").first).to_contain_text("Playground")
+
+
 def test_pages_fit_a_phone(site: Server, browser: Browser) -> None:
     context = browser.new_context(viewport={"width": 375, "height": 740}, is_mobile=True)
     page = context.new_page()

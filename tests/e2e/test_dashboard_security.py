@@ -140,3 +140,23 @@ def test_usage_of_another_accounts_key_is_never_shown(site: Server) -> None:
     assert csv_text.strip().splitlines() == [
         "day,model,requests,prompt_tokens,completion_tokens,cost_credits"
     ]
+
+
+def test_playground_path_needs_the_session_and_its_token(site: Server) -> None:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    visitor = Visitor(site.base_url)
+    visitor.signup(email())
+    api = visitor.http
+    # no token, a wrong token, or no session: 401 in the OpenAI envelope
+    assert api.post("/v1/chat/completions", json=body).status_code == 401
+    wrong = api.post("/v1/chat/completions", json=body, headers={"x-tokendock-csrf": "nope"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["type"] == "invalid_request_error"
+    stranger = Visitor(site.base_url).http
+    stranger.get("/login")
+    anonymous = stranger.post(
+        "/v1/chat/completions", json=body, headers={"x-tokendock-csrf": visitor.csrf}
+    )
+    assert anonymous.status_code == 401
+    ok = api.post("/v1/chat/completions", json=body, headers={"x-tokendock-csrf": visitor.csrf})
+    assert ok.status_code == 200 and ok.headers["x-tokendock-cost"]
+    assert "Playground" in visitor.get("/dashboard/keys").text

@@ -27,6 +27,9 @@ class NewKey:
     secret: str  # shown once; only its digest is stored
 
 
+PLAYGROUND = "Playground"
+
+
 class AccountService:
     def __init__(self, store: AccountStore, ledger: Ledger, *, cache_seconds: float = 1.0):
         self.store = store
@@ -98,6 +101,20 @@ class AccountService:
         if not await self.store.revoke_key(account_id, key_id):
             raise NotFound(f"No live API key {key_id} on this account.")
         self.forget_keys()
+
+    async def playground_key(self, account_id: int) -> KeyRow:
+        """The account's "Playground" key, made on first use: the dashboard's playground calls
+        /v1/chat/completions with it, so those requests are limited, billed and listed like any
+        other. Its secret is never kept or shown; revoking it makes a new one next time."""
+        for key in await self.store.list_keys(account_id):
+            if key.name == PLAYGROUND and key.revoked_at is None:
+                found = await self.store.key_by_id(account_id, key.id)
+                if found is not None:
+                    return found
+        new = await self.create_key(account_id, PLAYGROUND)
+        found = await self.store.key_by_id(account_id, new.id)
+        assert found is not None
+        return found
 
     def forget_keys(self) -> None:
         """Drop this process's key cache (after a revocation or an account was disabled)."""

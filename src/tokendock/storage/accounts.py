@@ -159,6 +159,15 @@ class AccountStore:
             return int(row.scalar_one())
 
     async def key_by_digest(self, digest: str) -> KeyRow | None:
+        return await self._key_with_account(api_keys.c.digest == digest)
+
+    async def key_by_id(self, account_id: int, key_id: int) -> KeyRow | None:
+        return await self._key_with_account(
+            (api_keys.c.id == key_id) & (api_keys.c.account_id == account_id)
+        )
+
+    async def _key_with_account(self, condition: Any) -> KeyRow | None:
+        """One key with what authentication needs of its account (disabled, tier, limits)."""
         query = (
             select(
                 api_keys,
@@ -169,7 +178,7 @@ class AccountStore:
                 accounts.c.concurrency_limit.label("account_concurrency"),
             )
             .join(accounts, accounts.c.id == api_keys.c.account_id)
-            .where(api_keys.c.digest == digest)
+            .where(condition)
         )
         async with self._reader.connect() as conn:
             row = (await conn.execute(query)).mappings().first()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -10,7 +11,7 @@ from pydantic import BaseModel, ValidationError
 
 from tokendock import observability
 from tokendock.config import Settings
-from tokendock.errors import InvalidRequest
+from tokendock.errors import InvalidRequest, Unauthorized
 from tokendock.inference.registry import ModelRegistry
 from tokendock.limits.base import Limiter
 from tokendock.observability import Metrics
@@ -52,9 +53,14 @@ Deps = Annotated[Services, Depends(_services)]
 
 
 async def current_key(request: Request) -> KeyRow:
-    """The request's API key (401 when missing, unknown, revoked or expired)."""
+    """The request's API key (401 when missing, unknown, revoked or expired) — or, for the
+    dashboard's playground, the signed-in account's playground key (see _playground)."""
     services: Services = request.app.state.services
-    key = await services.accounts.authenticate(request.headers.get("authorization"))
+    authorization = request.headers.get("authorization")
+    if authorization is None and PLAYGROUND_HEADER in request.headers:
+        key = await _playground(request, services)
+    else:
+        key = await services.accounts.authenticate(authorization)
     record = observability.current()
     if record is not None:
         record.key = f"{key.prefix}…{key.last4}"
@@ -62,6 +68,22 @@ async def current_key(request: Request) -> KeyRow:
 
 
 CurrentKey = Annotated[KeyRow, Depends(current_key)]
+
+# The playground sends its session's CSRF token in this header instead of an API key. A page
+# of another site can neither read the token nor send a custom header without CORS, which
+# TokenDock never grants.
+PLAYGROUND_HEADER = "x-tokendock-csrf"
+
+
+async def _playground(request: Request, services: Services) -> KeyRow:
+    session = request.app.state.sessions.of(request)
+    given = request.headers.get(PLAYGROUND_HEADER, "")
+    if not session.account_id or not hmac.compare_digest(given.encode(), session.csrf.encode()):
+        raise Unauthorized("The playground needs a signed-in dashboard session.")
+    key = await services.accounts.playground_key(session.account_id)
+    if key.account_disabled:
+        raise Unauthorized("This account is disabled.")
+    return key
 
 
 def request_id(request: Request) -> str:
