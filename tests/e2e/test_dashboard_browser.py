@@ -83,6 +83,12 @@ def test_sign_up_make_a_key_use_it_see_usage_and_revoke(site: Server, page: Page
     page.get_by_label("Password again").fill("correct horse battery")
     page.get_by_role("button", name="Create account").click()
     expect(page).to_have_url(re.compile(r"/dashboard$"))
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(re.compile(r"/login$"))
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password").fill("correct horse battery")
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
     assert balance(page) == 1.0
     expect(page.get_by_text("No requests yet")).to_be_visible()
     shot(page, "overview-empty")

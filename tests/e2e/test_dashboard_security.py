@@ -160,3 +160,18 @@ def test_playground_path_needs_the_session_and_its_token(site: Server) -> None:
     ok = api.post("/v1/chat/completions", json=body, headers={"x-tokendock-csrf": visitor.csrf})
     assert ok.status_code == 200 and ok.headers["x-tokendock-cost"]
     assert "Playground" in visitor.get("/dashboard/keys").text
+
+
+def test_operators_can_close_sign_up(tmp_path_factory: pytest.TempPathFactory) -> None:
+    srv = start_server(tmp_path_factory.mktemp("closed"), {"TOKENDOCK_SIGNUP_OPEN": "false"})
+    try:
+        visitor = Visitor(srv.base_url)
+        assert "Sign-up is closed" in visitor.get("/signup").text
+        assert "Create an account" not in visitor.get("/login").text
+        refused = visitor.signup(email())
+        assert refused.status_code == 403 and "td_session=" not in refused.headers.get(
+            "location", ""
+        )
+        assert visitor.get("/dashboard").headers["location"] == "/login"
+    finally:
+        srv.stop()
