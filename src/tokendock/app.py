@@ -26,12 +26,14 @@ from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
 from tokendock.services.gate import Gate
 from tokendock.services.idempotency import Idempotency
+from tokendock.services.models import ModelDirectory
 from tokendock.services.proxy import ProxyService
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.admin import AdminStore
 from tokendock.storage.db import create_engine
 from tokendock.storage.history import HistoryStore
 from tokendock.storage.idempotency import IdempotencyStore
+from tokendock.storage.model_settings import ModelSettingsStore
 from tokendock.web import errors
 from tokendock.web.api import account, chat, completions, health, models
 from tokendock.web.api import metrics as metrics_api
@@ -45,6 +47,7 @@ log = logging.getLogger("tokendock")
 # At most this many requests in flight: the ledger runs SQLite inline on the loop (lowest
 # latency); above it, on its writer thread (the other core does the SQLite work).
 QUIET_REQUESTS = 4
+MODEL_SETTINGS_SECONDS = 5.0  # how soon a replica follows the admin page's model changes
 STATIC = Path(__file__).parent / "web" / "dashboard" / "static"
 
 
@@ -65,7 +68,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     limiter = build_limiter(settings)
     tiers = {name: Limits(**values) for name, values in settings.rate_tiers.items()}
-    gate = Gate(registry, ledger, limiter, tiers)
+    directory = ModelDirectory(registry, ModelSettingsStore(db))
+    gate = Gate(directory, ledger, limiter, tiers)
     completions_service = CompletionService(registry, gate)
     proxy_service = ProxyService(registry, gate)
     services = Services(
@@ -79,6 +83,7 @@ def create_app(settings: Settings) -> FastAPI:
         limiter=limiter,
         history=HistoryStore(db),
         admin=AdminStore(db),
+        directory=directory,
     )
 
     @contextlib.asynccontextmanager
@@ -90,10 +95,12 @@ def create_app(settings: Settings) -> FastAPI:
         # Models load in the background: /health answers at once, /ready once they are loaded.
         loading = asyncio.create_task(_load(registry, settings))
         sweeping = asyncio.create_task(_sweep(ledger, settings.sweep_seconds))
+        await directory.refresh()
+        following = asyncio.create_task(directory.follow(MODEL_SETTINGS_SECONDS))
         try:
             yield
         finally:
-            for task in (loading, sweeping):
+            for task in (loading, sweeping, following):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

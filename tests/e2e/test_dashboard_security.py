@@ -19,10 +19,17 @@ from tests.e2e.server import BACKENDS, Server, start_server
 def site(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
-    env = {"TOKENDOCK_SIGNUP_GRANT": "1", "TOKENDOCK_KEY_CACHE_SECONDS": "0"}
+    env = {
+        "TOKENDOCK_SIGNUP_GRANT": "1",
+        "TOKENDOCK_KEY_CACHE_SECONDS": "0",
+        "TOKENDOCK_BOOTSTRAP_PASSWORD": ADMIN_PASSWORD,
+    }
     srv = start_server(tmp_path_factory.mktemp(f"dash-{request.param}"), env, backend=request.param)
     yield srv
     srv.stop()
+
+
+ADMIN_PASSWORD = "operator password 42"
 
 
 def email() -> str:
@@ -175,3 +182,30 @@ def test_operators_can_close_sign_up(tmp_path_factory: pytest.TempPathFactory) -
         assert visitor.get("/dashboard").headers["location"] == "/login"
     finally:
         srv.stop()
+
+
+def test_admin_switches_a_model_off_and_reprices_it(site: Server) -> None:
+    admin = Visitor(site.base_url)
+    assert admin.login("admin@localhost", ADMIN_PASSWORD).status_code == 303
+    user = Visitor(site.base_url)
+    user.signup(email())
+    client = openai.OpenAI(base_url=site.v1, api_key=user.new_key(), max_retries=0)
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 3}
+    path = f"/admin/models/{MODEL}"
+    admin.get("/admin")
+    try:
+        off = admin.post(path, {"input": "0.05", "output": "0.10"})  # no "enabled": off
+        assert off.status_code == 200 and "switched off" in off.text
+        with pytest.raises(openai.NotFoundError) as caught:
+            client.chat.completions.create(**ask)  # type: ignore[call-overload]
+        assert caught.value.code == "model_not_found"
+        assert MODEL not in [m.id for m in client.models.list()]
+        assert admin.post(path, {"enabled": "on", "input": "2", "output": "x"}).status_code == 400
+        admin.post(path, {"enabled": "on", "input": "2", "output": "4"})
+        raw = client.chat.completions.with_raw_response.create(**ask)  # type: ignore[call-overload]
+        usage = raw.parse().usage
+        expected = usage.prompt_tokens * 2 + usage.completion_tokens * 4  # µc: 2 and 4 per token
+        assert raw.headers["x-tokendock-cost"] == f"{expected / 1e6:.6f}"
+    finally:
+        admin.post(path, {"enabled": "on", "input": "0.05", "output": "0.10"})
+    assert MODEL in [m.id for m in client.models.list()]

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from tokendock import observability
 from tokendock.billing.ledger import Hold, Ledger, Settlement, UsageRow
 from tokendock.billing.pricing import Price
-from tokendock.errors import ModelNotAllowed, ModelUnpriced, TokenDockError
-from tokendock.inference.registry import ModelRegistry
+from tokendock.errors import ModelNotAllowed, ModelNotFound, TokenDockError
 from tokendock.limits.base import Admission, Limiter, Limits, Subject
 from tokendock.limits.base import headers as ratelimit_headers
+from tokendock.services.models import ModelDirectory
 from tokendock.storage.accounts import KeyRow
 
 
@@ -42,7 +42,7 @@ class AdmittedRun:
 class Gate:
     def __init__(
         self,
-        models: ModelRegistry,
+        models: ModelDirectory,
         ledger: Ledger,
         limiter: Limiter,
         tiers: dict[str, Limits] | None = None,
@@ -60,6 +60,8 @@ class Gate:
         record = observability.current()
         if record is not None:
             record.model = model
+        if not self._models.enabled(model):
+            raise ModelNotFound(model)
         if key.allowed_models is not None and model not in key.allowed_models:
             raise ModelNotAllowed(f"This API key may not use the model '{model}'.", param="model")
         price = self.price(model)
@@ -105,10 +107,4 @@ class Gate:
         )
 
     def price(self, model: str) -> Price:
-        spec = self._models.spec(model)
-        if spec.price is None:
-            raise ModelUnpriced(
-                f"The model '{model}' has no price configured, so it cannot be billed; the "
-                f'operator must set [models."{model}".price] in the catalog.'
-            )
-        return Price.parse(spec.price.input, spec.price.output)
+        return self._models.price(model)

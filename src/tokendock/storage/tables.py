@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    true,
 )
 
 metadata = MetaData(
@@ -157,4 +158,17 @@ idempotent_requests = Table(
     Column("response_status", Integer, nullable=True),
     Column("response_body", LargeBinary, nullable=True),
     Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+
+# Operator overrides of catalog models, set on the admin page: a model can be switched off, and
+# its prices changed, without editing the catalog file. NULL prices: the catalog's.
+model_settings = Table(
+    "model_settings",
+    metadata,
+    Column("model_id", String(200), primary_key=True),
+    Column("enabled", Boolean, nullable=False, server_default=true()),
+    Column("input_price", String(32), nullable=True),
+    Column("output_price", String(32), nullable=True),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )

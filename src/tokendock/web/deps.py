@@ -19,6 +19,7 @@ from tokendock.protocol.errors import from_validation_error
 from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
 from tokendock.services.idempotency import Idempotency
+from tokendock.services.models import ModelDirectory
 from tokendock.services.proxy import ProxyService
 from tokendock.storage.accounts import KeyRow
 from tokendock.storage.admin import AdminStore
@@ -37,6 +38,7 @@ class Services:
     limiter: Limiter
     history: HistoryStore
     admin: AdminStore
+    directory: ModelDirectory
 
 
 def services_of(request: Request) -> Services:

@@ -7,13 +7,16 @@ from __future__ import annotations
 import secrets
 
 from fastapi import APIRouter
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tokendock.billing.money import AmountError, format_credits, parse_credits
+from tokendock.catalog import PriceSpec
 from tokendock.errors import TokenDockError
 from tokendock.security.sessions import Session
 from tokendock.storage.accounts import AccountRow
+from tokendock.storage.model_settings import ModelSetting
 from tokendock.web.dashboard.session import csrf_ok, form
 from tokendock.web.dashboard.views import redirect, refused, render, signed_in
 from tokendock.web.deps import Services
@@ -61,7 +64,10 @@ async def _page(
         accounts=await services.admin.accounts(search),
         codes=await services.admin.codes(),
         errors=await services.admin.recent_errors(),
-        models=list(services.models.specs()),
+        models=[
+            (spec, services.directory.enabled(spec.id), services.directory.price_spec(spec))
+            for spec in services.models.specs()
+        ],
         **context,
     )
 
@@ -156,3 +162,40 @@ async def create_codes(request: Request) -> Response:
         return await _page(request, services, session, admin, status=400, error=str(exc))
     codes = await services.accounts.create_codes(amount, count)
     return await _page(request, services, session, admin, new_codes=codes)
+
+
+@router.post("/admin/models/{model_id:path}")
+async def save_model(request: Request, model_id: str) -> Response:
+    found = await _admin(request)
+    if isinstance(found, Response):
+        return found
+    services, session, admin = found
+    fields = await form(request)
+    if not csrf_ok(fields, session):
+        return refused(request, session)
+    try:
+        services.models.spec(model_id)
+        price = PriceSpec(input=fields.get("input", ""), output=fields.get("output", ""))
+    except (TokenDockError, ValidationError):
+        return await _page(
+            request,
+            services,
+            session,
+            admin,
+            status=400,
+            error="Prices are credits per million tokens: numbers ≥ 0 with at most 6 decimals.",
+        )
+    setting = ModelSetting(
+        enabled=fields.get("enabled") == "on",
+        input_price=price.input,
+        output_price=price.output,
+    )
+    await services.directory.save(model_id, setting)
+    state = "served" if setting.enabled else "switched off"
+    return await _page(
+        request,
+        services,
+        session,
+        admin,
+        notice=f"{model_id}: {state}, {price.input} / {price.output} credits per million tokens.",
+    )

@@ -199,7 +199,7 @@ async def _keys(
     **context: Any,
 ) -> Response:
     keys = await services.accounts.store.list_keys(account.id)
-    models = [s.id for s in services.models.specs()]
+    models = [s.id for s in services.directory.visible()]
     return render(
         request,
         "keys.html",
@@ -231,7 +231,7 @@ async def create_key(request: Request) -> Response:
             raise ValueError("Give the key a name.")
         expires = _end_of_day(fields.get("expires", ""))
         limit = parse_credits(fields["spend_limit"]) if fields.get("spend_limit") else None
-        known = {s.id for s in services.models.specs()}
+        known = {s.id for s in services.directory.visible()}
         if any(m not in known for m in chosen):
             raise ValueError("Pick models from the list.")
         new = await services.accounts.create_key(

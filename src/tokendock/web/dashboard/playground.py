@@ -18,7 +18,8 @@ async def playground(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     services, session, account = found
-    models = [s.id for s in services.models.specs() if s.price is not None]
+    directory = services.directory
+    models = [s.id for s in directory.visible() if directory.price_spec(s) is not None]
     return render(
         request, "playground.html", session, page="playground", account=account, models=models
     )

@@ -19,7 +19,7 @@ async def reference(request: Request) -> Response:
     services, session, account = found
     configured = services.settings.base_url
     base = (configured or str(request.base_url)).rstrip("/") + "/v1"
-    models = [s.id for s in services.models.specs()]
+    models = [s.id for s in services.directory.visible()]
     return render(
         request,
         "reference.html",

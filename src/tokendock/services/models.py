@@ -1,0 +1,75 @@
+"""Which catalog models are served, at which prices: the catalog file, then the operator's
+overrides from the admin page (`model_settings`), refreshed every few seconds so every replica
+follows them. Lookups are dictionary reads: this is on the request path."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+
+from tokendock.billing.pricing import Price
+from tokendock.catalog import ModelSpec, PriceSpec
+from tokendock.errors import ModelNotFound, ModelUnpriced
+from tokendock.inference.registry import ModelRegistry
+from tokendock.storage.model_settings import ModelSetting, ModelSettingsStore
+
+log = logging.getLogger(__name__)
+
+
+class ModelDirectory:
+    def __init__(self, registry: ModelRegistry, store: ModelSettingsStore):
+        self._registry = registry
+        self._store = store
+        self._settings: dict[str, ModelSetting] = {}
+        self._prices: dict[str, Price | None] = {}
+
+    def enabled(self, model: str) -> bool:
+        setting = self._settings.get(model)
+        return setting is None or setting.enabled
+
+    def check(self, model: str) -> ModelSpec:
+        """The model's spec; 404 model_not_found when unknown or switched off."""
+        spec = self._registry.spec(model)
+        if not self.enabled(model):
+            raise ModelNotFound(model)
+        return spec
+
+    def visible(self) -> Iterator[ModelSpec]:
+        return (s for s in self._registry.specs() if self.enabled(s.id))
+
+    def price_spec(self, spec: ModelSpec) -> PriceSpec | None:
+        setting = self._settings.get(spec.id)
+        if setting is not None and setting.input_price is not None:
+            return PriceSpec(input=setting.input_price, output=setting.output_price or "0")
+        return spec.price
+
+    def price(self, model: str) -> Price:
+        if model not in self._prices:
+            spec = self.price_spec(self._registry.spec(model))
+            self._prices[model] = None if spec is None else Price.parse(spec.input, spec.output)
+        price = self._prices[model]
+        if price is None:
+            raise ModelUnpriced(
+                f"The model '{model}' has no price configured, so it cannot be billed; the "
+                f'operator must set [models."{model}".price] in the catalog.'
+            )
+        return price
+
+    async def save(self, model: str, setting: ModelSetting) -> None:
+        self._registry.spec(model)  # 404 for an unknown model
+        await self._store.save(model, setting)
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        self._settings = await self._store.all()
+        self._prices = {}
+
+    async def follow(self, every: float) -> None:
+        """Re-read the overrides forever (other replicas may change them)."""
+        while True:
+            try:
+                await self.refresh()
+            except Exception:
+                log.exception("reading model settings failed")
+            await asyncio.sleep(every)
