@@ -65,6 +65,15 @@ def page(browser: Browser) -> Iterator[Page]:
     context.close()
 
 
+def sign_up(page: Page, site: Server, email: str) -> None:
+    page.goto(site.base_url + "/signup")
+    page.get_by_label("Email").fill(email)
+    page.get_by_label("Password", exact=False).first.fill("correct horse battery")
+    page.get_by_label("Password again").fill("correct horse battery")
+    page.get_by_role("button", name="Create account").click()
+    expect(page).to_have_url(re.compile(r"/dashboard$"))
+
+
 def nav(page: Page, name: str) -> None:
     page.get_by_role("navigation", name="Main").get_by_role("link", name=name, exact=True).click()
 
@@ -156,11 +165,7 @@ def balance_on_overview(page: Page, site: Server) -> float:
 def test_admin_grants_credits_and_the_user_sees_them(site: Server, browser: Browser) -> None:
     user_email = f"granted-{secrets.token_hex(4)}@example.com"
     user = browser.new_context().new_page()
-    user.goto(site.base_url + "/signup")
-    user.get_by_label("Email").fill(user_email)
-    user.get_by_label("Password", exact=False).first.fill("correct horse battery")
-    user.get_by_label("Password again").fill("correct horse battery")
-    user.get_by_role("button", name="Create account").click()
+    sign_up(user, site, user_email)
     expect(user).to_have_url(re.compile(r"/dashboard$"))
     before = balance(user)
     expect(user.get_by_role("link", name="Admin")).to_have_count(0)
@@ -188,11 +193,7 @@ def test_admin_grants_credits_and_the_user_sees_them(site: Server, browser: Brow
 
 
 def test_playground_streams_an_answer_billed_like_any_request(site: Server, page: Page) -> None:
-    page.goto(site.base_url + "/signup")
-    page.get_by_label("Email").fill(f"play-{secrets.token_hex(4)}@example.com")
-    page.get_by_label("Password", exact=False).first.fill("correct horse battery")
-    page.get_by_label("Password again").fill("correct horse battery")
-    page.get_by_role("button", name="Create account").click()
+    sign_up(page, site, f"play-{secrets.token_hex(4)}@example.com")
     nav(page, "Playground")
     page.get_by_label("Model").select_option(MODEL)
     page.get_by_label("Max tokens").fill("24")

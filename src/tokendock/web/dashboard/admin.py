@@ -17,8 +17,7 @@ from tokendock.errors import TokenDockError
 from tokendock.security.sessions import Session
 from tokendock.storage.accounts import AccountRow
 from tokendock.storage.model_settings import ModelSetting
-from tokendock.web.dashboard.session import csrf_ok, form
-from tokendock.web.dashboard.views import redirect, refused, render, signed_in
+from tokendock.web.dashboard.views import posted, redirect, render, signed_in
 from tokendock.web.deps import Services
 
 router = APIRouter(include_in_schema=False)
@@ -82,13 +81,10 @@ async def admin_page(request: Request) -> Response:
 
 @router.post("/admin/accounts/{account_id}/grant")
 async def grant(request: Request, account_id: int) -> Response:
-    found = await _admin(request)
+    found = await posted(request, _admin)
     if isinstance(found, Response):
         return found
-    services, session, admin = found
-    fields = await form(request)
-    if not csrf_ok(fields, session):
-        return refused(request, session)
+    services, session, admin, fields = found
     reason = fields.get("reason", "").strip()[:200]
     try:
         amount = parse_credits(fields.get("amount", ""))
@@ -128,13 +124,10 @@ async def enable(request: Request, account_id: int) -> Response:
 
 
 async def _set_disabled(request: Request, account_id: int, disabled: bool) -> Response:
-    found = await _admin(request)
+    found = await posted(request, _admin)
     if isinstance(found, Response):
         return found
-    services, session, admin = found
-    fields = await form(request)
-    if not csrf_ok(fields, session):
-        return refused(request, session)
+    services, session, admin, _ = found
     if account_id == admin.id:
         return await _page(
             request, services, session, admin, status=400, error="You cannot disable yourself."
@@ -146,13 +139,10 @@ async def _set_disabled(request: Request, account_id: int, disabled: bool) -> Re
 
 @router.post("/admin/codes")
 async def create_codes(request: Request) -> Response:
-    found = await _admin(request)
+    found = await posted(request, _admin)
     if isinstance(found, Response):
         return found
-    services, session, admin = found
-    fields = await form(request)
-    if not csrf_ok(fields, session):
-        return refused(request, session)
+    services, session, admin, fields = found
     try:
         amount = parse_credits(fields.get("amount", ""))
         count = int(fields.get("count", "1"))
@@ -166,13 +156,10 @@ async def create_codes(request: Request) -> Response:
 
 @router.post("/admin/models/{model_id:path}")
 async def save_model(request: Request, model_id: str) -> Response:
-    found = await _admin(request)
+    found = await posted(request, _admin)
     if isinstance(found, Response):
         return found
-    services, session, admin = found
-    fields = await form(request)
-    if not csrf_ok(fields, session):
-        return refused(request, session)
+    services, session, admin, fields = found
     try:
         services.models.spec(model_id)
         price = PriceSpec(input=fields.get("input", ""), output=fields.get("output", ""))

@@ -24,6 +24,7 @@ from tokendock.security.sessions import Session
 from tokendock.storage.accounts import AccountRow
 from tokendock.web.dashboard.session import csrf_ok, form
 from tokendock.web.dashboard.views import (
+    posted,
     redirect,
     refused,
     render,
@@ -216,14 +217,11 @@ async def _keys(
 
 @router.post("/dashboard/keys")
 async def create_key(request: Request) -> Response:
-    found = await signed_in(request)
+    found = await posted(request)
     if isinstance(found, Response):
         return found
-    services, session, account = found
+    services, session, account, fields = found
     body = await request.body()
-    fields = await form(request)
-    if not csrf_ok(fields, session):
-        return refused(request, session)
     chosen = [m for m in _all_values(body, "models") if m]
     name = fields.get("name", "").strip()[:100]
     try:
@@ -260,13 +258,10 @@ def _end_of_day(text: str) -> datetime | None:
 
 @router.post("/dashboard/keys/{key_id}/revoke")
 async def revoke_key(request: Request, key_id: int) -> Response:
-    found = await signed_in(request)
+    found = await posted(request)
     if isinstance(found, Response):
         return found
-    services, session, account = found
-    fields = await form(request)
-    if not csrf_ok(fields, session):
-        return refused(request, session)
+    services, session, account, _ = found
     try:
         await services.accounts.revoke_key(account.id, key_id)
     except TokenDockError:
@@ -317,13 +312,10 @@ async def _credits(
 
 @router.post("/dashboard/credits/redeem")
 async def redeem(request: Request) -> Response:
-    found = await signed_in(request)
+    found = await posted(request)
     if isinstance(found, Response):
         return found
-    services, session, account = found
-    fields = await form(request)
-    if not csrf_ok(fields, session):
-        return refused(request, session)
+    services, session, account, fields = found
     try:
         amount = await services.accounts.redeem(account.id, fields.get("code", ""))
     except TokenDockError as exc:

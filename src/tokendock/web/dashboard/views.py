@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from starlette.responses import RedirectResponse, Response
 from tokendock.billing.money import format_credits
 from tokendock.security.sessions import Session
 from tokendock.storage.accounts import AccountRow
-from tokendock.web.dashboard.session import Sessions
+from tokendock.web.dashboard.session import Sessions, csrf_ok, form
 from tokendock.web.deps import Services, services_of
 
 templates = Jinja2Templates(directory=Path(__file__).with_name("templates"))
@@ -80,3 +81,21 @@ async def signed_in(request: Request) -> tuple[Services, Session, AccountRow] | 
         sessions_of(request).clear(response)
         return response
     return services, session, account
+
+
+Gate = Callable[[Request], Awaitable[tuple[Services, Session, AccountRow] | Response]]
+
+
+async def posted(
+    request: Request, gate: Gate = signed_in
+) -> tuple[Services, Session, AccountRow, dict[str, str]] | Response:
+    """A form post from a signed-in visitor (`gate` may ask more, e.g. an admin): its services,
+    session, account and fields — or the response that refuses it (log-in, 403)."""
+    found = await gate(request)
+    if isinstance(found, Response):
+        return found
+    services, session, account = found
+    fields = await form(request)
+    if not csrf_ok(fields, session):
+        return refused(request, session)
+    return services, session, account, fields
