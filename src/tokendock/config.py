@@ -83,11 +83,17 @@ class Settings(BaseSettings):
         False, description="When Redis is unreachable: admit and log (true) or 503 (false)."
     )
     rate_tiers: dict[str, dict[str, int]] = Field(
-        default_factory=lambda: {"default": {"rpm": 0, "tpm": 0, "concurrent": 0}},
-        description='Default limits per account tier, JSON: {"default": {"rpm": 60, "tpm": '
-        '100000, "concurrent": 4}}; 0 = unlimited. Apply to each key and each account.',
+        default_factory=lambda: {"default": {"rpm": 60, "tpm": 100_000, "concurrent": 4}},
+        description='Default limits per account tier, JSON (default: {"default": {"rpm": 60, '
+        '"tpm": 100000, "concurrent": 4}}); 0 = unlimited. Apply to each key and each account.',
     )
     workers: int = Field(1, ge=1, description="Server processes (more than 1 needs Redis).")
+    shutdown_grace_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="On SIGTERM, requests in flight get this long to finish; then streams end "
+        "with an error event, other requests with a 503 (billed for what was generated).",
+    )
     session_secret: str | None = Field(
         None,
         description="Signs dashboard session cookies; give every replica the same one "
@@ -100,7 +106,19 @@ class Settings(BaseSettings):
     signup_open: bool = Field(True, description="Anyone may create an account on the dashboard.")
     signup_grant: str = Field("0", description="Credits a new dashboard account starts with.")
     login_attempts_per_minute: int = Field(
-        5, ge=1, description="Log-in attempts per email (and 4x that per address) per minute."
+        5, ge=1, description="Log-in attempts per minute per client address and email."
+    )
+    login_attempts_per_minute_per_address: int = Field(
+        20, ge=1, description="Log-in attempts per minute per client address (any email)."
+    )
+    login_failures_per_hour_per_email: int = Field(
+        100,
+        ge=0,
+        description="Failed log-ins per hour per email over all addresses, each address "
+        "counting at most a tenth (0 = no cap).",
+    )
+    signups_per_hour_per_address: int = Field(
+        10, ge=0, description="Dashboard sign-ups per hour per client address (0 = no cap)."
     )
     upstream_retries: int = Field(
         2, ge=0, description="Upstream failures retried on another deployment (before 1st byte)."

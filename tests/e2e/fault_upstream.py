@@ -4,6 +4,7 @@ The upstream model name picks the behaviour (each deployment in a test catalog n
     ok              answers (streaming or not) with usage
     nousage         answers without any usage
     zerousage       answers with an explicit usage of 0 completion tokens
+    bigusage        answers with a usage of 200,000 prompt tokens (more than any hold)
     fail500         HTTP 500
     bad400          HTTP 400 with an OpenAI error envelope (the client's fault)
     auth401         HTTP 401 (the gateway's key was rejected)
@@ -30,6 +31,7 @@ import orjson
 from aiohttp import web
 
 WORDS = ["Hello", " from", " the", " fault", " upstream", "."]
+BIG_PROMPT = 200_000  # "bigusage": reports far more prompt tokens than any hold bound
 
 stats: Counter[str] = Counter()
 state: dict[str, Any] = {"override": None, "delay": 0.0}
@@ -104,7 +106,7 @@ async def completions(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(3600)
     if mode == "slowfirst":
         await asyncio.sleep(3)
-    prompt = prompt_tokens(body)
+    prompt = BIG_PROMPT if mode == "bigusage" else prompt_tokens(body)
     words = WORDS * 7 if mode == "slowstream" else WORDS
     if not body.get("stream"):
         return answer(body, mode, prompt, words)

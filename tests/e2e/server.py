@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA_DIR = Path(os.environ.get("TOKENDOCK_TEST_DATA_DIR", ROOT / "data"))
 POSTGRES_URL = os.environ.get("TOKENDOCK_TEST_POSTGRES_URL")  # postgresql+asyncpg://u:p@h/db
 BACKENDS = ["sqlite", *(["postgres"] if POSTGRES_URL else [])]
+UNLIMITED_TIERS = '{"default": {"rpm": 0, "tpm": 0, "concurrent": 0}}'
 
 
 def free_port() -> int:
@@ -102,7 +104,7 @@ class Server:
 
 def start_server(
     log_dir: Path,
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str | None] | None = None,
     *,
     backend: str = "sqlite",
     database_url: str | None = None,
@@ -112,8 +114,13 @@ def start_server(
     port = port or free_port()
     database_url = database_url or new_database(backend, log_dir)
     log_path = log_dir / f"server-{port}-{secrets.token_hex(3)}.log"
-    extra = {"TOKENDOCK_DATABASE_URL": database_url, **(env or {})}
-    full_env = {**os.environ, "TOKENDOCK_DATA_DIR": str(DATA_DIR), **extra}
+    asked: dict[str, str | None] = {"TOKENDOCK_DATABASE_URL": database_url, **(env or {})}
+    # Tests drive more traffic than the safe default tier allows; a test of that default
+    # passes TOKENDOCK_RATE_TIERS=None (then the built-in default applies).
+    base = {"TOKENDOCK_DATA_DIR": str(DATA_DIR), "TOKENDOCK_RATE_TIERS": UNLIMITED_TIERS}
+    dropped = {k for k, v in asked.items() if v is None}
+    extra = {k: v for k, v in asked.items() if v is not None}
+    full_env = {k: v for k, v in {**os.environ, **base, **extra}.items() if k not in dropped}
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "tokendock", "serve", "--port", str(port)],

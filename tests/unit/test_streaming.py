@@ -11,7 +11,7 @@ import pytest
 from tokendock.billing.ledger import Hold, Settlement
 from tokendock.billing.pricing import Price
 from tokendock.errors import ContextLengthExceeded, GenerationFailed
-from tokendock.inference.base import Engine, Generation
+from tokendock.inference.base import Engine, Generation, Sampling
 from tokendock.services.completions import ChoiceEvent, Plan, Run
 from tokendock.services.gate import Admitted
 from tokendock.storage.accounts import KeyRow
@@ -34,11 +34,27 @@ def plan(choices: int = 1, prompt_tokens: int = 11) -> Run:
     engine: Engine = DummyEngine()  # type: ignore[assignment]
     jobs = [Generation(prompt=[1, 2, 3], max_tokens=32) for _ in range(choices)]
     key = KeyRow(1, 1, "k", "td-abcd", "wxyz", datetime.now(UTC), None, None, None, None, 0, None)
+    bounded = Plan(
+        engine,
+        "gemma-3-270m",
+        ["hello"],
+        n=choices,
+        max_tokens=32,
+        output_cap=32,
+        stop=(),
+        sampling=Sampling(),
+        prompt_bound=prompt_tokens,
+        max_completion=32 * choices,
+        param="prompt",
+    )
     run = Run(
-        Plan(engine, "gemma-3-270m", prompt_tokens, jobs),
+        bounded,
         key,
         Admitted(Hold("hold_x", 1, 1, 100, 900), Price(1_000_000, 2_000_000), None),
         "req_x",
+        jobs=jobs,
+        prefixes=[""] * choices,
+        prompt_tokens=prompt_tokens,
     )
     run.settlement = Settlement(charged=42, balance=900)
     return run

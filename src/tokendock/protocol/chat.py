@@ -7,6 +7,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tokendock.errors import InvalidRequest, UnsupportedParameter
+from tokendock.protocol.bounds import (
+    MAX_CONTENT_PARTS,
+    MAX_MESSAGES,
+    MAX_TEXT_CHARS,
+    TEMPLATE_TOKENS_PER_MESSAGE,
+    TEMPLATE_TOKENS_PER_PROMPT,
+    NameField,
+    utf8_len,
+)
 from tokendock.protocol.common import SamplingFields
 
 
@@ -27,14 +36,14 @@ class Message(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
-    content: str | list[ContentPart] | None = None
-    name: str | None = None
+    content: str | Annotated[list[ContentPart], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+    name: NameField | None = None
     tool_calls: list[dict[str, Any]] | None = None
-    tool_call_id: str | None = None
+    tool_call_id: NameField | None = None
 
 
 class ChatCompletionRequest(SamplingFields):
-    messages: Annotated[list[Message], Field(min_length=1)]
+    messages: Annotated[list[Message], Field(min_length=1, max_length=MAX_MESSAGES)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
     max_completion_tokens: Annotated[int, Field(ge=1)] | None = None
     logprobs: bool | None = None
@@ -95,7 +104,16 @@ class ChatCompletionRequest(SamplingFields):
             param="response_format.type",
         )
 
+    def prompt_bound(self) -> int:
+        """An upper bound on the prompt's tokens, from bytes alone (no tokenizer): see
+        protocol/bounds.py."""
+        total = TEMPLATE_TOKENS_PER_PROMPT
+        for msg in self.messages:
+            total += TEMPLATE_TOKENS_PER_MESSAGE + utf8_len(message_text(msg))
+        return total
+
     def _check_messages(self) -> None:
+        chars = 0
         for i, msg in enumerate(self.messages):
             where = f"messages[{i}]"
             if msg.role == "function":
@@ -111,7 +129,10 @@ class ChatCompletionRequest(SamplingFields):
                 raise InvalidRequest(
                     f"Missing required parameter: '{where}.content'.", param=f"{where}.content"
                 )
-            if isinstance(msg.content, list):
+            if isinstance(msg.content, str):
+                chars += len(msg.content)
+            elif isinstance(msg.content, list):
+                chars += sum(len(part.text or "") for part in msg.content)
                 for j, part in enumerate(msg.content):
                     if part.type not in ("text", "refusal"):
                         raise InvalidRequest(
@@ -119,6 +140,12 @@ class ChatCompletionRequest(SamplingFields):
                             f"'{part.type}' content, only text parts.",
                             param=f"{where}.content[{j}]",
                         )
+        if chars > MAX_TEXT_CHARS:
+            raise InvalidRequest(
+                f"Invalid 'messages': their content has {chars} characters in all; at most "
+                f"{MAX_TEXT_CHARS} are allowed.",
+                param="messages",
+            )
 
 
 def message_text(msg: Message) -> str:

@@ -7,11 +7,13 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from tokendock.errors import InvalidRequest
+from tokendock.protocol.bounds import MAX_LOGIT_BIAS, ModelField, StopText, UserField
 
 Temperature = Annotated[float, Field(ge=0.0, le=2.0)]
 TopP = Annotated[float, Field(ge=0.0, le=1.0)]
 Penalty = Annotated[float, Field(ge=-2.0, le=2.0)]
 Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+MAX_TOKEN_ID_DIGITS = 10  # vocabularies are far below 10^10 tokens
 
 
 class StreamOptions(BaseModel):
@@ -25,18 +27,18 @@ class SamplingFields(BaseModel):
 
     model_config = ConfigDict(strict=True, extra="ignore")
 
-    model: Annotated[str, Field(min_length=1)]
+    model: ModelField
     temperature: Temperature | None = None
     top_p: TopP | None = None
     n: Annotated[int, Field(ge=1, le=128)] | None = None
-    stop: str | list[str] | None = None
+    stop: StopText | list[StopText] | None = None
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     seed: Seed | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
-    logit_bias: dict[str, int | float] | None = None
-    user: str | None = None
+    logit_bias: Annotated[dict[str, int | float], Field(max_length=MAX_LOGIT_BIAS)] | None = None
+    user: UserField | None = None
 
     @field_validator("stop")
     @classmethod
@@ -54,7 +56,8 @@ class SamplingFields(BaseModel):
         if value is None:
             return None
         for key, bias in value.items():
-            if not key.isdigit():
+            # ASCII digits only: str.isdigit() also accepts '²' or '٣', which int() refuses.
+            if not (key.isascii() and key.isdigit()) or len(key) > MAX_TOKEN_ID_DIGITS:
                 raise ValueError(f"keys must be token ids (integers as strings), got '{key}'")
             if not -100 <= bias <= 100:
                 raise ValueError(f"bias for token {key} must be between -100 and 100")

@@ -7,12 +7,21 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from tokendock.errors import InvalidRequest, UnsupportedParameter
+from tokendock.protocol.bounds import (
+    MAX_CHOICES,
+    MAX_PROMPTS,
+    MAX_TEXT_CHARS,
+    MAX_TOKEN_IDS,
+    TEMPLATE_TOKENS_PER_PROMPT,
+    utf8_len,
+)
 from tokendock.protocol.common import SamplingFields
 
 TokenIds = list[Annotated[int, Field(ge=0)]]
 
 
 class CompletionRequest(SamplingFields):
+    # Counts are checked in check_bounds(): a union's length error would name a wrong branch.
     prompt: str | list[str] | TokenIds | list[TokenIds]
     max_tokens: Annotated[int, Field(ge=0)] = 16
     echo: bool = False
@@ -30,6 +39,38 @@ class CompletionRequest(SamplingFields):
             raise UnsupportedParameter("'suffix' (insertion) is not supported.", param="suffix")
         if self.best_of is not None and self.best_of != (self.n or 1):
             raise UnsupportedParameter("'best_of' other than n is not supported.", param="best_of")
+        self.check_bounds()
+
+    def check_bounds(self) -> None:
+        """Counts that stay cheap whatever the body: choices, characters and token ids."""
+        prompts = self.prompts()
+        if len(prompts) > MAX_PROMPTS:
+            raise InvalidRequest(
+                f"Invalid 'prompt': {len(prompts)} prompts; at most {MAX_PROMPTS} are allowed.",
+                param="prompt",
+            )
+        choices = len(prompts) * max(self.n or 1, self.best_of or 1)
+        if choices > MAX_CHOICES:
+            raise InvalidRequest(
+                f"This request asks for {choices} choices ({len(prompts)} prompts × n); at "
+                f"most {MAX_CHOICES} are allowed per request.",
+                param="n" if (self.n or 1) > 1 else "prompt",
+            )
+        chars = sum(len(p) for p in prompts if isinstance(p, str))
+        ids = sum(len(p) for p in prompts if not isinstance(p, str))
+        if chars > MAX_TEXT_CHARS or ids > MAX_TOKEN_IDS:
+            raise InvalidRequest(
+                f"Invalid 'prompt': at most {MAX_TEXT_CHARS} characters or {MAX_TOKEN_IDS} "
+                "token ids in all are allowed.",
+                param="prompt",
+            )
+
+    def prompt_bounds(self) -> list[int]:
+        """Per prompt, an upper bound on its tokens from bytes alone (protocol/bounds.py)."""
+        return [
+            utf8_len(p) + TEMPLATE_TOKENS_PER_PROMPT if isinstance(p, str) else len(p)
+            for p in self.prompts()
+        ]
 
     def prompts(self) -> list[str | list[int]]:
         """One entry per prompt: text, or token ids."""

@@ -1,14 +1,17 @@
 """Chat and text completions: the one place where keys, credits and inference meet.
 
-The flow, top to bottom:
-  1. find the engine for the public model id (404 when unknown);
-  2. check request rules the schema cannot express (400 naming the field);
-  3. render and tokenize the prompt: exact counts from the model's tokenizer;
-  4. refuse prompt + max_tokens over the context window before any generation;
-  5. admit (services/gate.py): the key's model allow-list (403), rate limits (429), then ONE
-     atomic hold of the worst case (prompt + Σ max_tokens at the model's prices) (402);
-  6. submit every choice to the engine at once and merge their events;
-  7. settle exactly once — also when the client vanished or the engine failed — charging what
+The flow, top to bottom — nothing that grows with the input's tokens happens before step 3:
+  1. bound (`plan_chat` / `plan_text`, cheap): find the engine for the public model id (404),
+     check request rules and structural bounds (400 naming the field: protocol/bounds.py), the
+     model's output caps (`max_output_tokens` per choice, `max_request_output_tokens` per
+     request), and bound the prompt's tokens from its UTF-8 bytes (≤ the context window);
+  2. admit (services/gate.py): the key's model allow-list (403), rate limits (429), then ONE
+     atomic hold of that worst case at the model's prices (402);
+  3. prepare (`prepare`): render and tokenize the prompt — exact counts from the model's own
+     tokenizer — and refuse prompt + max_tokens over the context window (400); a refusal or a
+     client gone here releases the hold;
+  4. submit every choice to the engine at once and merge their events;
+  5. settle exactly once — also when the client vanished or the engine failed — charging what
      the engine produced (prompt + sampled tokens; nothing if no choice ever started), releasing
      the rest, and writing the usage record in the same transaction.
 """
@@ -21,21 +24,19 @@ import dataclasses
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 
 from tokendock.billing.ledger import Settlement, UsageRow
 from tokendock.catalog import ModelSpec
-from tokendock.errors import (
-    ContextLengthExceeded,
-    InvalidRequest,
-)
+from tokendock.errors import InvalidRequest
 from tokendock.inference.base import ChatTurn, Engine, Generation, Sampling, TextDelta
 from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.templates import ChatTemplateError
 from tokendock.protocol.chat import ChatCompletionRequest, message_text
 from tokendock.protocol.common import SamplingFields
 from tokendock.protocol.completions import CompletionRequest
+from tokendock.services.budget import check_request_cap, completion_budget, per_choice
 from tokendock.services.gate import Admitted, AdmittedRun, Gate
 from tokendock.storage.accounts import KeyRow
 
@@ -43,18 +44,37 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class ChatPrompt:
+    turns: tuple[ChatTurn, ...]
+
+
+Prompt = ChatPrompt | str | list[int]  # a conversation, a text, or token ids
+
+
+@dataclass(frozen=True, slots=True)
 class Plan:
+    """A bounded request, before any tokenizing: what admission needs and what `prepare`
+    turns into engine jobs."""
+
     engine: Engine
     model: str
-    prompt_tokens: int
-    jobs: list[Generation]
-    prefixes: list[str] = field(default_factory=list)  # echoed prompt text per choice
+    prompts: list[Prompt]
+    n: int
+    max_tokens: int | None  # per choice as requested; None: up to `output_cap`
+    output_cap: int
+    stop: tuple[str, ...]
+    sampling: Sampling
+    prompt_bound: int  # prompt tokens at most, over all prompts (from bytes)
+    max_completion: int  # completion tokens at most, over all choices
+    param: str  # the field a context-window refusal names
+    echo: bool = False
     user: str | None = None
 
 
 @dataclass(slots=True)
 class Run(AdmittedRun):
-    """An admitted request: its plan, the credit hold, and (once settled) the settlement."""
+    """An admitted request: its plan, the credit hold, its jobs once prepared, and (once
+    settled) the settlement."""
 
     plan: Plan
     key: KeyRow
@@ -64,6 +84,9 @@ class Run(AdmittedRun):
     first_token: float | None = None
     settlement: Settlement | None = None
     streaming: bool = False  # stream() began (and so will settle)
+    jobs: list[Generation] = field(default_factory=list)
+    prefixes: list[str] = field(default_factory=list)  # echoed prompt text per choice
+    prompt_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,62 +112,100 @@ class CompletionService:
         self._gate = gate
         self._settling: set[asyncio.Task[Settlement | None]] = set()
 
-    async def plan_chat(self, req: ChatCompletionRequest) -> Plan:
+    def plan_chat(self, req: ChatCompletionRequest) -> Plan:
         engine = self._models.engine(req.model)
         spec = self._models.spec(req.model)
         req.check()
-        turns = [ChatTurn(m.role, message_text(m)) for m in req.messages]
-        try:
-            prompt_text = engine.render_chat(turns)
-        except ChatTemplateError as exc:
-            raise InvalidRequest(
-                f"The model's chat template rejected the messages: {exc}", param="messages"
-            ) from exc
-        tokens = await engine.tokenize(prompt_text, chat=True)
-        max_tokens = _completion_budget(engine, len(tokens), req.token_limit(), "messages")
-        sampling = _sampling(spec, req, engine)
+        param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
         n = req.n or 1
-        jobs = [
-            Generation(tokens, max_tokens, req.stop_list(), _seeded(sampling, i)) for i in range(n)
-        ]
-        return Plan(engine, req.model, len(tokens), jobs, user=req.user)
+        per = per_choice(spec, req.token_limit(), param)
+        check_request_cap(spec, per, n, n, param)
+        turns = tuple(ChatTurn(m.role, message_text(m)) for m in req.messages)
+        return Plan(
+            engine,
+            req.model,
+            [ChatPrompt(turns)],
+            n,
+            req.token_limit(),
+            spec.output_cap,
+            req.stop_list(),
+            _sampling(spec, req, engine),
+            prompt_bound=min(req.prompt_bound(), engine.context_length),
+            max_completion=per * n,
+            param="messages",
+            user=req.user,
+        )
 
-    async def plan_text(self, req: CompletionRequest) -> Plan:
+    def plan_text(self, req: CompletionRequest) -> Plan:
         engine = self._models.engine(req.model)
         spec = self._models.spec(req.model)
         req.check()
-        sampling = _sampling(spec, req, engine)
         n = req.n or 1
-        jobs: list[Generation] = []
-        prefixes: list[str] = []
-        prompt_tokens = 0
-        for prompt in req.prompts():
-            if isinstance(prompt, str):
-                tokens = await engine.tokenize(prompt, chat=False)
-                text = prompt
-            else:
+        prompts: list[Prompt] = list(req.prompts())
+        per = per_choice(spec, req.max_tokens, "max_tokens")
+        check_request_cap(spec, per, n * len(prompts), n, "max_tokens")
+        for prompt in prompts:
+            if isinstance(prompt, list):
                 _check_token_ids(prompt, engine.vocab_size)
-                tokens, text = prompt, engine.detokenize(prompt)
-            prompt_tokens += len(tokens)
-            max_tokens = _completion_budget(engine, len(tokens), req.max_tokens, "prompt")
-            for _ in range(n):
-                jobs.append(
-                    Generation(tokens, max_tokens, req.stop_list(), _seeded(sampling, len(jobs)))
-                )
-                prefixes.append(text if req.echo else "")
-        return Plan(engine, req.model, prompt_tokens, jobs, prefixes, user=req.user)
+        window = engine.context_length
+        return Plan(
+            engine,
+            req.model,
+            prompts,
+            n,
+            req.max_tokens,
+            spec.output_cap,
+            req.stop_list(),
+            _sampling(spec, req, engine),
+            prompt_bound=sum(min(b, window) for b in req.prompt_bounds()),
+            max_completion=per * n * len(prompts),
+            param="prompt",
+            echo=req.echo,
+            user=req.user,
+        )
 
     async def admit(self, key: KeyRow, plan: Plan, request_id: str) -> Run:
-        max_completion = sum(job.max_tokens for job in plan.jobs)
         admitted = await self._gate.admit(
-            key, plan.model, plan.prompt_tokens, max_completion, request_id
+            key, plan.model, plan.prompt_bound, plan.max_completion, request_id
         )
         return Run(plan, key, admitted, request_id)
 
+    async def prepare(self, run: Run) -> None:
+        """Tokenize the admitted request and make its engine jobs. A refusal (the context
+        window) or a cancellation (client gone) releases the hold before it propagates."""
+        try:
+            await self._prepare(run)
+        except BaseException:
+            run.streaming = True  # settled here: abandon() must not settle again
+            await _shielded(self._gate.release(run.admitted))
+            raise
+
+    async def _prepare(self, run: Run) -> None:
+        plan = run.plan
+        engine = plan.engine
+        for prompt in plan.prompts:
+            if isinstance(prompt, ChatPrompt):
+                tokens = await _chat_tokens(engine, prompt.turns)
+                text = ""
+            elif isinstance(prompt, str):
+                tokens = await engine.tokenize(prompt, chat=False)
+                text = prompt
+            else:
+                tokens = prompt
+                text = engine.detokenize(prompt) if plan.echo else ""
+            run.prompt_tokens += len(tokens)
+            max_tokens = completion_budget(
+                engine.context_length, len(tokens), plan.max_tokens, plan.output_cap, plan.param
+            )
+            for _ in range(plan.n):
+                sampling = _seeded(plan.sampling, len(run.jobs))
+                run.jobs.append(Generation(tokens, max_tokens, plan.stop, sampling))
+                run.prefixes.append(text if plan.echo else "")
+
     async def complete(self, run: Run) -> list[Choice]:
         """All choices, then settlement (awaited, so the response can carry the cost)."""
-        texts = [""] * len(run.plan.jobs)
-        ends: list[tuple[str, int]] = [("stop", 0)] * len(run.plan.jobs)
+        texts = [""] * len(run.jobs)
+        ends: list[tuple[str, int]] = [("stop", 0)] * len(run.jobs)
         async for ev in self.stream(run):
             if ev.finish_reason is None:
                 texts[ev.index] += ev.text
@@ -159,13 +220,12 @@ class CompletionService:
         Closing this iterator (client gone) cancels every choice still running, and the
         request is still settled for what the engine produced.
         """
-        plan = run.plan
         run.streaming = True
         merged: asyncio.Queue[ChoiceEvent | BaseException] = asyncio.Queue()
 
         async def pump(index: int, job: Generation) -> None:
             try:
-                async for event in plan.engine.generate(job):
+                async for event in run.plan.engine.generate(job):
                     if isinstance(event, TextDelta):
                         merged.put_nowait(ChoiceEvent(index, event.text))
                     else:
@@ -177,9 +237,9 @@ class CompletionService:
 
         status = "client_disconnected"
         reasons: list[str] = []
-        tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(plan.jobs)]
+        tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(run.jobs)]
         try:
-            for i, prefix in enumerate(plan.prefixes):
+            for i, prefix in enumerate(run.prefixes):
                 if prefix:
                     yield ChoiceEvent(i, prefix)
             remaining = len(tasks)
@@ -214,7 +274,7 @@ class CompletionService:
         if run.streaming:
             return
         run.streaming = True
-        for job in run.plan.jobs:
+        for job in run.jobs:
             job.meter.done.set()
         settling = asyncio.ensure_future(self._settle(run, "client_disconnected", None))
         self._settling.add(settling)
@@ -223,7 +283,7 @@ class CompletionService:
             run.settlement = await asyncio.shield(settling)
 
     async def _settle(self, run: Run, status: str, finish: str | None) -> Settlement | None:
-        meters = [job.meter for job in run.plan.jobs]
+        meters = [job.meter for job in run.jobs]
         try:
             # The engine stops within one token of a cancel; wait for its final count.
             await asyncio.wait_for(asyncio.gather(*(m.done.wait() for m in meters)), 30)
@@ -233,7 +293,7 @@ class CompletionService:
             )
         started = any(m.started for m in meters)
         completion = sum(m.tokens for m in meters)
-        prompt = run.plan.prompt_tokens if started else 0
+        prompt = run.prompt_tokens if started else 0
         now = time.monotonic()
         usage = UsageRow(
             request_id=run.request_id,
@@ -256,24 +316,23 @@ class CompletionService:
             await asyncio.gather(*self._settling, return_exceptions=True)
 
 
-def _completion_budget(engine: Engine, prompt_len: int, requested: int | None, what: str) -> int:
-    window = engine.context_length
-    if requested is None:
-        if prompt_len >= window:
-            raise ContextLengthExceeded(
-                f"This model's maximum context length is {window} tokens. However, your "
-                f"{what} resulted in {prompt_len} tokens. Please reduce the length of the {what}.",
-                param=what,
-            )
-        return window - prompt_len
-    if prompt_len + requested > window:
-        raise ContextLengthExceeded(
-            f"This model's maximum context length is {window} tokens. However, you requested "
-            f"{prompt_len + requested} tokens ({prompt_len} in the {what}, {requested} in the "
-            f"completion). Please reduce the length of the {what} or completion.",
-            param=what,
-        )
-    return requested
+async def _chat_tokens(engine: Engine, turns: Sequence[ChatTurn]) -> list[int]:
+    try:
+        prompt_text = engine.render_chat(turns)
+    except ChatTemplateError as exc:
+        raise InvalidRequest(
+            f"The model's chat template rejected the messages: {exc}", param="messages"
+        ) from exc
+    return await engine.tokenize(prompt_text, chat=True)
+
+
+async def _shielded(work: Awaitable[None]) -> None:
+    """Run `work` to its end even if the caller is cancelled meanwhile."""
+    task = asyncio.ensure_future(work)
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.shield(task)
+    if not task.done():
+        await task
 
 
 def _sampling(spec: ModelSpec, req: SamplingFields, engine: Engine) -> Sampling:

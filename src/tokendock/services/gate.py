@@ -98,6 +98,15 @@ class Gate:
             record.cost_micro = settlement.charged if settlement is not None else None
         return settlement
 
+    async def release(self, admitted: Admitted) -> None:
+        """Nothing was produced (refused after admission, or the client left before any
+        work): release the whole hold, write no usage record, return the token reservation."""
+        try:
+            await self._ledger.settle(admitted.hold, 0, None)
+        finally:
+            if admitted.rate is not None:
+                await self._limiter.settle(admitted.rate, 0)
+
     def subjects(self, key: KeyRow) -> tuple[Subject, Subject]:
         """Both apply: the key's limits and its account's (tier defaults, then overrides)."""
         base = self._tiers.get(key.tier) or self._tiers.get("default") or Limits()

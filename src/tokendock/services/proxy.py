@@ -44,6 +44,7 @@ from tokendock.inference.router import Router
 from tokendock.inference.upstream import Answer, ClientFault, UpstreamFailure
 from tokendock.protocol.chat import ChatCompletionRequest, message_text
 from tokendock.protocol.completions import CompletionRequest
+from tokendock.services.budget import check_request_cap, per_choice
 from tokendock.services.gate import Admitted, AdmittedRun, Gate
 from tokendock.storage.accounts import KeyRow
 
@@ -105,20 +106,39 @@ class ProxyService:
     ) -> ProxyRun:
         """`req` is the validated form of `body`; the upstream gets `body`'s own fields."""
         req.check_common()  # everything else is the upstream's to accept or refuse
+        spec = self._models.spec(req.model)
+        param = "max_completion_tokens" if req.max_completion_tokens else "max_tokens"
+        n = req.n or 1
+        per = per_choice(spec, req.token_limit(), param)
+        check_request_cap(spec, per, n, n, param)
+        payload = _payload(body)
+        if spec.max_output_tokens and req.token_limit() is None:
+            payload["max_tokens"] = per  # the model's cap applies when none was asked for
         chars = sum(len(message_text(m)) for m in req.messages)
+        # The whole body bounds the prompt: tools and schemas count as prompt tokens upstream.
+        prompt_bound = min(len(body), spec.context_length)
         return await self._admit(
-            "chat", key, req.model, body, request_id, chars, req.token_limit(), req.n or 1
+            "chat", key, req.model, payload, request_id, chars, prompt_bound, per * n
         )
 
     async def admit_text(
         self, key: KeyRow, req: CompletionRequest, body: bytes, request_id: str
     ) -> ProxyRun:
         req.check_common()
+        req.check_bounds()
+        spec = self._models.spec(req.model)
         prompts = req.prompts()
+        n = max(req.n or 1, req.best_of or 1)
+        per = per_choice(spec, req.max_tokens, "max_tokens")
+        check_request_cap(spec, per, n * len(prompts), n, "max_tokens")
+        payload = _payload(body)
+        payload.setdefault("max_tokens", req.max_tokens)  # TokenDock's default, not theirs
         chars = sum(len(p) if isinstance(p, str) else len(p) * CHARS_PER_TOKEN for p in prompts)
-        choices = max(req.n or 1, req.best_of or 1) * len(prompts)
+        # Each prompt is bounded on its own: one context window for each, not for all.
+        window = spec.context_length
+        prompt_bound = sum(min(bound, window) for bound in req.prompt_bounds())
         return await self._admit(
-            "text", key, req.model, body, request_id, chars, req.max_tokens, choices
+            "text", key, req.model, payload, request_id, chars, prompt_bound, per * n * len(prompts)
         )
 
     async def _admit(
@@ -126,27 +146,21 @@ class ProxyService:
         kind: Kind,
         key: KeyRow,
         model: str,
-        body: bytes,
+        payload: JSON,
         request_id: str,
         prompt_chars: int,
-        max_tokens: int | None,
-        choices: int,
+        prompt_bound: int,
+        max_completion: int,
     ) -> ProxyRun:
-        window = self._models.spec(model).context_length
-        prompt_bound = min(len(body), window)
-        per_choice = window if max_tokens is None else min(max_tokens, window)
-        admitted = await self._gate.admit(
-            key, model, prompt_bound, per_choice * choices, request_id
-        )
-        payload = orjson.loads(body)
-        if kind == "text":
-            payload.setdefault("max_tokens", max_tokens)  # TokenDock's default, not theirs
+        admitted = await self._gate.admit(key, model, prompt_bound, max_completion, request_id)
         include_usage = False
         if payload.get("stream"):
-            options = payload.get("stream_options") or {}
+            options = payload.get("stream_options")
+            options = options if isinstance(options, dict) else {}
             include_usage = bool(options.get("include_usage"))
             payload["stream_options"] = {**options, "include_usage": True}
         prefix = "chatcmpl" if kind == "chat" else "cmpl"
+        user = payload.get("user")
         return ProxyRun(
             kind,
             model,
@@ -156,7 +170,7 @@ class ProxyService:
             payload,
             prompt_chars,
             include_usage,
-            payload.get("user"),
+            user if isinstance(user, str) else None,
             id=f"{prefix}-{secrets.token_hex(12)}",
         )
 
@@ -193,7 +207,7 @@ class ProxyService:
         seen = Seen(usage=_usage(body.get("usage")))
         for choice in body.get("choices") or ():
             seen.chars += len(_choice_text(choice))
-            seen.finish = choice.get("finish_reason") or seen.finish
+            seen.finish = _reason(choice) or seen.finish
         await self._settle(run, seen, "ok")
         return body
 
@@ -292,8 +306,8 @@ class ProxyService:
     ) -> Settlement | None:
         estimated = False
         if seen.usage is not None:
-            prompt = int(seen.usage.get("prompt_tokens") or 0)
-            completion = int(seen.usage.get("completion_tokens") or 0)
+            prompt = _count(seen.usage.get("prompt_tokens"))
+            completion = _count(seen.usage.get("completion_tokens"))
         elif produced:
             # No usage from upstream: estimate what was seen. A streamed piece is one token on
             # every server we know; a whole answer is estimated from its length.
@@ -310,7 +324,7 @@ class ProxyService:
             prompt_tokens=prompt,
             completion_tokens=completion,
             status=status,
-            finish_reason=seen.finish,
+            finish_reason=seen.finish[:32] if seen.finish else None,  # the column's width
             latency_ms=int((now - run.started) * 1000),
             ttft_ms=None
             if run.first_token is None
@@ -321,7 +335,8 @@ class ProxyService:
         )
         if run.admitted.price.cost(prompt, completion) > run.hold.amount:
             log.warning(
-                "request %s: upstream usage (%d + %d tokens) exceeds the hold; charged the hold",
+                "request %s: upstream usage (%d + %d tokens) exceeds the hold; the excess is "
+                "charged up to the account's balance",
                 run.request_id,
                 prompt,
                 completion,
@@ -340,6 +355,21 @@ class ProxyService:
             await asyncio.gather(*self._settling, return_exceptions=True)
 
 
+def _payload(body: bytes) -> JSON:
+    """The body as the upstream gets it, parsed once before admission. Strict JSON (RFC 8259):
+    NaN, Infinity or a number out of float range anywhere is a 400, never a failure later."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({exc}). The body must be "
+            "valid JSON: NaN, Infinity and numbers out of range are not allowed."
+        ) from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return payload
+
+
 def _observe(seen: Seen, item: JSON) -> bool:
     """Count one stream event into `seen`; False for an event without choices (usage only)."""
     usage = _usage(item.get("usage"))
@@ -353,14 +383,31 @@ def _observe(seen: Seen, item: JSON) -> bool:
         if text:
             seen.pieces += 1
             seen.chars += len(text)
-        seen.finish = choice.get("finish_reason") or seen.finish
+        seen.finish = _reason(choice) or seen.finish
     return True
 
 
 def _usage(value: object) -> JSON | None:
-    if isinstance(value, dict) and isinstance(value.get("completion_tokens"), int):
+    if isinstance(value, dict) and _is_count(value.get("completion_tokens")):
         return value
     return None
+
+
+MAX_COUNT = 2**31 - 1  # tokens an upstream may report for one request; more is not believed
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def _count(value: object) -> int:
+    """A token count the upstream reported; anything but a sane count is 0."""
+    return value if isinstance(value, int) and _is_count(value) else 0
+
+
+def _reason(choice: JSON) -> str | None:
+    reason = choice.get("finish_reason")
+    return reason if isinstance(reason, str) and reason else None
 
 
 def _choice_text(choice: JSON) -> str:

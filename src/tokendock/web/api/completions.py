@@ -29,8 +29,11 @@ async def completions(request: Request) -> Response:
         proxy_run = await deps.proxy.admit_text(key, req, await request.body(), request_id(request))
         return await proxied.respond(request, deps, proxy_run)
     service = deps.completions
-    plan = await service.plan_text(req)
-    run = await service.admit(key, plan, request_id(request))
+    run = await service.admit(key, service.plan_text(req), request_id(request))
+    try:
+        await cancel_on_disconnect(request, service.prepare(run))
+    except ClientGone:
+        return Response(status_code=499)
     stamp = Stamp.new("cmpl", req.model)
     if req.stream:
         with_usage = req.include_usage()
@@ -70,7 +73,7 @@ async def completions(request: Request) -> Response:
         created=stamp.created,
         model=stamp.model,
         choices=[(c.text, c.finish_reason) for c in choices],
-        usage=usage_dict(plan.prompt_tokens, sum(c.completion_tokens for c in choices)),
+        usage=usage_dict(run.prompt_tokens, sum(c.completion_tokens for c in choices)),
     )
     return JSONResponse(body, headers=settled_headers(run))
 

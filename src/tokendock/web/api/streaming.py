@@ -61,7 +61,7 @@ async def sse_events(
     completion_tokens = 0
     try:
         if opening:
-            for index in range(len(run.plan.jobs)):
+            for index in range(len(run.jobs)):
                 yield event(chunk(stamp, index, None, None))
         async for ev in events:
             if ev.finish_reason is None:
@@ -70,7 +70,7 @@ async def sse_events(
                 completion_tokens += ev.completion_tokens
                 yield event(chunk(stamp, ev.index, "", ev.finish_reason))
         if include_usage:
-            usage = usage_dict(run.plan.prompt_tokens, completion_tokens)
+            usage = usage_dict(run.prompt_tokens, completion_tokens)
             if run.settlement is not None:
                 # TokenDock's addition: what this request cost, in credits.
                 usage["cost"] = format_credits(run.settlement.charged)
