@@ -89,9 +89,11 @@ def create_app(settings: Settings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Holds this instance left behind when it last died are released before serving.
-        released = await ledger.release_stale(owner=ledger.owner)
+        released = await ledger.release_stale(owner=ledger.instance)
         if released:
             log.warning("released %d credit holds left by a previous crash", released)
+        # This process's holds stay alive while their requests run; see billing/ledger.py.
+        keeping = asyncio.create_task(ledger.keep_alive())
         # Models load in the background: /health answers at once, /ready once they are loaded.
         loading = asyncio.create_task(_load(registry, settings))
         sweeping = asyncio.create_task(_sweep(ledger, settings.sweep_seconds))
@@ -100,7 +102,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
-            for task in (loading, sweeping, following):
+            for task in (loading, sweeping, following, keeping):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -160,7 +162,7 @@ def build_limiter(settings: Settings) -> Limiter:
 
 
 async def _sweep(ledger: Ledger, every: float) -> None:
-    """Release expired holds of other processes (crashed replicas sharing the database)."""
+    """Release holds no longer renewed (of crashed replicas sharing the database)."""
     while True:
         await asyncio.sleep(every)
         try:
@@ -193,10 +195,11 @@ async def _load(registry: ModelRegistry, settings: Settings) -> None:
 
 def app_from_env() -> FastAPI:
     """For `--workers N`: each worker process builds its app from TOKENDOCK_* variables.
-    Each worker names its holds by its own pid, so workers never release each other's."""
+    Each worker's instance name ends in its pid (TOKENDOCK_INSTANCE_ID set or not), so a worker
+    starting never releases a live sibling's holds; a dead worker's are swept past their TTL."""
     settings = Settings()
     configure_logging(settings.log_level, settings.log_format)
-    if settings.workers > 1 and settings.instance_id is None:
+    if settings.workers > 1:
         instance = f"{settings.instance_name()}:{os.getpid()}"
         settings = settings.model_copy(update={"instance_id": instance})
     return create_app(settings)

@@ -58,12 +58,17 @@ class Settings(BaseSettings):
     instance_id: str | None = Field(
         None,
         description="Names this process's credit holds, released at its next start after a "
-        "crash (default: HOSTNAME:PORT).",
+        "crash; unique per replica (default: HOSTNAME:PORT; with --workers, + :PID).",
     )
     hold_ttl_seconds: float = Field(
-        3600, gt=0, description="Holds of other (crashed) processes are released after this."
+        30,
+        gt=0,
+        description="A running request's credit hold is renewed every third of this; holds "
+        "not renewed for this long (their process is gone) are released by a sweep.",
     )
-    sweep_seconds: float = Field(60, gt=0, description="How often expired holds are swept.")
+    sweep_seconds: float = Field(
+        10, gt=0, description="How often holds past their TTL are swept (released)."
+    )
     key_cache_seconds: float = Field(
         1.0, ge=0, description="API key lookups are cached this long (revocation delay)."
     )

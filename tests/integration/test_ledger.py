@@ -134,16 +134,17 @@ async def test_a_hold_settles_exactly_once_under_20_concurrent_settlers(db: Db) 
     assert await db.ledger.balance(account) == start - charge
 
 
-async def test_capture_is_capped_at_the_hold(db: Db) -> None:
+async def test_a_charge_above_the_hold_captures_it_and_debits_the_excess(db: Db) -> None:
+    # (More in test_ledger_overage.py: the balance or the key's limit short, late charges.)
     start = 10_000
     account = await new_account(db, balance=start)
     key = await new_key(db, account)
     hold = await db.ledger.hold(account, key, 1_000, "req-1")
     result = await db.ledger.settle(hold, 5_000, usage())
-    assert result == Settlement(charged=1_000, balance=start - 1_000)
-    assert await db.ledger.balance(account) == start - 1_000
-    assert await spent(db, account, key) == 1_000
-    assert (await db.store.usage(account, 1))[0]["cost"] == 1_000
+    assert result == Settlement(charged=5_000, balance=start - 5_000)
+    assert await db.ledger.balance(account) == start - 5_000
+    assert await spent(db, account, key) == 5_000
+    assert (await db.store.usage(account, 1))[0]["cost"] == 5_000
     await assert_consistent(db)
 
 
@@ -224,30 +225,38 @@ async def test_release_stale_of_an_owner_releases_all_its_open_holds(db: Db) -> 
     assert await spent(db, account, key) == 200 + 7_000
     open_ids = await scalar_list(db, select(holds.c.id).where(holds.c.status == "open"))
     assert open_ids == [theirs.id]
-    assert [await db.ledger.settle(h, 0, None) for h in mine] == [None] * 3  # already settled
+    # Released (swept): settling one now charges nothing more (late, at 0), and only once.
+    balance = start - 200 - 7_000
+    assert [await db.ledger.settle(h, 0, None) for h in mine] == [
+        Settlement(charged=0, balance=balance, late=True)
+    ] * 3
+    assert [await db.ledger.settle(h, 0, None) for h in mine] == [None] * 3
     assert await db.ledger.release_stale(owner=OWNER) == 0  # nothing left: idempotent
     await assert_consistent(db)
 
 
-async def test_release_stale_sweep_takes_only_expired_holds_of_other_owners(db: Db) -> None:
+async def test_release_stale_sweep_takes_only_expired_holds_not_running_here(db: Db) -> None:
     start = 1_000_000
     account = await new_account(db, balance=start)
     crashed = db.other_ledger("crashed-process", timedelta(seconds=-1))  # already expired
     alive = db.other_ledger("live-process", timedelta(hours=1))  # not expired
-    me_expired = db.other_ledger(OWNER, timedelta(seconds=-1))  # expired, but ours
+    late = db.other_ledger(OWNER, timedelta(seconds=-1))  # expired: its renewal is late
     expired = [await crashed.hold(account, None, 1_000, f"c{i}") for i in range(4)]
     live = await alive.hold(account, None, 10_000, "l")
-    own = await me_expired.hold(account, None, 100_000, "o")
+    running = await late.hold(account, None, 100_000, "o")
     own_live = await db.ledger.hold(account, None, 200_000, "ol")
     assert await db.ledger.balance(account) == start - 4_000 - 10_000 - 100_000 - 200_000
 
-    assert await db.ledger.release_stale() == 4
-
+    # The process whose renewal is late never sweeps its own running request's hold...
+    assert await late.release_stale() == 4
+    assert await late.release_stale() == 0
     assert await db.ledger.balance(account) == start - 10_000 - 100_000 - 200_000
     open_ids = await scalar_list(db, select(holds.c.id).where(holds.c.status == "open"))
-    assert sorted(open_ids) == sorted([live.id, own.id, own_live.id])
+    assert sorted(open_ids) == sorted([live.id, running.id, own_live.id])
     assert all(h.id not in open_ids for h in expired)
-    assert await db.ledger.release_stale() == 0
+    # ...another process's sweeper does (it cannot tell a late renewal from a dead process).
+    assert await db.ledger.release_stale() == 1
+    assert await db.ledger.balance(account) == start - 10_000 - 200_000
     await assert_consistent(db)
 
 

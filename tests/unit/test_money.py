@@ -4,7 +4,13 @@ from decimal import Decimal
 
 import pytest
 
-from tokendock.billing.money import MICRO, AmountError, format_credits, parse_credits
+from tokendock.billing.money import (
+    MAX_AMOUNT,
+    MICRO,
+    AmountError,
+    format_credits,
+    parse_credits,
+)
 
 # --- parse_credits: exact amounts -----------------------------------------------------------
 
@@ -25,8 +31,9 @@ from tokendock.billing.money import MICRO, AmountError, format_credits, parse_cr
         ("123456.789012", 123_456_789_012),
         ("1e-6", 1),
         ("1E+2", 100 * MICRO),
-        # The largest amount a BIGINT column holds, to the micro-credit.
-        ("9223372036854.775807", 2**63 - 1),
+        # The largest amount accepted (MAX_AMOUNT), to the micro-credit.
+        ("1000000000", MAX_AMOUNT),
+        ("999999999.999999", MAX_AMOUNT - 1),
     ],
 )
 def test_parse_credits_is_exact(text: str, micro: int) -> None:
@@ -84,6 +91,22 @@ def test_parse_credits_refuses_garbage(text: str) -> None:
         parse_credits(text)
 
 
+@pytest.mark.parametrize(
+    "text", ["1000000000.000001", "9223372036854.775807", "9223372036855", "1e30", "1e999999"]
+)
+def test_parse_credits_refuses_amounts_above_the_maximum(text: str) -> None:
+    # Above 10^9 credits (10^15 micro-credits): a BIGINT would still hold some of these, but a
+    # sum of them would not (a balance past 2^63 became a SQLite REAL and broke verify).
+    with pytest.raises(AmountError, match=r"at most 1000000000\.000000 credits"):
+        parse_credits(text)
+
+
+def test_amount_error_names_the_field() -> None:
+    with pytest.raises(AmountError, match=r"^amount: at most") as caught:
+        parse_credits("1e12", "amount")
+    assert caught.value.field == "amount"
+
+
 def test_amount_error_is_a_value_error() -> None:
     # Callers (the CLI, settings validation) may catch ValueError generically.
     assert issubclass(AmountError, ValueError)
@@ -135,7 +158,7 @@ def test_format_credits(micro: int, text: str) -> None:
     assert format_credits(micro) == text
 
 
-ROUND_TRIP = [0, 1, 7, 999_999, MICRO, MICRO + 1, 12_500_000, 10**15 + 3, 2**63 - 1]
+ROUND_TRIP = [0, 1, 7, 999_999, MICRO, MICRO + 1, 12_500_000, 10**15 - 3, MAX_AMOUNT]
 
 
 @pytest.mark.parametrize("micro", ROUND_TRIP)

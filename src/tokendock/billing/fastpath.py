@@ -8,8 +8,11 @@ transaction in one call, with the same statements and guards as the ledger's doc
 
 - SQLite (`fastpath_sqlite`): one writer thread owning a plain `sqlite3` connection runs each
   transaction as one job (several queued jobs share one COMMIT, each in its own SAVEPOINT).
-- PostgreSQL (`fastpath_pg`): plpgsql functions `td_hold` / `td_settle` (migration 0003) called
-  through an asyncpg pool; each is one round trip and one autocommit transaction.
+- PostgreSQL (`fastpath_pg`): plpgsql functions `td_hold` (migration 0003) / `td_settle`
+  (migration 0007) called through an asyncpg pool; each is one round trip and one autocommit
+  transaction.
+
+`renew` (every third of the hold TTL, not per request) is one UPDATE of this process's open holds.
 
 Refusals (no credit, spend limit, already settled) come back as values, not exceptions: they
 are part of the normal flow and cheaper that way. `Ledger` turns them into its exceptions.
@@ -30,6 +33,15 @@ if TYPE_CHECKING:
 HELD = 0
 NO_CREDIT = 1
 OVER_LIMIT = 2
+
+# Hold states (holds.status). A hold leaves OPEN exactly once: SETTLED by its request (or
+# released by its own process), or SWEPT by a sweeper because its owner stopped renewing it.
+# A SWEPT hold whose request still settles (the owner was alive after all) becomes LATE: what
+# was produced is then charged as a plain debit, at most once.
+OPEN, SETTLED, SWEPT, LATE = "open", "settled", "swept", "late"
+
+# Settlement result: (charged in total, balance after, late), or None when nothing changed.
+Settled = tuple[int, int, bool]
 
 
 class FastPath(Protocol):
@@ -53,13 +65,22 @@ class FastPath(Protocol):
         hold_id: str,
         account_id: int,
         key_id: int | None,
+        amount: int,
         charge: int,
-        refund: int,
         at: datetime,
         usage: UsageRow | None,
-    ) -> int | None:
-        """Close the open hold, refund, write capture/release entries and the usage row, in one
-        transaction: the balance after, or None when the hold was not open (nothing changed)."""
+        swept: bool = False,
+    ) -> Settled | None:
+        """In one transaction: close the open hold of `amount` (as SWEPT when `swept`), capture
+        min(charge, amount), refund the rest; a charge above the hold debits the excess up to
+        the balance and the key's spend limit (an `overage` entry). A hold found SWEPT is
+        charged `charge` the same way as a plain `late` debit, once. Writes the usage row with
+        what was charged. None when the hold was settled already (nothing changed)."""
+        ...
+
+    async def renew(self, owner: str, hold_ids: list[str], expires_at: datetime) -> int:
+        """Move `expires_at` of those of `hold_ids` that are open and `owner`'s forward, in one
+        statement; how many."""
         ...
 
     async def close(self) -> None: ...

@@ -1,4 +1,4 @@
-"""PostgreSQL hot path: `td_hold` / `td_settle` (migration 0003), one round trip each.
+"""PostgreSQL hot path: `td_hold` (migration 0003) / `td_settle` (0007), one round trip each.
 
 Each call is one autocommit transaction executed by a plpgsql function holding the ledger's
 statements: the conditional debit, the guarded `UPDATE holds … WHERE status = 'open'`, the
@@ -19,7 +19,7 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tokendock.billing.fastpath import HELD
+from tokendock.billing.fastpath import HELD, Settled
 
 if TYPE_CHECKING:
     from tokendock.billing.ledger import UsageRow
@@ -30,8 +30,11 @@ POOL_MAX = 16  # the server has two CPUs' worth of work to give; more connection
 
 HOLD = "SELECT o_status, o_balance FROM td_hold($1, $2, $3, $4, $5, $6, $7, $8)"
 SETTLE = (
-    "SELECT td_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, "
-    "$17, $18)"
+    "SELECT o_charged, o_balance, o_late FROM td_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+    "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+)
+RENEW = (
+    "UPDATE holds SET expires_at = $1 WHERE owner = $2 AND status = 'open' AND id = ANY($3::text[])"
 )
 
 
@@ -72,7 +75,7 @@ class PgFastPath:
                 if done.cancelled() or done.exception() is not None:
                     return
                 if done.result()[0] == HELD:
-                    self._spawn(self.settle(hold_id, account_id, key_id, 0, amount, at, None))
+                    self._spawn(self.settle(hold_id, account_id, key_id, amount, 0, at, None))
 
             call.add_done_callback(release)
             raise
@@ -83,21 +86,23 @@ class PgFastPath:
         hold_id: str,
         account_id: int,
         key_id: int | None,
+        amount: int,
         charge: int,
-        refund: int,
         at: datetime,
         usage: UsageRow | None,
-    ) -> int | None:
+        swept: bool = False,
+    ) -> Settled | None:
         pool = self._pool or await self._open()
         u = usage
-        call = pool.fetchval(
+        call = pool.fetchrow(
             SETTLE,
             hold_id,
             account_id,
             key_id,
+            amount,
             charge,
-            refund,
             at,
+            swept,
             u is not None,
             u and u.request_id,
             u and u.model,
@@ -112,8 +117,15 @@ class PgFastPath:
             u is not None and u.estimated,
         )
         # Shielded: a settlement that reached the server completes even if its caller is gone.
-        value = await asyncio.shield(call)
-        return None if value is None else int(value)
+        row = await asyncio.shield(call)
+        if row is None or row[1] is None:
+            return None
+        return int(row[0]), int(row[1]), bool(row[2])
+
+    async def renew(self, owner: str, hold_ids: list[str], expires_at: datetime) -> int:
+        pool = self._pool or await self._open()
+        status: str = await pool.execute(RENEW, expires_at, owner, hold_ids)  # "UPDATE <n>"
+        return int(status.rpartition(" ")[2])
 
     async def close(self) -> None:
         self._closed = True

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import queue
 import sqlite3
@@ -41,7 +42,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from tokendock.billing.fastpath import HELD, NO_CREDIT, OVER_LIMIT
+from tokendock.billing.fastpath import HELD, NO_CREDIT, OVER_LIMIT, SETTLED, SWEPT, Settled
 from tokendock.storage.db import SQLITE_DATETIME, SQLITE_PRAGMAS
 
 if TYPE_CHECKING:
@@ -70,10 +71,22 @@ INSERT_ENTRY = (
     "INSERT INTO ledger_entries (account_id, kind, amount, charged, hold_id, idempotency_key, "
     "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-CLOSE_HOLD = "UPDATE holds SET status = 'settled', captured = ? WHERE id = ? AND status = 'open'"
+INSERT_NOTE = (
+    "INSERT INTO ledger_entries (account_id, kind, amount, charged, hold_id, idempotency_key, "
+    "reference, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+CLOSE_HOLD = "UPDATE holds SET status = ?, captured = ? WHERE id = ? AND status = 'open'"
+MARK_LATE = "UPDATE holds SET status = 'late' WHERE id = ? AND status = 'swept'"
 REFUND = "UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING balance"
+DEBIT_ANY = "UPDATE accounts SET balance = balance - ? WHERE id = ? RETURNING balance"
 UNRESERVE = "UPDATE api_keys SET spent = spent - ? WHERE id = ?"
 UNRESERVE_USED = "UPDATE api_keys SET spent = spent - ?, last_used_at = ? WHERE id = ?"
+KEY_ROOM = "SELECT spend_limit - spent FROM api_keys WHERE id = ?"
+RESERVE_ANY = "UPDATE api_keys SET spent = spent + ?, last_used_at = ? WHERE id = ?"
+RENEW = (
+    "UPDATE holds SET expires_at = ? WHERE owner = ? AND status = 'open' "
+    "AND id IN (SELECT value FROM json_each(?))"
+)
 INSERT_USAGE = (
     "INSERT INTO usage_records (request_id, account_id, key_id, model, prompt_tokens, "
     'completion_tokens, cost, status, finish_reason, latency_ms, ttft_ms, "user", created_at, '
@@ -124,28 +137,65 @@ def _settle(
     hold_id: str,
     account_id: int,
     key_id: int | None,
+    amount: int,
     charge: int,
-    refund: int,
     at: datetime,
     usage: UsageRow | None,
-) -> tuple[int | None, bool]:
-    cur.execute(CLOSE_HOLD, (charge, hold_id))
-    if cur.rowcount != 1:
-        return None, True  # not open (settled by someone else): nothing was changed
-    rows = cur.execute(REFUND, (refund, account_id)).fetchall()
-    if not rows:
-        raise LookupError(f"hold {hold_id}: account {account_id} does not exist")
+    swept: bool = False,
+) -> tuple[Settled | None, bool]:
+    """The SQL of td_settle (migration 0007), statement for statement."""
     ts = at.strftime(SQLITE_DATETIME)
-    cur.execute(INSERT_ENTRY, (account_id, "capture", 0, charge, hold_id, "capture:" + hold_id, ts))
-    if refund:
+    captured = min(charge, amount)
+    cur.execute(CLOSE_HOLD, (SWEPT if swept else SETTLED, captured, hold_id))
+    if cur.rowcount == 1:
+        late = False
+        refund = amount - captured
+        want = charge - captured  # above the hold
+        rows = cur.execute(REFUND, (refund, account_id)).fetchall()
+        if not rows:
+            raise LookupError(f"hold {hold_id}: account {account_id} does not exist")
+        balance = int(rows[0][0])
         cur.execute(
-            INSERT_ENTRY, (account_id, "release", refund, 0, hold_id, "release:" + hold_id, ts)
+            INSERT_ENTRY, (account_id, "capture", 0, captured, hold_id, "capture:" + hold_id, ts)
         )
-    if key_id is not None:
-        if usage is not None:
-            cur.execute(UNRESERVE_USED, (refund, ts, key_id))
-        else:
-            cur.execute(UNRESERVE, (refund, key_id))
+        if refund:
+            cur.execute(
+                INSERT_ENTRY, (account_id, "release", refund, 0, hold_id, "release:" + hold_id, ts)
+            )
+        if key_id is not None:
+            if usage is not None:
+                cur.execute(UNRESERVE_USED, (refund, ts, key_id))
+            else:
+                cur.execute(UNRESERVE, (refund, key_id))
+    else:
+        # Not open: settled already (nothing to do), or released by a sweeper while this
+        # request still ran: then what it produced is charged now, as a plain debit, once.
+        if swept:
+            return None, True
+        cur.execute(MARK_LATE, (hold_id,))
+        if cur.rowcount != 1:
+            return None, True
+        late, captured, want = True, 0, charge
+        row = cur.execute(BALANCE, (account_id,)).fetchone()
+        balance = int(row[0]) if row else 0
+    extra = 0
+    if want > 0:
+        extra = min(want, balance)
+        if key_id is not None:
+            room = cur.execute(KEY_ROOM, (key_id,)).fetchone()
+            if room is not None and room[0] is not None:
+                extra = min(extra, max(int(room[0]), 0))
+        if extra:
+            balance = int(cur.execute(DEBIT_ANY, (extra, account_id)).fetchall()[0][0])
+            if key_id is not None:
+                cur.execute(RESERVE_ANY, (extra, ts, key_id))
+        kind = "late" if late else "overage"
+        note = f"{kind}: {want} wanted, {extra} charged, {want - extra} uncollected"
+        cur.execute(
+            INSERT_NOTE,
+            (account_id, kind, -extra, extra, hold_id, f"{kind}:{hold_id}", note, ts),
+        )
+    charged = captured + extra
     if usage is not None:
         cur.execute(
             INSERT_USAGE,
@@ -156,7 +206,7 @@ def _settle(
                 usage.model,
                 usage.prompt_tokens,
                 usage.completion_tokens,
-                charge,
+                charged,
                 usage.status,
                 usage.finish_reason,
                 usage.latency_ms,
@@ -167,7 +217,14 @@ def _settle(
                 usage.estimated,
             ),
         )
-    return int(rows[0][0]), True
+    return (charged, balance, late), True
+
+
+def _renew(
+    cur: sqlite3.Cursor, owner: str, hold_ids: list[str], expires_at: datetime
+) -> tuple[int, bool]:
+    cur.execute(RENEW, (expires_at.strftime(SQLITE_DATETIME), owner, json.dumps(hold_ids)))
+    return cur.rowcount, True
 
 
 @dataclass(slots=True)
@@ -218,7 +275,7 @@ class SqliteWriter:
         def orphan(result: tuple[int, int]) -> None:
             if result[0] == HELD:
                 self._submit_nowait(
-                    _Job(_settle, (hold_id, account_id, key_id, 0, amount, at, None), None, None)
+                    _Job(_settle, (hold_id, account_id, key_id, amount, 0, at, None), None, None)
                 )
 
         args = (hold_id, account_id, key_id, amount, request_id, owner, at, expires_at)
@@ -230,13 +287,18 @@ class SqliteWriter:
         hold_id: str,
         account_id: int,
         key_id: int | None,
+        amount: int,
         charge: int,
-        refund: int,
         at: datetime,
         usage: UsageRow | None,
-    ) -> int | None:
-        args = (hold_id, account_id, key_id, charge, refund, at, usage)
-        result: int | None = await self._submit(_settle, args, None)
+        swept: bool = False,
+    ) -> Settled | None:
+        args = (hold_id, account_id, key_id, amount, charge, at, usage, swept)
+        result: Settled | None = await self._submit(_settle, args, None)
+        return result
+
+    async def renew(self, owner: str, hold_ids: list[str], expires_at: datetime) -> int:
+        result: int = await self._submit(_renew, (owner, hold_ids, expires_at), None)
         return result
 
     async def close(self) -> None:
