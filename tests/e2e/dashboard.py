@@ -12,9 +12,21 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 class Visitor:
     """One browser-like visitor: a cookie jar, and the CSRF token of the last page it got."""
 
-    def __init__(self, base_url: str):
-        self.http = httpx.Client(base_url=base_url, follow_redirects=False, timeout=30)
+    def __init__(self, base_url: str, address: str | None = None):
+        """`address`: a loopback address to connect from (e.g. 127.0.0.2), so the server sees
+        the visitor at that client address."""
+        transport = httpx.HTTPTransport(local_address=address) if address else None
+        self.http = httpx.Client(
+            base_url=base_url, follow_redirects=False, timeout=30, transport=transport
+        )
         self.csrf = ""
+
+    def copy(self, address: str | None = None) -> Visitor:
+        """Another client holding this one's cookie and CSRF token (a stolen session)."""
+        other = Visitor(str(self.http.base_url), address)
+        other.http.cookies.update(self.http.cookies)
+        other.csrf = self.csrf
+        return other
 
     def get(self, path: str) -> httpx.Response:
         response = self.http.get(path)

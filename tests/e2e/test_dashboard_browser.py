@@ -147,10 +147,17 @@ def test_sign_up_make_a_key_use_it_see_usage_and_revoke(site: Server, page: Page
             model=MODEL, messages=[{"role": "user", "content": "Again."}], max_tokens=4
         )
 
+    copied = page.context.cookies()  # the session cookie, as a thief would copy it
     page.get_by_role("button", name="Log out").click()
     expect(page).to_have_url(re.compile(r"/login$"))
     page.goto(site.base_url + "/dashboard")
     expect(page).to_have_url(re.compile(r"/login$"))
+    thief = page.context.browser.new_context()  # type: ignore[union-attr]
+    thief.add_cookies(copied)  # type: ignore[arg-type]
+    stolen = thief.new_page()
+    stolen.goto(site.base_url + "/dashboard")
+    expect(stolen).to_have_url(re.compile(r"/login$"))  # log-out ended it for everyone
+    thief.close()
 
 
 def balance_on_overview(page: Page, site: Server) -> float:

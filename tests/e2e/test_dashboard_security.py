@@ -23,6 +23,7 @@ def site(
         "TOKENDOCK_SIGNUP_GRANT": "1",
         "TOKENDOCK_KEY_CACHE_SECONDS": "0",
         "TOKENDOCK_BOOTSTRAP_PASSWORD": ADMIN_PASSWORD,
+        "TOKENDOCK_SIGNUPS_PER_HOUR_PER_ADDRESS": "0",  # every visitor here is 127.0.0.1
     }
     srv = start_server(tmp_path_factory.mktemp(f"dash-{request.param}"), env, backend=request.param)
     yield srv

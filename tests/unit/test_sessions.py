@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 
+import orjson
 from starlette.responses import Response
 
 from tokendock.security.sessions import Session, sign, verify
@@ -39,3 +43,21 @@ def test_cookie_flags() -> None:
         flags = {p.strip().lower() for p in response.headers["set-cookie"].split(";")[1:]}
         assert {"httponly", "samesite=lax", "path=/", "max-age=3600"} <= flags
         assert ("secure" in flags) is secure
+
+
+def test_a_signed_in_session_names_a_live_session_by_an_id_kept_only_as_a_digest() -> None:
+    session = Session.new(7)
+    assert session.sid and session.digest != session.sid and len(session.digest) == 64
+    assert Session.new().sid == ""  # anonymous: nothing to look up
+
+
+def test_cookies_of_the_old_three_field_format_or_with_a_mismatched_id_are_rejected() -> None:
+    def signed(fields: list[object]) -> str:
+        payload = base64.urlsafe_b64encode(orjson.dumps(fields)).rstrip(b"=").decode()
+        mac = hmac.new(SECRET, payload.encode(), hashlib.sha256).digest()
+        return payload + "." + base64.urlsafe_b64encode(mac).rstrip(b"=").decode()
+
+    now = int(time.time())
+    for fields in ([7, "t", now], [7, "t", now, ""], [0, "t", now, "sid"], [7, "t", now, 5]):
+        assert verify(signed(fields), SECRET, max_age=60) is None, fields
+    assert verify(signed([7, "t", now, "sid"]), SECRET, max_age=60) == Session(7, "t", now, "sid")

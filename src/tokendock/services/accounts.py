@@ -18,7 +18,9 @@ from tokendock.billing.ledger import Ledger
 from tokendock.errors import InvalidAPIKey, InvalidRequest, NotFound, Unauthorized
 from tokendock.security import keys
 from tokendock.security.passwords import hash_password, verify_password
+from tokendock.services.sessions import SessionBook
 from tokendock.storage.accounts import AccountRow, AccountStore, KeyRow
+from tokendock.storage.sessions import SessionStore, ThrottleStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,17 @@ class NewKey:
 
 
 PLAYGROUND = "Playground"
+MAX_EMAIL = 254  # RFC 5321's longest usable address; checked before anything is stored
+MAX_PASSWORD = 256  # argon2 hashes whatever it is given: a megabyte costs real CPU
+
+
+def too_long(email: str, password: str) -> str | None:
+    """Why an email or password is refused before any work, or None."""
+    if len(email) > MAX_EMAIL:
+        return f"Use an email address of at most {MAX_EMAIL} characters."
+    if len(password) > MAX_PASSWORD:
+        return f"Use a password of at most {MAX_PASSWORD} characters."
+    return None
 
 
 class AccountService:
@@ -37,11 +50,16 @@ class AccountService:
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, KeyRow | None]] = {}
         self._lookups: dict[str, asyncio.Future[KeyRow | None]] = {}
+        self.sessions = SessionBook(SessionStore(store.engine))
+        self.throttle_events = ThrottleStore(store.engine)
 
     async def create_account(
         self, email: str, password: str, *, is_admin: bool = False, grant: int = 0
     ) -> int:
         email = email.strip().lower()
+        problem = too_long(email, password)
+        if problem is not None:
+            raise InvalidRequest(problem, param="email" if len(email) > MAX_EMAIL else "password")
         if "@" not in email:
             raise InvalidRequest(f"'{email}' is not an email address.", param="email")
         try:
@@ -62,12 +80,27 @@ class AccountService:
     async def login(self, email: str, password: str) -> AccountRow | None:
         """The account, or None — the same answer, after the same work, whether the email is
         unknown, the password wrong or the account disabled (argon2 runs off the event loop)."""
+        if too_long(email.strip(), password) is not None:
+            return None  # refused before any work; says nothing about the account
         account = await self.store.account_by_email(email.strip().lower())
         stored = account.password_hash if account is not None else None
         ok = await asyncio.to_thread(verify_password, stored, password)
         if not ok or account is None or account.disabled:
             return None
         return account
+
+    async def change_password(self, account_id: int, current: str, new: str) -> bool:
+        """Set a new password if `current` is right (False if not), and end every session of
+        the account: whoever knew the old password is signed out everywhere."""
+        account = await self.store.account_by_id(account_id)
+        stored = account.password_hash if account is not None else None
+        if too_long("", current) is not None or too_long("", new) is not None:
+            return False
+        if account is None or not await asyncio.to_thread(verify_password, stored, current):
+            return False
+        await self.store.set_password(account_id, await asyncio.to_thread(hash_password, new))
+        await self.sessions.end_all(account_id)
+        return True
 
     async def account_id(self, email: str) -> int:
         account = await self.store.account_by_email(email.strip().lower())

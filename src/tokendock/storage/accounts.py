@@ -84,6 +84,18 @@ class AccountStore:
         self._engine = engine
         self._reader = reader(engine)
 
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    async def set_password(self, account_id: int, password_hash: str) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(accounts)
+                .where(accounts.c.id == account_id)
+                .values(password_hash=password_hash)
+            )
+
     async def count_accounts(self) -> int:
         async with self._engine.connect() as conn:
             return int(

@@ -172,3 +172,27 @@ model_settings = Table(
     Column("output_price", String(32), nullable=True),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+
+# Live dashboard sessions: the cookie names one by a random id, kept here as its SHA-256.
+# Ending a session deletes its row; a cookie without a row is anonymous (security/sessions.py).
+dashboard_sessions = Table(
+    "dashboard_sessions",
+    metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False, index=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False, index=True),
+)
+
+# Sign-ups and failed log-ins of the last hour, for the hourly caps the per-minute rate limiter
+# cannot express (services/throttle.py). `subject` and `address` are digests, never raw values.
+throttle_events = Table(
+    "throttle_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("subject", String(64), nullable=False),
+    Column("address", String(64), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False, index=True),
+)
+Index("ix_throttle_events_subject_at", throttle_events.c.subject, throttle_events.c.at)

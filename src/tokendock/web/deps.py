@@ -15,6 +15,7 @@ from tokendock.errors import InvalidRequest, Unauthorized
 from tokendock.inference.registry import ModelRegistry
 from tokendock.limits.base import Limiter
 from tokendock.observability import Metrics
+from tokendock.protocol.bounds import precheck_lists
 from tokendock.protocol.errors import from_validation_error
 from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
@@ -82,6 +83,9 @@ async def _playground(request: Request, services: Services) -> KeyRow:
     given = request.headers.get(PLAYGROUND_HEADER, "")
     if not session.account_id or not hmac.compare_digest(given.encode(), session.csrf.encode()):
         raise Unauthorized("The playground needs a signed-in dashboard session.")
+    # The cookie is only signed; the session must still be live (not logged out or ended).
+    if await services.accounts.sessions.account(session) is None:
+        raise Unauthorized("This dashboard session has ended. Log in again.")
     key = await services.accounts.playground_key(session.account_id)
     if key.account_disabled:
         raise Unauthorized("This account is disabled.")
@@ -106,6 +110,9 @@ async def parse_body(request: Request, schema: type[M]) -> M:
             record.prompt = body[:8192].decode("utf-8", "replace")
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
+    lists: dict[str, int] | None = getattr(schema, "list_bounds", None)
+    if lists:
+        precheck_lists(body, lists)
     try:
         return schema.model_validate_json(body, strict=True)
     except ValidationError as exc:

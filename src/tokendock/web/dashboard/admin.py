@@ -1,6 +1,6 @@
 """Operator pages (admin accounts only; anyone else gets a 403): accounts — search, disable,
-grant credits with a reason —, redemption codes in bulk, the models and their prices, and the
-requests that recently failed."""
+sign out everywhere, grant credits with a reason —, redemption codes in bulk, the models and
+their prices, and the requests that recently failed."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tokendock.billing.money import AmountError, format_credits, parse_credits
+from tokendock.billing.money import MAX_AMOUNT, AmountError, format_credits, parse_credits
+from tokendock.billing.pricing import Price
 from tokendock.catalog import PriceSpec
 from tokendock.errors import TokenDockError
 from tokendock.security.sessions import Session
@@ -87,7 +88,7 @@ async def grant(request: Request, account_id: int) -> Response:
     services, session, admin, fields = found
     reason = fields.get("reason", "").strip()[:200]
     try:
-        amount = parse_credits(fields.get("amount", ""))
+        amount = parse_credits(fields.get("amount", ""), "amount")
         if amount == 0 or not reason:
             raise AmountError("Give a non-zero amount and a reason.")
         target = await services.accounts.store.account_by_id(account_id)
@@ -134,7 +135,28 @@ async def _set_disabled(request: Request, account_id: int, disabled: bool) -> Re
         )
     await services.admin.set_disabled(account_id, disabled)
     services.accounts.forget_keys()  # keys of a disabled account stop working at once
+    if disabled:  # its sessions end too, so enabling it again revives none of them
+        await services.accounts.sessions.end_all(account_id)
     return redirect("/admin")
+
+
+@router.post("/admin/accounts/{account_id}/sessions/end")
+async def sign_out_everywhere(request: Request, account_id: int) -> Response:
+    found = await posted(request, _admin)
+    if isinstance(found, Response):
+        return found
+    services, session, admin, _ = found
+    target = await services.accounts.store.account_by_id(account_id)
+    if target is None:
+        return await _page(request, services, session, admin, status=404, error="No such account.")
+    ended = await services.accounts.sessions.end_all(account_id)
+    if account_id == admin.id:  # the admin's own sessions, this one included
+        response = redirect("/login")
+        request.app.state.sessions.clear(response)
+        return response
+    return await _page(
+        request, services, session, admin, notice=f"{target.email}: {ended} session(s) ended."
+    )
 
 
 @router.post("/admin/codes")
@@ -144,7 +166,7 @@ async def create_codes(request: Request) -> Response:
         return found
     services, session, admin, fields = found
     try:
-        amount = parse_credits(fields.get("amount", ""))
+        amount = parse_credits(fields.get("amount", ""), "amount")
         count = int(fields.get("count", "1"))
         if amount <= 0 or not 1 <= count <= MAX_CODES:
             raise ValueError(f"Give a positive amount and 1–{MAX_CODES} codes.")
@@ -163,14 +185,16 @@ async def save_model(request: Request, model_id: str) -> Response:
     try:
         services.models.spec(model_id)
         price = PriceSpec(input=fields.get("input", ""), output=fields.get("output", ""))
-    except (TokenDockError, ValidationError):
+        Price.parse(price.input, price.output)  # at most money.MAX_AMOUNT each
+    except (TokenDockError, ValidationError, AmountError):
         return await _page(
             request,
             services,
             session,
             admin,
             status=400,
-            error="Prices are credits per million tokens: numbers ≥ 0 with at most 6 decimals.",
+            error="Prices are credits per million tokens: numbers ≥ 0 with at most 6 decimals, "
+            f"at most {format_credits(MAX_AMOUNT)}.",
         )
     setting = ModelSetting(
         enabled=fields.get("enabled") == "on",

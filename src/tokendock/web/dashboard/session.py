@@ -43,6 +43,10 @@ class Sessions:
         self._max_age = max_age
         self._secure = secure
 
+    @property
+    def lifetime(self) -> float:
+        return self._max_age
+
     def of(self, request: Request) -> Session:
         """The visitor's session (a new anonymous one when the cookie is missing or bad)."""
         cached = request.scope.get("tokendock.session")
@@ -70,10 +74,25 @@ class Sessions:
         response.delete_cookie(COOKIE, path="/", httponly=True, samesite="lax", secure=self._secure)
 
 
+MAX_FORM = 64 * 1024  # the largest dashboard form is a few hundred bytes
+
+
 async def form(request: Request) -> dict[str, str]:
-    """An urlencoded form's fields (the last value of each)."""
-    body = (await request.body()).decode("utf-8", "replace")
-    return {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+    """An urlencoded form's fields (the last value of each); none when the body is larger than
+    MAX_FORM (so its CSRF check fails), read no further than that."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_FORM:
+        return {}
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_FORM:
+            return {}
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # later request.body() calls see the same bytes
+    text = body.decode("utf-8", "replace")
+    return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
 
 
 def csrf_ok(fields: dict[str, str], session: Session) -> bool:

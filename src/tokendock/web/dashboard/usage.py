@@ -18,11 +18,18 @@ from tokendock.web.dashboard.views import render, signed_in
 
 router = APIRouter(include_in_schema=False)
 DEFAULT_DAYS = 30
+MAX_DAYS = 366  # one view, one CSV file: at most a year of days
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)  # dates outside are refused
+WEEKLY_AFTER = 92  # longer ranges are charted per week: at most 53 bars
 CHART_W, CHART_H = 640, 160
 
 
 @dataclass(frozen=True, slots=True)
 class Filters:
+    """The page's dates and key. Bad or out-of-range dates are a message and a 400 with the
+    default view; a range longer than MAX_DAYS is a message and a 400 with the MAX_DAYS ending
+    at `to`. So a view never spans more than MAX_DAYS days, whatever the query string says."""
+
     start: date
     end: date
     key_id: int | None
@@ -32,21 +39,22 @@ class Filters:
     def of(cls, request: Request) -> Filters:
         today = datetime.now(UTC).date()
         params = request.query_params
-        problem = None
+        default = (today - timedelta(days=DEFAULT_DAYS - 1), today)
         try:
-            end = date.fromisoformat(params["to"]) if params.get("to") else today
-            start = (
-                date.fromisoformat(params["from"])
-                if params.get("from")
-                else end - timedelta(days=DEFAULT_DAYS - 1)
-            )
             key_id = int(params["key"]) if params.get("key") else None
+            end = date.fromisoformat(params["to"]) if params.get("to") else today
+            first = date.fromisoformat(params["from"]) if params.get("from") else None
         except ValueError:
-            problem = "Dates are YYYY-MM-DD and the key must be one of yours."
-            end, start, key_id = today, today - timedelta(days=DEFAULT_DAYS - 1), None
+            return cls(*default, None, "Dates are YYYY-MM-DD and the key must be one of yours.")
+        if not all(FIRST_DAY <= d <= LAST_DAY for d in (end, first or end)):
+            return cls(*default, key_id, f"Dates are between {FIRST_DAY} and {LAST_DAY}.")
+        start = first if first is not None else end - timedelta(days=DEFAULT_DAYS - 1)
         if start > end:
             start, end = end, start
-        return cls(start, end, key_id, problem)
+        if (end - start).days >= MAX_DAYS:
+            start = end - timedelta(days=MAX_DAYS - 1)
+            return cls(start, end, key_id, f"Show at most {MAX_DAYS} days at a time.")
+        return cls(start, end, key_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,18 +67,23 @@ class Bar:
 
 
 def chart(lines: list[UsageLine], start: date, end: date) -> list[Bar]:
-    """Cost per day as SVG bars (attributes only: the page's CSP forbids inline styles)."""
+    """Cost per day — or per week beyond WEEKLY_AFTER days — as SVG bars (attributes only: the
+    page's CSP forbids inline styles). At most MAX_DAYS / 7 + 1 bars for the longest view."""
     days = (end - start).days + 1
-    cost = {start + timedelta(days=i): 0 for i in range(days)}
+    step = 7 if days > WEEKLY_AFTER else 1
+    count = (days + step - 1) // step
+    cost = [0] * count
     for line in lines:
-        if line.day in cost:
-            cost[line.day] += line.cost
-    top = max(cost.values(), default=0) or 1
-    width = max(1, CHART_W // max(days, 1))
+        if start <= line.day <= end:
+            cost[(line.day - start).days // step] += line.cost
+    top = max(cost, default=0) or 1
+    width = max(1, CHART_W // max(count, 1))
     bars = []
-    for i, (day, value) in enumerate(sorted(cost.items())):
+    for i, value in enumerate(cost):
         height = round(CHART_H * value / top)
-        label = f"{day.isoformat()}: {format_credits(value)} credits"
+        first = start + timedelta(days=i * step)
+        when = first.isoformat() if step == 1 else f"week of {first.isoformat()}"
+        label = f"{when}: {format_credits(value)} credits"
         bars.append(Bar(i * width, CHART_H - height, max(1, width - 2), height, label))
     return bars
 
@@ -106,6 +119,7 @@ async def usage_page(request: Request) -> Response:
         filters=filters,
         key_id=key_id,
         bars=chart(lines, filters.start, filters.end),
+        per_week=(filters.end - filters.start).days + 1 > WEEKLY_AFTER,
         chart_w=CHART_W,
         chart_h=CHART_H,
         error=filters.problem,
@@ -120,6 +134,9 @@ async def usage_csv(request: Request) -> Response:
     services, _, account = found
     keys = {k.id for k in await services.accounts.store.list_keys(account.id)}
     filters = Filters.of(request)
+    if filters.problem:
+        headers = {"cache-control": "no-store"}
+        return Response(filters.problem, status_code=400, media_type="text/plain", headers=headers)
     key_id = filters.key_id if filters.key_id in keys else None
     lines = await services.history.usage_lines(
         account.id, start=filters.start, end=filters.end, key_id=key_id

@@ -70,17 +70,36 @@ def refused(request: Request, session: Session) -> Response:
 
 
 async def signed_in(request: Request) -> tuple[Services, Session, AccountRow] | Response:
-    """The services, session and account of a signed-in visitor, or a redirect to /login."""
+    """The services, session and account of a signed-in visitor, or a redirect to /login (and
+    the cookie cleared) when the session is anonymous, ended, expired or its account disabled."""
     services = services_of(request)
     session = sessions_of(request).of(request)
     if not session.account_id:
         return redirect("/login")
-    account = await services.accounts.store.account_by_id(session.account_id)
-    if account is None or account.disabled:
+    account = await services.accounts.sessions.account(session)
+    if account is None:
         response = redirect("/login")
         sessions_of(request).clear(response)
         return response
     return services, session, account
+
+
+async def visitor(request: Request) -> Session:
+    """The visitor's session if it is live, else a fresh anonymous one (for log-in forms)."""
+    session = sessions_of(request).of(request)
+    if session.account_id and await services_of(request).accounts.sessions.account(session):
+        return session
+    if session.account_id:
+        session = Session.new()
+        request.scope["tokendock.session"] = session
+    return session
+
+
+async def sign_in(request: Request, response: Response, account_id: int) -> None:
+    """Start a new live session (and CSRF token) for the account, in the response's cookie."""
+    sessions = sessions_of(request)
+    book = services_of(request).accounts.sessions
+    sessions.save(response, await book.start(account_id, sessions.lifetime))
 
 
 Gate = Callable[[Request], Awaitable[tuple[Services, Session, AccountRow] | Response]]
