@@ -41,6 +41,7 @@ from tokendock.web.dashboard import admin, pages, playground, reference, usage
 from tokendock.web.dashboard.session import Sessions, load_secret
 from tokendock.web.deps import Services
 from tokendock.web.middleware import RequestContextMiddleware
+from tokendock.web.shutdown import Shutdown, ShutdownMiddleware
 
 log = logging.getLogger("tokendock")
 
@@ -86,8 +87,11 @@ def create_app(settings: Settings) -> FastAPI:
         directory=directory,
     )
 
+    shutdown = Shutdown(settings.shutdown_grace_seconds)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        unwatch = shutdown.watch_signals()  # SIGTERM: in-flight requests get the grace period
         # Holds this instance left behind when it last died are released before serving.
         released = await ledger.release_stale(owner=ledger.instance)
         if released:
@@ -108,6 +112,12 @@ def create_app(settings: Settings) -> FastAPI:
                     await task
             await completions_service.drain()
             await proxy_service.drain()
+            unwatch()
+            # Every request has settled by now; a hold still open here lost its settlement
+            # (e.g. the server's own deadline cancelled it): released now, not at next start.
+            with contextlib.suppress(Exception):
+                if leftover := await ledger.release_stale(owner=ledger.owner):
+                    log.warning("released %d credit holds still open at shutdown", leftover)
             await ledger.close()
             await registry.close()
             await limiter.close()
@@ -133,6 +143,7 @@ def create_app(settings: Settings) -> FastAPI:
     for api in (health.router, metrics_api.router, models.router, account.router, *dashboard):
         app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    app.add_middleware(ShutdownMiddleware, shutdown=shutdown)  # inside: errors get request ids
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
     )

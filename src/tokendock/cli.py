@@ -12,6 +12,8 @@ tokendock credits grant EMAIL CREDITS   --reference REF   (idempotent per refere
 tokendock codes create CREDITS          [--count N]
 tokendock usage                         [--account EMAIL] [--limit N]
 tokendock ledger verify                 exit 1 unless every balance = Σ its ledger entries
+tokendock backup DEST                   [--force]   online copy (SQLite file / pg_dump -Fc)
+tokendock restore SRC                   [--force]   into the (empty) database, then verify
 tokendock limits set (--account EMAIL | --key KEY_ID) [--rpm N] [--tpm N] [--concurrent N]
                                         [--tier NAME]   (0 = unlimited)
 """
@@ -21,14 +23,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from tokendock.billing.ledger import Ledger
@@ -39,9 +44,12 @@ from tokendock.errors import TokenDockError
 from tokendock.inference.model_files import ModelFileError, resolve_gguf
 from tokendock.observability import configure_logging
 from tokendock.services.accounts import AccountService
+from tokendock.storage import backup as backup_store
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.db import create_engine
 from tokendock.storage.migrate import upgrade
+
+SETTLE_SECONDS = 15  # after the grace period: for cut requests to settle before uvicorn cancels
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -117,6 +125,15 @@ def _parser() -> argparse.ArgumentParser:
         dest="sub", required=True
     )
     ledger.add_parser("verify", parents=[common], help="prove balance = Σ entries")
+
+    backup = sub.add_parser("backup", parents=[common], help="online backup of the database")
+    backup.add_argument("dest", type=Path, help="backup file to write")
+    backup.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    restore = sub.add_parser("restore", parents=[common], help="restore a backup, then verify")
+    restore.add_argument("src", type=Path, help="a file written by `tokendock backup`")
+    restore.add_argument(
+        "--force", action="store_true", help="replace a database that is not empty"
+    )
     return parser
 
 
@@ -136,12 +153,22 @@ def main(argv: list[str] | None = None) -> int:
             return _fetch(settings)
         if command == "models list":
             return _list(settings)
+        if command == "backup":
+            url = settings.database_url_or_default()
+            backup_store.backup(url, args.dest, force=args.force)
+            print(f"backup of {backup_store.backend(url)} database written to {args.dest}")
+            return 0
+        if command == "restore":
+            return _restore(settings, args.src, force=args.force)
         return _run_admin(command, args, settings)
     except (CatalogError, ModelFileError, AmountError) as exc:
         print(f"tokendock: {exc}", file=sys.stderr)
         return 2
     except TokenDockError as exc:
         print(f"tokendock: {exc.message}", file=sys.stderr)
+        return 1
+    except backup_store.BackupError as exc:
+        print(f"tokendock: {exc}", file=sys.stderr)
         return 1
 
 
@@ -299,8 +326,14 @@ def _serve(settings: Settings) -> int:
         "http": "httptools",
         "log_level": settings.log_level,
         "access_log": False,
-        "timeout_graceful_shutdown": 5,
+        # The application ends requests at the grace deadline and settles them (web/shutdown.py);
+        # uvicorn's own deadline, later, is the backstop that cancels whatever is left.
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_grace_seconds) + SETTLE_SECONDS,
     }
+    # uvicorn re-raises SIGTERM / SIGINT after its graceful shutdown, with the handlers it found:
+    # found this one, the process exits 0 (a supervisor sees a clean stop, not a kill).
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_cleanly)
     if settings.workers > 1:
         # Metrics from every worker, aggregated at /metrics: a fresh directory per start.
         metrics_dir = tempfile.mkdtemp(prefix="tokendock-metrics-")
@@ -320,13 +353,54 @@ def _serve(settings: Settings) -> int:
     return 0
 
 
+def _restore(settings: Settings, src: Path, *, force: bool) -> int:
+    """Refuses a database that has tables unless forced; afterwards migrates, releases the
+    holds of requests that were in flight at backup time, and verifies the ledger."""
+    url = settings.database_url_or_default()
+    backup_store.check_kind(url, src)  # a clear error before touching the database
+
+    async def occupied() -> bool:
+        engine = create_engine(url)
+        try:
+            return await backup_store.has_tables(engine)
+        finally:
+            await engine.dispose()
+
+    if asyncio.run(occupied()) and not force:
+        print(
+            "tokendock: the database is not empty; restore into a new database, or pass --force "
+            "to replace its contents (stop every server using it first)",
+            file=sys.stderr,
+        )
+        return 1
+    backup_store.restore(url, src, clean=force)
+    upgrade(url)
+
+    async def work(svc: AccountService) -> int:
+        released = 0
+        for owner in await backup_store.open_hold_owners(svc.store.engine):
+            released += await svc.ledger.release_stale(owner=owner)
+        problems = await svc.ledger.verify()
+        for p in problems:
+            print(p)
+        print(f"restored {src}; released {released} hold(s) of requests in flight at backup time")
+        print("ledger OK" if not problems else f"{len(problems)} problem(s)")
+        return 1 if problems else 0
+
+    return _with_service(settings, work)
+
+
+def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
 def _bootstrap(settings: Settings) -> None:
     """First start on an empty database: an admin with a starting grant, and one key."""
     password = settings.bootstrap_password or secrets.token_urlsafe(12)
 
     async def work(svc: AccountService) -> int:
         key = await svc.bootstrap(
-            settings.bootstrap_email, password, parse_credits(settings.bootstrap_grant)
+            settings.bootstrap_email, password, parse_credits(settings.bootstrap_grant, "grant")
         )
         if key is not None:
             print(
