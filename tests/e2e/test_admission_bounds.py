@@ -74,7 +74,7 @@ def test_zero_credit_is_refused_before_the_tokenizer(server: Server, broke: dict
         (TEXT, {"model": MODEL, "prompt": ["hello there"] * 100, "max_tokens": 1}),
     ]:
         error = error_of(post(server, path, body, broke), 402, None)
-        assert error["code"] == "insufficient_quota"
+        assert error["code"] == "insufficient_credit_balance"
     assert tokenizer_calls(server) == before
 
 

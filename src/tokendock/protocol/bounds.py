@@ -24,9 +24,13 @@ middleware, before it is parsed.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
+import orjson
 from pydantic import Field
+
+from tokendock.errors import InvalidRequest
 
 MAX_MESSAGES = 2048
 MAX_CONTENT_PARTS = 256
@@ -57,3 +61,27 @@ def utf8_len(text: str) -> int:
     if text.isascii():
         return len(text)
     return len(text.encode("utf-8", "surrogatepass"))
+
+
+# Bodies larger than this get their list lengths counted before validation: orjson builds the
+# lists in C in a few milliseconds, where validating 100,000 union-typed items costs far more.
+PRECHECK_BYTES = 64 * 1024
+
+
+def precheck_lists(body: bytes, lists: Mapping[str, int]) -> None:
+    """A 400 for a top-level list field longer than its bound, before full validation. Bodies
+    that are not a JSON object are left to the schema's own error."""
+    if len(body) <= PRECHECK_BYTES:
+        return
+    try:
+        obj = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return
+    if not isinstance(obj, dict):
+        return
+    for name, limit in lists.items():
+        value = obj.get(name)
+        if isinstance(value, list) and len(value) > limit:
+            raise InvalidRequest(
+                f"Invalid '{name}': {len(value)} items; at most {limit} are allowed.", param=name
+            )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
@@ -21,6 +21,8 @@ TokenIds = list[Annotated[int, Field(ge=0)]]
 
 
 class CompletionRequest(SamplingFields):
+    list_bounds: ClassVar[dict[str, int]] = {"prompt": MAX_PROMPTS}
+
     # Counts are checked in check_bounds(): a union's length error would name a wrong branch.
     prompt: str | list[str] | TokenIds | list[TokenIds]
     max_tokens: Annotated[int, Field(ge=0)] = 16

@@ -15,6 +15,7 @@ from tokendock.errors import InvalidRequest, Unauthorized
 from tokendock.inference.registry import ModelRegistry
 from tokendock.limits.base import Limiter
 from tokendock.observability import Metrics
+from tokendock.protocol.bounds import precheck_lists
 from tokendock.protocol.errors import from_validation_error
 from tokendock.services.accounts import AccountService
 from tokendock.services.completions import CompletionService
@@ -109,6 +110,9 @@ async def parse_body(request: Request, schema: type[M]) -> M:
             record.prompt = body[:8192].decode("utf-8", "replace")
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
+    lists: dict[str, int] | None = getattr(schema, "list_bounds", None)
+    if lists:
+        precheck_lists(body, lists)
     try:
         return schema.model_validate_json(body, strict=True)
     except ValidationError as exc:
