@@ -22,7 +22,8 @@ class Money:
     entry_sums: dict[str, int]  # email -> Σ ledger entries
     open_holds: int
     usage: list[dict[str, Any]]  # every usage row, oldest first, with the account's email
-    entries: set[tuple[Any, ...]]  # (id, account email, kind, amount, charged, hold id)
+    entries: dict[str, tuple[Any, ...]]  # idempotency key -> (email, kind, amount, charged, hold)
+    holds: dict[str, str]  # hold id -> status
 
     def charged(self, email: str) -> int:
         return sum(int(r["cost"]) for r in self.usage if r["email"] == email)
@@ -50,12 +51,20 @@ def read(database_url: str) -> Money:
                 rows = await conn.execute(select(usage_records).order_by(usage_records.c.id))
                 usage = [{**r._mapping, "email": emails[r.account_id]} for r in rows]
                 entries = {
-                    (r.id, emails[r.account_id], r.kind, int(r.amount), int(r.charged), r.hold_id)
+                    r.idempotency_key: (
+                        emails[r.account_id],
+                        r.kind,
+                        int(r.amount),
+                        int(r.charged),
+                        r.hold_id,
+                    )
                     for r in await conn.execute(select(ledger_entries))
                 }
+                states = await conn.execute(select(holds.c.id, holds.c.status))
+                hold_states = {str(r.id): str(r.status) for r in states}
         finally:
             await engine.dispose()
-        return Money(balances, entry_sums, open_holds, usage, entries)
+        return Money(balances, entry_sums, open_holds, usage, entries, hold_states)
 
     return asyncio.run(run())
 
