@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tokendock: {exc}", file=sys.stderr)
         return 2
     except TokenDockError as exc:
-        print(f"tokendock: {exc.message}", file=sys.stderr)
+        field = f"{exc.param}: " if exc.param else ""
+        print(f"tokendock: {field}{exc.message}", file=sys.stderr)
         return 1
     except backup_store.BackupError as exc:
         print(f"tokendock: {exc}", file=sys.stderr)
@@ -220,8 +221,9 @@ def _run_admin(command: str, args: argparse.Namespace, settings: Settings) -> in
     async def work(svc: AccountService) -> int:
         if command == "accounts create":
             password = args.password or secrets.token_urlsafe(12)
+            grant = parse_credits(args.grant, "--grant")
             account_id = await svc.create_account(
-                args.email, password, is_admin=args.admin, grant=parse_credits(args.grant)
+                args.email, password, is_admin=args.admin, grant=grant
             )
             print(
                 f"account {account_id} {args.email}"
@@ -231,7 +233,7 @@ def _run_admin(command: str, args: argparse.Namespace, settings: Settings) -> in
             expires = (
                 datetime.now(UTC) + timedelta(days=args.expires_days) if args.expires_days else None
             )
-            limit = parse_credits(args.spend_limit) if args.spend_limit else None
+            limit = parse_credits(args.spend_limit, "--spend-limit") if args.spend_limit else None
             allowed = [m.strip() for m in args.allowed.split(",")] if args.allowed else None
             key = await svc.create_key(
                 await svc.account_id(args.email),
@@ -252,7 +254,7 @@ def _run_admin(command: str, args: argparse.Namespace, settings: Settings) -> in
             await svc.revoke_key(await svc.account_id(args.email), args.key_id)
             print(f"key {args.key_id} revoked")
         elif command == "credits grant":
-            amount = parse_credits(args.amount)
+            amount = parse_credits(args.amount, "amount")
             account_id = await svc.account_id(args.email)
             applied = await svc.ledger.credit(
                 account_id,
@@ -265,7 +267,7 @@ def _run_admin(command: str, args: argparse.Namespace, settings: Settings) -> in
             note = "" if applied else " (already applied for this reference; nothing changed)"
             print(f"balance {format_credits(balance)}{note}")
         elif command == "codes create":
-            for code in await svc.create_codes(parse_credits(args.amount), args.count):
+            for code in await svc.create_codes(parse_credits(args.amount, "amount"), args.count):
                 print(code)
         elif command == "usage":
             who = await svc.account_id(args.account) if args.account else None

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy.exc import IntegrityError
 
 from tokendock.billing.ledger import Ledger
+from tokendock.billing.money import MAX_AMOUNT, format_credits
 from tokendock.errors import InvalidAPIKey, InvalidRequest, NotFound, Unauthorized
 from tokendock.security import keys
 from tokendock.security.passwords import hash_password, verify_password
@@ -201,6 +202,11 @@ class AccountService:
         return amount
 
     async def create_codes(self, amount: int, count: int) -> list[str]:
+        if not 0 < amount <= MAX_AMOUNT:
+            raise InvalidRequest(
+                f"A code is worth more than 0 and at most {format_credits(MAX_AMOUNT)} credits.",
+                param="amount",
+            )
         codes = []
         for _ in range(count):
             code = keys.mint_code()
