@@ -41,6 +41,7 @@ from tokendock.web.dashboard import admin, pages, playground, reference, usage
 from tokendock.web.dashboard.session import Sessions, load_secret
 from tokendock.web.deps import Services
 from tokendock.web.middleware import RequestContextMiddleware
+from tokendock.web.openapi import openapi_route
 from tokendock.web.shutdown import Shutdown, ShutdownMiddleware
 
 log = logging.getLogger("tokendock")
@@ -139,6 +140,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.router.routes.extend([*chat.routes, *completions.routes])  # the hot paths: plain routes
+    app.router.routes.append(openapi_route())  # GET /openapi.json, written out in web/openapi.py
+    metrics_api.warn_if_exposed(settings)
     dashboard = (pages.router, usage.router, playground.router, reference.router, admin.router)
     for api in (health.router, metrics_api.router, models.router, account.router, *dashboard):
         app.include_router(api)

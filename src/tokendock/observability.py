@@ -172,7 +172,36 @@ def log_request(record: RequestRecord) -> None:
     if not ACCESS.isEnabledFor(logging.INFO):
         return
     fields = record.fields()
-    ACCESS.info("%s %s %s", record.method, record.path, record.status, extra={"request": fields})
+    path = quote_path(record.path)
+    ACCESS.info("%s %s %s", record.method, path, record.status, extra={"request": fields})
+
+
+# Client-supplied text (a path, a model name, a prompt) must not forge a log line: C0 and C1
+# control characters, DEL and the Unicode line separators are written as escapes. ESC (0x1b)
+# is one of them, so ANSI sequences cannot recolour or rewrite a terminal either.
+_CONTROL = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+_ESCAPES = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _CONTROL}
+_ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
+_PATH_ESCAPES = {c: "".join(f"%{b:02X}" for b in chr(c).encode()) for c in [*_CONTROL, 0x20]}
+
+
+def escape_text(text: str) -> str:
+    """One line, whatever the text: control characters become backslash escapes."""
+    return text.translate(_ESCAPES)
+
+
+def quote_path(path: str) -> str:
+    """A decoded URL path as it went over the wire: controls and spaces percent-encoded."""
+    return path.translate(_PATH_ESCAPES)
+
+
+def _field_value(value: object) -> str:
+    """A key=value value that reads back unambiguously: backslashes doubled, controls escaped,
+    and quoted when it has a space, a quote or an `=`."""
+    text = escape_text(str(value).replace("\\", "\\\\"))
+    if text == "" or any(c in text for c in ' "='):
+        return '"' + text.replace('"', '\\"') + '"'
+    return text
 
 
 class JsonFormatter(logging.Formatter):
@@ -194,15 +223,29 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    """Human-readable lines; an access line appends its fields as key=value."""
+    """Human-readable lines; an access line appends its fields as key=value (quoted when a
+    value has a space, a quote or an `=`). A record is exactly one line that starts with its
+    timestamp: message and fields are escaped, and a traceback's lines are indented under it."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_text(record.message)
+        line = super().formatMessage(record)
         request = getattr(record, "request", None)
         if isinstance(request, dict):
             skip = {"method", "path", "status"}
-            line += " " + " ".join(f"{k}={v}" for k, v in request.items() if k not in skip)
+            pairs = (f"{k}={_field_value(v)}" for k, v in request.items() if k not in skip)
+            line += " " + " ".join(pairs)
         return line
+
+    def formatException(self, ei: Any) -> str:
+        return _indented(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _indented(super().formatStack(stack_info))
+
+
+def _indented(text: str) -> str:
+    return "\n".join("    " + escape_text(line) for line in text.splitlines())
 
 
 def configure_logging(level: str, fmt: str) -> None:

@@ -1,41 +1,79 @@
-"""Exceptions → the OpenAI envelope. FastAPI's 422 `{"detail": …}` never reaches a client."""
+"""Exceptions → the OpenAI envelope. FastAPI's 422 `{"detail": …}` never reaches a client, and
+neither does a server path, a traceback or an exception's text: those stay in the log (the
+middleware logs any unhandled exception with the request id and answers a generic 500)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
 from tokendock import observability
-from tokendock.errors import InvalidRequest, MethodNotAllowed, TokenDockError, UnknownURL
+from tokendock.errors import (
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    TokenDockError,
+    UnknownURL,
+)
+from tokendock.protocol.errors import param_path
 from tokendock.web.responses import JSONResponse, error_response
 
 
 async def _tokendock_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokenDockError)
-    record = observability.current()
-    if record is not None:
-        record.error = exc.code or exc.type
+    _note(exc)
     return error_response(exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     where = f"{request.method} {request.url.path}"
+    headers = dict(exc.headers or {})
     if exc.status_code == 404:
-        return error_response(UnknownURL(f"Invalid URL ({where})."))
-    if exc.status_code == 405:
-        allow = (exc.headers or {}).get("Allow", "")
-        not_allowed = MethodNotAllowed(f"Method not allowed ({where}); allowed: {allow}.")
-        return error_response(not_allowed, headers=dict(exc.headers or {}))
-    err = TokenDockError(str(exc.detail))
-    err.status = exc.status_code
-    err.type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-    return error_response(err, headers=dict(exc.headers or {}))
+        err: TokenDockError = UnknownURL(f"Invalid URL ({where}).")
+    elif exc.status_code == 405:
+        allow = headers.get("Allow", "")
+        err = MethodNotAllowed(f"Method not allowed ({where}); allowed: {allow}.")
+    elif exc.status_code >= 500:
+        err = InternalError("The server had an internal error.")
+        err.status = exc.status_code
+    else:
+        err = TokenDockError(str(exc.detail))
+        err.status = exc.status_code
+        err.type = "invalid_request_error"
+    _note(err)
+    return error_response(err, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(InvalidRequest(f"Invalid request: {exc}"))
+    assert isinstance(exc, RequestValidationError)
+    err = validation_error(exc.errors())
+    _note(err)
+    return error_response(err)
+
+
+def validation_error(errors: Any) -> InvalidRequest:
+    """FastAPI's query / path / header errors as a 400 naming the parameter. Only pydantic's
+    short message is kept: `str(exc)` would show the endpoint's source file and line."""
+    first: dict[str, Any] = next(iter(errors), {})
+    loc = tuple(first.get("loc", ()))
+    if loc and loc[0] in ("query", "path", "header", "cookie", "body"):
+        loc = loc[1:]
+    param = param_path(loc) or None
+    if first.get("type") == "missing":
+        return InvalidRequest(f"Missing required parameter: '{param}'.", param=param)
+    msg = str(first.get("msg", "invalid value"))
+    detail = msg[0].lower() + msg[1:] if msg else "invalid value"
+    return InvalidRequest(f"Invalid value for '{param}': {detail}.", param=param)
+
+
+def _note(err: TokenDockError) -> None:
+    record = observability.current()
+    if record is not None:
+        record.error = err.code or err.type
 
 
 def install(app: FastAPI) -> None:

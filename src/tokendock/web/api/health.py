@@ -1,8 +1,14 @@
+"""GET /health (liveness) and GET /ready (readiness), for load balancers and probes.
+
+/ready shows its details (models, each upstream deployment's state and last error) only to
+those `shows_details` allows (see metrics.py); anyone else learns ready or not ready."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from tokendock.errors import ModelNotReady
+from tokendock.web.api.metrics import shows_details
 from tokendock.web.deps import Deps
 from tokendock.web.responses import JSONResponse, error_response
 
@@ -16,16 +22,17 @@ async def health() -> JSONResponse:
 
 
 @router.get("/ready")
-async def ready(deps: Deps) -> JSONResponse:
-    """Readiness: every embedded model is loaded. Also shows each upstream deployment's health
-    (which does not make this process unready)."""
-    if deps.models.ready:
+async def ready(request: Request, deps: Deps) -> JSONResponse:
+    """Readiness: every embedded model is loaded. Upstream deployments' health is shown too
+    (it does not make this process unready)."""
+    details = shows_details(request, deps.settings)
+    if not deps.models.ready:
+        message = "Models are still loading." if details else "Not ready."
+        return error_response(ModelNotReady(message))
+    body: dict[str, object] = {"status": "ready"}
+    if details:
+        body["models"] = [s.id for s in deps.models.specs()]
         upstreams = {m: r.status() for m, r in deps.models.upstreams.routers.items()}
-        body: dict[str, object] = {
-            "status": "ready",
-            "models": [s.id for s in deps.models.specs()],
-        }
         if upstreams:
             body["upstreams"] = upstreams
-        return JSONResponse(body)
-    return error_response(ModelNotReady("Models are still loading."))
+    return JSONResponse(body)

@@ -1,0 +1,223 @@
+"""GET /openapi.json: TokenDock's HTTP API as an OpenAPI 3.1 document.
+
+FastAPI cannot describe this API by itself: the hot endpoints are plain Starlette routes, the
+request bodies are parsed by hand (`parse_body`, for OpenAI-style 400s) and the API key is read
+by a dependency FastAPI does not know as a security scheme. So the document is assembled here:
+request bodies from the very pydantic models the endpoints validate with (protocol/), response
+bodies from openapi_shapes.py, and a bearer scheme. `make test` runs schemathesis against it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tokendock import __version__
+from tokendock.protocol.chat import ChatCompletionRequest
+from tokendock.protocol.common import MAX_TOKEN_ID_DIGITS
+from tokendock.protocol.completions import CompletionRequest
+from tokendock.web.api.account import RedeemRequest
+from tokendock.web.openapi_shapes import SCHEMAS, Schema
+from tokendock.web.responses import JSONResponse
+
+REF = "#/components/schemas/{model}"
+BEARER: list[dict[str, list[str]]] = [{"apiKey": []}]
+ERRORS = {
+    "400": "Invalid request: `error.param` names the field.",
+    "401": "Missing, unknown, revoked or expired API key.",
+    "402": "The credit balance (or the key's spend limit) does not cover the request.",
+    "403": "This key may not use this model.",
+    "404": "Unknown model, or unknown URL.",
+    "409": "This Idempotency-Key's request is still running, or was a stream (not replayed).",
+    "413": "Request body over the server's limit.",
+    "429": "Rate limit: see `retry-after`.",
+    "502": "An upstream deployment failed.",
+    "503": "Model not ready or unpriced, or no healthy upstream deployment.",
+    "504": "An upstream deployment timed out.",
+}
+REQUEST_ID = {
+    "description": "Names the request in the server's log: quote it when reporting a problem.",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^req_[0-9a-f]{32}$"},
+}
+HEADERS = {"x-request-id": {"$ref": "#/components/headers/RequestId"}}
+
+
+def _json(ref: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": HEADERS,
+        "content": _json("Error"),
+    }
+
+
+def _ok(content: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "headers": HEADERS, "content": content}
+
+
+def _operation(
+    summary: str,
+    ok: dict[str, Any],
+    errors: tuple[str, ...],
+    *,
+    body: str | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+    security: list[dict[str, list[str]]] | None = None,
+) -> dict[str, Any]:
+    responses: dict[str, Any] = {"200": ok}
+    responses.update({code: _error(ERRORS[code]) for code in errors})
+    responses["default"] = _error("Any other error, in the same envelope.")
+    op: dict[str, Any] = {"summary": summary, "responses": responses}
+    op["security"] = BEARER if security is None else security
+    if parameters:
+        op["parameters"] = parameters
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    return op
+
+
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key and body replays the first answer (not streams).",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
+GENERATION_ERRORS = ("400", "401", "402", "403", "404", "413", "429", "502", "503", "504")
+
+
+def _generation(summary: str, body: str, ok: str) -> dict[str, Any]:
+    content = {**_json(ok), "text/event-stream": {"schema": {"type": "string"}}}
+    return _operation(
+        summary,
+        _ok(content, "The completion, or its server-sent events when `stream` is true."),
+        (*GENERATION_ERRORS, "409"),
+        body=body,
+        parameters=[IDEMPOTENCY_KEY] if body == "ChatCompletionRequest" else None,
+    )
+
+
+def _paths() -> dict[str, Any]:
+    model_id = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    limit = {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+    }
+    return {
+        "/v1/chat/completions": {
+            "post": _generation("Chat completion", "ChatCompletionRequest", "ChatCompletion")
+        },
+        "/v1/completions": {
+            "post": _generation("Text completion (legacy)", "CompletionRequest", "TextCompletion")
+        },
+        "/v1/models": {
+            "get": _operation(
+                "The models served (no key needed)", _ok(_json("ModelList")), (), security=[]
+            )
+        },
+        "/v1/models/{model_id}": {
+            "get": _operation(
+                "One model (no key needed)",
+                _ok(_json("Model")),
+                ("404",),
+                parameters=[model_id],
+                security=[],
+            )
+        },
+        "/v1/credits": {
+            "get": _operation("The account's credit balance", _ok(_json("CreditBalance")), ("401",))
+        },
+        "/v1/credits/redeem": {
+            "post": _operation(
+                "Redeem a credit code",
+                _ok(_json("Redemption")),
+                ("400", "401", "413", "429"),
+                body="RedeemRequest",
+            )
+        },
+        "/v1/usage": {
+            "get": _operation(
+                "The account's latest requests, newest first",
+                _ok(_json("UsageList")),
+                ("400", "401"),
+                parameters=[limit],
+            )
+        },
+        "/health": {"get": _operation("Liveness", _ok(_json("Health")), (), security=[])},
+        "/ready": {
+            "get": _operation(
+                "Readiness (details for the operator only)",
+                _ok(_json("Ready")),
+                ("503",),
+                security=[{}, {"metricsToken": []}],
+            )
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics (for the operator)",
+                _ok({"text/plain": {"schema": {"type": "string"}}}),
+                ("401",),
+                security=[{}, {"metricsToken": []}],
+            )
+        },
+    }
+
+
+def _request_schemas() -> dict[str, Schema]:
+    models: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, RedeemRequest]
+    keyed, defs = models_json_schema([(m, "validation") for m in models], ref_template=REF)
+    schemas: dict[str, Schema] = dict(defs.get("$defs", {}))
+    for (model, _), schema in keyed.items():
+        schemas.setdefault(model.__name__, schema)
+    for name in ("ChatCompletionRequest", "CompletionRequest"):
+        # What SamplingFields' logit_bias validator checks, which pydantic cannot describe.
+        bias = schemas[name]["properties"]["logit_bias"]["anyOf"][0]
+        bias["propertyNames"] = {"pattern": f"^[0-9]{{1,{MAX_TOKEN_ID_DIGITS}}}$"}
+        bias["additionalProperties"] = {"type": "number", "minimum": -100, "maximum": 100}
+    return schemas
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "TokenDock",
+            "version": __version__,
+            "description": "OpenAI-compatible API. Every error is "
+            '`{"error": {"message", "type", "param", "code"}}` with an `x-request-id` header.',
+        },
+        "paths": _paths(),
+        "components": {
+            "schemas": {**_request_schemas(), **SCHEMAS},
+            "headers": {"RequestId": REQUEST_ID},
+            "securitySchemes": {
+                "apiKey": {"type": "http", "scheme": "bearer", "description": "td-… API key"},
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "TOKENDOCK_METRICS_TOKEN; needed beyond loopback",
+                },
+            },
+        },
+    }
+
+
+def openapi_route() -> Route:
+    """The document is built once, when the app is created."""
+    body = JSONResponse(document()).body
+
+    async def openapi_json(request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return Route("/openapi.json", openapi_json, methods=["GET"])

@@ -1,0 +1,179 @@
+"""JSON Schemas of TokenDock's response bodies, for the OpenAPI document (openapi.py).
+
+Written out by hand because the endpoints build their bodies as dicts (protocol/*.py): keep
+these in step with those functions. Schemathesis checks every response against them in
+`make test` (tests/e2e/test_schemathesis.py), so a drift fails a test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+Schema = dict[str, Any]
+
+STRING: Schema = {"type": "string"}
+INTEGER: Schema = {"type": "integer"}
+NULL_STRING: Schema = {"type": ["string", "null"]}
+NULL_INTEGER: Schema = {"type": ["integer", "null"]}
+CREDITS: Schema = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{6}$"}
+
+
+def obj(properties: Schema, required: list[str] | None = None) -> Schema:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+    }
+
+
+def const(value: str) -> Schema:
+    return {"type": "string", "const": value}
+
+
+ERROR: Schema = obj(
+    {
+        "error": obj(
+            {
+                "message": STRING,
+                "type": STRING,
+                "param": NULL_STRING,
+                "code": NULL_STRING,
+            }
+        )
+    }
+)
+
+USAGE: Schema = obj(
+    {
+        "prompt_tokens": INTEGER,
+        "completion_tokens": INTEGER,
+        "total_tokens": INTEGER,
+        "prompt_tokens_details": obj({"cached_tokens": INTEGER}),
+        "completion_tokens_details": obj({"reasoning_tokens": INTEGER}),
+    },
+    required=["prompt_tokens", "completion_tokens", "total_tokens"],
+)
+
+# The embedded engine says "stop" or "length"; an upstream model may say more ("tool_calls").
+FINISH_REASON: Schema = {"type": "string", "examples": ["stop", "length"]}
+
+CHAT_COMPLETION: Schema = obj(
+    {
+        "id": STRING,
+        "object": const("chat.completion"),
+        "created": INTEGER,
+        "model": STRING,
+        "system_fingerprint": NULL_STRING,
+        "choices": {
+            "type": "array",
+            "items": obj(
+                {
+                    "index": INTEGER,
+                    "message": obj(
+                        {"role": const("assistant"), "content": STRING, "refusal": NULL_STRING}
+                    ),
+                    "logprobs": {"type": "null"},
+                    "finish_reason": FINISH_REASON,
+                }
+            ),
+        },
+        "usage": USAGE,
+    },
+    required=["id", "object", "created", "model", "choices", "usage"],
+)
+
+TEXT_COMPLETION: Schema = obj(
+    {
+        "id": STRING,
+        "object": const("text_completion"),
+        "created": INTEGER,
+        "model": STRING,
+        "system_fingerprint": NULL_STRING,
+        "choices": {
+            "type": "array",
+            "items": obj(
+                {
+                    "index": INTEGER,
+                    "text": STRING,
+                    "logprobs": {"type": "null"},
+                    "finish_reason": FINISH_REASON,
+                }
+            ),
+        },
+        "usage": USAGE,
+    },
+    required=["id", "object", "created", "model", "choices", "usage"],
+)
+
+MODEL: Schema = obj(
+    {"id": STRING, "object": const("model"), "created": INTEGER, "owned_by": STRING}
+)
+
+MODEL_LIST: Schema = obj(
+    {
+        "object": const("list"),
+        "data": {"type": "array", "items": {"$ref": "#/components/schemas/Model"}},
+    }
+)
+
+CREDIT_BALANCE: Schema = obj(
+    {"object": const("credit_balance"), "balance": CREDITS, "balance_micro_credits": INTEGER}
+)
+
+REDEMPTION: Schema = obj({"object": const("redemption"), "amount": CREDITS, "balance": CREDITS})
+
+USAGE_ROW: Schema = obj(
+    {
+        "request_id": STRING,
+        "key_id": NULL_INTEGER,
+        "model": STRING,
+        "prompt_tokens": INTEGER,
+        "completion_tokens": INTEGER,
+        "cost": CREDITS,
+        "cost_micro_credits": INTEGER,
+        "status": STRING,
+        "finish_reason": NULL_STRING,
+        "latency_ms": NULL_INTEGER,
+        "ttft_ms": NULL_INTEGER,
+        "user": NULL_STRING,
+        "deployment": NULL_STRING,
+        "estimated": {"type": "boolean"},
+        "created_at": {"type": "string", "format": "date-time"},
+    },
+    required=["request_id", "model", "cost", "cost_micro_credits", "created_at"],
+)
+
+USAGE_LIST: Schema = obj(
+    {
+        "object": const("list"),
+        "data": {"type": "array", "items": {"$ref": "#/components/schemas/UsageRecord"}},
+    }
+)
+
+HEALTH: Schema = obj({"status": const("ok")})
+
+READY: Schema = {
+    "type": "object",
+    "description": "`models` and `upstreams` only for the operator (see /metrics).",
+    "properties": {
+        "status": const("ready"),
+        "models": {"type": "array", "items": STRING},
+        "upstreams": {"type": "object", "additionalProperties": {"type": "array"}},
+    },
+    "required": ["status"],
+}
+
+SCHEMAS: dict[str, Schema] = {
+    "Error": ERROR,
+    "Usage": USAGE,
+    "ChatCompletion": CHAT_COMPLETION,
+    "TextCompletion": TEXT_COMPLETION,
+    "Model": MODEL,
+    "ModelList": MODEL_LIST,
+    "CreditBalance": CREDIT_BALANCE,
+    "Redemption": REDEMPTION,
+    "UsageRecord": USAGE_ROW,
+    "UsageList": USAGE_LIST,
+    "Health": HEALTH,
+    "Ready": READY,
+}
