@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -10,6 +11,7 @@ import pytest
 from fastapi import FastAPI, Query
 from starlette.exceptions import HTTPException
 
+from tokendock.errors import GenerationFailed
 from tokendock.protocol.chat import ChatCompletionRequest
 from tokendock.protocol.errors import from_validation_error
 from tokendock.web import errors
@@ -29,6 +31,10 @@ def build_app() -> FastAPI:
     @app.get("/teapot")
     async def teapot() -> None:
         raise HTTPException(503, detail=f"pool exhausted at {__file__}")
+
+    @app.get("/engine")
+    async def engine() -> None:
+        raise GenerationFailed(f"Generation failed: decode returned -3 in {__file__}")
 
     @app.get("/crash")
     async def crash() -> None:
@@ -81,6 +87,19 @@ async def test_an_unhandled_exception_is_a_generic_500(client: httpx.AsyncClient
     error = error_of(await client.get("/crash"), 500)
     assert error["message"] == "The server had an internal error."
     assert "secret" not in str(error)
+
+
+async def test_an_internal_errors_own_text_goes_to_the_log_only(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="tokendock.web.errors"):
+        response = await client.get("/engine")
+    error = error_of(response, 500)
+    assert error["message"] == "The server had an internal error."
+    assert error["code"] == "generation_failed"
+    assert "decode returned" not in response.text
+    logged = [r.getMessage() for r in caplog.records]
+    assert any("decode returned -3" in m and response.headers["x-request-id"] in m for m in logged)
 
 
 @pytest.mark.parametrize("key", ["²", "٣", "1²", "-1", "1.0", "", " 1", "12345678901"])

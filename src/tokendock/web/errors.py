@@ -4,6 +4,7 @@ middleware logs any unhandled exception with the request id and answers a generi
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -21,11 +22,30 @@ from tokendock.errors import (
 from tokendock.protocol.errors import param_path
 from tokendock.web.responses import JSONResponse, error_response
 
+log = logging.getLogger(__name__)
+
+
+GENERIC = "The server had an internal error."
+
 
 async def _tokendock_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokenDockError)
-    _note(exc)
-    return error_response(exc)
+    err = public(exc)
+    _note(err)
+    return error_response(err)
+
+
+def public(err: TokenDockError) -> TokenDockError:
+    """What a client may see of an error. A 500's own text (an engine's exception message, say)
+    goes to the log with the request id; the client gets a generic message and the code."""
+    if not isinstance(err, InternalError) or err.message == GENERIC:
+        return err
+    record = observability.current()
+    where = record.request_id if record is not None else "-"
+    log.error("internal error %s (%s): %s", err.code or err.type, where, err.message)
+    safe = InternalError(GENERIC, code=err.code)
+    safe.headers = err.headers
+    return safe
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
@@ -38,7 +58,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         allow = headers.get("Allow", "")
         err = MethodNotAllowed(f"Method not allowed ({where}); allowed: {allow}.")
     elif exc.status_code >= 500:
-        err = InternalError("The server had an internal error.")
+        err = InternalError(GENERIC)
         err.status = exc.status_code
     else:
         err = TokenDockError(str(exc.detail))

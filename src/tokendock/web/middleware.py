@@ -4,7 +4,8 @@ request's record (observability.py): one log line and the metrics once the respo
 Every response gets `x-request-id: req_<32 hex>`. A body over the limit is refused with 413
 before the endpoint runs (by Content-Length) or as soon as the streamed body crosses it. Any
 exception that escapes an endpoint becomes a 500 envelope (never a traceback) if the response
-has not started. Streaming responses pass through untouched.
+has not started; a 500's own text stays in the log (errors.public). Streaming responses pass
+through untouched.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tokendock import observability
 from tokendock.errors import InternalError, RequestTooLarge, TokenDockError
 from tokendock.observability import Metrics, RequestRecord
+from tokendock.web.errors import GENERIC, public
 from tokendock.web.responses import error_bytes
 
 log = logging.getLogger(__name__)
@@ -100,13 +102,13 @@ class RequestContextMiddleware:
             record.outcome = "client_disconnected"
         except TokenDockError as exc:
             if not started:
-                await _send_error(send_with_id, exc)
+                await _send_error(send_with_id, public(exc))
         except Exception:
             log.exception(
                 "unhandled error for %s %s (%s)", scope["method"], scope["path"], request_id
             )
             if not started:
-                await _send_error(send_with_id, InternalError("The server had an internal error."))
+                await _send_error(send_with_id, InternalError(GENERIC))
 
 
 def _too_large(limit: int) -> RequestTooLarge:
