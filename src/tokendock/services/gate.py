@@ -82,8 +82,9 @@ class Gate:
     async def settle(
         self, admitted: Admitted, prompt: int, completion: int, usage: UsageRow
     ) -> Settlement | None:
-        """Charge what was produced (capped at the hold), refund the rest, record usage, and
-        give the unused token reservation back to the rate limiter."""
+        """Charge what was produced (above the hold: up to the balance and the key's limit, see
+        Ledger.settle), refund the rest, record usage, and give the unused token reservation
+        back to the rate limiter."""
         try:
             cost = admitted.price.cost(prompt, completion)
             settlement = await self._ledger.settle(admitted.hold, cost, usage)
