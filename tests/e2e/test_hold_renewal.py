@@ -15,11 +15,12 @@ from pathlib import Path
 
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from tests.e2e.server import BACKENDS, Server, start_server
 from tests.e2e.upstreams import Upstream, cost, model_entry, start_fault, usage_row
 
-MESSAGES = [{"role": "user", "content": "say hello"}]
+MESSAGES: list[ChatCompletionMessageParam] = [{"role": "user", "content": "say hello"}]
 PROMPT_TOKENS = 6  # the fault upstream's count: words + 4 per message
 TTL = 0.5  # seconds; renewed every 1/6 s, swept every 0.2 s by both replicas
 
