@@ -178,8 +178,10 @@ def log_request(record: RequestRecord) -> None:
 
 # Client-supplied text (a path, a model name, a prompt) must not forge a log line: C0 and C1
 # control characters, DEL and the Unicode line separators are written as escapes. ESC (0x1b)
-# is one of them, so ANSI sequences cannot recolour or rewrite a terminal either.
-_CONTROL = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029]
+# is one of them, so ANSI sequences cannot recolour or rewrite a terminal either; nor can
+# bidirectional overrides reorder what a reader sees.
+_BIDI = [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]
+_CONTROL = [*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029, *_BIDI]
 _ESCAPES = {c: f"\\x{c:02x}" if c < 0x100 else f"\\u{c:04x}" for c in _CONTROL}
 _ESCAPES.update({ord("\n"): "\\n", ord("\r"): "\\r", ord("\t"): "\\t"})
 _PATH_ESCAPES = {c: "".join(f"%{b:02X}" for b in chr(c).encode()) for c in [*_CONTROL, 0x20]}

@@ -53,6 +53,7 @@ def text_lines() -> Iterator[list[str]]:
         ("nel\x85 csi\x9b", "nel\\x85 csi\\x9b"),
         ("line\u2028sep\u2029", "line\\u2028sep\\u2029"),
         ("tab\t", "tab\\t"),
+        ("evil\u202egnp.exe", "evil\\u202egnp.exe"),
         ("plain é ü 漢 ✓", "plain é ü 漢 ✓"),
     ],
 )
