@@ -171,9 +171,18 @@ def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
 
 def test_context_length_exceeded(client: openai.OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as exc:
-        client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=100_000)
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hello " * 5000}], max_tokens=1
+        )
     assert exc.value.code == "context_length_exceeded"
     assert "4096" in exc.value.message
+
+
+def test_max_tokens_over_the_models_cap(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=MODEL, messages=PROMPT, max_tokens=100_000)
+    assert isinstance(exc.value.body, dict) and exc.value.body["param"] == "max_tokens"
+    assert "512" in exc.value.message
 
 
 def test_unsupported_fields_are_refused(client: openai.OpenAI) -> None:

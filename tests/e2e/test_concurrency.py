@@ -59,7 +59,7 @@ async def test_disconnect_frees_engine(aclient: openai.AsyncOpenAI, server: Serv
     long = await aclient.chat.completions.create(
         model=MODEL,
         messages=MESSAGES,  # type: ignore[arg-type]
-        max_tokens=3000,
+        max_tokens=500,
         stream=True,
         extra_body={"ignore": True},
     )
@@ -84,7 +84,7 @@ async def test_disconnect_frees_engine(aclient: openai.AsyncOpenAI, server: Serv
 
 
 async def test_non_streaming_disconnect_frees_engine(server: Server) -> None:
-    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 3000, "temperature": 0}
+    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 500, "temperature": 0}
     auth = {"Authorization": f"Bearer {server.key}"}
     async with httpx.AsyncClient(base_url=server.base_url, headers=auth) as http:
         with contextlib.suppress(httpx.ReadTimeout):
