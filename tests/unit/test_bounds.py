@@ -72,3 +72,11 @@ def test_choices_are_prompts_times_n() -> None:
     req = CompletionRequest.model_validate({"model": "m", "prompt": ["a", "bb"], "n": 2})
     req.check()
     assert req.prompt_bounds() == [17, 18]
+
+
+@pytest.mark.parametrize(("prompt", "param"), [([[]], "prompt"), ([[1], []], "prompt[1]")])
+def test_empty_token_id_prompts_are_refused(prompt: object, param: str) -> None:
+    req = CompletionRequest.model_validate({"model": "m", "prompt": prompt})
+    with pytest.raises(InvalidRequest) as err:
+        req.check()
+    assert err.value.param == param

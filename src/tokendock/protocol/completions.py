@@ -58,6 +58,13 @@ class CompletionRequest(SamplingFields):
                 f"most {MAX_CHOICES} are allowed per request.",
                 param="n" if (self.n or 1) > 1 else "prompt",
             )
+        for i, p in enumerate(prompts):
+            if isinstance(p, list) and not p:
+                where = "prompt" if len(prompts) == 1 else f"prompt[{i}]"
+                raise InvalidRequest(
+                    f"Invalid '{where}': a prompt of token ids needs at least one token.",
+                    param=where,
+                )
         chars = sum(len(p) for p in prompts if isinstance(p, str))
         ids = sum(len(p) for p in prompts if not isinstance(p, str))
         if chars > MAX_TEXT_CHARS or ids > MAX_TOKEN_IDS:
