@@ -57,6 +57,8 @@ def create_app(settings: Settings) -> FastAPI:
     catalog = Catalog.load(settings.models_file)
     metrics = Metrics()
     registry = ModelRegistry.from_catalog(catalog, settings.data_dir, retry_policy(settings))
+    for engine in registry.engines():
+        engine.on_tokenize = metrics.tokenized
     for router in registry.upstreams.routers.values():
         router.on_health = metrics.deployment_health
         for deployment in router.deployments:

@@ -138,6 +138,12 @@ class Metrics:
             ["model", "deployment"],
             registry=r,
         )
+        self.tokenizer_calls = Counter(
+            "tokendock_tokenizer_calls",
+            "Prompts the embedded engine tokenized (work done before generation).",
+            ["model"],
+            registry=r,
+        )
 
     def observe(self, record: RequestRecord) -> None:
         model = record.model or "-"
@@ -153,6 +159,9 @@ class Metrics:
             self.tokens.labels(model, "completion").inc(record.completion_tokens)
         if record.cost_micro:
             self.credits.labels(model).inc(record.cost_micro)
+
+    def tokenized(self, model: str) -> None:
+        self.tokenizer_calls.labels(model).inc()
 
     def deployment_health(self, model: str, deployment: str, healthy: bool) -> None:
         self.deployment_up.labels(model, deployment).set(1 if healthy else 0)

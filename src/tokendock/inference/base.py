@@ -10,7 +10,7 @@ seam without touching the service or web layers.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -50,13 +50,15 @@ class Meter:
 
 @dataclass(frozen=True, slots=True)
 class Generation:
-    """One choice to generate. `prompt` are token ids, already counted by the caller."""
+    """One choice to generate. `prompt` are token ids, already counted by the caller. `owner`
+    (the account) is whom the engine is fair between: round robin between owners, not one FIFO."""
 
     prompt: Sequence[int]
     max_tokens: int
     stop: tuple[str, ...] = ()
     sampling: Sampling = Sampling()
     meter: Meter = field(default_factory=Meter)
+    owner: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +77,9 @@ Event = TextDelta | Finished
 
 class Engine(Protocol):
     model_id: str
+    tokenize_calls: int  # calls of tokenize / tokenize_chat: prompts that reached the tokenizer
+    tokenized_tokens: int
+    on_tokenize: Callable[[str], None] | None  # told the model id at each such call
 
     @property
     def context_length(self) -> int: ...
@@ -90,11 +95,18 @@ class Engine(Protocol):
     async def close(self) -> None: ...
 
     def render_chat(self, turns: Sequence[ChatTurn]) -> str:
-        """The prompt text for a conversation, ending with the assistant's turn opened."""
+        """The prompt text for a conversation, ending with the assistant's turn opened. It
+        remembers which stretches are message text (for `tokenize(…, chat=True)`)."""
+        ...
+
+    async def tokenize_chat(self, turns: Sequence[ChatTurn]) -> list[int]:
+        """`render_chat` + `tokenize(…, chat=True)`, off the event loop for long conversations."""
         ...
 
     async def tokenize(self, text: str, *, chat: bool) -> list[int]:
-        """Exact token ids. `chat=True` parses special tokens the template wrote."""
+        """Exact token ids, in time linear in the text; stops early when the caller is
+        cancelled. `chat=True` parses the control tokens the template wrote, never those in
+        message text; `chat=False` parses none (the BOS the model wants is added)."""
         ...
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...

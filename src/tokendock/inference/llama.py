@@ -1,10 +1,20 @@
-"""The embedded llama.cpp engine: one model, one worker thread, jobs served first come first.
+"""The embedded llama.cpp engine: one model, one worker thread, jobs served fairly by owner.
 
 llama.cpp contexts are not thread-safe, so exactly one thread touches the context. The event
-loop hands it jobs through a queue and receives events through `call_soon_threadsafe`, so
-generation never blocks the loop. Each job carries a cancel flag checked after every token: a
-client that goes away frees the engine within one token step. Jobs cancelled while still queued
-are skipped without touching the model.
+loop hands it jobs through a `FairQueue` (round robin between owners — accounts — not first come
+first served) and receives events through `call_soon_threadsafe`, so generation never blocks the
+loop. Each job carries a cancel flag checked after every token: a client that goes away frees
+the engine within one token step. Jobs cancelled while still queued are skipped without touching
+the model.
+
+Time slicing: the context holds one sequence, so jobs take turns whole, except that a long job
+yields the worker when another owner is waiting, after a slice that grows with its context
+(`slice_tokens`). It goes back to its owner's queue and resumes later by re-evaluating prompt +
+generated tokens (batched, many times faster per token than generating; no KV state is kept
+per waiting job), with the sampler's penalty history replayed. One owner's `n: 128` can then
+delay another owner's one-token request by one slice, not by hours.
+
+Prompts: see tokenizer.py (linear, cancellable, message text never parsed for control tokens).
 """
 
 from __future__ import annotations
@@ -15,10 +25,9 @@ import contextlib
 import ctypes
 import logging
 import os
-import queue
 import secrets
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,14 +35,27 @@ from typing import Any
 from tokendock.catalog import ModelSpec
 from tokendock.errors import GenerationFailed, ModelNotReady
 from tokendock.inference.base import ChatTurn, Event, Finished, Generation, Sampling, TextDelta
+from tokendock.inference.fair_queue import FairQueue
 from tokendock.inference.model_files import resolve_gguf
 from tokendock.inference.stops import StopScanner
-from tokendock.inference.templates import ChatTemplate, choose_template
+from tokendock.inference.templates import ChatTemplate, RenderedChat, choose_template
+from tokendock.inference.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
 
 # Prompts shorter than this are tokenized on the event loop: a thread hop costs more.
 INLINE_TOKENIZE_CHARS = 4096
+# Conversations with more turns than this are rendered off the event loop.
+INLINE_RENDER_TURNS = 64
+# A job yields to other owners after at least this many tokens (see `slice_tokens`).
+SLICE_TOKENS = 32
+
+
+def slice_tokens(context: int) -> int:
+    """Tokens a job generates before yielding to another owner's job. Resuming re-evaluates the
+    job's context (prompt + generated so far): a slice of a quarter of it keeps that overhead
+    to a small fraction of the generation time."""
+    return max(SLICE_TOKENS, context // 4)
 
 
 @dataclass(slots=True)
@@ -44,11 +66,21 @@ class _Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Guards the queued → started transition against a concurrent cancel.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Progress kept while the job waits between slices.
+    sampled: list[int] = field(default_factory=list)
+    stops: StopScanner | None = None
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
+    )
+    seed: int = 0
 
     def start(self) -> bool:
-        """Worker thread: claim the job unless it was cancelled while queued."""
+        """Worker thread: claim the job (again, after a slice) unless it was cancelled while
+        queued; a job abandoned between two slices is done now (it is billed for its tokens)."""
         with self.lock:
             if self.cancelled.is_set():
+                if self.gen.meter.started:
+                    self.finish_meter()
                 return False
             self.gen.meter.started = True
             return True
@@ -78,8 +110,14 @@ class LlamaEngine:
         self._data_dir = data_dir
         self._llm: Any = None
         self._template: ChatTemplate | None = None
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._jobs: FairQueue[_Job] = FairQueue()
         self._thread: threading.Thread | None = None
+        self._tokenizer: Tokenizer | None = None
+        # Prompts tokenized (calls into the tokenizer) and the tokens they made; `on_tokenize`
+        # (the app's metrics) hears of each call as it starts.
+        self.tokenize_calls = 0
+        self.tokenized_tokens = 0
+        self.on_tokenize: Callable[[str], None] | None = None
         self._pieces: dict[int, bytes] = {}
         self._bos: int | None = None
         self._vocab: Any = None
@@ -143,10 +181,13 @@ class LlamaEngine:
             force_fallback=self.spec.force_chat_template,
         )
         self._template = ChatTemplate(source, bos_token=bos_text, eos_token=eos_text, name=name)
+        self._tokenizer = Tokenizer(llama_cpp, self._vocab, f"{source}{bos_text}{eos_text}")
 
     async def close(self) -> None:
         if self._thread is not None:
-            self._jobs.put(None)
+            for job in self._jobs.close():
+                job.emit(ModelNotReady(f"The model '{self.model_id}' is shutting down."))
+                job.finish_meter()
             await asyncio.to_thread(self._thread.join, 30)
             self._thread = None
         if self._llm is not None:
@@ -156,21 +197,54 @@ class LlamaEngine:
     # -- text <-> tokens -----------------------------------------------------------------
 
     def render_chat(self, turns: Sequence[ChatTurn]) -> str:
+        """The prompt (a `RenderedChat`: `tokenize(…, chat=True)` keeps message text as text)."""
         self._require_ready()
         assert self._template is not None
-        return self._template.render(turns)
+        return self._template.render_pieces(turns)
+
+    async def tokenize_chat(self, turns: Sequence[ChatTurn]) -> list[int]:
+        """Render and tokenize a conversation, off the event loop when it is large; stops
+        between chunks when the caller is cancelled."""
+        self._require_ready()
+        if len(turns) <= INLINE_RENDER_TURNS:
+            return await self.tokenize(self.render_chat(turns), chat=True)
+        self._count_call()
+        return await self._off_loop(lambda cancel: self._encode(self.render_chat(turns), cancel))
 
     async def tokenize(self, text: str, *, chat: bool) -> list[int]:
+        """Exact ids, BOS first when the model wants one. `chat=True`: `text` is the template's
+        output; a `RenderedChat` has its message text tokenized as plain text and only the
+        template's own text parsed for control tokens (a plain str is parsed whole, for the
+        control tokens the template writes). `chat=False`: all text, never a control token."""
         self._require_ready()
+        self._count_call()
+        pieces = _pieces(text, chat)
         if len(text) < INLINE_TOKENIZE_CHARS:
-            return self._tokenize(text, chat)
-        return await asyncio.to_thread(self._tokenize, text, chat)
+            return self._encode(pieces, None)
+        return await self._off_loop(lambda cancel: self._encode(pieces, cancel))
 
-    def _tokenize(self, text: str, chat: bool) -> list[int]:
-        # The vocabulary is read-only after load, so this is safe beside the worker's decode.
-        tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=chat)
+    def _count_call(self) -> None:
+        self.tokenize_calls += 1
+        if self.on_tokenize is not None:
+            self.on_tokenize(self.model_id)
+
+    async def _off_loop(self, work: Callable[[threading.Event], list[int]]) -> list[int]:
+        cancel = threading.Event()
+        try:
+            return await asyncio.to_thread(work, cancel)
+        except asyncio.CancelledError:
+            cancel.set()  # the thread stops at its next chunk (TokenizeCancelled, unobserved)
+            raise
+
+    def _encode(
+        self, text: str | list[tuple[str, bool]], cancel: threading.Event | None
+    ) -> list[int]:
+        assert self._tokenizer is not None
+        pieces = _pieces(text, True) if isinstance(text, str) else text
+        tokens = self._tokenizer.encode_pieces(pieces, cancel)
         if self._bos is not None and (not tokens or tokens[0] != self._bos):
             tokens.insert(0, self._bos)
+        self.tokenized_tokens += len(tokens)
         return tokens
 
     def detokenize(self, tokens: Sequence[int]) -> str:
@@ -200,7 +274,7 @@ class LlamaEngine:
     async def generate(self, job: Generation) -> AsyncIterator[Event]:
         self._require_ready()
         pending = _Job(job, asyncio.get_running_loop())
-        self._jobs.put(pending)
+        self._jobs.put(job.owner, pending)
         try:
             while True:
                 item = await pending.events.get()
@@ -213,32 +287,45 @@ class LlamaEngine:
             pending.cancel()
 
     def _worker(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        while (job := self._jobs.get(skip=lambda queued: not queued.start())) is not None:
+            done = True
             try:
-                if job.start():
-                    self._run(job)
+                done = self._run(job)
             except Exception as exc:
                 log.exception("generation failed for model %s", self.model_id)
                 job.emit(exc)
-            finally:
+            if done:
                 job.finish_meter()
+            else:
+                self._jobs.put(job.gen.owner, job, front=True)
 
-    def _run(self, job: _Job) -> None:
+    def _run(self, job: _Job) -> bool:
+        """Generate one slice of the job; False when it yielded to another owner unfinished."""
         gen = job.gen
         limit = min(gen.max_tokens, self.context_length - len(gen.prompt))
         if limit <= 0:
             job.emit(Finished("length", 0))
-            return
+            return True
         llm = self._llm
         meter = gen.meter
+        first = job.stops is None
+        if first:
+            job.stops = StopScanner(gen.stop)
+            seed = gen.sampling.seed
+            job.seed = seed if seed is not None else secrets.randbits(32)
+        stops = job.stops
+        assert stops is not None
         llm.next_sampling = gen.sampling
-        llm.set_seed(gen.sampling.seed if gen.sampling.seed is not None else secrets.randbits(32))
-        stops = StopScanner(gen.stop)
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        llm.next_history = job.sampled
+        # A resumed slice continues the random stream from a seed of its own (still fixed
+        # for a fixed seed and the same slicing).
+        llm.set_seed((job.seed + len(job.sampled)) & 0xFFFFFFFF)
+        decoder = job.decoder
         is_eog = self._llama_cpp.llama_vocab_is_eog
-        produced = 0
+        produced = len(job.sampled)
+        budget = produced + slice_tokens(len(gen.prompt) + produced)
         reason: str = "length"
-        tokens = llm.generate(list(gen.prompt), reset=True)
+        tokens = llm.generate([*gen.prompt, *job.sampled], reset=True)
         try:
             for token in tokens:
                 produced += 1
@@ -246,6 +333,7 @@ class LlamaEngine:
                 if is_eog(self._vocab, token):
                     reason = "stop"
                     break
+                job.sampled.append(token)
                 text = decoder.decode(self._piece(token))
                 out = stops.feed(text) if text else ""
                 if out:
@@ -255,6 +343,8 @@ class LlamaEngine:
                     break
                 if produced >= limit or job.cancelled.is_set():
                     break
+                if produced >= budget and self._jobs.others_waiting(gen.owner):
+                    return False
         finally:
             tokens.close()
         if not stops.stopped:
@@ -262,6 +352,14 @@ class LlamaEngine:
             if tail:
                 job.emit(TextDelta(tail))
         job.emit(Finished("stop" if reason == "stop" else "length", produced))
+        return True
+
+
+def _pieces(text: str, chat: bool) -> list[tuple[str, bool]]:
+    """(text, parse control tokens) stretches of a prompt."""
+    if chat and isinstance(text, RenderedChat):
+        return [(p.text, not p.content) for p in text.pieces]
+    return [(text, chat)]
 
 
 _SAMPLER_LLAMA: Any = None
@@ -282,10 +380,20 @@ def _sampler_llama_class() -> Any:
 
     class SamplerLlama(Llama):
         next_sampling: Sampling = Sampling()
+        next_history: Sequence[int] = ()  # tokens sampled before a resumed slice
 
         def _init_sampler(self, *args: Any, **kwargs: Any) -> Any:
             s = self.next_sampling
             chain = internals.LlamaSampler()
+            self._build_chain(chain, s)
+            # Replay the job's earlier tokens so the penalties see the same history.
+            last_n = s.penalty_last_n
+            history = self.next_history
+            for token in history if last_n < 0 else history[-last_n:] if last_n else ():
+                chain.accept(token)
+            return chain
+
+        def _build_chain(self, chain: Any, s: Sampling) -> None:
             if s.logit_bias:
                 chain.add_logit_bias(self.n_vocab(), s.logit_bias)
             if s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty:
@@ -298,7 +406,7 @@ def _sampler_llama_class() -> Any:
                 )
             if s.temperature == 0.0:
                 chain.add_greedy()
-                return chain
+                return
             if s.top_k > 0:
                 chain.add_top_k(s.top_k)
             if s.top_p < 1.0:
@@ -307,7 +415,7 @@ def _sampler_llama_class() -> Any:
                 chain.add_min_p(s.min_p, 1)
             chain.add_temp(s.temperature)
             chain.add_dist(self._seed)
-            return chain
+            return
 
     _SAMPLER_LLAMA = SamplerLlama
     return SamplerLlama

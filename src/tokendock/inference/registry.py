@@ -65,6 +65,10 @@ class ModelRegistry:
     def specs(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())
 
+    def engines(self) -> Iterator[Engine]:
+        """The embedded engines (not the upstream routers)."""
+        return iter(self._engines.values())
+
     @property
     def ready(self) -> bool:
         """Every embedded model is loaded. Upstream health is not this process's readiness: a
