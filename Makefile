@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: serve test check fmt lint types contracts bench-engine bench-money bench-limits bench-gateway clean
+.PHONY: serve test check fmt lint types contracts bench-engine bench-money bench-limits bench-gateway \
+	bench-soak clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +17,10 @@ $(STAMP): pyproject.toml
 	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# Settings come from the environment (TOKENDOCK_PORT, TOKENDOCK_DATA_DIR, … pass through);
+# SERVE_ARGS adds flags, e.g. `make serve SERVE_ARGS="--port 8080"`.
 serve: $(STAMP)
-	$(BIN)/tokendock serve
+	$(BIN)/tokendock serve $(SERVE_ARGS)
 
 test: $(STAMP)
 	$(BIN)/tokendock models fetch
@@ -39,20 +42,28 @@ contracts: $(STAMP)
 
 check: lint types contracts test
 
+# Every bench takes BENCH_ARGS, e.g. `make bench-engine BENCH_ARGS=--smoke` (seconds, no targets
+# judged, nothing written to docs/: what tests/smoke runs in `make test`).
 bench-engine: $(STAMP)
 	$(BIN)/tokendock models fetch
-	$(BIN)/python bench/engine.py
+	$(BIN)/python bench/engine.py $(BENCH_ARGS)
 
 bench-money: $(STAMP)
-	$(BIN)/python bench/money.py
+	$(BIN)/python bench/money.py $(BENCH_ARGS)
 
 bench-limits: $(STAMP)
-	$(BIN)/python bench/limits.py
+	$(BIN)/python bench/limits.py $(BENCH_ARGS)
 
 # Mock upstream direct vs TokenDock vs LiteLLM's proxy (installed into bench/.venv-litellm on
 # first use); needs wrk (installed with apt-get when missing). Writes docs/benchmarks.md.
 bench-gateway: $(STAMP)
 	$(BIN)/python bench/gateway.py $(BENCH_ARGS)
+
+# 10 minutes of mixed traffic (embedded model + mock upstream; 402s, 429s, disconnects): RSS,
+# open files and p99 flat, ledger verified. Writes the "Soak" section of docs/reliability.md.
+bench-soak: $(STAMP)
+	$(BIN)/tokendock models fetch
+	$(BIN)/python bench/soak.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

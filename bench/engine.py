@@ -15,7 +15,13 @@ repetition uses its own prompts (a different number up front), so llama-cpp-pyth
 cache inside the server cannot skip prompt work that the bare side has to do. The reported
 value is the median over `--reps` repetitions.
 
+The server runs from a fresh data directory (bench/tokendock_server.py: a new SQLite database,
+the model files of data/models reused); its first start creates an admin account and prints
+that account's API key, which the client sends with every request.
+
 Run from the repository root: `.venv/bin/python bench/engine.py [--reps 5] [--tokens 128]`.
+`--smoke` runs one short repetition (a ~100-token prompt, 4 tokens, no warm-up) in seconds and
+judges no target: it only checks that both sides ran and counted the same tokens.
 """
 
 from __future__ import annotations
@@ -26,9 +32,7 @@ import json
 import os
 import platform
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,13 +44,14 @@ from typing import Any
 
 import httpx
 
+from gateway_procs import stop
+from tokendock_server import TokenDock, start_tokendock
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
 MODEL_ID = "gemma-3-270m"
 MODEL_PATH = DATA_DIR / "models" / "gemma-3-270m-q4_k_m.gguf"
-HOST = "127.0.0.1"
 SETTLE_SECONDS = 0.3  # lets llama.cpp worker threads of the side that just ran go idle
-READY_TIMEOUT = 120.0
 REQUEST_TIMEOUT = 300.0
 
 # About 100 tokens; repeated to make the long prompt. Plain prose, no special tokens.
@@ -57,6 +62,8 @@ PROSE = (
     "students and old men arguing about the weather, the price of fuel and the football. "
 )
 PROSE_REPEATS = 15
+SMOKE_PROSE_REPEATS = 1  # --smoke: a ~100-token prompt
+SMOKE_TOKENS = 4
 
 
 def short_prompt(rep: int) -> str:
@@ -65,8 +72,8 @@ def short_prompt(rep: int) -> str:
     return "Counting up: " + ", ".join(str(start + i) for i in range(4)) + ","
 
 
-def long_prompt(rep: int) -> str:
-    return f"Note {rep + 1}. " + PROSE * PROSE_REPEATS
+def long_prompt(rep: int, repeats: int = PROSE_REPEATS) -> str:
+    return f"Note {rep + 1}. " + PROSE * repeats
 
 
 @dataclass(slots=True)
@@ -93,9 +100,10 @@ def _ms(seconds: float) -> float:
 
 
 class BareLlama:
-    def __init__(self, model_path: Path):
+    def __init__(self, model_path: Path, prose_repeats: int = PROSE_REPEATS):
         import llama_cpp
 
+        self.prose_repeats = prose_repeats
         threads = os.cpu_count() or 1
         self._lib = llama_cpp
         self._llm: Any = llama_cpp.Llama(
@@ -112,7 +120,7 @@ class BareLlama:
         self._llm = None
 
     def run(self, rep: int, tokens: int) -> Sample:
-        prompt_tokens, prompt_s = self._prompt_eval(long_prompt(rep))
+        prompt_tokens, prompt_s = self._prompt_eval(long_prompt(rep, self.prose_repeats))
         ttft_s, stamps, text = self._generate(short_prompt(rep), tokens)
         return Sample(
             prompt_tokens=prompt_tokens,
@@ -161,56 +169,15 @@ def _rate(stamps: list[float]) -> float:
 # -- TokenDock server -----------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
-def running_server(log_path: Path) -> Iterator[str]:
-    """Start `tokendock serve` on a free local port; yield its base URL once /ready says so."""
-    port = _free_port()
-    env = {**os.environ, "TOKENDOCK_DATA_DIR": str(DATA_DIR), "TOKENDOCK_HOST": HOST}
-    cmd = [sys.executable, "-m", "tokendock", "serve", "--port", str(port)]
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+def running_server(tmp: Path) -> Iterator[TokenDock]:
+    """`tokendock serve` from a fresh data directory under `tmp`, on a free local port, with
+    its own account and API key; yields once /ready says so, stops it by PID at the end."""
+    server = start_tokendock(tmp)
     try:
-        base_url = f"http://{HOST}:{port}"
-        _wait_ready(proc, base_url, log_path)
-        yield base_url
+        yield server
     finally:
-        _stop(proc)
-
-
-def _wait_ready(proc: subprocess.Popen[bytes], base_url: str, log_path: Path) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT
-    with httpx.Client(trust_env=False, timeout=1.0) as client:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log_path)}")
-            try:
-                if client.get(base_url + "/ready").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-    raise RuntimeError(f"server not ready after {READY_TIMEOUT:.0f}s:\n{_tail(log_path)}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(5)
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        stop(server.proc)
 
 
 @dataclass(slots=True)
@@ -224,15 +191,21 @@ class StreamResult:
 
 
 class TokenDockClient:
-    def __init__(self, base_url: str, model: str):
-        self._client = httpx.Client(base_url=base_url, trust_env=False, timeout=REQUEST_TIMEOUT)
+    def __init__(self, server: TokenDock, model: str, prose_repeats: int = PROSE_REPEATS):
+        self._client = httpx.Client(
+            base_url=server.base_url,
+            headers={"Authorization": f"Bearer {server.key}"},
+            trust_env=False,
+            timeout=REQUEST_TIMEOUT,
+        )
         self._model = model
+        self.prose_repeats = prose_repeats
 
     def close(self) -> None:
         self._client.close()
 
     def run(self, rep: int, tokens: int) -> Sample:
-        prompt = self._stream(long_prompt(rep), 1)
+        prompt = self._stream(long_prompt(rep, self.prose_repeats), 1)
         gen = self._stream(short_prompt(rep), tokens)
         return Sample(
             prompt_tokens=int(prompt.usage["prompt_tokens"]),
@@ -307,9 +280,11 @@ METRICS: list[tuple[str, str, str]] = [
 ]
 
 
-def run_all(sides: dict[str, Runner], reps: int, tokens: int) -> dict[str, list[Sample]]:
+def run_all(
+    sides: dict[str, Runner], reps: int, tokens: int, warmup: bool = True
+) -> dict[str, list[Sample]]:
     names = list(sides)
-    for name in names:  # warm-up (rep 0), not recorded
+    for name in names if warmup else []:  # warm-up (rep 0), not recorded
         sides[name](0, tokens)
         time.sleep(SETTLE_SECONDS)
     samples: dict[str, list[Sample]] = {name: [] for name in names}
@@ -373,6 +348,18 @@ def checks_text(summary: dict[str, Any]) -> str:
     )
 
 
+def smoke_verdict(summary: dict[str, Any], tokens: int) -> int:
+    """--smoke judges no target: it fails only when a side did not do the work asked."""
+    c = summary["checks"]
+    ok = c["all_streams_reached_tokens"] and c["prompt_tokens_match"]
+    print(
+        f"smoke run (no targets judged): TokenDock streamed {c['tokendock_completion_tokens']} "
+        f"of {tokens} tokens; prompt token counts equal on both sides: "
+        f"{c['prompt_tokens_match']} → {'OK' if ok else 'FAILED'}"
+    )
+    return 0 if ok else 1
+
+
 def machine() -> dict[str, Any]:
     cpu = platform.processor() or "unknown"
     try:
@@ -392,7 +379,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--model", default=MODEL_ID, help="public model id on the server")
     parser.add_argument("--model-path", type=Path, default=MODEL_PATH, help="the same GGUF")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help=f"one short repetition ({SMOKE_TOKENS} tokens, no warm-up), no targets judged",
+    )
     args = parser.parse_args(argv)
+    if args.smoke:
+        args.reps, args.tokens = 1, SMOKE_TOKENS
     if args.reps < 1 or args.tokens < 2:
         parser.error("--reps must be ≥ 1 and --tokens ≥ 2")
     if not args.model_path.is_file():
@@ -400,15 +394,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def measure(args: argparse.Namespace, log_dir: Path) -> dict[str, list[Sample]]:
+def measure(args: argparse.Namespace, tmp: Path) -> dict[str, list[Sample]]:
     print("loading bare llama-cpp-python and starting TokenDock…", file=sys.stderr)
-    bare = BareLlama(args.model_path)
+    repeats = SMOKE_PROSE_REPEATS if args.smoke else PROSE_REPEATS
+    bare = BareLlama(args.model_path, repeats)
     try:
-        with running_server(log_dir / "server.log") as base_url:
-            client = TokenDockClient(base_url, args.model)
+        with running_server(tmp) as server:
+            client = TokenDockClient(server, args.model, repeats)
             try:
                 sides: dict[str, Runner] = {"bare": bare.run, "tokendock": client.run}
-                return run_all(sides, args.reps, args.tokens)
+                return run_all(sides, args.reps, args.tokens, warmup=not args.smoke)
             finally:
                 client.close()
     finally:
@@ -438,6 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median of {args.reps} reps, {args.tokens} generated tokens\n")
     print(markdown_table(summary))
     print()
+    if args.smoke:
+        return smoke_verdict(summary, args.tokens)
     print(checks_text(summary))
     if args.json:
         raw = {name: [asdict(s) for s in runs] for name, runs in samples.items()}

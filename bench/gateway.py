@@ -2,6 +2,7 @@
 front of it, side by side in one run on this machine.
 
     make bench-gateway          # = .venv/bin/python bench/gateway.py
+    make bench-gateway BENCH_ARGS=--smoke   # seconds: TokenDock end to end, no wrk/LiteLLM
     .venv/bin/python bench/gateway.py --seconds 10 --targets direct,tokendock,litellm
 
 What one run does (every server on 127.0.0.1, on free ports; everything it starts is stopped
@@ -422,9 +423,9 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         if t.proc is not None:
             results["memory"][t.name] = t.proc.memory_report()
             results["notes"][t.name].append(report.log_problems(t.proc.log))
-    if td is not None and td.proc is not None:
+    if td is not None and td.proc is not None and td.server is not None:
         stop(td.proc)
-        results["tokendock_integrity"] = tokendock_integrity(tmp, sys.executable)
+        results["tokendock_integrity"] = tokendock_integrity(td.server)
     meta["loadavg_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return results
 
@@ -491,6 +492,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-install", action="store_true", help="never install wrk/LiteLLM/py-spy")
     p.add_argument("--no-docs", action="store_true", help="do not touch docs/")
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="seconds, not minutes: TokenDock end to end without wrk or LiteLLM, no targets "
+        "judged, nothing written to docs/ (bench/gateway_smoke.py)",
+    )
     p.add_argument("--json", type=Path, help="results JSON (default bench/results/gateway-*.json)")
     args = p.parse_args(argv)
     args.concurrency = [int(c) for c in args.concurrency.split(",") if c.strip()]
@@ -511,6 +518,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(128 + signum)  # unwinds through finally: everything is stopped
 
     signal.signal(signal.SIGTERM, on_signal)
+    if args.smoke:
+        from gateway_smoke import run_smoke
+
+        return run_smoke(args)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     logs = ROOT / "bench" / "results" / f"gateway-{stamp}-logs"
     tmp = Path(tempfile.mkdtemp(prefix="bench-gateway-"))

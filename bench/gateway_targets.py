@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
-import re
 import subprocess
 import sys
 import time
@@ -25,12 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway_procs import HOST, ROOT, Proc, first_json_line, free_port, http_json, start, wait_http
+from tokendock_server import TokenDock
+from tokendock_server import start_tokendock as start_tokendock_server
 
 MOCK = Path(__file__).with_name("mock_upstream.py")
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
 UPSTREAM_MODEL = "mock-model"
 SCENARIOS = ("fast", "slow", "stream")
-RATE_TIERS = {"default": {"rpm": 100_000_000, "tpm": 1_000_000_000, "concurrent": 100_000}}
 GRANT_CREDITS = "1000000"  # a few µ-credits per request: never the limit
 LITELLM_MASTER_KEY = "sk-gateway-bench-master-key"
 
@@ -44,6 +43,7 @@ class Target:
     proc: Proc | None = None  # the gateway (None for direct)
     path: str = "/v1/chat/completions"
     notes: list[str] = field(default_factory=list)
+    server: TokenDock | None = None  # TokenDock's process, data directory and CLI
 
     def url(self, scenario: str) -> str:
         return f"http://{HOST}:{self.endpoints[scenario][0]}{self.path}"
@@ -63,11 +63,11 @@ class Mocks:
         return dict(json.loads(body))
 
 
-def start_mocks(tmp: Path, slow_ms: float, python: str) -> Mocks:
+def start_mocks(tmp: Path, slow_ms: float, python: str, stream_chunks: int = 100) -> Mocks:
     flags = {
         "fast": ["--delay-ms", "0", "--chunks", "16"],
         "slow": ["--delay-ms", f"{slow_ms:g}", "--chunks", "16"],
-        "stream": ["--delay-ms", "0", "--chunks", "100", "--interval-ms", "50-100"],
+        "stream": ["--delay-ms", "0", "--chunks", str(stream_chunks), "--interval-ms", "50-100"],
     }
     procs, ports = {}, {}
     for name, extra in flags.items():
@@ -104,26 +104,11 @@ def tokendock_catalog(mocks: Mocks) -> str:
 
 
 def start_tokendock(tmp: Path, mocks: Mocks, python: str) -> Target:
-    data = tmp / "tokendock-data"
-    data.mkdir()
     catalog = tmp / "tokendock-models.toml"
     catalog.write_text(tokendock_catalog(mocks))
-    port = free_port()
-    env = {
-        "TOKENDOCK_DATA_DIR": str(data),
-        "TOKENDOCK_MODELS_FILE": str(catalog),
-        "TOKENDOCK_HOST": HOST,
-        "TOKENDOCK_RATE_TIERS": json.dumps(RATE_TIERS),
-        "TOKENDOCK_BOOTSTRAP_GRANT": GRANT_CREDITS,
-        "TOKENDOCK_LOG_LEVEL": "warning",
-        "TOKENDOCK_WORKERS": "1",
-    }
-    cmd = [python, "-m", "tokendock", "serve", "--port", str(port)]
-    proc = start("tokendock", cmd, tmp / "tokendock.log", env)
-    wait_http(f"http://{HOST}:{port}/ready", proc, 120)
-    match = re.search(r"Your API key \(shown once\): (td-\S+)", proc.log.read_text())
-    if match is None:
-        raise RuntimeError(f"tokendock printed no bootstrap key:\n{proc.tail()}")
+    # rate limits are evaluated on every request, with limits never reached (UNLIMITED_TIERS)
+    env = {"TOKENDOCK_BOOTSTRAP_GRANT": GRANT_CREDITS}
+    td = start_tokendock_server(tmp, env, catalog=catalog, python=python)
     try:
         version = importlib.metadata.version("tokendock")
     except importlib.metadata.PackageNotFoundError:
@@ -131,46 +116,25 @@ def start_tokendock(tmp: Path, mocks: Mocks, python: str) -> Target:
     target = Target(
         "tokendock",
         f"TokenDock {version}",
-        {s: (port, f"mock-{s}") for s in SCENARIOS},
-        {"Authorization": f"Bearer {match.group(1)}"},
-        proc,
+        {s: (td.port, f"mock-{s}") for s in SCENARIOS},
+        {"Authorization": f"Bearer {td.key}"},
+        td.proc,
+        server=td,
     )
-    target.notes.append(f"data dir {data} (SQLite), catalog {catalog.name}")
+    target.notes.append(f"data dir {td.data_dir} (SQLite), catalog {catalog.name}")
     return target
 
 
-def tokendock_integrity(tmp: Path, python: str) -> dict[str, object]:
+def tokendock_integrity(td: TokenDock) -> dict[str, object]:
     """After TokenDock stopped: usage records by status, and `tokendock ledger verify`."""
-    import sqlite3
-
-    data = tmp / "tokendock-data"
-    out: dict[str, object] = {}
-    db = data / "tokendock.db"
-    if db.exists():
-        with sqlite3.connect(db) as conn:
-            rows = conn.execute(
-                "SELECT status, coalesce(finish_reason, '-'), count(*) FROM usage_records "
-                "GROUP BY 1, 2 ORDER BY 3 DESC"
-            ).fetchall()
-            out["usage_records"] = {f"{s}/{f}": n for s, f, n in rows}
-            out["usage_total"] = sum(n for _, _, n in rows)
-    env = {
-        **os.environ,
-        "TOKENDOCK_DATA_DIR": str(data),
-        "TOKENDOCK_MODELS_FILE": str(tmp / "tokendock-models.toml"),
+    usage = td.usage_by_status()
+    exit_code, lines = td.ledger_verify()
+    return {
+        "usage_records": usage,
+        "usage_total": sum(usage.values()),
+        "ledger_verify_exit": exit_code,
+        "ledger_verify": lines,
     }
-    res = subprocess.run(
-        [python, "-m", "tokendock", "ledger", "verify"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-        check=False,
-    )
-    out["ledger_verify_exit"] = res.returncode
-    out["ledger_verify"] = (res.stdout + res.stderr).strip().splitlines()[-5:]
-    return out
 
 
 # -- LiteLLM --------------------------------------------------------------------------------
