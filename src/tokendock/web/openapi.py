@@ -22,7 +22,7 @@ from tokendock.protocol.chat import ChatCompletionRequest
 from tokendock.protocol.common import MAX_TOKEN_ID_DIGITS
 from tokendock.protocol.completions import CompletionRequest
 from tokendock.web.api.account import RedeemRequest
-from tokendock.web.openapi_shapes import SCHEMAS, Schema
+from tokendock.web.openapi_shapes import SCHEMAS, STRING, Schema
 from tokendock.web.responses import JSONResponse
 
 REF = "#/components/schemas/{model}"
@@ -85,6 +85,19 @@ def _operation(
     return op
 
 
+# OpenAPI 3.1 has `schema` of an event stream describe each event.
+SSE_EVENT = {
+    "type": "object",
+    "required": ["data"],
+    "properties": {
+        "data": {
+            "type": "string",
+            "description": "A chunk as JSON (the `object` says which), an error envelope, "
+            "or `[DONE]` last.",
+        },
+        "event": {"type": "string"},
+    },
+}
 IDEMPOTENCY_KEY = {
     "name": "Idempotency-Key",
     "in": "header",
@@ -95,15 +108,41 @@ IDEMPOTENCY_KEY = {
 GENERATION_ERRORS = ("400", "401", "402", "403", "404", "413", "429", "502", "503", "504")
 
 
+def _optional(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "required": False, "schema": schema}
+
+
+CREDITS = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{6}$"}
+BILLING_HEADERS = {
+    "x-tokendock-cost": _optional("Credits charged (not on streams: see the usage).", CREDITS),
+    "x-tokendock-hold": _optional("Streams: credits held until the stream ends.", CREDITS),
+    "x-tokendock-credit-remaining": _optional("The balance after this request.", CREDITS),
+    **{
+        f"x-ratelimit-{kind}-{unit}": _optional(f"The tightest {unit} limit: {kind}.", STRING)
+        for kind in ("limit", "remaining", "reset")
+        for unit in ("requests", "tokens")
+    },
+}
+RETRY_HEADERS = {
+    "retry-after": _optional("Whole seconds to wait.", {"type": "string", "pattern": "^[0-9]+$"}),
+    "retry-after-ms": _optional("The exact wait in milliseconds.", STRING),
+}
+
+
 def _generation(summary: str, body: str, ok: str) -> dict[str, Any]:
-    content = {**_json(ok), "text/event-stream": {"schema": {"type": "string"}}}
-    return _operation(
+    content = {**_json(ok), "text/event-stream": {"schema": SSE_EVENT}}
+    op = _operation(
         summary,
         _ok(content, "The completion, or its server-sent events when `stream` is true."),
         (*GENERATION_ERRORS, "409"),
         body=body,
         parameters=[IDEMPOTENCY_KEY] if body == "ChatCompletionRequest" else None,
     )
+    responses = op["responses"]
+    responses["200"]["headers"] = {**HEADERS, **BILLING_HEADERS}
+    for code in ("429", "503"):
+        responses[code]["headers"] = {**HEADERS, **RETRY_HEADERS}
+    return op
 
 
 def _paths() -> dict[str, Any]:
