@@ -69,7 +69,9 @@ async def test_a_cancelled_tokenization_stops(engine: LlamaEngine) -> None:
     assert calls < 3_000_000 // 64  # far from done: one call per 64 newlines
 
 
-NO_STOP = Sampling(temperature=1.0, seed=1, logit_bias={EOS: -100.0, END: -100.0})
+NO_STOP = Sampling(
+    temperature=1.0, seed=1, repeat_penalty=1.1, logit_bias={EOS: -100.0, END: -100.0}
+)
 
 
 async def run(

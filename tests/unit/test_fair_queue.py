@@ -112,3 +112,19 @@ def test_idle_owners_are_forgotten_past_the_bound() -> None:
     q.put("o1", "again")
     q.put("late", "late0")
     assert drain(q) == ["again", "late0"]
+
+
+def test_nothing_is_queued_once_closed() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.close()
+    assert q.put("a", "a0") is False
+    assert len(q) == 0
+
+
+def test_others_waiting_counts_only_live_items_of_other_owners() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.put("a", "a0")
+    assert not q.others_waiting("a")
+    q.put("b", "b0-cancelled")
+    assert q.others_waiting("a")
+    assert not q.others_waiting("a", live=lambda item: not item.endswith("cancelled"))

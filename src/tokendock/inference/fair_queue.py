@@ -32,10 +32,12 @@ class FairQueue(Generic[T]):
         self._tick = 0  # ticks of turns are even; a newcomer's turn is "just before the last"
         self._closed = False
 
-    def put(self, owner: str, item: T, *, front: bool = False) -> None:
+    def put(self, owner: str, item: T, *, front: bool = False) -> bool:
         """Queue `item` behind the owner's others (`front`: before them — a job that comes back
-        after a slice keeps its place among its owner's jobs)."""
+        after a slice keeps its place among its owner's jobs). False once closed: not queued."""
         with self._cond:
+            if self._closed:
+                return False
             items = self._pending.get(owner)
             if items is None:
                 items = self._pending[owner] = deque()
@@ -46,11 +48,15 @@ class FairQueue(Generic[T]):
             else:
                 items.append(item)
             self._cond.notify()
+            return True
 
-    def others_waiting(self, owner: str) -> bool:
-        """Whether an owner other than `owner` has items queued."""
+    def others_waiting(self, owner: str, live: Callable[[T], bool] = lambda item: True) -> bool:
+        """Whether an owner other than `owner` has a `live` item queued."""
         with self._cond:
-            return any(other != owner for other in self._pending)
+            return any(
+                other != owner and any(live(item) for item in items)
+                for other, items in self._pending.items()
+            )
 
     def close(self) -> list[T]:
         """Wake every consumer; `get` returns None from now on. Returns the items still pending,

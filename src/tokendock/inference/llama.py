@@ -34,9 +34,10 @@ from typing import Any
 
 from tokendock.catalog import ModelSpec
 from tokendock.errors import GenerationFailed, ModelNotReady
-from tokendock.inference.base import ChatTurn, Event, Finished, Generation, Sampling, TextDelta
+from tokendock.inference.base import ChatTurn, Event, Finished, Generation, TextDelta
 from tokendock.inference.fair_queue import FairQueue
 from tokendock.inference.model_files import resolve_gguf
+from tokendock.inference.sampler import sampler_llama_class
 from tokendock.inference.stops import StopScanner
 from tokendock.inference.templates import ChatTemplate, RenderedChat, choose_template
 from tokendock.inference.tokenizer import Tokenizer
@@ -158,7 +159,7 @@ class LlamaEngine:
 
         self.model_path = resolve_gguf(self.spec.path, self.spec.package, self._data_dir)
         threads = self.spec.threads or os.cpu_count() or 1
-        llm = _sampler_llama_class()(
+        llm = sampler_llama_class()(
             model_path=str(self.model_path),
             n_ctx=self.spec.context_length,
             n_batch=self.spec.batch_size,
@@ -274,7 +275,8 @@ class LlamaEngine:
     async def generate(self, job: Generation) -> AsyncIterator[Event]:
         self._require_ready()
         pending = _Job(job, asyncio.get_running_loop())
-        self._jobs.put(job.owner, pending)
+        if not self._jobs.put(job.owner, pending):
+            raise ModelNotReady(f"The model '{self.model_id}' is shutting down.")
         try:
             while True:
                 item = await pending.events.get()
@@ -294,10 +296,11 @@ class LlamaEngine:
             except Exception as exc:
                 log.exception("generation failed for model %s", self.model_id)
                 job.emit(exc)
+            if not done and not self._jobs.put(job.gen.owner, job, front=True):
+                job.emit(ModelNotReady(f"The model '{self.model_id}' is shutting down."))
+                done = True
             if done:
                 job.finish_meter()
-            else:
-                self._jobs.put(job.gen.owner, job, front=True)
 
     def _run(self, job: _Job) -> bool:
         """Generate one slice of the job; False when it yielded to another owner unfinished."""
@@ -343,7 +346,7 @@ class LlamaEngine:
                     break
                 if produced >= limit or job.cancelled.is_set():
                     break
-                if produced >= budget and self._jobs.others_waiting(gen.owner):
+                if produced >= budget and self._jobs.others_waiting(gen.owner, _live):
                     return False
         finally:
             tokens.close()
@@ -355,67 +358,12 @@ class LlamaEngine:
         return True
 
 
+def _live(job: _Job) -> bool:
+    return not job.cancelled.is_set()
+
+
 def _pieces(text: str, chat: bool) -> list[tuple[str, bool]]:
     """(text, parse control tokens) stretches of a prompt."""
     if chat and isinstance(text, RenderedChat):
         return [(p.text, not p.content) for p in text.pieces]
     return [(text, chat)]
-
-
-_SAMPLER_LLAMA: Any = None
-
-
-def _sampler_llama_class() -> Any:
-    """A `Llama` whose sampler chain is built from TokenDock's `Sampling` for each job.
-
-    llama-cpp-python's own chain cannot express OpenAI's semantics exactly (its logit-bias hook
-    is a slow Python callback, and top-k/min-p defaults are always on), so `generate()` gets
-    our chain: logit bias → penalties → greedy, or top-k → top-p → min-p → temperature → dist.
-    """
-    global _SAMPLER_LLAMA
-    if _SAMPLER_LLAMA is not None:
-        return _SAMPLER_LLAMA
-    from llama_cpp import Llama
-    from llama_cpp import _internals as internals
-
-    class SamplerLlama(Llama):
-        next_sampling: Sampling = Sampling()
-        next_history: Sequence[int] = ()  # tokens sampled before a resumed slice
-
-        def _init_sampler(self, *args: Any, **kwargs: Any) -> Any:
-            s = self.next_sampling
-            chain = internals.LlamaSampler()
-            self._build_chain(chain, s)
-            # Replay the job's earlier tokens so the penalties see the same history.
-            last_n = s.penalty_last_n
-            history = self.next_history
-            for token in history if last_n < 0 else history[-last_n:] if last_n else ():
-                chain.accept(token)
-            return chain
-
-        def _build_chain(self, chain: Any, s: Sampling) -> None:
-            if s.logit_bias:
-                chain.add_logit_bias(self.n_vocab(), s.logit_bias)
-            if s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty:
-                chain.add_penalties(
-                    n_vocab=self.n_vocab(),
-                    penalty_last_n=s.penalty_last_n,
-                    penalty_repeat=s.repeat_penalty,
-                    penalty_freq=s.frequency_penalty,
-                    penalty_present=s.presence_penalty,
-                )
-            if s.temperature == 0.0:
-                chain.add_greedy()
-                return
-            if s.top_k > 0:
-                chain.add_top_k(s.top_k)
-            if s.top_p < 1.0:
-                chain.add_top_p(s.top_p, 1)
-            if s.min_p > 0.0:
-                chain.add_min_p(s.min_p, 1)
-            chain.add_temp(s.temperature)
-            chain.add_dist(self._seed)
-            return
-
-    _SAMPLER_LLAMA = SamplerLlama
-    return SamplerLlama
