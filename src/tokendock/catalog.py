@@ -37,6 +37,9 @@ from pydantic import (
     model_validator,
 )
 
+# Prices are money: kept within the ledger's bound on amounts (10^9 credits).
+MAX_PRICE = Decimal(1_000_000_000)
+
 
 class SamplingDefaults(BaseModel):
     """Sampler settings OpenAI's API has no field for; request fields override the rest."""
@@ -67,6 +70,8 @@ class PriceSpec(BaseModel):
             raise ValueError(f"not a decimal number: {value!r}") from exc
         if not amount.is_finite() or amount < 0 or (amount * 1_000_000) % 1 != 0:
             raise ValueError(f"must be >= 0 with at most 6 decimals: {value!r}")
+        if amount > MAX_PRICE:
+            raise ValueError(f"must be at most {MAX_PRICE} credits per million tokens: {value!r}")
         return text
 
 

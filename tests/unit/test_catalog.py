@@ -218,3 +218,11 @@ def test_deployments_need_the_upstream_engine(tmp_path: Path) -> None:
     )
     with pytest.raises(CatalogError, match="need engine"):
         Catalog.load(path)
+
+
+def test_prices_are_bounded_like_every_amount() -> None:
+    from tokendock.catalog import PriceSpec
+
+    with pytest.raises(ValueError, match="at most"):
+        PriceSpec(input="1000000001", output="0")
+    assert PriceSpec(input="1000000000", output="0").input == "1000000000"

@@ -333,14 +333,7 @@ class ProxyService:
             deployment=run.deployment,
             estimated=estimated,
         )
-        if run.admitted.price.cost(prompt, completion) > run.hold.amount:
-            log.warning(
-                "request %s: upstream usage (%d + %d tokens) exceeds the hold; the excess is "
-                "charged up to the account's balance",
-                run.request_id,
-                prompt,
-                completion,
-            )
+        # Usage above the hold is charged in full up to the balance; the ledger logs it.
         return await self._gate.settle(run.admitted, prompt, completion, usage)
 
     def _router(self, model: str) -> Router:
