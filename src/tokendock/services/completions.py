@@ -183,6 +183,7 @@ class CompletionService:
     async def _prepare(self, run: Run) -> None:
         plan = run.plan
         engine = plan.engine
+        owner = f"account:{run.key.account_id}"  # the engine is fair between accounts
         for prompt in plan.prompts:
             if isinstance(prompt, ChatPrompt):
                 tokens = await _chat_tokens(engine, prompt.turns)
@@ -199,7 +200,8 @@ class CompletionService:
             )
             for _ in range(plan.n):
                 sampling = _seeded(plan.sampling, len(run.jobs))
-                run.jobs.append(Generation(tokens, max_tokens, plan.stop, sampling))
+                job = Generation(tokens, max_tokens, plan.stop, sampling, owner=owner)
+                run.jobs.append(job)
                 run.prefixes.append(text if plan.echo else "")
 
     async def complete(self, run: Run) -> list[Choice]:
@@ -318,12 +320,11 @@ class CompletionService:
 
 async def _chat_tokens(engine: Engine, turns: Sequence[ChatTurn]) -> list[int]:
     try:
-        prompt_text = engine.render_chat(turns)
+        return await engine.tokenize_chat(turns)
     except ChatTemplateError as exc:
         raise InvalidRequest(
             f"The model's chat template rejected the messages: {exc}", param="messages"
         ) from exc
-    return await engine.tokenize(prompt_text, chat=True)
 
 
 async def _shielded(work: Awaitable[None]) -> None:
