@@ -151,3 +151,20 @@ async def test_create_account_normalises_email_and_refuses_duplicates(db: Db) ->
     with pytest.raises(InvalidRequest, match="not an email"):
         await svc.create_account("alice", "pw")
     assert await db.ledger.verify() == []
+
+
+async def test_stored_strings_are_bounded_identically_on_every_database(db: Db) -> None:
+    """A key's name is refused past its column's width; a grant's free-text reference is cut
+    to its column's, so a long note never fails the write (PostgreSQL enforces VARCHAR(n))."""
+    service = uncached(db)
+    owner = await account(db)
+    with pytest.raises(InvalidRequest) as info:
+        await service.create_key(owner, "n" * 201)
+    assert info.value.param == "name"
+    await service.create_key(owner, "n" * 200)
+    assert await db.ledger.credit(
+        owner, 5, kind="grant", idempotency_key="long-note", reference="r" * 5000
+    )
+    async with db.engine.connect() as conn:
+        stored = (await conn.execute(text("SELECT reference FROM ledger_entries"))).scalar_one()
+    assert stored == "r" * 400

@@ -59,6 +59,7 @@ from tokendock.storage.tables import accounts, holds, ledger_entries, redemption
 log = logging.getLogger(__name__)
 
 OWNER_WIDTH = 200  # holds.owner
+REFERENCE_CHARS = 400  # ledger_entries.reference
 BALANCE_LIMIT = "balance_limit_exceeded"  # the error code of a credit refused past MAX_BALANCE
 
 
@@ -382,7 +383,8 @@ class Ledger:
                 charged=charged,
                 hold_id=hold_id,
                 idempotency_key=idempotency_key,
-                reference=reference,
+                # A free-text note, cut to its column's width so a long one never fails a write.
+                reference=None if reference is None else reference[:REFERENCE_CHARS],
                 created_at=now(),
             )
         )

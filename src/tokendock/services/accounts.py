@@ -32,6 +32,7 @@ class NewKey:
 
 PLAYGROUND = "Playground"
 MAX_EMAIL = 254  # RFC 5321's longest usable address; checked before anything is stored
+MAX_KEY_NAME = 200  # api_keys.name
 MAX_PASSWORD = 256  # argon2 hashes whatever it is given: a megabyte costs real CPU
 
 
@@ -118,6 +119,8 @@ class AccountService:
         spend_limit: int | None = None,
         models: Sequence[str] | None = None,
     ) -> NewKey:
+        if not 1 <= len(name) <= MAX_KEY_NAME:
+            raise InvalidRequest(f"A key's name has 1 to {MAX_KEY_NAME} characters.", param="name")
         secret = keys.mint_key()
         key_id = await self.store.create_key(
             account_id,
