@@ -329,3 +329,16 @@ def test_stamp_new() -> None:
     assert stamp.model == "m"
     assert stamp.created > 1_600_000_000
     assert Stamp.new("chatcmpl", "m").id != stamp.id
+
+
+async def test_engine_failure_keeps_its_code_but_not_its_text(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    failure = GenerationFailed(f"Generation failed: {SECRET}")
+    with caplog.at_level(logging.ERROR, logger="tokendock.web.api.streaming"):
+        frames = await collect(FakeEvents([ChoiceEvent(0, "x")], fail_with=failure))
+    error = decode(frames)[-1]["error"]
+    assert error["code"] == "generation_failed"
+    assert error["type"] == "server_error"
+    assert SECRET.encode() not in b"".join(frames)
+    assert any(r.exc_info for r in caplog.records)  # the text is in the log

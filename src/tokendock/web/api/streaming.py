@@ -93,10 +93,12 @@ async def sse_events(
 
 def failure_event(exc: Exception, stream_id: str) -> bytes:
     """The error event that ends a stream which failed after its first byte (then `[DONE]`)."""
-    if isinstance(exc, TokenDockError):
-        return event(envelope(exc))
+    if isinstance(exc, TokenDockError) and not isinstance(exc, InternalError):
+        return event(envelope(exc))  # written for the client (upstream failures, shutdown)
+    # A server-side failure's own text (an engine exception's message) goes to the log only.
     log.error("stream %s failed", stream_id, exc_info=exc)
-    return event(envelope(InternalError("The server had an error while generating.")))
+    code = exc.code if isinstance(exc, TokenDockError) else None
+    return event(envelope(InternalError("The server had an error while generating.", code=code)))
 
 
 class ClientGone(Exception):
