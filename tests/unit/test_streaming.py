@@ -249,7 +249,7 @@ async def test_tokendock_error_after_first_event_becomes_error_event_then_done()
     bodies = decode(frames)
     assert bodies[-1] == {
         "error": {
-            "message": "The model stopped responding.",
+            "message": "The server had an error while generating.",
             "type": "server_error",
             "param": None,
             "code": "generation_failed",
