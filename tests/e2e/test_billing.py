@@ -294,8 +294,10 @@ def test_gone_before_first_token_costs_nothing(billing: Server, stream: bool) ->
     before = balance(billing, key)
     user = f"queued-{secrets.token_hex(3)}"
 
-    async def scenario() -> None:
-        blocker = _blocker(billing, billing.new_key(email(), "1"))
+    async def scenario() -> int:
+        # The blocker is the same account's: the engine is fair between accounts, so only the
+        # account's own earlier request keeps this one queued.
+        blocker = _blocker(billing, key)
         await asyncio.sleep(0.3)  # the blocker now holds the engine
         body = {
             "model": MODEL,
@@ -313,13 +315,15 @@ def test_gone_before_first_token_costs_nothing(billing: Server, stream: bool) ->
             else:
                 with contextlib.suppress(httpx.ReadTimeout):
                     await http.post(billing.v1 + "/chat/completions", json=body, timeout=0.5)
-        assert (await blocker).status_code == 200
+        blocked = await blocker
+        assert blocked.status_code == 200
+        return round(float(blocked.headers["x-tokendock-cost"]) * 1_000_000)
 
-    asyncio.run(scenario())
+    blocker_cost = asyncio.run(scenario())
     row = _row(billing, key, user)
     assert row["status"] == "client_disconnected"
     assert (row["prompt_tokens"], row["completion_tokens"], row["cost_micro_credits"]) == (0, 0, 0)
-    assert balance(billing, key) == before
+    assert balance(billing, key) == before - blocker_cost
     assert verify(billing) == 0
 
 
@@ -334,6 +338,7 @@ def test_gone_mid_generation_pays_for_what_was_produced(billing: Server, stream:
         "max_tokens": 2000,
         "stream": stream,
         "user": user,
+        "logit_bias": {"1": -100, "106": -100},  # no end of turn: it runs until the client goes
     }
     received = 0
     with httpx.Client(headers={"Authorization": f"Bearer {key}"}) as http:
