@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: serve test check fmt lint types contracts bench-engine bench-money bench-limits bench-gateway \
-	bench-soak clean
+	bench-soak bench-refusals clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -64,6 +64,11 @@ bench-gateway: $(STAMP)
 bench-soak: $(STAMP)
 	$(BIN)/tokendock models fetch
 	$(BIN)/python bench/soak.py $(BENCH_ARGS)
+
+# What a refused request costs the server: CPU per request and tokenizer calls (must be 0).
+bench-refusals: $(STAMP)
+	$(BIN)/tokendock models fetch
+	$(BIN)/python bench/refusals.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

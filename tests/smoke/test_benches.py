@@ -14,7 +14,14 @@ import pytest
 from tests.smoke.readme import ROOT
 
 DOCS_THE_BENCHES_WRITE = ["benchmarks.md", "reliability.md", "gateway-bench.png"]
-BENCHES = ["bench-engine", "bench-money", "bench-limits", "bench-gateway", "bench-soak"]
+BENCHES = [
+    "bench-engine",
+    "bench-money",
+    "bench-limits",
+    "bench-gateway",
+    "bench-soak",
+    "bench-refusals",
+]
 
 
 def docs_digest() -> dict[str, str]:

@@ -24,7 +24,14 @@ from tokendock.cli import main as tokendock
 TOKENDOCK_BIN = Path(sys.executable).with_name("tokendock")
 STAMP = ".venv/.installed-stamp"
 MAKE_TARGETS = ["serve", "test", "check", "fmt", "lint", "types", "contracts"]
-BENCH_TARGETS = ["bench-engine", "bench-money", "bench-limits", "bench-gateway", "bench-soak"]
+BENCH_TARGETS = [
+    "bench-engine",
+    "bench-money",
+    "bench-limits",
+    "bench-gateway",
+    "bench-soak",
+    "bench-refusals",
+]
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
