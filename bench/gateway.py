@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import gateway_report as report
+import machine
 from gateway_load import build_request, ensure_wrk, run_wrk, stream_ramp, ttft_series, wrk_version
 from gateway_procs import (
     CLK_TCK,
@@ -302,18 +303,8 @@ def profile(pyspy: str, pid: int, seconds: float, out: Path, work: Callable[[], 
 
 
 def meta_info(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    cpu = machine.cpu_model()
+    commit = machine.commit()
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),

@@ -7,12 +7,11 @@ import datetime as dt
 import os
 import platform
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from gateway_procs import ROOT
+import machine
 from gateway_report import log_problems
 
 BEGIN, END = "<!-- soak:results:begin -->", "<!-- soak:results:end -->"
@@ -26,17 +25,8 @@ __all__ = ["log_problems", "meta", "render", "summarize", "update_doc"]
 
 
 def meta(args: argparse.Namespace, started: dt.datetime) -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    commit = subprocess.run(
-        ["git", "-C", str(ROOT), "describe", "--always", "--dirty"],
-        capture_output=True,
-        text=True,
-        check=False,
-    ).stdout.strip()
+    cpu = machine.cpu_model()
+    commit = machine.commit()
     return {
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
         "nproc": os.cpu_count(),
