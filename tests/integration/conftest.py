@@ -46,7 +46,16 @@ async def _drop_postgres(url: str) -> None:
     name = url.rpartition("/")[2]
     conn = await asyncpg.connect(POSTGRES_URL.replace("+asyncpg", ""))
     try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        # An autovacuum worker that just connected to the new database cannot be terminated by
+        # a non-superuser (InsufficientPrivilegeError); it leaves within moments: try again.
+        for attempt in range(20):
+            try:
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except asyncpg.InsufficientPrivilegeError:
+                if attempt == 19:
+                    raise
+                await asyncio.sleep(0.25)
     finally:
         await conn.close()
 
