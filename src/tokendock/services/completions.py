@@ -110,7 +110,7 @@ class CompletionService:
     def __init__(self, models: ModelRegistry, gate: Gate):
         self._models = models
         self._gate = gate
-        self._settling: set[asyncio.Task[Settlement | None]] = set()
+        self._settling: set[asyncio.Future[Settlement | None]] = set()
 
     def plan_chat(self, req: ChatCompletionRequest) -> Plan:
         engine = self._models.engine(req.model)
@@ -177,7 +177,7 @@ class CompletionService:
             await self._prepare(run)
         except BaseException:
             run.streaming = True  # settled here: abandon() must not settle again
-            await _shielded(self._gate.release(run.admitted))
+            await self._to_the_end(self._gate.release(run.admitted))
             raise
 
     async def _prepare(self, run: Run) -> None:
@@ -264,12 +264,7 @@ class CompletionService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
             finish = reasons[0] if len(set(reasons)) == 1 else ("mixed" if reasons else None)
-            settling = asyncio.ensure_future(self._settle(run, status, finish))
-            self._settling.add(settling)
-            settling.add_done_callback(self._settling.discard)
-            # Shielded: a cancelled consumer must not cancel the settlement itself.
-            with contextlib.suppress(asyncio.CancelledError):
-                run.settlement = await asyncio.shield(settling)
+            run.settlement = await self._to_the_end(self._settle(run, status, finish))
 
     async def abandon(self, run: Run) -> None:
         """The client left before the stream began: nothing was generated; release the hold."""
@@ -278,11 +273,17 @@ class CompletionService:
         run.streaming = True
         for job in run.jobs:
             job.meter.done.set()
-        settling = asyncio.ensure_future(self._settle(run, "client_disconnected", None))
+        run.settlement = await self._to_the_end(self._settle(run, "client_disconnected", None))
+
+    async def _to_the_end(self, work: Awaitable[Settlement | None]) -> Settlement | None:
+        """Run a settlement (or release) to its end: shielded, so a cancelled caller cannot
+        cancel it (None then), and tracked, so `drain()` waits for it at shutdown."""
+        settling = asyncio.ensure_future(work)
         self._settling.add(settling)
         settling.add_done_callback(self._settling.discard)
         with contextlib.suppress(asyncio.CancelledError):
-            run.settlement = await asyncio.shield(settling)
+            return await asyncio.shield(settling)
+        return None
 
     async def _settle(self, run: Run, status: str, finish: str | None) -> Settlement | None:
         meters = [job.meter for job in run.jobs]
@@ -325,15 +326,6 @@ async def _chat_tokens(engine: Engine, turns: Sequence[ChatTurn]) -> list[int]:
         raise InvalidRequest(
             f"The model's chat template rejected the messages: {exc}", param="messages"
         ) from exc
-
-
-async def _shielded(work: Awaitable[None]) -> None:
-    """Run `work` to its end even if the caller is cancelled meanwhile."""
-    task = asyncio.ensure_future(work)
-    with contextlib.suppress(asyncio.CancelledError):
-        await asyncio.shield(task)
-    if not task.done():
-        await task
 
 
 def _sampling(spec: ModelSpec, req: SamplingFields, engine: Engine) -> Sampling:

@@ -26,9 +26,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import orjson
+from typing import Literal
 
 from tokendock.billing.ledger import Settlement, UsageRow
 from tokendock.billing.money import format_credits
@@ -44,14 +42,15 @@ from tokendock.inference.router import Router
 from tokendock.inference.upstream import Answer, ClientFault, UpstreamFailure
 from tokendock.protocol.chat import ChatCompletionRequest, message_text
 from tokendock.protocol.completions import CompletionRequest
+from tokendock.services import upstream_reply as reply
 from tokendock.services.budget import check_request_cap, per_choice
 from tokendock.services.gate import Admitted, AdmittedRun, Gate
+from tokendock.services.upstream_reply import JSON, Seen
 from tokendock.storage.accounts import KeyRow
 
 log = logging.getLogger(__name__)
 
 Kind = Literal["chat", "text"]
-JSON = dict[str, Any]
 CHARS_PER_TOKEN = 4  # for estimates only, when an upstream reports no usage
 
 
@@ -82,16 +81,6 @@ class ProxyRun(AdmittedRun):
         return bool(self.payload.get("stream"))
 
 
-@dataclass(slots=True)
-class Seen:
-    """What the relay saw of a stream: enough to bill it if no usage ever arrives."""
-
-    usage: JSON | None = None
-    pieces: int = 0
-    chars: int = 0
-    finish: str | None = None
-
-
 class ProxyService:
     def __init__(self, models: ModelRegistry, gate: Gate):
         self._models = models
@@ -111,7 +100,7 @@ class ProxyService:
         n = req.n or 1
         per = per_choice(spec, req.token_limit(), param)
         check_request_cap(spec, per, n, n, param)
-        payload = _payload(body)
+        payload = reply.strict_payload(body)
         if spec.max_output_tokens and req.token_limit() is None:
             payload["max_tokens"] = per  # the model's cap applies when none was asked for
         chars = sum(len(message_text(m)) for m in req.messages)
@@ -131,7 +120,7 @@ class ProxyService:
         n = max(req.n or 1, req.best_of or 1)
         per = per_choice(spec, req.max_tokens, "max_tokens")
         check_request_cap(spec, per, n * len(prompts), n, "max_tokens")
-        payload = _payload(body)
+        payload = reply.strict_payload(body)
         payload.setdefault("max_tokens", req.max_tokens)  # TokenDock's default, not theirs
         chars = sum(len(p) if isinstance(p, str) else len(p) * CHARS_PER_TOKEN for p in prompts)
         # Each prompt is bounded on its own: one context window for each, not for all.
@@ -204,10 +193,7 @@ class ProxyService:
         body = answer.body or {}
         body["id"] = run.id
         body["model"] = run.model
-        seen = Seen(usage=_usage(body.get("usage")))
-        for choice in body.get("choices") or ():
-            seen.chars += len(_choice_text(choice))
-            seen.finish = _reason(choice) or seen.finish
+        seen = reply.answer_seen(body)
         await self._settle(run, seen, "ok")
         return body
 
@@ -226,7 +212,7 @@ class ProxyService:
             """The event as the client gets it, or None when it is not for the client."""
             item["id"] = run.id
             item["model"] = run.model
-            if not _observe(seen, item):
+            if not reply.observe(seen, item):
                 if seen.usage is not None:
                     usage_events[:] = [item]  # sent after settlement, with the cost
                 return None
@@ -288,7 +274,7 @@ class ProxyService:
         self._router(run.model).finish(answer)
         seen = Seen()
         if answer.first is not None:
-            _observe(seen, answer.first)
+            reply.observe(seen, answer.first)
         await self._settle(run, seen, "client_disconnected")
 
     async def _settle(
@@ -306,8 +292,8 @@ class ProxyService:
     ) -> Settlement | None:
         estimated = False
         if seen.usage is not None:
-            prompt = _count(seen.usage.get("prompt_tokens"))
-            completion = _count(seen.usage.get("completion_tokens"))
+            prompt = reply.count(seen.usage.get("prompt_tokens"))
+            completion = reply.count(seen.usage.get("completion_tokens"))
         elif produced:
             # No usage from upstream: estimate what was seen. A streamed piece is one token on
             # every server we know; a whole answer is estimated from its length.
@@ -346,72 +332,6 @@ class ProxyService:
         """Wait for settlements still running (at shutdown)."""
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
-
-
-def _payload(body: bytes) -> JSON:
-    """The body as the upstream gets it, parsed once before admission. Strict JSON (RFC 8259):
-    NaN, Infinity or a number out of float range anywhere is a 400, never a failure later."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"We could not parse the JSON body of your request ({exc}). The body must be "
-            "valid JSON: NaN, Infinity and numbers out of range are not allowed."
-        ) from None
-    if not isinstance(payload, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return payload
-
-
-def _observe(seen: Seen, item: JSON) -> bool:
-    """Count one stream event into `seen`; False for an event without choices (usage only)."""
-    usage = _usage(item.get("usage"))
-    if usage is not None:
-        seen.usage = usage
-    choices = item.get("choices")
-    if not choices:
-        return False
-    for choice in choices:
-        text = _choice_text(choice)
-        if text:
-            seen.pieces += 1
-            seen.chars += len(text)
-        seen.finish = _reason(choice) or seen.finish
-    return True
-
-
-def _usage(value: object) -> JSON | None:
-    if isinstance(value, dict) and _is_count(value.get("completion_tokens")):
-        return value
-    return None
-
-
-MAX_COUNT = 2**31 - 1  # tokens an upstream may report for one request; more is not believed
-
-
-def _is_count(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
-
-
-def _count(value: object) -> int:
-    """A token count the upstream reported; anything but a sane count is 0."""
-    return value if isinstance(value, int) and _is_count(value) else 0
-
-
-def _reason(choice: JSON) -> str | None:
-    reason = choice.get("finish_reason")
-    return reason if isinstance(reason, str) and reason else None
-
-
-def _choice_text(choice: JSON) -> str:
-    message = choice.get("delta") or choice.get("message")
-    if isinstance(message, dict):
-        text = message.get("content") or ""
-        for call in message.get("tool_calls") or ():
-            text += str((call.get("function") or {}).get("arguments") or "")
-        return text if isinstance(text, str) else ""
-    text = choice.get("text")
-    return text if isinstance(text, str) else ""
 
 
 def _client_error(fault: ClientFault) -> TokenDockError:

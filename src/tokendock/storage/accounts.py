@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokendock.storage.db import reader
@@ -30,6 +30,18 @@ class AccountRow:
     is_admin: bool
     disabled: bool
     balance: int
+
+
+def account_row(row: RowMapping) -> AccountRow:
+    """An `accounts` row (or a join that selects its columns) as an AccountRow."""
+    return AccountRow(
+        row["id"],
+        row["email"],
+        row["password_hash"],
+        row["is_admin"],
+        row["disabled"],
+        row["balance"],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +139,7 @@ class AccountStore:
     async def _account(self, condition: Any) -> AccountRow | None:
         async with self._engine.connect() as conn:
             row = (await conn.execute(select(accounts).where(condition))).mappings().first()
-        if row is None:
-            return None
-        return AccountRow(
-            row["id"],
-            row["email"],
-            row["password_hash"],
-            row["is_admin"],
-            row["disabled"],
-            row["balance"],
-        )
+        return None if row is None else account_row(row)
 
     async def create_key(
         self,

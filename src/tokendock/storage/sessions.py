@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import delete, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from tokendock.storage.accounts import AccountRow
+from tokendock.storage.accounts import AccountRow, account_row
 from tokendock.storage.db import reader
 from tokendock.storage.tables import accounts, dashboard_sessions, throttle_events
 
@@ -43,16 +43,7 @@ class SessionStore:
         )
         async with self._reader.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
-        if row is None:
-            return None
-        return AccountRow(
-            row["id"],
-            row["email"],
-            row["password_hash"],
-            row["is_admin"],
-            row["disabled"],
-            row["balance"],
-        )
+        return None if row is None else account_row(row)
 
     async def end(self, digest: str) -> None:
         async with self._engine.begin() as conn:

@@ -1,0 +1,99 @@
+"""What TokenDock reads from upstream JSON: the client's body as the upstream gets it (parsed once,
+strictly, before admission), and — from answers and stream events — the usage, finish reason
+and text seen, for billing. Upstreams are not trusted: a count that is not a sane integer or a
+finish reason that is not a string is not believed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from tokendock.errors import InvalidRequest
+
+JSON = dict[str, Any]
+MAX_COUNT = 2**31 - 1  # tokens an upstream may report for one request; more is not believed
+
+
+@dataclass(slots=True)
+class Seen:
+    """What the relay saw of a stream: enough to bill it if no usage ever arrives."""
+
+    usage: JSON | None = None
+    pieces: int = 0
+    chars: int = 0
+    finish: str | None = None
+
+
+def answer_seen(body: JSON) -> Seen:
+    """What a whole (non-streamed) answer says: its usage, text length and finish reason."""
+    seen = Seen(usage=usage_of(body.get("usage")))
+    for choice in body.get("choices") or ():
+        seen.chars += len(choice_text(choice))
+        seen.finish = finish_of(choice) or seen.finish
+    return seen
+
+
+def strict_payload(body: bytes) -> JSON:
+    """The body as the upstream gets it, parsed once before admission. Strict JSON (RFC 8259):
+    NaN, Infinity or a number out of float range anywhere is a 400, never a failure later."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({exc}). The body must be "
+            "valid JSON: NaN, Infinity and numbers out of range are not allowed."
+        ) from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return payload
+
+
+def observe(seen: Seen, item: JSON) -> bool:
+    """Count one stream event into `seen`; False for an event without choices (usage only)."""
+    usage = usage_of(item.get("usage"))
+    if usage is not None:
+        seen.usage = usage
+    choices = item.get("choices")
+    if not choices:
+        return False
+    for choice in choices:
+        text = choice_text(choice)
+        if text:
+            seen.pieces += 1
+            seen.chars += len(text)
+        seen.finish = finish_of(choice) or seen.finish
+    return True
+
+
+def usage_of(value: object) -> JSON | None:
+    if isinstance(value, dict) and is_count(value.get("completion_tokens")):
+        return value
+    return None
+
+
+def is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_COUNT
+
+
+def count(value: object) -> int:
+    """A token count the upstream reported; anything but a sane count is 0."""
+    return value if isinstance(value, int) and is_count(value) else 0
+
+
+def finish_of(choice: JSON) -> str | None:
+    reason = choice.get("finish_reason")
+    return reason if isinstance(reason, str) and reason else None
+
+
+def choice_text(choice: JSON) -> str:
+    message = choice.get("delta") or choice.get("message")
+    if isinstance(message, dict):
+        text = message.get("content") or ""
+        for call in message.get("tool_calls") or ():
+            text += str((call.get("function") or {}).get("arguments") or "")
+        return text if isinstance(text, str) else ""
+    text = choice.get("text")
+    return text if isinstance(text, str) else ""
