@@ -135,18 +135,32 @@ def sigterm_during(srv: Server, key: str, bodies: list[dict[str, Any]]) -> list[
                 await asyncio.wait_for(out.first.wait(), 60)
             await asyncio.sleep(0.3)  # the non-streamed ones reach the engine / upstream
             srv.process.send_signal(signal.SIGTERM)
-            await asyncio.sleep(0.3)
-            try:  # no longer accepting connections (or, racing that, refused with a 503)
-                async with httpx.AsyncClient(timeout=3) as fresh:
-                    late = await fresh.get(srv.base_url + "/health")
-                assert late.status_code == 503
-                assert late.json()["error"]["code"] == "server_shutting_down"
-            except httpx.TransportError:
-                pass
+            await refusing_new_requests(srv)
             await asyncio.gather(*tasks)
             return outcomes
 
     return asyncio.run(run())
+
+
+async def refusing_new_requests(srv: Server, within: float = 5.0) -> None:
+    """After SIGTERM a new request is soon refused: no longer accepted (it waits or the connection
+    fails) or, racing that, answered 503. With --workers uvicorn's supervisor reads its signal
+    queue every 0.5 s before it passes SIGTERM on, so a worker may serve for that long."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        try:
+            async with httpx.AsyncClient(timeout=1) as fresh:
+                late = await fresh.get(srv.base_url + "/health")
+        except httpx.TransportError:
+            return
+        if late.status_code == 503:
+            assert late.json()["error"]["code"] == "server_shutting_down"
+            return
+        assert late.status_code == 200
+        if loop.time() > deadline:
+            pytest.fail(f"still answering /health {within} s after SIGTERM")
+        await asyncio.sleep(0.1)
 
 
 def exit_code(srv: Server, within: float) -> int:
