@@ -1,7 +1,7 @@
 """usage records name their upstream deployment and say when tokens were estimated
 
 `td_settle` (migration 0003) writes usage rows, so it is replaced with a version that takes the
-two new fields (PostgreSQL only).
+two new fields (PostgreSQL only): TD_SETTLE_V4 in storage/ledger_plpgsql.py, written out in full.
 
 Revision ID: 0004
 Revises: 0003
@@ -10,36 +10,19 @@ Create Date: 2026-11-26 01:10:00.000000
 
 from __future__ import annotations
 
-import importlib
-
 import sqlalchemy as sa
 from alembic import op
+
+from tokendock.storage import ledger_plpgsql
 
 revision = "0004"
 down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-_v3 = importlib.import_module("tokendock.storage.migrations.versions.0003_ledger_functions")
-
-OLD_SIGNATURE = _v3.SIGNATURES[1]
-NEW_SIGNATURE = OLD_SIGNATURE[:-1] + ", text, boolean)"
-
-TD_SETTLE = (
-    _v3.TD_SETTLE.replace(
-        "p_finish_reason text, p_latency_ms integer, p_ttft_ms integer, p_user text)",
-        "p_finish_reason text, p_latency_ms integer, p_ttft_ms integer, p_user text,\n"
-        "    p_deployment text, p_estimated boolean)",
-    )
-    .replace(
-        'latency_ms, ttft_ms, "user", created_at)',
-        'latency_ms, ttft_ms, "user", created_at, deployment, estimated)',
-    )
-    .replace(
-        "p_ttft_ms, p_user, p_at);",
-        "p_ttft_ms, p_user, p_at, p_deployment, p_estimated);",
-    )
-)
+OLD_SIGNATURE = ledger_plpgsql.TD_SETTLE_V3_SIGNATURE
+NEW_SIGNATURE = ledger_plpgsql.TD_SETTLE_V4_SIGNATURE
+TD_SETTLE = ledger_plpgsql.TD_SETTLE_V4  # written out in full there
 
 
 def upgrade() -> None:
@@ -56,7 +39,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == "postgresql":
         op.get_bind().exec_driver_sql(f"DROP FUNCTION IF EXISTS {NEW_SIGNATURE}")
-        op.get_bind().exec_driver_sql(_v3.TD_SETTLE)
+        op.get_bind().exec_driver_sql(ledger_plpgsql.TD_SETTLE_V3)
     with op.batch_alter_table("usage_records", schema=None) as batch_op:
         batch_op.drop_column("estimated")
         batch_op.drop_column("deployment")
