@@ -56,6 +56,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokendock.app import QUIET_REQUESTS
 from tokendock.billing.ledger import Ledger, UsageRow
+from tokendock.billing.load import FewInFlight, InFlight
 from tokendock.billing.pricing import Price
 from tokendock.services.accounts import AccountService
 from tokendock.storage.accounts import AccountStore
@@ -88,7 +89,7 @@ class Backend:
     service: AccountService
     account_ids: list[int]
     secrets: list[str]  # one key per account, same order
-    active: list[int]  # requests in flight (the ledger's quiet() reads it)
+    active: InFlight  # requests in flight (the ledger's load signal reads it)
     completed: int = 0  # requests settled so far, all runs and warm-ups included
     charged: int = 0  # Σ of every settled charge
 
@@ -97,12 +98,12 @@ async def open_backend(name: str, url: str, n_accounts: int) -> Backend:
     await upgrade_async(url)
     engine = create_engine(url)
     # As the server wires it: SQLite jobs run inline while few requests are in flight.
-    active = [0]
+    active = InFlight()
     ledger = Ledger(
         engine,
         owner="bench",
         hold_ttl=timedelta(hours=1),
-        quiet=lambda: active[0] <= QUIET_REQUESTS,
+        load=FewInFlight(active, QUIET_REQUESTS),
     )
     service = AccountService(AccountStore(engine), ledger, cache_seconds=1.0)
     account_ids: list[int] = []
@@ -181,7 +182,7 @@ async def run_load(b: Backend, concurrency: int, seconds: float, label: str) -> 
                 return
             n += 1
             request_id = f"{label}-{index}-{n}"
-            b.active[0] += 1
+            b.active.active += 1
             try:
                 key = await b.service.authenticate(header)
                 hold = await b.ledger.hold(key.account_id, key.id, worst, request_id)
@@ -206,7 +207,7 @@ async def run_load(b: Backend, concurrency: int, seconds: float, label: str) -> 
                 await asyncio.sleep(0.01)
                 continue
             finally:
-                b.active[0] -= 1
+                b.active.active -= 1
             if settled is None:
                 errors["settle returned None"] += 1
                 continue

@@ -16,6 +16,7 @@ from starlette.staticfiles import StaticFiles
 
 from tokendock import __version__
 from tokendock.billing.ledger import Ledger
+from tokendock.billing.load import FewInFlight
 from tokendock.catalog import Catalog
 from tokendock.config import Settings
 from tokendock.inference.registry import ModelRegistry
@@ -69,7 +70,7 @@ def create_app(settings: Settings) -> FastAPI:
         db,
         owner=settings.instance_name(),
         hold_ttl=timedelta(seconds=settings.hold_ttl_seconds),
-        quiet=lambda: metrics.active <= QUIET_REQUESTS,
+        load=FewInFlight(metrics, QUIET_REQUESTS),  # metrics.active: the middleware's count
     )
     limiter = build_limiter(settings)
     tiers = {name: Limits(**values) for name, values in settings.rate_tiers.items()}

@@ -7,10 +7,13 @@ request; see the "Money path" section of docs/benchmarks.md. So each backend run
 transaction in one call, with the same statements and guards as the ledger's docstring states:
 
 - SQLite (`fastpath_sqlite`): one writer thread owning a plain `sqlite3` connection runs each
-  transaction as one job (several queued jobs share one COMMIT, each in its own SAVEPOINT).
-- PostgreSQL (`fastpath_pg`): plpgsql functions `td_hold` (migration 0003) / `td_settle`
-  (migration 0007) called through an asyncpg pool; each is one round trip and one autocommit
-  transaction.
+  transaction as one job (several queued jobs share one COMMIT).
+- PostgreSQL (`fastpath_pg`): plpgsql functions `td_hold` / `td_settle` (their texts in
+  storage/ledger_plpgsql.py, installed by migrations 0003 and 0008) called through an asyncpg
+  pool; each is one round trip and one autocommit transaction.
+
+Both run the statements of storage/ledger_sql.py. The values they return are in
+billing/records.py (a leaf: no fast path imports the ledger).
 
 `renew` (every third of the hold TTL, not per request) is one UPDATE of this process's open holds.
 
@@ -20,28 +23,13 @@ are part of the normal flow and cheaper that way. `Ledger` turns them into its e
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-if TYPE_CHECKING:
-    from tokendock.billing.ledger import UsageRow
-
-# Outcome of a hold: (HELD, balance after) or (NO_CREDIT, balance now) or (OVER_LIMIT, 0).
-HELD = 0
-NO_CREDIT = 1
-OVER_LIMIT = 2
-
-# Hold states (holds.status). A hold leaves OPEN exactly once: SETTLED by its request (or
-# released by its own process), or SWEPT by a sweeper because its owner stopped renewing it.
-# A SWEPT hold whose request still settles (the owner was alive after all) becomes LATE: what
-# was produced is then charged as a plain debit, at most once.
-OPEN, SETTLED, SWEPT, LATE = "open", "settled", "swept", "late"
-
-# Settlement result: (charged in total, balance after, late), or None when nothing changed.
-Settled = tuple[int, int, bool]
+from tokendock.billing.load import Load
+from tokendock.billing.records import Settled, UsageRow
 
 
 class FastPath(Protocol):
@@ -86,15 +74,16 @@ class FastPath(Protocol):
     async def close(self) -> None: ...
 
 
-def for_engine(engine: AsyncEngine, quiet: Callable[[], bool] | None = None) -> FastPath:
+def for_engine(engine: AsyncEngine, load: Load | None = None) -> FastPath:
     """The hot path for the database behind `engine` (the same database, its own connections).
-    `quiet()` tells SQLite's writer whether the process is calm enough to run a job inline."""
+    `load.quiet()` tells SQLite's writer whether the process is calm enough to run a job
+    inline (always, when None)."""
     name = engine.dialect.name
     if name == "sqlite":
         from tokendock.billing.fastpath_sqlite import SqliteWriter
         from tokendock.storage.db import sqlite_path
 
-        return SqliteWriter(sqlite_path(engine), quiet)
+        return SqliteWriter(sqlite_path(engine), load)
     if name == "postgresql":
         from tokendock.billing.fastpath_pg import PgFastPath
         from tokendock.storage.db import asyncpg_dsn

@@ -1,4 +1,4 @@
-"""PostgreSQL hot path: `td_hold` (migration 0003) / `td_settle` (0007), one round trip each.
+"""PostgreSQL hot path: `td_hold` / `td_settle` (storage/ledger_plpgsql.py), one round trip each.
 
 Each call is one autocommit transaction executed by a plpgsql function holding the ledger's
 statements: the conditional debit, the guarded `UPDATE holds … WHERE status = 'open'`, the
@@ -17,25 +17,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from tokendock.billing.fastpath import HELD, Settled
-
-if TYPE_CHECKING:
-    from tokendock.billing.ledger import UsageRow
+from tokendock.billing.records import HELD, Settled, UsageRow
+from tokendock.storage.ledger_sql import PG_HOLD, PG_RENEW, PG_SETTLE
 
 log = logging.getLogger(__name__)
 
 POOL_MAX = 16  # the server has two CPUs' worth of work to give; more connections only queue
-
-HOLD = "SELECT o_status, o_balance FROM td_hold($1, $2, $3, $4, $5, $6, $7, $8)"
-SETTLE = (
-    "SELECT o_charged, o_balance, o_late FROM td_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-    "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
-)
-RENEW = (
-    "UPDATE holds SET expires_at = $1 WHERE owner = $2 AND status = 'open' AND id = ANY($3::text[])"
-)
 
 
 async def _no_reset(_conn: Any) -> None:
@@ -64,7 +53,7 @@ class PgFastPath:
         pool = self._pool or await self._open()
         call = asyncio.ensure_future(
             pool.fetchrow(
-                HOLD, hold_id, account_id, key_id, amount, request_id, owner, at, expires_at
+                PG_HOLD, hold_id, account_id, key_id, amount, request_id, owner, at, expires_at
             )
         )
         try:
@@ -95,7 +84,7 @@ class PgFastPath:
         pool = self._pool or await self._open()
         u = usage
         call = pool.fetchrow(
-            SETTLE,
+            PG_SETTLE,
             hold_id,
             account_id,
             key_id,
@@ -124,7 +113,7 @@ class PgFastPath:
 
     async def renew(self, owner: str, hold_ids: list[str], expires_at: datetime) -> int:
         pool = self._pool or await self._open()
-        status: str = await pool.execute(RENEW, expires_at, owner, hold_ids)  # "UPDATE <n>"
+        status: str = await pool.execute(PG_RENEW, expires_at, owner, hold_ids)  # "UPDATE <n>"
         return int(status.rpartition(" ")[2])
 
     async def close(self) -> None:

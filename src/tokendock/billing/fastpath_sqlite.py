@@ -5,20 +5,24 @@ round trip (~0.12 ms each here) and the write lock stays held across them; sixte
 connections then fight for it in SQLite's sleeping busy handler. Here one thread owns one
 plain `sqlite3` connection; `hold` and `settle` each put ONE job on its queue and await a
 future. The thread takes whatever is queued (up to MAX_BATCH jobs), runs them in one
-`BEGIN IMMEDIATE` … `COMMIT`, each inside its own SAVEPOINT, so a job that fails or is refused
-rolls back alone, then hands all results back to the event loop in one wake-up. A result is
-delivered only after its COMMIT succeeded; if the COMMIT fails, every job of the batch fails.
+`BEGIN IMMEDIATE` … `COMMIT`, then hands all results back to the event loop in one wake-up. A
+refusing job writes nothing (billing/sqlite_jobs.py), so jobs need no SAVEPOINT of their own;
+should one raise, the batch is rolled back and run again with each job in its own SAVEPOINT,
+so the failing one fails alone. A result is delivered only after its COMMIT succeeded; if the
+COMMIT fails, every job of the batch fails.
 
-The jobs (the ledger's SQL, written out) are in billing/sqlite_jobs.py. Other writers (the
-SQLAlchemy engine: credits, keys, accounts) still work: they take the same write lock and wait
-in `busy_timeout`.
+The jobs (the ledger's SQL, from storage/ledger_sql.py) are in billing/sqlite_jobs.py. Other
+writers (the SQLAlchemy engine: credits, keys, accounts) still work: they take the same write
+lock. The writer's connection never sleeps in SQLite's busy handler (busy_timeout 0): BEGIN
+IMMEDIATE is the only statement that waits for the lock, and the thread retries it itself for
+up to BUSY_SECONDS (the engine's busy_timeout).
 
-When the process is quiet (`quiet()`: few requests in flight) and the writer idle (nothing
+When the process is quiet (`load.quiet()`: few requests in flight) and the writer idle (nothing
 queued, the connection free) a job runs inline on the event loop instead, under the same lock:
 an uncontended transaction takes ~50 µs, less than the two thread hand-offs it saves. Under
 load the thread is better: it runs SQLite on the other core while the loop serves requests.
 Inline never waits: if another connection holds SQLite's write lock, BEGIN fails at once
-(busy_timeout 0) and the job goes to the thread, which waits for it.
+and the job goes to the thread, which waits for it.
 
 WAL checkpoints (copying the log back into the database, with an fsync) would otherwise run
 inside whichever COMMIT crosses SQLite's 1,000-page threshold and stall that batch for
@@ -34,28 +38,27 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from tokendock.billing import sqlite_jobs as jobs
-from tokendock.billing.fastpath import HELD, Settled
+from tokendock.billing.load import Load
+from tokendock.billing.records import HELD, Settled, UsageRow
 from tokendock.storage.db import SQLITE_PRAGMAS
-
-if TYPE_CHECKING:
-    from tokendock.billing.ledger import UsageRow
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 64  # jobs per COMMIT at most: bounds the latency one batch adds to its last job
 CHECKPOINT_SECONDS = 1.0
-BUSY_TIMEOUT = next(p for p in SQLITE_PRAGMAS if "busy_timeout" in p)
+BUSY_SECONDS = 10.0  # how long the thread waits for SQLite's write lock (db.SQLITE_PRAGMAS')
 
 
 @dataclass(slots=True)
 class _Job:
-    fn: Callable[..., tuple[Any, bool]]
+    fn: Callable[..., Any]
     args: tuple[Any, ...]
     future: asyncio.Future[Any] | None  # None: nobody waits (an orphaned hold's release)
     loop: asyncio.AbstractEventLoop | None
@@ -71,9 +74,9 @@ _STOP = None
 class SqliteWriter:
     """The ledger's SQLite writer; started on first use, stopped by `close()`."""
 
-    def __init__(self, path: str, quiet: Callable[[], bool] | None = None):
+    def __init__(self, path: str, load: Load | None = None):
         self._path = path
-        self._quiet = quiet
+        self._load = load
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -142,7 +145,7 @@ class SqliteWriter:
 
     async def _submit(
         self,
-        fn: Callable[..., tuple[Any, bool]],
+        fn: Callable[..., Any],
         args: tuple[Any, ...],
         orphan: Callable[[Any], None] | None,
     ) -> Any:
@@ -157,7 +160,7 @@ class SqliteWriter:
         """Run `job` now on this thread if the writer is idle; False to queue it instead."""
         if self._conn is None or not self._queue.empty():
             return False
-        if self._quiet is not None and not self._quiet():
+        if self._load is not None and not self._load.quiet():
             return False
         if not self._lock.acquire(blocking=False):
             return False
@@ -165,13 +168,10 @@ class SqliteWriter:
             conn, cur = self._conn, self._cur
             if conn is None or cur is None:
                 return False
-            cur.execute("PRAGMA busy_timeout=0")
             try:
-                cur.execute("BEGIN IMMEDIATE")
+                cur.execute("BEGIN IMMEDIATE")  # busy_timeout 0: never waits
             except sqlite3.OperationalError:
                 return False  # another connection is writing: the thread will wait for it
-            finally:
-                cur.execute(BUSY_TIMEOUT)
             done = self._transaction(conn, cur, [job], begun=True)
         finally:
             self._lock.release()
@@ -216,6 +216,7 @@ class SqliteWriter:
         try:
             for pragma in SQLITE_PRAGMAS:
                 conn.execute(pragma)
+            conn.execute("PRAGMA busy_timeout=0")  # only BEGIN waits, in _begin
             conn.execute("PRAGMA wal_autocheckpoint=0")  # the checkpoint thread does it
             cur = conn.cursor()
             with self._lock:
@@ -275,17 +276,24 @@ class SqliteWriter:
             if begun:
                 cur.execute("ROLLBACK")
             return []
+        failed = False
         try:
             if not begun:
-                cur.execute("BEGIN IMMEDIATE")
-            if len(batch) == 1:  # the uncontended case: the transaction is the savepoint
-                result, keep = batch[0].fn(cur, *batch[0].args)
-                cur.execute("COMMIT" if keep else "ROLLBACK")
-                done: list[tuple[_Job, Any, BaseException | None]] = [(batch[0], result, None)]
-            else:
+                self._begin(cur)
+            try:
+                done: list[tuple[_Job, Any, BaseException | None]] = [
+                    (job, job.fn(cur, *job.args), None) for job in batch
+                ]
+            except Exception as exc:
+                if len(batch) == 1:
+                    raise
+                failed = True  # one job raised: run the batch again, each job alone
+                log.debug("ledger writer: a job of %d failed (%r): savepoints", len(batch), exc)
+                cur.execute("ROLLBACK")
+                self._begin(cur)
                 done = [self._savepoint(cur, job) for job in batch]
-                cur.execute("COMMIT")
-        except Exception as exc:  # BEGIN, a lone job, a savepoint or COMMIT: nothing written
+            cur.execute("COMMIT")
+        except Exception as exc:  # BEGIN, a lone job or COMMIT: nothing written
             if conn.in_transaction:
                 try:
                     cur.execute("ROLLBACK")
@@ -293,21 +301,38 @@ class SqliteWriter:
                     log.exception("ledger writer: ROLLBACK failed")
             return [(job, None, exc) for job in batch]
         self.jobs += len(batch)
-        self.transactions += 1
+        self.transactions += 1 + failed
         return done
 
     @staticmethod
+    def _begin(cur: sqlite3.Cursor) -> None:
+        """BEGIN IMMEDIATE, waiting up to BUSY_SECONDS for another connection's write lock."""
+        deadline = 0.0
+        pause = 0.0005
+        while True:
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise
+                now = time.monotonic()
+                deadline = deadline or now + BUSY_SECONDS
+                if now >= deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.01)
+
+    @staticmethod
     def _savepoint(cur: sqlite3.Cursor, job: _Job) -> tuple[_Job, Any, BaseException | None]:
-        """One job of a batch: whatever it did is undone alone if it fails or refuses."""
+        """One job of a batch: whatever it did is undone alone if it fails."""
         cur.execute("SAVEPOINT job")
         try:
-            result, keep = job.fn(cur, *job.args)
+            result = job.fn(cur, *job.args)
         except Exception as exc:
             cur.execute("ROLLBACK TO job")
             cur.execute("RELEASE job")
             return job, None, exc
-        if not keep:
-            cur.execute("ROLLBACK TO job")
         cur.execute("RELEASE job")
         return job, result, None
 

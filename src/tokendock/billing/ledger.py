@@ -25,8 +25,8 @@ names are unique among live processes, HOST:PORT by default); holds of other pro
 died are swept once past their expiry (the TTL, 30 s by default, after their last renewal).
 
 `hold` and `settle` run these rules as one database call each (billing/fastpath*.py: a writer
-thread with plain sqlite3 on SQLite, plpgsql functions on PostgreSQL); the rest goes through
-SQLAlchemy.
+thread with plain sqlite3 on SQLite, plpgsql functions on PostgreSQL; their statements, each
+written once, in storage/ledger_sql.py); the rest goes through SQLAlchemy.
 
 Entry kinds and their `amount` (change of the available balance):
     grant / topup / redemption / adjustment   +x (adjustment may be negative)
@@ -40,10 +40,9 @@ Entry kinds and their `amount` (change of the available balance):
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, insert, or_, select, update
@@ -52,9 +51,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokendock.billing import fastpath
 from tokendock.billing.fastpath import FastPath
+from tokendock.billing.load import Load
 from tokendock.billing.money import MAX_BALANCE, format_credits
+from tokendock.billing.records import NO_CREDIT, OPEN, OVER_LIMIT, Hold, Settlement, UsageRow
 from tokendock.errors import InsufficientCredit, InvalidRequest, SpendLimitReached
 from tokendock.storage.tables import accounts, holds, ledger_entries, redemption_codes
+
+__all__ = ["BALANCE_LIMIT", "Hold", "Ledger", "Settlement", "UsageRow"]
 
 log = logging.getLogger(__name__)
 
@@ -65,39 +68,6 @@ BALANCE_LIMIT = "balance_limit_exceeded"  # the error code of a credit refused p
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    id: str
-    account_id: int
-    key_id: int | None
-    amount: int
-    balance_after: int  # available balance right after the hold
-    request_id: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    request_id: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    status: str
-    finish_reason: str | None
-    latency_ms: int
-    ttft_ms: int | None
-    user: str | None
-    deployment: str | None = None  # the upstream that served it; None for the embedded engine
-    estimated: bool = False  # token counts estimated (an upstream that reported no usage)
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    charged: int  # in total: captured from the hold plus any debit above it
-    balance: int  # available balance after
-    uncollected: int = 0  # asked but not charged: the balance or the key's limit was short
-    late: bool = False  # a sweeper had released the hold; charged as a plain debit
 
 
 class Ledger:
@@ -112,20 +82,25 @@ class Ledger:
         *,
         owner: str,
         hold_ttl: timedelta,
-        quiet: Callable[[], bool] | None = None,
+        load: Load | None = None,
     ):
+        """`load`: whether the process is quiet enough for SQLite's ledger jobs to run inline
+        on the event loop (billing/load.py); None: whenever the writer is idle."""
         self._engine = engine
         self.instance = owner[: OWNER_WIDTH - 9]
         self.owner = f"{self.instance}/{secrets.token_hex(4)}"  # unique to this process
         self._hold_ttl = hold_ttl
-        self._quiet = quiet
+        self._load = load
+        # Hold ids: a random prefix per ledger and a counter (unique without a syscall each).
+        self._hold_prefix = "hold_" + secrets.token_hex(8)
+        self._hold_numbers = itertools.count()
         self._fast: FastPath | None = None  # made on first use: CLI commands never need it
         self._open: set[str] = set()  # ids of this process's holds not yet settled
 
     @property
     def fastpath(self) -> FastPath:
         if self._fast is None:
-            self._fast = fastpath.for_engine(self._engine, self._quiet)
+            self._fast = fastpath.for_engine(self._engine, self._load)
         return self._fast
 
     async def close(self) -> None:
@@ -140,14 +115,14 @@ class Ledger:
         or SpendLimitReached (and changes nothing) when the balance or the key's limit is short."""
         if amount > MAX_BALANCE:  # no balance covers it (and a BIGINT might not hold it)
             raise InsufficientCredit(amount, await self.balance(account_id))
-        hold_id = "hold_" + secrets.token_hex(12)
+        hold_id = f"{self._hold_prefix}{next(self._hold_numbers):x}"
         at = now()
         outcome, balance = await self.fastpath.hold(
             hold_id, account_id, key_id, amount, request_id, self.owner, at, at + self._hold_ttl
         )
-        if outcome == fastpath.NO_CREDIT:
+        if outcome == NO_CREDIT:
             raise InsufficientCredit(amount, balance)
-        if outcome == fastpath.OVER_LIMIT:
+        if outcome == OVER_LIMIT:
             raise SpendLimitReached(amount)
         self._open.add(hold_id)
         return Hold(hold_id, account_id, key_id, amount, balance, request_id)
@@ -216,7 +191,7 @@ class Ledger:
         """Release holds whose request is gone, as `swept`: those of instance `owner` (at
         start-up: its previous run's), or those past their expiry (no longer renewed: their
         process is gone, or their settlement failed) — the periodic sweep. Returns how many."""
-        query = select(holds).where(holds.c.status == fastpath.OPEN)
+        query = select(holds).where(holds.c.status == OPEN)
         if owner is not None:
             query = query.where(
                 or_(holds.c.owner == owner, holds.c.owner.startswith(owner + "/", autoescape=True))
@@ -288,7 +263,7 @@ class Ledger:
 
     async def open_holds(self) -> int:
         async with self._engine.connect() as conn:
-            query = select(func.count()).select_from(holds).where(holds.c.status == fastpath.OPEN)
+            query = select(func.count()).select_from(holds).where(holds.c.status == OPEN)
             return int((await conn.execute(query)).scalar_one())
 
     async def verify(self) -> list[str]:
@@ -343,7 +318,7 @@ class Ledger:
         )
         balance = int(locked.scalar_one_or_none() or 0)
         held = select(func.coalesce(func.sum(holds.c.amount), 0)).where(
-            holds.c.account_id == account_id, holds.c.status == fastpath.OPEN
+            holds.c.account_id == account_id, holds.c.status == OPEN
         )
         in_holds = int((await conn.execute(held)).scalar_one())
         if amount > 0 and balance + in_holds + amount > MAX_BALANCE:

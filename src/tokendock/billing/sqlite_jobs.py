@@ -1,11 +1,14 @@
 """The ledger's transactions as plain `sqlite3` jobs, run by billing/fastpath_sqlite.py's writer.
 
-Each job takes a cursor inside an open transaction (or SAVEPOINT) and returns (result, keep):
-keep=False rolls the job back alone. The statements are the ledger's (billing/ledger.py states
-the rules), the same as PostgreSQL's td_hold (migration 0003) and td_settle (0007), statement
-for statement: the conditional debit, the guarded `UPDATE holds … WHERE status = 'open'`,
-append-only entries with unique idempotency keys. Datetimes are written as SQLAlchemy writes
-them (`SQLITE_DATETIME`, UTC), so the rest of the code reads and compares them as before.
+Each job takes a cursor inside an open transaction and returns its result; it leaves nothing
+written when it refuses (a hold over the key's limit undoes its own debit, as td_hold does), so
+the writer needs no SAVEPOINT per job. A job that raises is undone by the writer (the batch is
+rolled back and run again, each job in its own SAVEPOINT). The statements are the ledger's
+(billing/ledger.py states the rules), from storage/ledger_sql.py, the same as PostgreSQL's
+td_hold and td_settle, statement for statement: the conditional debit, the guarded `UPDATE holds
+… WHERE status = 'open'`, append-only entries with unique idempotency keys. Datetimes are
+written as SQLAlchemy writes them (`SQLITE_DATETIME`, UTC), so the rest of the code reads and
+compares them as before.
 """
 
 from __future__ import annotations
@@ -13,52 +16,15 @@ from __future__ import annotations
 import json
 import sqlite3
 from datetime import datetime
-from typing import TYPE_CHECKING
 
-from tokendock.billing.fastpath import HELD, NO_CREDIT, OVER_LIMIT, SETTLED, SWEPT, Settled
-from tokendock.storage.db import SQLITE_DATETIME
+from tokendock.billing.records import HELD, NO_CREDIT, OVER_LIMIT, SETTLED, SWEPT, Settled, UsageRow
+from tokendock.storage import ledger_sql as sql
 
-if TYPE_CHECKING:
-    from tokendock.billing.ledger import UsageRow
 
-DEBIT = (
-    "UPDATE accounts SET balance = balance - ? "
-    "WHERE id = ? AND balance >= ? AND disabled = 0 RETURNING balance"
-)
-BALANCE = "SELECT balance FROM accounts WHERE id = ?"
-RESERVE = (
-    "UPDATE api_keys SET spent = spent + ? "
-    "WHERE id = ? AND (spend_limit IS NULL OR spent + ? <= spend_limit)"
-)
-INSERT_HOLD = (
-    "INSERT INTO holds (id, account_id, key_id, amount, status, request_id, owner, "
-    "created_at, expires_at) VALUES (?, ?, ?, ?, 'open', ?, ?, ?, ?)"
-)
-INSERT_ENTRY = (
-    "INSERT INTO ledger_entries (account_id, kind, amount, charged, hold_id, idempotency_key, "
-    "created_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-INSERT_NOTE = (
-    "INSERT INTO ledger_entries (account_id, kind, amount, charged, hold_id, idempotency_key, "
-    "reference, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-)
-CLOSE_HOLD = "UPDATE holds SET status = ?, captured = ? WHERE id = ? AND status = 'open'"
-MARK_LATE = "UPDATE holds SET status = 'late' WHERE id = ? AND status = 'swept'"
-REFUND = "UPDATE accounts SET balance = balance + ? WHERE id = ? RETURNING balance"
-DEBIT_ANY = "UPDATE accounts SET balance = balance - ? WHERE id = ? RETURNING balance"
-UNRESERVE = "UPDATE api_keys SET spent = spent - ? WHERE id = ?"
-UNRESERVE_USED = "UPDATE api_keys SET spent = spent - ?, last_used_at = ? WHERE id = ?"
-KEY_ROOM = "SELECT spend_limit - spent FROM api_keys WHERE id = ?"
-RESERVE_ANY = "UPDATE api_keys SET spent = spent + ?, last_used_at = ? WHERE id = ?"
-RENEW = (
-    "UPDATE holds SET expires_at = ? WHERE owner = ? AND status = 'open' "
-    "AND id IN (SELECT value FROM json_each(?))"
-)
-INSERT_USAGE = (
-    "INSERT INTO usage_records (request_id, account_id, key_id, model, prompt_tokens, "
-    'completion_tokens, cost, status, finish_reason, latency_ms, ttft_ms, "user", created_at, '
-    "deployment, estimated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+def stamp(at: datetime) -> str:
+    """`at` as SQLAlchemy's SQLite DateTime stores it (db.SQLITE_DATETIME: the fields as given,
+    microseconds always, no zone); isoformat is twice as fast as strftime."""
+    return at.isoformat(" ", "microseconds")[:26]
 
 
 def hold(
@@ -71,32 +37,27 @@ def hold(
     owner: str,
     at: datetime,
     expires_at: datetime,
-) -> tuple[tuple[int, int], bool]:
-    """((outcome, balance), keep): keep=False rolls the job's savepoint back."""
-    rows = cur.execute(DEBIT, (amount, account_id, amount)).fetchall()
-    if not rows:
-        row = cur.execute(BALANCE, (account_id,)).fetchone()
-        return (NO_CREDIT, int(row[0]) if row else 0), False
+) -> tuple[int, int]:
+    """(outcome, balance); a refusal leaves nothing written."""
+    row = cur.execute(sql.DEBIT, (amount, account_id, amount)).fetchone()
+    if row is None:
+        row = cur.execute(sql.BALANCE, (account_id,)).fetchone()
+        return NO_CREDIT, int(row[0]) if row else 0
+    balance = int(row[0])
     if key_id is not None:
-        cur.execute(RESERVE, (amount, key_id, amount))
+        cur.execute(sql.RESERVE, (amount, key_id, amount))
         if cur.rowcount != 1:
-            return (OVER_LIMIT, 0), False  # the rollback undoes the debit above
-    created = at.strftime(SQLITE_DATETIME)
+            cur.execute(sql.UNDEBIT, (amount, account_id))  # net zero, unseen: one transaction
+            return OVER_LIMIT, 0
+    created = stamp(at)
     cur.execute(
-        INSERT_HOLD,
-        (
-            hold_id,
-            account_id,
-            key_id,
-            amount,
-            request_id,
-            owner,
-            created,
-            expires_at.strftime(SQLITE_DATETIME),
-        ),
+        sql.INSERT_HOLD,
+        (hold_id, account_id, key_id, amount, request_id, owner, created, stamp(expires_at)),
     )
-    cur.execute(INSERT_ENTRY, (account_id, "hold", -amount, 0, hold_id, "hold:" + hold_id, created))
-    return (HELD, int(rows[0][0])), True
+    cur.execute(
+        sql.INSERT_ENTRY, (account_id, "hold", -amount, 0, hold_id, "hold:" + hold_id, created)
+    )
+    return HELD, balance
 
 
 def settle(
@@ -109,86 +70,85 @@ def settle(
     at: datetime,
     usage: UsageRow | None,
     swept: bool = False,
-) -> tuple[Settled | None, bool]:
-    """The SQL of td_settle (migration 0007), statement for statement."""
-    ts = at.strftime(SQLITE_DATETIME)
+) -> Settled | None:
+    """The SQL of td_settle (storage/ledger_plpgsql.py), statement for statement."""
+    ts = stamp(at)
     captured = min(charge, amount)
-    cur.execute(CLOSE_HOLD, (SWEPT if swept else SETTLED, captured, hold_id))
+    cur.execute(sql.CLOSE_HOLD, (SWEPT if swept else SETTLED, captured, hold_id))
     if cur.rowcount == 1:
         late = False
         refund = amount - captured
         want = charge - captured  # above the hold
-        rows = cur.execute(REFUND, (refund, account_id)).fetchall()
-        if not rows:
+        row = cur.execute(sql.REFUND, (refund, account_id)).fetchone()
+        if row is None:
             raise LookupError(f"hold {hold_id}: account {account_id} does not exist")
-        balance = int(rows[0][0])
-        cur.execute(
-            INSERT_ENTRY, (account_id, "capture", 0, captured, hold_id, "capture:" + hold_id, ts)
-        )
+        balance = int(row[0])
         if refund:
+            cur.execute(sql.INSERT_CAPTURE_RELEASE, (account_id, captured, hold_id, ts, refund))
+        else:
             cur.execute(
-                INSERT_ENTRY, (account_id, "release", refund, 0, hold_id, "release:" + hold_id, ts)
+                sql.INSERT_ENTRY,
+                (account_id, "capture", 0, captured, hold_id, "capture:" + hold_id, ts),
             )
         if key_id is not None:
             if usage is not None:
-                cur.execute(UNRESERVE_USED, (refund, ts, key_id))
+                cur.execute(sql.UNRESERVE_USED, (refund, ts, key_id))
             else:
-                cur.execute(UNRESERVE, (refund, key_id))
+                cur.execute(sql.UNRESERVE, (refund, key_id))
     else:
         # Not open: settled already (nothing to do), or released by a sweeper while this
         # request still ran: then what it produced is charged now, as a plain debit, once.
         if swept:
-            return None, True
-        cur.execute(MARK_LATE, (hold_id,))
+            return None
+        cur.execute(sql.MARK_LATE, (hold_id,))
         if cur.rowcount != 1:
-            return None, True
+            return None
         late, captured, want = True, 0, charge
-        row = cur.execute(BALANCE, (account_id,)).fetchone()
+        row = cur.execute(sql.BALANCE, (account_id,)).fetchone()
         balance = int(row[0]) if row else 0
     extra = 0
     if want > 0:
         extra = min(want, balance)
         if key_id is not None:
-            room = cur.execute(KEY_ROOM, (key_id,)).fetchone()
+            room = cur.execute(sql.KEY_ROOM, (key_id,)).fetchone()
             if room is not None and room[0] is not None:
                 extra = min(extra, max(int(room[0]), 0))
         if extra:
-            balance = int(cur.execute(DEBIT_ANY, (extra, account_id)).fetchall()[0][0])
+            balance = int(cur.execute(sql.DEBIT_ANY, (extra, account_id)).fetchone()[0])
             if key_id is not None:
-                cur.execute(RESERVE_ANY, (extra, ts, key_id))
+                cur.execute(sql.RESERVE_ANY, (extra, ts, key_id))
         kind = "late" if late else "overage"
         note = f"{kind}: {want} wanted, {extra} charged, {want - extra} uncollected"
         cur.execute(
-            INSERT_NOTE,
+            sql.INSERT_NOTE,
             (account_id, kind, -extra, extra, hold_id, f"{kind}:{hold_id}", note, ts),
         )
     charged = captured + extra
     if usage is not None:
+        u = usage
         cur.execute(
-            INSERT_USAGE,
+            sql.INSERT_USAGE,
             (
-                usage.request_id,
+                u.request_id,
                 account_id,
                 key_id,
-                usage.model,
-                usage.prompt_tokens,
-                usage.completion_tokens,
+                u.model,
+                u.prompt_tokens,
+                u.completion_tokens,
                 charged,
-                usage.status,
-                usage.finish_reason,
-                usage.latency_ms,
-                usage.ttft_ms,
-                usage.user,
+                u.status,
+                u.finish_reason,
+                u.latency_ms,
+                u.ttft_ms,
+                u.user,
                 ts,
-                usage.deployment,
-                usage.estimated,
+                u.deployment,
+                u.estimated,
             ),
         )
-    return (charged, balance, late), True
+    return charged, balance, late
 
 
-def renew(
-    cur: sqlite3.Cursor, owner: str, hold_ids: list[str], expires_at: datetime
-) -> tuple[int, bool]:
-    cur.execute(RENEW, (expires_at.strftime(SQLITE_DATETIME), owner, json.dumps(hold_ids)))
-    return cur.rowcount, True
+def renew(cur: sqlite3.Cursor, owner: str, hold_ids: list[str], expires_at: datetime) -> int:
+    cur.execute(sql.RENEW, (stamp(expires_at), owner, json.dumps(hold_ids)))
+    return cur.rowcount
