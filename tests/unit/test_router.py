@@ -17,6 +17,7 @@ from tokendock.errors import (
     UpstreamTimeout,
 )
 from tokendock.inference.router import RetryPolicy, Router, _pick
+from tokendock.inference.transport import UpstreamTransport
 from tokendock.inference.upstream import Answer, ClientFault, Deployment, UpstreamFailure
 
 POLICY = RetryPolicy(retries=2, deadline=5, backoff=0.001, allowed_fails=2, cooldown=30)
@@ -42,9 +43,7 @@ class Fake(Deployment):
 
 
 def router(*deployments: Deployment, policy: RetryPolicy = POLICY) -> Router:
-    r = Router("m", deployments, policy)
-    r.session = object()  # type: ignore[assignment]
-    return r
+    return Router("m", deployments, policy, UpstreamTransport(object()))  # type: ignore[arg-type]
 
 
 def run(coro: Any) -> Any:

@@ -1,8 +1,6 @@
-"""The upstream side of the process: one shared aiohttp session and the routers that use it.
-
-One session means one connection pool with keep-alive for every upstream; it is created on the
-running loop at start-up and closed at shutdown, with the active health probes.
-"""
+"""The upstream side of the process: the routers and the one transport (HTTP session) they
+share, opened on the running loop at start-up and closed at shutdown, with the active health
+probes. The transport is made before the routers and handed to each (inference/transport.py)."""
 
 from __future__ import annotations
 
@@ -10,33 +8,26 @@ import asyncio
 import contextlib
 import logging
 
-import aiohttp
-
 from tokendock.inference.router import Router
+from tokendock.inference.transport import UpstreamTransport
 
 log = logging.getLogger(__name__)
 
 
 class UpstreamPool:
-    def __init__(self, routers: dict[str, Router]):
+    def __init__(self, routers: dict[str, Router], transport: UpstreamTransport | None = None):
         self.routers = routers
-        self._session: aiohttp.ClientSession | None = None
+        shared = next((r.transport for r in routers.values()), None)
+        self.transport = transport or shared or UpstreamTransport()
+        for router in routers.values():
+            if router.transport is not self.transport:
+                raise ValueError(f"router {router.model_id!r} uses another transport")
         self._probing: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if not self.routers:
             return
-        connector = aiohttp.TCPConnector(
-            limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            read_bufsize=1 << 20,  # one SSE line may carry a large tool call
-            auto_decompress=True,
-            skip_auto_headers=("User-Agent",),
-        )
-        for router in self.routers.values():
-            router.session = self._session
+        await self.transport.start()
         every = min(r.policy.probe_every for r in self.routers.values())
         if every > 0:
             self._probing = asyncio.create_task(self._probe_forever(every))
@@ -56,5 +47,4 @@ class UpstreamPool:
             self._probing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probing
-        if self._session is not None:
-            await self._session.close()
+        await self.transport.close()

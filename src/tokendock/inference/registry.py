@@ -14,6 +14,7 @@ from tokendock.inference.base import Engine
 from tokendock.inference.llama import LlamaEngine
 from tokendock.inference.pool import UpstreamPool
 from tokendock.inference.router import RetryPolicy, Router
+from tokendock.inference.transport import UpstreamTransport
 from tokendock.inference.upstream import Deployment
 
 log = logging.getLogger(__name__)
@@ -32,8 +33,14 @@ class ModelRegistry:
 
     @classmethod
     def from_catalog(
-        cls, catalog: Catalog, data_dir: Path, policy: RetryPolicy | None = None
+        cls,
+        catalog: Catalog,
+        data_dir: Path,
+        policy: RetryPolicy | None = None,
+        transport: UpstreamTransport | None = None,
     ) -> ModelRegistry:
+        """`transport`: the upstreams' HTTP client (a test may hand in its own session)."""
+        transport = transport or UpstreamTransport()
         engines: dict[str, Engine] = {}
         routers: dict[str, Router] = {}
         specs: dict[str, ModelSpec] = {}
@@ -41,10 +48,10 @@ class ModelRegistry:
             specs[spec.id] = spec
             if spec.engine == "upstream":
                 deployments = [Deployment.from_spec(d) for d in spec.deployments]
-                routers[spec.id] = Router(spec.id, deployments, policy or RetryPolicy())
+                routers[spec.id] = Router(spec.id, deployments, policy or RetryPolicy(), transport)
             else:
                 engines[spec.id] = LlamaEngine(spec, data_dir)
-        return cls(engines, specs, UpstreamPool(routers))
+        return cls(engines, specs, UpstreamPool(routers, transport))
 
     def router(self, model_id: str) -> Router | None:
         """The router of an upstream-served model; None for the embedded engine's models."""

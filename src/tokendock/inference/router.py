@@ -39,6 +39,7 @@ from tokendock.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from tokendock.inference.transport import UpstreamTransport
 from tokendock.inference.upstream import Answer, ClientFault, Deployment, UpstreamFailure
 
 log = logging.getLogger(__name__)
@@ -56,11 +57,20 @@ class RetryPolicy:
 
 
 class Router:
-    def __init__(self, model_id: str, deployments: Sequence[Deployment], policy: RetryPolicy):
+    """`transport`: the HTTP client shared by every router (inference/transport.py), made by the
+    composition root before the routers; the pool opens it at start-up."""
+
+    def __init__(
+        self,
+        model_id: str,
+        deployments: Sequence[Deployment],
+        policy: RetryPolicy,
+        transport: UpstreamTransport,
+    ):
         self.model_id = model_id
         self.deployments = list(deployments)
         self.policy = policy
-        self.session: aiohttp.ClientSession | None = None  # set by the pool at start
+        self.transport = transport
         self._freed = asyncio.Event()
         self._waiting = 0
         # (model, deployment, healthy) on every change of a deployment's health: for metrics.
@@ -91,7 +101,7 @@ class Router:
         """Send the request to a deployment, retrying failures on others, until one commits.
         Raises the client's own error (ClientFault) as is, or a TokenDockError when every try
         failed. The caller must `finish()` the returned answer."""
-        assert self.session is not None, "the upstream pool was not started"
+        session = self.transport.session
         policy = self.policy
         deadline = time.monotonic() + policy.deadline
         tried: set[str] = set()
@@ -103,7 +113,7 @@ class Router:
             payload["model"] = deployment.spec.model or self.model_id
             try:
                 answer = await deployment.open(
-                    self.session,
+                    session,
                     path,
                     orjson.dumps(payload),
                     stream=stream,
@@ -208,13 +218,12 @@ class Router:
 
     async def probe(self) -> None:
         """Probe every deployment once (active health)."""
-        assert self.session is not None
-        await asyncio.gather(*(self._probe(d) for d in self.deployments))
+        session = self.transport.session
+        await asyncio.gather(*(self._probe(d, session) for d in self.deployments))
 
-    async def _probe(self, deployment: Deployment) -> None:
-        assert self.session is not None
+    async def _probe(self, deployment: Deployment, session: aiohttp.ClientSession) -> None:
         try:
-            await deployment.probe(self.session)
+            await deployment.probe(session)
         except UpstreamFailure as failure:
             deployment.health.last_error = failure.message
             self.cool_down(deployment, self.policy.cooldown, failure.message)
