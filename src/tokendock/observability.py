@@ -82,6 +82,17 @@ def end(token: contextvars.Token[RequestRecord | None]) -> None:
     _current.reset(token)
 
 
+@dataclass(slots=True, frozen=True)
+class _PerModel:
+    """One model's labelled metric children."""
+
+    latency: Histogram
+    ttft: Histogram
+    prompt: Counter
+    completion: Counter
+    credits: Counter
+
+
 class Metrics:
     """The process's Prometheus metrics (registered in their own registry)."""
 
@@ -144,21 +155,39 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self._counted: dict[tuple[str, int], Counter] = {}
+        self._per_model: dict[str, _PerModel] = {}
 
     def observe(self, record: RequestRecord) -> None:
+        """Once per request: the labelled children are looked up once per model and status,
+        not per request (`labels()` locks and hashes; it was half of this call's time)."""
         model = record.model or "-"
-        self.requests.labels(model, str(record.status)).inc()
+        counted = self._counted.get((model, record.status))
+        if counted is None:
+            counted = self._counted[model, record.status] = self.requests.labels(
+                model, str(record.status)
+            )
+        counted.inc()
         if record.model is None:
             return
-        self.latency.labels(model).observe(time.monotonic() - record.started)
+        per_model = self._per_model.get(model)
+        if per_model is None:
+            per_model = self._per_model[model] = _PerModel(
+                self.latency.labels(model),
+                self.ttft.labels(model),
+                self.tokens.labels(model, "prompt"),
+                self.tokens.labels(model, "completion"),
+                self.credits.labels(model),
+            )
+        per_model.latency.observe(time.monotonic() - record.started)
         if record.ttft_ms is not None:
-            self.ttft.labels(model).observe(record.ttft_ms / 1000)
+            per_model.ttft.observe(record.ttft_ms / 1000)
         if record.prompt_tokens:
-            self.tokens.labels(model, "prompt").inc(record.prompt_tokens)
+            per_model.prompt.inc(record.prompt_tokens)
         if record.completion_tokens:
-            self.tokens.labels(model, "completion").inc(record.completion_tokens)
+            per_model.completion.inc(record.completion_tokens)
         if record.cost_micro:
-            self.credits.labels(model).inc(record.cost_micro)
+            per_model.credits.inc(record.cost_micro)
 
     def tokenized(self, model: str) -> None:
         self.tokenizer_calls.labels(model).inc()
