@@ -55,6 +55,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokendock.app import QUIET_REQUESTS
+from tokendock.billing.fastpath_sqlite import SqliteWriter
 from tokendock.billing.ledger import Ledger, UsageRow
 from tokendock.billing.load import FewInFlight, InFlight
 from tokendock.billing.pricing import Price
@@ -339,9 +340,18 @@ def counting(
 
     for name in originals:
         setattr(fast, name, counted(name))
+
+    def on_sqlite(statement: str) -> None:  # what the SQLite writer's connection runs
+        counts[phase[0] + ":fastpath_sql"] += 1
+        if statement.startswith("COMMIT"):
+            counts[phase[0] + ":fastpath_commits"] += 1
+
+    traced = isinstance(fast, SqliteWriter) and fast.trace(on_sqlite)
     try:
         yield
     finally:
+        if traced:
+            fast.trace(None)
         for name in originals:
             delattr(fast, name)
         event.remove(sync, "before_cursor_execute", on_execute)
@@ -475,6 +485,11 @@ def statements_text(counts: dict[str, float]) -> str:
         if phase + ":thread_hops" in counts:
             text += f", {counts[phase + ':thread_hops']:g} aiosqlite thread round trips"
         text += f" through SQLAlchemy, {counts.get(phase + ':fastpath_calls', 0):g} fast-path call"
+        if phase + ":fastpath_sql" in counts:
+            text += (
+                f" ({counts[phase + ':fastpath_sql']:g} SQLite statements with BEGIN and "
+                f"{counts.get(phase + ':fastpath_commits', 0):g} COMMIT)"
+            )
         parts.append(text)
     return "; ".join(parts)
 

@@ -132,6 +132,15 @@ class SqliteWriter:
         result: int = await self._submit(jobs.renew, (owner, hold_ids, expires_at), None)
         return result
 
+    def trace(self, callback: Callable[[str], None] | None) -> bool:
+        """Call `callback` with each SQL statement the writer's connection runs from now on
+        (None: stop), for the money benchmark's count; False before the writer has started."""
+        with self._lock:
+            if self._conn is None:
+                return False
+            self._conn.set_trace_callback(callback)
+            return True
+
     async def close(self) -> None:
         """Finish the queued jobs, then stop the thread and close its connection."""
         self._closed = True

@@ -91,7 +91,9 @@ class Ledger:
         self.owner = f"{self.instance}/{secrets.token_hex(4)}"  # unique to this process
         self._hold_ttl = hold_ttl
         self._load = load
-        # Hold ids: a random prefix per ledger and a counter (unique without a syscall each).
+        # Hold ids: a random prefix per ledger and a counter: unique without a syscall each, and
+        # ascending, so a batch of new holds (and their entries' idempotency keys) lands in the
+        # same B-tree leaf instead of one random leaf each.
         self._hold_prefix = "hold_" + secrets.token_hex(8)
         self._hold_numbers = itertools.count()
         self._fast: FastPath | None = None  # made on first use: CLI commands never need it
@@ -115,7 +117,7 @@ class Ledger:
         or SpendLimitReached (and changes nothing) when the balance or the key's limit is short."""
         if amount > MAX_BALANCE:  # no balance covers it (and a BIGINT might not hold it)
             raise InsufficientCredit(amount, await self.balance(account_id))
-        hold_id = f"{self._hold_prefix}{next(self._hold_numbers):x}"
+        hold_id = f"{self._hold_prefix}{next(self._hold_numbers):010x}"  # 31 of 40 characters
         at = now()
         outcome, balance = await self.fastpath.hold(
             hold_id, account_id, key_id, amount, request_id, self.owner, at, at + self._hold_ttl
