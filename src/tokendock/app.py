@@ -25,11 +25,10 @@ from tokendock.limits.base import Limiter, Limits
 from tokendock.limits.memory import MemoryLimiter
 from tokendock.observability import Metrics, configure_logging
 from tokendock.services.accounts import AccountService
-from tokendock.services.completions import CompletionService
 from tokendock.services.gate import Gate
 from tokendock.services.idempotency import Idempotency
 from tokendock.services.models import ModelDirectory
-from tokendock.services.proxy import ProxyService
+from tokendock.services.pipeline import Pipeline
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.admin import AdminStore
 from tokendock.storage.db import create_engine
@@ -55,10 +54,13 @@ MODEL_SETTINGS_SECONDS = 5.0  # how soon a replica follows the admin page's mode
 STATIC = Path(__file__).parent / "web" / "dashboard" / "static"
 
 
-def create_app(settings: Settings) -> FastAPI:
-    catalog = Catalog.load(settings.models_file)
+def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
+    """`registry`: the models and their backends; by default built from the catalog file
+    (tests hand in their own backends)."""
     metrics = Metrics()
-    registry = ModelRegistry.from_catalog(catalog, settings.data_dir, retry_policy(settings))
+    if registry is None:
+        catalog = Catalog.load(settings.models_file)
+        registry = ModelRegistry.from_catalog(catalog, settings.data_dir, retry_policy(settings))
     for engine in registry.engines():
         engine.on_tokenize = metrics.tokenized
     for router in registry.upstreams.routers.values():
@@ -76,15 +78,12 @@ def create_app(settings: Settings) -> FastAPI:
     tiers = {name: Limits(**values) for name, values in settings.rate_tiers.items()}
     directory = ModelDirectory(registry, ModelSettingsStore(db))
     gate = Gate(directory, ledger, limiter, tiers)
-    completions_service = CompletionService(registry, gate)
-    proxy_service = ProxyService(registry, gate)
+    pipeline = Pipeline(registry, gate, Idempotency(IdempotencyStore(db)))
     services = Services(
         settings=settings,
         models=registry,
-        completions=completions_service,
-        proxy=proxy_service,
+        pipeline=pipeline,
         accounts=AccountService(AccountStore(db), ledger, cache_seconds=settings.key_cache_seconds),
-        idempotency=Idempotency(IdempotencyStore(db)),
         metrics=metrics,
         limiter=limiter,
         history=HistoryStore(db),
@@ -115,8 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            await completions_service.drain()
-            await proxy_service.drain()
+            await gate.drain()
             unwatch()
             # Every request has settled by now; a hold still open here lost its settlement
             # (e.g. the server's own deadline cancelled it): released now, not at next start.
@@ -200,8 +198,7 @@ async def _load(registry: ModelRegistry, settings: Settings) -> None:
             names = ", ".join(d.name for d in router.deployments)
             log.info("model %s: upstream deployments %s", spec.id, names)
             continue
-        engine = registry.engine(spec.id)
-        state = "ready" if engine.ready else "FAILED to load"
+        state = "ready" if registry.backend(spec.id).ready else "FAILED to load"
         log.info("model %s: %s (llama.cpp, context %d tokens)", spec.id, state, spec.context_length)
     log.info(
         "TokenDock %s serving %s at %s/v1",

@@ -34,8 +34,23 @@ request field. The web layer turns any of them into the OpenAI error envelope.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class RateWindow:
+    """One rate limit's state, as the x-ratelimit-*-{requests,tokens} headers report it."""
+
+    limit: int
+    remaining: int
+    reset: float  # seconds until the subject is back to its full allowance
+
 
 class TokenDockError(Exception):
+    """Besides status / type / code / param, an error may carry what the client should know to
+    retry: `retry_after` (seconds; inf = never) and the rate limits' `windows` (requests,
+    tokens). The web layer writes them as headers (web/errors.py)."""
+
     status: int = 500
     type: str = "server_error"
     code: str | None = None
@@ -44,7 +59,8 @@ class TokenDockError(Exception):
         super().__init__(message)
         self.message = message
         self.param = param
-        self.headers: dict[str, str] = {}
+        self.retry_after: float | None = None
+        self.windows: tuple[RateWindow | None, RateWindow | None] | None = None
         if code is not None:
             self.code = code
 
@@ -149,15 +165,27 @@ class RequestTooLarge(TokenDockError):
 
 
 class RateLimited(TokenDockError):
-    """429 with `retry-after` (whole seconds, ≤ 60) and `retry-after-ms` (the true wait)."""
+    """429; the client is told when to retry (`retry_after`, seconds; inf: never). `precise`:
+    the wait is a rate limiter's, exact to the millisecond — sent as `retry-after-ms` too, with
+    `retry-after` in whole seconds up to 60 (what the SDKs honour)."""
 
     status = 429
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, kind: str, headers: dict[str, str]):
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str,
+        retry_after: float,
+        precise: bool = False,
+        windows: tuple[RateWindow | None, RateWindow | None] | None = None,
+    ):
         super().__init__(message)
         self.type = kind
-        self.headers = headers
+        self.retry_after = retry_after
+        self.precise = precise
+        self.windows = windows
 
 
 class ServiceUnavailable(TokenDockError):

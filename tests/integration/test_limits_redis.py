@@ -12,6 +12,7 @@ import pytest
 from tokendock.errors import RateLimited, ServiceUnavailable
 from tokendock.limits.base import Limits, Subject
 from tokendock.limits.redis import RedisLimiter
+from tokendock.web.headers import of_error
 
 REDIS_URL = os.environ.get("TOKENDOCK_TEST_REDIS_URL")
 pytestmark = pytest.mark.skipif(not REDIS_URL, reason="TOKENDOCK_TEST_REDIS_URL is not set")
@@ -69,7 +70,7 @@ async def test_tokens_reserved_and_refunded() -> None:
         with pytest.raises(RateLimited) as exc:
             await lim.admit(subjects, 200, "b")
         assert exc.value.type == "tokens"
-        assert 0 < int(exc.value.headers["retry-after-ms"]) <= 60_000
+        assert 0 < int(of_error(exc.value)["retry-after-ms"]) <= 60_000
         await lim.settle(first, 100)
         second = await lim.admit(subjects, 200, "c")
         assert second.token_window is not None and second.token_window.remaining >= 600

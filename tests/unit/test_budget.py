@@ -6,7 +6,7 @@ import pytest
 
 from tokendock.catalog import ModelSpec
 from tokendock.errors import ContextLengthExceeded, InvalidRequest
-from tokendock.services.budget import check_request_cap, completion_budget, per_choice
+from tokendock.inference.budget import check_request_cap, completion_budget, per_choice
 
 
 def spec(**fields: object) -> ModelSpec:

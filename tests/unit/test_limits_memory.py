@@ -11,12 +11,12 @@ from tokendock.errors import RateLimited
 from tokendock.limits.base import (
     Limits,
     Subject,
-    format_reset,
     interval,
     try_cost,
     window,
 )
 from tokendock.limits.memory import MemoryLimiter
+from tokendock.web.headers import format_reset, of_error
 
 
 def subject(name: str = "key:1", **limits: int) -> tuple[Subject, ...]:
@@ -80,7 +80,7 @@ async def test_refusal_headers_and_type() -> None:
     err = exc.value
     assert err.status == 429 and err.type == "requests" and err.code == "rate_limit_exceeded"
     assert "3 requests per minute" in err.message
-    h = err.headers
+    h = of_error(err)
     assert 1 <= int(h["retry-after"]) <= 60
     assert 19_000 <= int(h["retry-after-ms"]) <= 20_001  # 60 s / 3 = one every 20 s
     assert h["x-ratelimit-remaining-requests"] == "0"
@@ -102,8 +102,8 @@ async def test_tokens_reserved_then_refunded() -> None:
 async def test_request_larger_than_the_limit_is_told_not_to_retry() -> None:
     with pytest.raises(RateLimited) as exc:
         await MemoryLimiter().admit(subject(tpm=100), 101, "a")
-    assert exc.value.headers["x-should-retry"] == "false"
-    assert "retry-after" not in exc.value.headers
+    assert of_error(exc.value)["x-should-retry"] == "false"
+    assert "retry-after" not in of_error(exc.value)
 
 
 async def test_concurrency_slots() -> None:

@@ -13,6 +13,7 @@ from tokendock.errors import (
     TokenDockError,
     UnsupportedParameter,
 )
+from tokendock.inference.embedded import refuse_unsupported
 from tokendock.protocol.chat import (
     ChatCompletionRequest,
     chunk_body,
@@ -22,6 +23,7 @@ from tokendock.protocol.chat import (
 )
 from tokendock.protocol.common import usage_dict
 from tokendock.protocol.errors import envelope, from_validation_error, param_path
+from tokendock.web.api.chat import features
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -45,9 +47,16 @@ def chat(**fields: Any) -> dict[str, Any]:
 
 
 def check_error(**fields: Any) -> TokenDockError:
+    """The 400 of the request's own rules, or of what the embedded engine cannot do (the
+    features the wire adapter reads, refused by the embedded backend)."""
     req = parse(ChatCompletionRequest, chat(**fields))
-    with pytest.raises(TokenDockError) as info:
+
+    def checks() -> None:
         req.check()
+        refuse_unsupported(features(req))
+
+    with pytest.raises(TokenDockError) as info:
+        checks()
     return info.value
 
 

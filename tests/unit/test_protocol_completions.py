@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from tokendock.errors import InvalidRequest, TokenDockError, UnsupportedParameter
+from tokendock.inference.embedded import refuse_unsupported
 from tokendock.protocol.common import usage_dict
 from tokendock.protocol.completions import (
     CompletionRequest,
@@ -14,6 +15,7 @@ from tokendock.protocol.completions import (
     text_completion_body,
 )
 from tokendock.protocol.errors import from_validation_error
+from tokendock.web.api.completions import inference_request
 
 
 def parse(body: dict[str, Any]) -> CompletionRequest:
@@ -32,9 +34,16 @@ def completion(**fields: Any) -> dict[str, Any]:
 
 
 def check_error(**fields: Any) -> TokenDockError:
+    """The 400 of the request's own rules, or of what the embedded engine cannot do (the
+    features the wire adapter reads, refused by the embedded backend)."""
     req = parse(completion(**fields))
-    with pytest.raises(TokenDockError) as info:
+
+    def checks() -> None:
         req.check()
+        refuse_unsupported(inference_request(req, orjson.dumps(completion(**fields))).features)
+
+    with pytest.raises(TokenDockError) as info:
+        checks()
     return info.value
 
 

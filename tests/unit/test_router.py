@@ -19,6 +19,7 @@ from tokendock.errors import (
 from tokendock.inference.router import RetryPolicy, Router, _pick
 from tokendock.inference.transport import UpstreamTransport
 from tokendock.inference.upstream import Answer, ClientFault, Deployment, UpstreamFailure
+from tokendock.web.headers import of_error
 
 POLICY = RetryPolicy(retries=2, deadline=5, backoff=0.001, allowed_fails=2, cooldown=30)
 
@@ -151,7 +152,7 @@ def test_all_cooling_down_is_503_with_retry_after() -> None:
     r.cool_down(a, 12, "test")
     with pytest.raises(NoHealthyDeployment) as caught:
         run(r.open("/x", {}, stream=False, request_id="x"))
-    assert caught.value.status == 503 and caught.value.headers["retry-after"] in ("11", "12")
+    assert caught.value.status == 503 and of_error(caught.value)["retry-after"] in ("11", "12")
     assert a.calls == 0
 
 

@@ -1,5 +1,6 @@
-"""Public model ids → engines (embedded llama.cpp) or routers (upstream deployments), built once
-from the catalog by the composition root."""
+"""Public model ids → backends (inference/backend.py): the embedded llama.cpp engine or a router
+over upstream deployments — built once from the catalog by the composition root, or handed in
+whole (tests pass their own backends)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ from pathlib import Path
 
 from tokendock.catalog import Catalog, ModelSpec
 from tokendock.errors import ModelNotFound
+from tokendock.inference.backend import Backend
 from tokendock.inference.base import Engine
+from tokendock.inference.embedded import EmbeddedBackend
 from tokendock.inference.llama import LlamaEngine
 from tokendock.inference.pool import UpstreamPool
 from tokendock.inference.router import RetryPolicy, Router
 from tokendock.inference.transport import UpstreamTransport
 from tokendock.inference.upstream import Deployment
+from tokendock.inference.upstream_backend import UpstreamBackend
 
 log = logging.getLogger(__name__)
 
@@ -23,13 +27,14 @@ log = logging.getLogger(__name__)
 class ModelRegistry:
     def __init__(
         self,
-        engines: dict[str, Engine],
         specs: dict[str, ModelSpec],
+        backends: dict[str, Backend],
         upstreams: UpstreamPool | None = None,
     ):
-        self._engines = engines
         self._specs = specs
+        self._backends = backends
         self.upstreams = upstreams or UpstreamPool({})
+        self._engines = {m: b.engine for m, b in backends.items() if isinstance(b, EmbeddedBackend)}
 
     @classmethod
     def from_catalog(
@@ -41,17 +46,25 @@ class ModelRegistry:
     ) -> ModelRegistry:
         """`transport`: the upstreams' HTTP client (a test may hand in its own session)."""
         transport = transport or UpstreamTransport()
-        engines: dict[str, Engine] = {}
+        backends: dict[str, Backend] = {}
         routers: dict[str, Router] = {}
         specs: dict[str, ModelSpec] = {}
         for spec in catalog:
             specs[spec.id] = spec
             if spec.engine == "upstream":
                 deployments = [Deployment.from_spec(d) for d in spec.deployments]
-                routers[spec.id] = Router(spec.id, deployments, policy or RetryPolicy(), transport)
+                router = Router(spec.id, deployments, policy or RetryPolicy(), transport)
+                routers[spec.id] = router
+                backends[spec.id] = UpstreamBackend(router, spec)
             else:
-                engines[spec.id] = LlamaEngine(spec, data_dir)
-        return cls(engines, specs, UpstreamPool(routers, transport))
+                backends[spec.id] = EmbeddedBackend(LlamaEngine(spec, data_dir), spec)
+        return cls(specs, backends, UpstreamPool(routers, transport))
+
+    def backend(self, model_id: str) -> Backend:
+        backend = self._backends.get(model_id)
+        if backend is None:
+            raise ModelNotFound(model_id)
+        return backend
 
     def router(self, model_id: str) -> Router | None:
         """The router of an upstream-served model; None for the embedded engine's models."""
@@ -80,20 +93,21 @@ class ModelRegistry:
     def ready(self) -> bool:
         """Every embedded model is loaded. Upstream health is not this process's readiness: a
         replica stays in its load balancer while an upstream is down (it answers 503s)."""
-        return all(e.ready for e in self._engines.values())
+        return all(b.ready for b in self._backends.values())
 
     async def start(self) -> None:
         """Load every model; a model that fails to load is logged and stays not ready."""
         await self.upstreams.start()
+        backends = self._backends
         results = await asyncio.gather(
-            *(e.start() for e in self._engines.values()), return_exceptions=True
+            *(b.open() for b in backends.values()), return_exceptions=True
         )
-        for engine, result in zip(self._engines.values(), results, strict=True):
+        for model, result in zip(backends, results, strict=True):
             if isinstance(result, BaseException):
-                log.error("model %s failed to load: %s", engine.model_id, result)
+                log.error("model %s failed to load: %s", model, result)
             else:
-                log.info("model %s ready", engine.model_id)
+                log.info("model %s ready", model)
 
     async def close(self) -> None:
-        await asyncio.gather(*(e.close() for e in self._engines.values()))
+        await asyncio.gather(*(b.close() for b in self._backends.values()))
         await self.upstreams.close()

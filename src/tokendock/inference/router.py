@@ -263,7 +263,7 @@ def _all_down(model_id: str, deployments: Sequence[Deployment], now: float) -> T
         f"Every deployment of the model '{model_id}' is unavailable right now; try again in "
         f"{max(1, round(wait))} s."
     )
-    error.headers["retry-after"] = str(max(1, round(wait)))
+    error.retry_after = wait
     return error
 
 
@@ -284,6 +284,6 @@ def _give_up(model_id: str, last: UpstreamFailure | None) -> TokenDockError:
             f"The upstream servers for '{model_id}' are overloaded; try again shortly.",
             code="upstream_overloaded",
         )
-        error.headers["retry-after"] = str(max(1, round(last.retry_after)))
+        error.retry_after = last.retry_after
         return error
     return UpstreamError(f"The upstream server for '{model_id}' failed to answer.")

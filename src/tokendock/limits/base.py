@@ -20,7 +20,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from tokendock.errors import RateLimited
+from tokendock.errors import RateLimited, RateWindow
 
 PERIOD = 60.0
 
@@ -49,13 +49,7 @@ class Subject:
     limits: Limits
 
 
-@dataclass(frozen=True, slots=True)
-class Window:
-    """What the x-ratelimit-*-{requests,tokens} headers report."""
-
-    limit: int
-    remaining: int
-    reset: float  # seconds until the subject is back to its full allowance
+Window = RateWindow  # what the x-ratelimit-* headers report (built in web/errors.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,46 +115,26 @@ def tighter(a: Window | None, b: Window | None) -> Window | None:
     return a if a.remaining <= b.remaining else b
 
 
-def format_reset(seconds: float) -> str:
-    """OpenAI's duration format: `120ms`, `1s`, `6m0s`."""
-    if seconds < 1:
-        return f"{max(int(seconds * 1000), 0)}ms"
-    if seconds < 60:
-        text = f"{seconds:.3f}".rstrip("0").rstrip(".")
-        return f"{text}s"
-    minutes, rest = divmod(int(seconds), 60)
-    return f"{minutes}m{rest}s"
-
-
-def headers(requests: Window | None, tokens: Window | None) -> dict[str, str]:
-    """x-ratelimit-{limit,remaining,reset}-{requests,tokens} for the tightest subject."""
-    out: dict[str, str] = {}
-    for suffix, w in (("requests", requests), ("tokens", tokens)):
-        if w is not None:
-            out[f"x-ratelimit-limit-{suffix}"] = str(w.limit)
-            out[f"x-ratelimit-remaining-{suffix}"] = str(w.remaining)
-            out[f"x-ratelimit-reset-{suffix}"] = format_reset(w.reset)
-    return out
-
-
 def refused(r: Refusal) -> RateLimited:
-    """The 429 for a refusal: a message naming the limit, and exact retry headers."""
+    """The 429 for a refusal: a message naming the limit, when to retry, the windows."""
     what = {
         "requests": f"{r.limit} requests per minute",
         "tokens": f"{r.limit} tokens per minute",
         "concurrency": f"{r.limit} concurrent requests",
     }[r.kind]
-    hdrs = headers(r.requests, r.token_window)
     if math.isinf(r.retry_after):
-        hdrs["x-should-retry"] = "false"
         message = (
             f"Rate limit of {what} for {r.subject} can never admit this request: it needs more "
             "tokens (prompt + max_tokens × n) than the whole limit. Lower max_tokens."
         )
     else:
         wait = max(r.retry_after, 0.001)
-        hdrs["retry-after"] = str(min(max(math.ceil(wait), 1), 60))
-        hdrs["retry-after-ms"] = str(math.ceil(wait * 1000))
         message = f"Rate limit reached: {what} for {r.subject}. Retry in {wait:.3f}s."
     kind = "tokens" if r.kind == "tokens" else "requests"
-    return RateLimited(message, kind=kind, headers=hdrs)
+    return RateLimited(
+        message,
+        kind=kind,
+        retry_after=r.retry_after,
+        precise=True,
+        windows=(r.requests, r.token_window),
+    )

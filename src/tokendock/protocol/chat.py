@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tokendock.errors import InvalidRequest, UnsupportedParameter
+from tokendock.errors import InvalidRequest
 from tokendock.protocol.bounds import (
     MAX_CONTENT_PARTS,
     MAX_MESSAGES,
@@ -65,46 +65,20 @@ class ChatCompletionRequest(SamplingFields):
         return self.max_completion_tokens if self.max_completion_tokens else self.max_tokens
 
     def check(self) -> None:
+        """Is the request well formed? (What a backend cannot do is the backend's to refuse:
+        see `features()`.)"""
         self.check_common()
         if self.top_logprobs is not None and self.logprobs is not True:
             raise InvalidRequest(
                 "'top_logprobs' is only allowed when 'logprobs' is true.", param="top_logprobs"
             )
-        if self.logprobs:
-            raise UnsupportedParameter("'logprobs' is not supported yet.", param="logprobs")
-        if self.tools:
-            raise UnsupportedParameter(
-                "'tools' (function calling) is not supported yet.", param="tools"
+        kind = None if self.response_format is None else self.response_format.get("type")
+        if kind not in (None, "text", "json_object", "json_schema"):
+            raise InvalidRequest(
+                "Invalid 'response_format.type': expected 'text', 'json_object' or 'json_schema'.",
+                param="response_format.type",
             )
-        if self.tool_choice not in (None, "none"):
-            raise UnsupportedParameter(
-                "'tool_choice' is not supported yet (only 'none').", param="tool_choice"
-            )
-        if self.functions or self.function_call not in (None, "none"):
-            param = "functions" if self.functions else "function_call"
-            raise UnsupportedParameter(f"'{param}' is not supported.", param=param)
-        self._check_response_format()
-        if self.audio is not None or (self.modalities and self.modalities != ["text"]):
-            param = "audio" if self.audio is not None else "modalities"
-            raise UnsupportedParameter("Only text output is supported.", param=param)
-        if self.prediction is not None:
-            raise UnsupportedParameter("'prediction' is not supported.", param="prediction")
         self._check_messages()
-
-    def _check_response_format(self) -> None:
-        if self.response_format is None:
-            return
-        kind = self.response_format.get("type")
-        if kind == "text":
-            return
-        if kind in ("json_object", "json_schema"):
-            raise UnsupportedParameter(
-                f"response_format type '{kind}' is not supported yet.", param="response_format.type"
-            )
-        raise InvalidRequest(
-            "Invalid 'response_format.type': expected 'text', 'json_object' or 'json_schema'.",
-            param="response_format.type",
-        )
 
     def prompt_bound(self) -> int:
         """An upper bound on the prompt's tokens, from bytes alone (no tokenizer): see
@@ -118,10 +92,6 @@ class ChatCompletionRequest(SamplingFields):
         chars = 0
         for i, msg in enumerate(self.messages):
             where = f"messages[{i}]"
-            if msg.role == "function":
-                raise UnsupportedParameter(
-                    "The 'function' role is deprecated and not supported.", param=f"{where}.role"
-                )
             if msg.role == "tool" and not msg.tool_call_id:
                 raise InvalidRequest(
                     f"Missing required parameter: '{where}.tool_call_id'.",
@@ -135,13 +105,6 @@ class ChatCompletionRequest(SamplingFields):
                 chars += len(msg.content)
             elif isinstance(msg.content, list):
                 chars += sum(len(part.text or "") for part in msg.content)
-                for j, part in enumerate(msg.content):
-                    if part.type not in ("text", "refusal"):
-                        raise InvalidRequest(
-                            f"Invalid '{where}.content[{j}]': this model cannot take "
-                            f"'{part.type}' content, only text parts.",
-                            param=f"{where}.content[{j}]",
-                        )
         if chars > MAX_TEXT_CHARS:
             raise InvalidRequest(
                 f"Invalid 'messages': their content has {chars} characters in all; at most "

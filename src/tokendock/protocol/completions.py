@@ -6,7 +6,7 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
-from tokendock.errors import InvalidRequest, UnsupportedParameter
+from tokendock.errors import InvalidRequest
 from tokendock.protocol.bounds import (
     MAX_CHOICES,
     MAX_PROMPTS,
@@ -35,12 +35,6 @@ class CompletionRequest(SamplingFields):
         self.check_common()
         if isinstance(self.prompt, list) and len(self.prompt) == 0:
             raise InvalidRequest("'prompt' must not be an empty list.", param="prompt")
-        if self.logprobs is not None:
-            raise UnsupportedParameter("'logprobs' is not supported yet.", param="logprobs")
-        if self.suffix:
-            raise UnsupportedParameter("'suffix' (insertion) is not supported.", param="suffix")
-        if self.best_of is not None and self.best_of != (self.n or 1):
-            raise UnsupportedParameter("'best_of' other than n is not supported.", param="best_of")
         self.check_bounds()
 
     def check_bounds(self) -> None:

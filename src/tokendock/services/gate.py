@@ -1,42 +1,56 @@
-"""Admission and settlement, shared by every way a request is served (embedded engine or
-upstream): the key's model allow-list, rate limits, one atomic credit hold for the worst case,
-and — exactly once, at the end — the charge for what was produced plus the rate-limit refund.
+"""Admission and settlement, the same for every endpoint and every backend.
+
+    async with gate.admitted(key, model, bound, request_id, user=…) as ticket:
+        ticket.tally = execution.tally      # what to bill, asked once the work is over
+        …                                   # run the request
+
+Entering: the key's model allow-list (403), rate limits (429), then ONE atomic credit hold for
+the worst case at the model's prices (402). Leaving — on every exit: success, an error, the
+client gone, a cancellation, the shutdown deadline — settles exactly once, in ONE place
+(`_conclude`): the charge for what the backend produced (its tally) with the usage record in
+the same transaction, the rest of the hold released, the unused token reservation returned to
+the rate limiter. A request refused with a client error (or left by its client) before the
+backend took it and did any work is released without a usage record. The settlement is
+shielded from the caller's cancellation and tracked, so `drain()` waits for it at shutdown.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 
-from tokendock import observability
 from tokendock.billing.ledger import Hold, Ledger, Settlement, UsageRow
 from tokendock.billing.pricing import Price
 from tokendock.errors import ModelNotAllowed, ModelNotFound, TokenDockError
+from tokendock.inference.backend import Bound, Tally
 from tokendock.limits.base import Admission, Limiter, Limits, Subject
-from tokendock.limits.base import headers as ratelimit_headers
 from tokendock.services.models import ModelDirectory
 from tokendock.storage.accounts import KeyRow
 
 
-@dataclass(frozen=True, slots=True)
-class Admitted:
+@dataclass(slots=True)
+class Ticket:
+    """An admitted request. `tally` (set by whoever runs it) says what to bill; `status` how
+    it ended. After the `admitted` block: `outcome` (what was billed, None when released) and
+    `settlement` (None when released, or when the ledger could not be reached)."""
+
     hold: Hold
     price: Price
     rate: Admission | None
-
-
-class AdmittedRun:
-    """For a run dataclass with an `admitted` field: its hold and rate admission."""
-
-    __slots__ = ()
-    admitted: Admitted
-
-    @property
-    def hold(self) -> Hold:
-        return self.admitted.hold
-
-    @property
-    def rate(self) -> Admission | None:
-        return self.admitted.rate
+    request_id: str
+    model: str
+    user: str | None
+    started: float = field(default_factory=time.monotonic)
+    tally: Callable[[], Awaitable[Tally]] | None = None
+    status: str = "ok"
+    begun: bool = False  # the backend accepted the run (tokenized it; an upstream committed)
+    refused: bool = False  # it ended with a client error (4xx)
+    outcome: Tally | None = None
+    usage: UsageRow | None = None
+    settlement: Settlement | None = None
 
 
 class Gate:
@@ -51,62 +65,94 @@ class Gate:
         self._ledger = ledger
         self._limiter = limiter
         self._tiers = tiers or {}
+        self._settling: set[asyncio.Future[None]] = set()
 
-    async def admit(
-        self, key: KeyRow, model: str, prompt_tokens: int, max_completion: int, request_id: str
-    ) -> Admitted:
-        """403 when the key may not use the model, 429 over its limits, 402 short of credit;
-        otherwise the worst case (prompt + max_completion tokens) is held."""
-        record = observability.current()
-        if record is not None:
-            record.model = model
+    @contextlib.asynccontextmanager
+    async def admitted(
+        self, key: KeyRow, model: str, bound: Bound, request_id: str, *, user: str | None = None
+    ) -> AsyncIterator[Ticket]:
+        ticket = await self._admit(key, model, bound, request_id, user)
+        try:
+            yield ticket
+        except asyncio.CancelledError:
+            ticket.status = "client_disconnected"
+            raise
+        except BaseException as exc:
+            ticket.status = "error"
+            ticket.refused = isinstance(exc, TokenDockError) and exc.status < 500
+            raise
+        finally:
+            await self._to_the_end(self._conclude(ticket))
+
+    async def _admit(
+        self, key: KeyRow, model: str, bound: Bound, request_id: str, user: str | None
+    ) -> Ticket:
         if not self._models.enabled(model):
             raise ModelNotFound(model)
         if key.allowed_models is not None and model not in key.allowed_models:
             raise ModelNotAllowed(f"This API key may not use the model '{model}'.", param="model")
-        price = self.price(model)
+        price = self._models.price(model)
+        worst = bound.prompt_tokens + bound.completion_tokens
         # Rate limits first: a refused request reserves nothing and holds no credit.
-        rate = await self._limiter.admit(
-            self.subjects(key), prompt_tokens + max_completion, request_id
-        )
+        rate = await self._limiter.admit(self.subjects(key), worst, request_id)
         try:
-            worst = price.cost(prompt_tokens, max_completion)
-            hold = await self._ledger.hold(key.account_id, key.id, worst, request_id)
+            cost = price.cost(bound.prompt_tokens, bound.completion_tokens)
+            hold = await self._ledger.hold(key.account_id, key.id, cost, request_id)
         except BaseException as exc:
             await self._limiter.settle(rate, 0)
             if isinstance(exc, TokenDockError):  # a 402 still tells the client its limits
-                exc.headers.update(ratelimit_headers(rate.requests, rate.token_window))
+                exc.windows = (rate.requests, rate.token_window)
             raise
-        return Admitted(hold, price, rate)
+        return Ticket(hold, price, rate, request_id, model, user)
 
-    async def settle(
-        self, admitted: Admitted, prompt: int, completion: int, usage: UsageRow
-    ) -> Settlement | None:
-        """Charge what was produced (above the hold: up to the balance and the key's limit, see
-        Ledger.settle), refund the rest, record usage, and give the unused token reservation
-        back to the rate limiter."""
+    async def _conclude(self, ticket: Ticket) -> None:
+        """THE settlement: exactly once per admitted request (the `admitted` block's exit)."""
+        tally = None if ticket.tally is None else await ticket.tally()
+        untouched = tally is not None and not ticket.begun and not tally.started
+        if untouched and (ticket.refused or ticket.status == "client_disconnected"):
+            tally = None  # refused, or the client left, before the backend took it
         try:
-            cost = admitted.price.cost(prompt, completion)
-            settlement = await self._ledger.settle(admitted.hold, cost, usage)
+            if tally is None:  # nothing was done: release the whole hold, record nothing
+                await self._ledger.settle(ticket.hold, 0, None)
+                return
+            ticket.outcome = tally
+            prompt, completion = tally.prompt_tokens, tally.completion_tokens
+            now = time.monotonic()
+            ticket.usage = UsageRow(
+                request_id=ticket.request_id,
+                model=ticket.model,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                status=ticket.status,
+                finish_reason=tally.finish,
+                latency_ms=int((now - ticket.started) * 1000),
+                ttft_ms=None
+                if tally.first_token is None
+                else int((tally.first_token - ticket.started) * 1000),
+                user=ticket.user,
+                deployment=tally.deployment,
+                estimated=tally.estimated,
+            )
+            # Usage above the hold is charged up to the balance and the key's limit (Ledger).
+            cost = ticket.price.cost(prompt, completion)
+            ticket.settlement = await self._ledger.settle(ticket.hold, cost, ticket.usage)
         finally:
-            if admitted.rate is not None:
-                await self._limiter.settle(admitted.rate, prompt + completion)
-        record = observability.current()
-        if record is not None:
-            record.prompt_tokens, record.completion_tokens = prompt, completion
-            record.deployment, record.estimated = usage.deployment, usage.estimated
-            record.ttft_ms, record.outcome = usage.ttft_ms, usage.status
-            record.cost_micro = settlement.charged if settlement is not None else None
-        return settlement
+            if ticket.rate is not None:
+                used = 0 if tally is None else tally.prompt_tokens + tally.completion_tokens
+                await self._limiter.settle(ticket.rate, used)
 
-    async def release(self, admitted: Admitted) -> None:
-        """Nothing was produced (refused after admission, or the client left before any
-        work): release the whole hold, write no usage record, return the token reservation."""
-        try:
-            await self._ledger.settle(admitted.hold, 0, None)
-        finally:
-            if admitted.rate is not None:
-                await self._limiter.settle(admitted.rate, 0)
+    async def _to_the_end(self, work: Awaitable[None]) -> None:
+        """Shielded, so a cancelled caller cannot cancel it, and tracked for `drain()`."""
+        settling = asyncio.ensure_future(work)
+        self._settling.add(settling)
+        settling.add_done_callback(self._settling.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(settling)
+
+    async def drain(self) -> None:
+        """Wait for settlements still running (at shutdown)."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
 
     def subjects(self, key: KeyRow) -> tuple[Subject, Subject]:
         """Both apply: the key's limits and its account's (tier defaults, then overrides)."""

@@ -20,6 +20,7 @@ Emails and addresses are stored only as digests.
 from __future__ import annotations
 
 import hashlib
+import math
 
 from tokendock.config import Settings
 from tokendock.errors import RateLimited
@@ -35,7 +36,7 @@ def digest(text: str) -> str:
 
 
 def _refused(message: str, seconds: int) -> RateLimited:
-    return RateLimited(message, kind="requests", headers={"retry-after": str(seconds)})
+    return RateLimited(message, kind="requests", retry_after=seconds)
 
 
 class SignInThrottle:
@@ -64,7 +65,7 @@ class SignInThrottle:
         try:
             admission = await self._limiter.admit(subjects, 0, f"login:{where}:{who}")
         except RateLimited as exc:
-            wait = int(exc.headers.get("retry-after", "60"))
+            wait = math.ceil(exc.retry_after or 60)
             message = "Too many log-in attempts. Wait a minute, then try again."
             raise _refused(message, wait) from None
         await self._limiter.settle(admission, 0)

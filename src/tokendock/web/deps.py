@@ -18,10 +18,8 @@ from tokendock.observability import Metrics
 from tokendock.protocol.bounds import precheck_lists
 from tokendock.protocol.errors import from_validation_error
 from tokendock.services.accounts import AccountService
-from tokendock.services.completions import CompletionService
-from tokendock.services.idempotency import Idempotency
 from tokendock.services.models import ModelDirectory
-from tokendock.services.proxy import ProxyService
+from tokendock.services.pipeline import Pipeline
 from tokendock.storage.accounts import KeyRow
 from tokendock.storage.admin import AdminStore
 from tokendock.storage.history import HistoryStore
@@ -31,10 +29,8 @@ from tokendock.storage.history import HistoryStore
 class Services:
     settings: Settings
     models: ModelRegistry
-    completions: CompletionService
-    proxy: ProxyService
+    pipeline: Pipeline
     accounts: AccountService
-    idempotency: Idempotency
     metrics: Metrics
     limiter: Limiter
     history: HistoryStore

@@ -44,7 +44,7 @@ def public(err: TokenDockError) -> TokenDockError:
     where = record.request_id if record is not None else "-"
     log.error("internal error %s (%s): %s", err.code or err.type, where, err.message)
     safe = InternalError(GENERIC, code=err.code)
-    safe.headers = err.headers
+    safe.retry_after, safe.windows = err.retry_after, err.windows
     return safe
 
 

@@ -21,6 +21,7 @@ from tokendock import observability
 from tokendock.errors import InternalError, RequestTooLarge, TokenDockError
 from tokendock.observability import Metrics, RequestRecord
 from tokendock.web.errors import GENERIC, public
+from tokendock.web.headers import of_error
 from tokendock.web.responses import error_bytes
 
 log = logging.getLogger(__name__)
@@ -133,7 +134,7 @@ async def _send_error(send: Send, err: TokenDockError) -> None:
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in err.headers.items()),
+        *((k.encode("latin-1"), v.encode("latin-1")) for k, v in of_error(err).items()),
     ]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

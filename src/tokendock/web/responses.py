@@ -9,6 +9,7 @@ from starlette.responses import Response
 
 from tokendock.errors import TokenDockError
 from tokendock.protocol.errors import envelope
+from tokendock.web.headers import of_error
 
 
 class JSONResponse(Response):
@@ -20,7 +21,7 @@ class JSONResponse(Response):
 
 def error_response(err: TokenDockError, headers: dict[str, str] | None = None) -> JSONResponse:
     return JSONResponse(
-        envelope(err), status_code=err.status, headers={**err.headers, **(headers or {})}
+        envelope(err), status_code=err.status, headers={**of_error(err), **(headers or {})}
     )
 
 

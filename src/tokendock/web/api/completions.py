@@ -1,3 +1,6 @@
+"""POST /v1/completions (legacy text completion): the wire adapter — JSON body →
+`InferenceRequest`, events → text_completion bodies. The rest is web/api/respond.py's."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -6,18 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tokendock.protocol.common import usage_dict
-from tokendock.protocol.completions import (
-    CompletionRequest,
-    text_chunk_body,
-    text_completion_body,
-)
-from tokendock.web.api import proxied
-from tokendock.web.api.billing_headers import hold_headers, settled_headers
-from tokendock.web.api.streaming import ClientGone, Stamp, cancel_on_disconnect, sse_events
-from tokendock.web.deps import current_key, parse_body, request_id, services_of
-from tokendock.web.responses import JSONResponse
-from tokendock.web.sse import EventStreamResponse
+from tokendock.inference.backend import Delta, Event, Features, InferenceRequest, Passthrough
+from tokendock.protocol.completions import CompletionRequest, text_chunk_body
+from tokendock.services.pipeline import Answer
+from tokendock.web.api.respond import Stamp, serve
+from tokendock.web.deps import current_key, parse_body, services_of
 
 
 async def completions(request: Request) -> Response:
@@ -25,57 +21,89 @@ async def completions(request: Request) -> Response:
     deps = services_of(request)
     key = await current_key(request)
     req = await parse_body(request, CompletionRequest)
-    if deps.proxy.serves(req.model):
-        proxy_run = await deps.proxy.admit_text(key, req, await request.body(), request_id(request))
-        return await proxied.respond(request, deps, proxy_run)
-    service = deps.completions
-    run = await service.admit(key, service.plan_text(req), request_id(request))
-    try:
-        await cancel_on_disconnect(request, service.prepare(run))
-    except ClientGone:
-        return Response(status_code=499)
-    stamp = Stamp.new("cmpl", req.model)
-    if req.stream:
-        with_usage = req.include_usage()
+    req.check()
+    body = await request.body()
+    return await serve(request, deps, key, inference_request(req, body), TEXT)
 
-        def chunk(s: Stamp, index: int, text: str | None, finish: str | None) -> dict[str, Any]:
-            return text_chunk_body(
-                request_id=s.id,
-                created=s.created,
-                model=s.model,
-                index=index,
-                text=text or "",
-                finish_reason=finish,
-                with_usage_field=with_usage,
-            )
 
-        events = sse_events(
-            service.stream(run),
-            run,
-            stamp,
-            chunk,
-            include_usage=with_usage,
-            object_name="text_completion",
-            opening=False,
-        )
-        return EventStreamResponse(
-            events,
-            keepalive=deps.settings.keepalive_seconds,
-            headers=hold_headers(run),
-            on_close=lambda: service.abandon(run),
-        )
-    try:
-        choices = await cancel_on_disconnect(request, service.complete(run))
-    except ClientGone:
-        return Response(status_code=499)
-    body = text_completion_body(
+def inference_request(req: CompletionRequest, body: bytes) -> InferenceRequest:
+    prompts = req.prompts()
+    return InferenceRequest(
+        kind="text",
+        model=req.model,
+        prompts=tuple(p if isinstance(p, str) else tuple(p) for p in prompts),
+        prompt_bytes=tuple(req.prompt_bounds()),
+        n=req.n or 1,
+        max_tokens=req.max_tokens,
+        stop=req.stop_list(),
+        temperature=req.temperature,
+        top_p=req.top_p,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+        seed=req.seed,
+        logit_bias=req.logit_bias_ids(),
+        echo=req.echo,
+        user=req.user,
+        stream=bool(req.stream),
+        include_usage=req.include_usage(),
+        features=Features(
+            logprobs=req.logprobs is not None,
+            top_logprobs=req.logprobs,
+            suffix=bool(req.suffix),
+            best_of=None if req.best_of in (None, req.n or 1) else req.best_of,
+        ),
+        payload=Passthrough(body),
+    )
+
+
+class TextWire:
+    prefix = "cmpl"
+    chunk_object = "text_completion"
+
+    def opening(self, stamp: Stamp, index: int, with_usage: bool) -> dict[str, Any] | None:
+        return None  # text completion streams have no opening chunk
+
+    def chunk(self, stamp: Stamp, event: Event, with_usage: bool) -> dict[str, Any]:
+        if isinstance(event, Delta):
+            body = _chunk(stamp, event.index, event.text, None, with_usage)
+            if event.logprobs is not None:
+                body["choices"][0]["logprobs"] = event.logprobs
+            return body
+        return _chunk(stamp, event.index, "", event.reason, with_usage)
+
+    def body(self, stamp: Stamp, answer: Answer, usage: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": stamp.id,
+            "object": "text_completion",
+            "created": stamp.created,
+            "model": stamp.model,
+            "system_fingerprint": None,
+            "choices": [
+                {
+                    "index": i,
+                    "text": c.text,
+                    "logprobs": c.logprobs,
+                    "finish_reason": c.finish_reason,
+                }
+                for i, c in enumerate(answer.choices)
+            ],
+            "usage": usage,
+        }
+
+
+def _chunk(
+    stamp: Stamp, index: int, text: str, finish: str | None, with_usage: bool
+) -> dict[str, Any]:
+    return text_chunk_body(
         request_id=stamp.id,
         created=stamp.created,
         model=stamp.model,
-        choices=[(c.text, c.finish_reason) for c in choices],
-        usage=usage_dict(run.prompt_tokens, sum(c.completion_tokens for c in choices)),
+        index=index,
+        text=text,
+        finish_reason=finish,
+        with_usage_field=with_usage,
     )
-    return JSONResponse(body, headers=settled_headers(run))
 
 
+TEXT = TextWire()
 routes = [Route("/v1/completions", completions, methods=["POST"])]

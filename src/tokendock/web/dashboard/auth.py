@@ -27,6 +27,7 @@ from tokendock.web.dashboard.views import (
     visitor,
 )
 from tokendock.web.deps import Services, services_of
+from tokendock.web.headers import of_error
 
 router = APIRouter(include_in_schema=False)
 MIN_PASSWORD = 10
@@ -46,7 +47,7 @@ def too_many(request: Request, session: Session, exc: RateLimited) -> Response:
     response = render(
         request, "error.html", session, status=429, title="Too many attempts", message=exc.message
     )
-    response.headers["retry-after"] = exc.headers.get("retry-after", "60")
+    response.headers.update(of_error(exc))
     return response
 
 

@@ -1,6 +1,6 @@
 """Completion budgets: how many tokens a choice and a request may generate, per the model's caps
 (`max_output_tokens`, `max_request_output_tokens` in the catalog) and its context window.
-Shared by the embedded engine's and the upstreams' services."""
+Shared by the embedded engine and the upstream backends."""
 
 from __future__ import annotations
 

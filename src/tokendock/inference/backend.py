@@ -1,0 +1,214 @@
+"""The backend seam: one typed request in, typed events out — for every model, wherever it runs.
+
+A public model id maps to one `Backend`: the embedded llama.cpp engine (inference/embedded.py) or
+a router over upstream deployments (inference/upstream_backend.py). Every endpoint's wire adapter
+produces the same `InferenceRequest`; every backend answers with the same events:
+
+    Delta(index, text, tool_calls, logprobs)   a piece of choice `index`
+    Finish(index, reason)                      choice `index` ended (exactly one per choice)
+
+and, when the run is over, a `Tally`: the tokens to bill (exact, or estimated and marked so).
+
+A run has three steps, so the pipeline can admit before anything costly happens:
+  1. `bound(req)` — cheap (no tokenizer, no network): the request's worst case in tokens, and a
+     400 for what this backend cannot do (naming the field);
+  2. `run(req, …).begin()` — after admission: tokenize / route until an upstream commits; may
+     raise, and is cancelled when the client leaves;
+  3. `Execution.events()` — the answer; closing it early stops the work. `Execution.tally()`
+     waits until the backend has stopped working and says what it produced — on every exit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+from tokendock.catalog import ModelSpec
+from tokendock.inference.base import ChatTurn, Sampling
+from tokendock.inference.upstream_reply import strict_payload
+
+JSON = dict[str, Any]
+Kind = Literal["chat", "text"]
+
+
+@dataclass(frozen=True, slots=True)
+class Features:
+    """What a request asks beyond plain text generation. Upstreams get them as sent; a backend
+    that cannot do one refuses the request in `bound` (400 naming the field)."""
+
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    tools: bool = False
+    tool_choice: str | None = None  # "none" / "auto" / "required", or "named" for an object
+    functions: bool = False
+    function_call: str | None = None
+    response_format: str | None = None  # its "type"
+    output_audio: bool = False
+    modalities: tuple[str, ...] | None = None
+    prediction: bool = False
+    suffix: bool = False
+    best_of: int | None = None
+    function_role: int | None = None  # index of a message with the deprecated 'function' role
+    non_text_part: tuple[int, int, str] | None = None  # (message, part, type) of the first one
+
+
+class Passthrough:
+    """The client's own JSON body, for backends that forward it (upstreams): parsed once,
+    strictly, only when asked — the embedded engine never pays for it."""
+
+    __slots__ = ("_json", "raw")
+
+    def __init__(self, raw: bytes = b"{}"):
+        self.raw = raw
+        self._json: JSON | None = None
+
+    def json(self) -> JSON:
+        """A fresh copy of the parsed body (NaN, Infinity or numbers out of range: a 400)."""
+        if self._json is None:
+            self._json = strict_payload(self.raw)
+        return dict(self._json)
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    """One normalized request, whatever endpoint it came from.
+
+    `turns` for a conversation (kind "chat"); `prompts` for text completion (each a text or
+    token ids). `max_tokens` is per choice as asked (None: up to the model's cap). `prompt_bytes`
+    is the bound the web layer measured (UTF-8 bytes + template overhead, per prompt).
+    `payload` is the typed pass-through: the client's own JSON object, which only upstreams use.
+    """
+
+    kind: Kind
+    model: str
+    turns: tuple[ChatTurn, ...] = ()
+    prompts: tuple[str | tuple[int, ...], ...] = ()
+    prompt_bytes: tuple[int, ...] = ()
+    n: int = 1
+    max_tokens: int | None = None
+    max_tokens_param: str = "max_tokens"
+    stop: tuple[str, ...] = ()
+    temperature: float | None = None
+    top_p: float | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    seed: int | None = None
+    logit_bias: Mapping[int, float] = field(default_factory=dict)
+    echo: bool = False
+    user: str | None = None
+    stream: bool = False
+    include_usage: bool = False
+    features: Features = Features()
+    payload: Passthrough = field(default_factory=Passthrough)
+
+    @property
+    def body_bytes(self) -> int:
+        """The whole body's size: an upstream counts tools and schemas as prompt tokens."""
+        return len(self.payload.raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    index: int
+    text: str = ""
+    tool_calls: tuple[JSON, ...] | None = None
+    logprobs: JSON | None = None
+    refusal: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    index: int
+    reason: str
+
+
+Event = Delta | Finish
+
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A request's worst case before any tokenizing: what admission holds credit for."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(slots=True)
+class Tally:
+    """What a run produced, to bill: exact counts, or `estimated` ones when an upstream sent
+    none. `started`: the backend did any work (a run refused or abandoned before that is not
+    billed at all). `finish`: one reason for the request ("mixed" when choices differ)."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    started: bool = False
+    estimated: bool = False
+    finish: str | None = None
+    deployment: str | None = None
+    first_token: float | None = None  # time.monotonic() of the first generated text
+
+
+class Execution(Protocol):
+    """One run of one request on a backend (made cheaply; `begin` does the work)."""
+
+    async def begin(self) -> None:
+        """What must precede the first event: tokenize; route until an upstream commits. May
+        raise (a 400 the tokenizer found, no deployment answered); cancelled when the client
+        leaves. `tally()` is right whether or not this finished."""
+        ...
+
+    @property
+    def prompt_tokens(self) -> int:
+        """The prompt's tokens as counted (exact for the embedded engine, once begun)."""
+        ...
+
+    def events(self) -> AsyncIterator[Event]:
+        """The answer's events. Closing the iterator early (client gone) stops the work."""
+        ...
+
+    def abandon(self) -> None:
+        """The answer will not be read (the client left before it began): stop the work."""
+        ...
+
+    async def tally(self) -> Tally:
+        """Once the backend stopped working on the request (awaits it): what it produced."""
+        ...
+
+
+class Backend(Protocol):
+    spec: ModelSpec
+
+    def bound(self, req: InferenceRequest) -> Bound:
+        """Cheap checks and the worst case; a 400 for what this backend cannot do."""
+        ...
+
+    def run(self, req: InferenceRequest, *, owner: str, request_id: str) -> Execution:
+        """A run of `req` (nothing done yet). `owner` is whom the backend is fair between."""
+        ...
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def open(self) -> None:
+        """Load the model / start probing deployments."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def default_sampling(spec: ModelSpec, req: InferenceRequest) -> Sampling:
+    """The request's sampling over the model's defaults (the catalog's `[sampling]`)."""
+    d = spec.sampling
+    return Sampling(
+        temperature=1.0 if req.temperature is None else req.temperature,
+        top_p=1.0 if req.top_p is None else req.top_p,
+        top_k=d.top_k,
+        min_p=d.min_p,
+        repeat_penalty=d.repeat_penalty,
+        penalty_last_n=d.penalty_last_n,
+        presence_penalty=req.presence_penalty,
+        frequency_penalty=req.frequency_penalty,
+        seed=None if req.seed is None else req.seed & 0xFFFFFFFF,
+        logit_bias=dict(req.logit_bias),
+    )

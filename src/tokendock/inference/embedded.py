@@ -1,0 +1,255 @@
+"""The embedded llama.cpp engine as a `Backend` (inference/backend.py).
+
+`bound` refuses what the engine cannot do (400 naming the field), applies the model's output
+caps and bounds the prompt from its bytes (≤ the context window) — no tokenizer. `begin`
+renders and tokenizes (exact counts; a prompt + max_tokens over the window is a 400) and makes
+one engine job per choice (per prompt × n); `events` runs them all at once and merges their
+events; `tally` waits until the engine has stopped every job and counts what it did: prompt +
+sampled tokens, nothing if no job ever started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Sequence
+
+from tokendock.catalog import ModelSpec
+from tokendock.errors import InvalidRequest, UnsupportedParameter
+from tokendock.inference.backend import (
+    Bound,
+    Delta,
+    Event,
+    Features,
+    Finish,
+    InferenceRequest,
+    Tally,
+    default_sampling,
+)
+from tokendock.inference.base import Engine, Generation, Sampling, TextDelta
+from tokendock.inference.budget import check_request_cap, completion_budget, per_choice
+from tokendock.inference.templates import ChatTemplateError
+
+log = logging.getLogger(__name__)
+
+ENGINE_STOP_SECONDS = 30  # the engine stops within one token of a cancel; this is a backstop
+
+
+class EmbeddedBackend:
+    def __init__(self, engine: Engine, spec: ModelSpec):
+        self.engine = engine
+        self.spec = spec
+
+    @property
+    def ready(self) -> bool:
+        return self.engine.ready
+
+    async def open(self) -> None:
+        await self.engine.start()
+
+    async def close(self) -> None:
+        await self.engine.close()
+
+    def bound(self, req: InferenceRequest) -> Bound:
+        refuse_unsupported(req.features)
+        per = per_choice(self.spec, req.max_tokens, req.max_tokens_param)
+        choices = req.n * (1 if req.kind == "chat" else len(req.prompts))
+        check_request_cap(self.spec, per, choices, req.n, req.max_tokens_param)
+        vocab = self.engine.vocab_size
+        for token in req.logit_bias:
+            if token >= vocab:
+                raise InvalidRequest(
+                    f"Invalid 'logit_bias': token id {token} is outside the model's vocabulary "
+                    f"(0..{vocab - 1}).",
+                    param="logit_bias",
+                )
+        for prompt in req.prompts:
+            if not isinstance(prompt, str):
+                _check_token_ids(prompt, vocab)
+        window = self.engine.context_length
+        return Bound(sum(min(b, window) for b in req.prompt_bytes), per * choices)
+
+    def run(self, req: InferenceRequest, *, owner: str, request_id: str) -> EmbeddedRun:
+        return EmbeddedRun(self, req, owner, request_id)
+
+
+class EmbeddedRun:
+    def __init__(self, backend: EmbeddedBackend, req: InferenceRequest, owner: str, rid: str):
+        self._engine = backend.engine
+        self._spec = backend.spec
+        self._req = req
+        self._owner = owner
+        self._request_id = rid
+        self.jobs: list[Generation] = []
+        self.prefixes: list[str] = []  # echoed prompt text per choice
+        self._prompt_tokens = 0
+        self._first_token: float | None = None
+        self._reasons: list[str] = []
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self._prompt_tokens
+
+    async def begin(self) -> None:
+        req, engine = self._req, self._engine
+        sampling = default_sampling(self._spec, req)
+        param = "messages" if req.kind == "chat" else "prompt"
+        prompts: Sequence[object] = [req.turns] if req.kind == "chat" else req.prompts
+        for prompt in prompts:
+            text = ""
+            if isinstance(prompt, str):
+                tokens = await engine.tokenize(prompt, chat=False)
+                text = prompt
+            elif req.kind == "chat":
+                tokens = await _chat_tokens(engine, req)
+            else:
+                assert isinstance(prompt, tuple)
+                tokens = list(prompt)
+                text = engine.detokenize(tokens) if req.echo else ""
+            self._prompt_tokens += len(tokens)
+            max_tokens = completion_budget(
+                engine.context_length, len(tokens), req.max_tokens, self._spec.output_cap, param
+            )
+            for _ in range(req.n):
+                seeded = _seeded(sampling, len(self.jobs))
+                self.jobs.append(
+                    Generation(tokens, max_tokens, req.stop, seeded, owner=self._owner)
+                )
+                self.prefixes.append(text if req.echo else "")
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Events of all choices, merged; each choice ends with one Finish. Closing this
+        iterator cancels every choice still running."""
+        merged: asyncio.Queue[Event | BaseException] = asyncio.Queue()
+        engine = self._engine
+
+        async def pump(index: int, job: Generation) -> None:
+            try:
+                async for event in engine.generate(job):
+                    if isinstance(event, TextDelta):
+                        merged.put_nowait(Delta(index, event.text))
+                    else:
+                        merged.put_nowait(Finish(index, event.reason))
+            except Exception as exc:
+                merged.put_nowait(exc)
+
+        tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(self.jobs)]
+        try:
+            for i, prefix in enumerate(self.prefixes):
+                if prefix:
+                    yield Delta(i, prefix)
+            remaining = len(tasks)
+            while remaining:
+                item = await merged.get()
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, Finish):
+                    remaining -= 1
+                    self._reasons.append(item.reason)
+                elif self._first_token is None and item.text:
+                    self._first_token = time.monotonic()
+                yield item
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def abandon(self) -> None:
+        for job in self.jobs:  # never submitted: the engine will not set these
+            job.meter.done.set()
+
+    async def tally(self) -> Tally:
+        meters = [job.meter for job in self.jobs]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(m.done.wait() for m in meters)), ENGINE_STOP_SECONDS
+            )
+        except TimeoutError:
+            log.error(
+                "engine did not finish request %s in time; billing what it counted",
+                self._request_id,
+            )
+        started = any(m.started for m in meters)
+        reasons = self._reasons
+        finish = reasons[0] if len(set(reasons)) == 1 else ("mixed" if reasons else None)
+        return Tally(
+            prompt_tokens=self._prompt_tokens if started else 0,
+            completion_tokens=sum(m.tokens for m in meters),
+            started=started,
+            finish=finish,
+            first_token=self._first_token,
+        )
+
+
+def refuse_unsupported(f: Features) -> None:
+    """What the embedded engine cannot do yet: a 400 naming the field."""
+    if f.logprobs:
+        raise UnsupportedParameter("'logprobs' is not supported yet.", param="logprobs")
+    if f.tools:
+        raise UnsupportedParameter(
+            "'tools' (function calling) is not supported yet.", param="tools"
+        )
+    if f.tool_choice not in (None, "none"):
+        raise UnsupportedParameter(
+            "'tool_choice' is not supported yet (only 'none').", param="tool_choice"
+        )
+    if f.functions or f.function_call not in (None, "none"):
+        param = "functions" if f.functions else "function_call"
+        raise UnsupportedParameter(f"'{param}' is not supported.", param=param)
+    if f.response_format in ("json_object", "json_schema"):
+        raise UnsupportedParameter(
+            f"response_format type '{f.response_format}' is not supported yet.",
+            param="response_format.type",
+        )
+    if f.output_audio or (f.modalities and f.modalities != ("text",)):
+        param = "audio" if f.output_audio else "modalities"
+        raise UnsupportedParameter("Only text output is supported.", param=param)
+    if f.prediction:
+        raise UnsupportedParameter("'prediction' is not supported.", param="prediction")
+    if f.suffix:
+        raise UnsupportedParameter("'suffix' (insertion) is not supported.", param="suffix")
+    if f.best_of is not None:
+        raise UnsupportedParameter("'best_of' other than n is not supported.", param="best_of")
+    if f.function_role is not None:
+        raise UnsupportedParameter(
+            "The 'function' role is deprecated and not supported.",
+            param=f"messages[{f.function_role}].role",
+        )
+    if f.non_text_part is not None:
+        message, part, kind = f.non_text_part
+        where = f"messages[{message}].content[{part}]"
+        raise InvalidRequest(
+            f"Invalid '{where}': this model cannot take '{kind}' content, only text parts.",
+            param=where,
+        )
+
+
+async def _chat_tokens(engine: Engine, req: InferenceRequest) -> list[int]:
+    try:
+        return await engine.tokenize_chat(req.turns)
+    except ChatTemplateError as exc:
+        raise InvalidRequest(
+            f"The model's chat template rejected the messages: {exc}", param="messages"
+        ) from exc
+
+
+def _seeded(sampling: Sampling, index: int) -> Sampling:
+    """Each choice samples independently; with a seed, choice i uses seed + i (reproducible)."""
+    seed = secrets.randbits(32) if sampling.seed is None else (sampling.seed + index) & 0xFFFFFFFF
+    return dataclasses.replace(sampling, seed=seed)
+
+
+def _check_token_ids(tokens: Sequence[int], vocab: int) -> None:
+    for token in tokens:
+        if token >= vocab:
+            raise InvalidRequest(
+                f"Invalid 'prompt': token id {token} is outside the model's vocabulary "
+                f"(0..{vocab - 1}).",
+                param="prompt",
+            )

@@ -1,0 +1,251 @@
+"""Upstream deployments (inference/router.py) as a `Backend` (inference/backend.py).
+
+- `bound`: the model's output caps, and the prompt bounded before anything is sent — by the
+  whole body's bytes for a conversation (tools and schemas count as prompt upstream), per
+  prompt for text; each ≤ the context window. Everything else is the upstream's to refuse.
+- `begin`: the client's own JSON (the request's `payload`) goes upstream with TokenDock's
+  defaults (the model's output cap; usage always asked on streams); the router retries on
+  another deployment until one commits, before the first byte reaches the client.
+- `events`: the upstream's chunks (or whole answer) as typed events. The tally is the
+  upstream's own usage (an explicit zero is a zero); without one — a stream cut by the client or
+  the upstream — what was seen is estimated (a streamed piece is a token; text at 4 characters a
+  token) and marked so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+
+from tokendock.catalog import ModelSpec
+from tokendock.errors import InvalidRequest, RequestTooLarge, TokenDockError, UpstreamError
+from tokendock.inference import upstream_reply as reply
+from tokendock.inference.backend import (
+    JSON,
+    Bound,
+    Delta,
+    Event,
+    Finish,
+    InferenceRequest,
+    Tally,
+)
+from tokendock.inference.budget import check_request_cap, per_choice
+from tokendock.inference.router import Router
+from tokendock.inference.upstream import Answer, ClientFault, UpstreamFailure
+from tokendock.inference.upstream_reply import Seen
+
+log = logging.getLogger(__name__)
+
+CHARS_PER_TOKEN = 4  # for estimates only, when an upstream reports no usage
+
+
+class UpstreamBackend:
+    def __init__(self, router: Router, spec: ModelSpec):
+        self.router = router
+        self.spec = spec
+
+    @property
+    def ready(self) -> bool:
+        return True  # an upstream's health is not this process's readiness (see registry)
+
+    async def open(self) -> None:
+        """The shared pool (inference/pool.py) opens the connections and probes."""
+
+    async def close(self) -> None:
+        """The shared pool closes them."""
+
+    def bound(self, req: InferenceRequest) -> Bound:
+        req.payload.json()  # strict JSON, before admission (a 400 now, never a failure later)
+        n = max(req.n, req.features.best_of or 1)
+        choices = n * (1 if req.kind == "chat" else len(req.prompts))
+        per = per_choice(self.spec, req.max_tokens, req.max_tokens_param)
+        check_request_cap(self.spec, per, choices, n, req.max_tokens_param)
+        window = self.spec.context_length
+        if req.kind == "chat":
+            prompt = min(req.body_bytes, window)
+        else:
+            prompt = sum(min(b, window) for b in req.prompt_bytes)
+        return Bound(prompt, per * choices)
+
+    def run(self, req: InferenceRequest, *, owner: str, request_id: str) -> UpstreamRun:
+        return UpstreamRun(self, req, request_id)
+
+
+class UpstreamRun:
+    def __init__(self, backend: UpstreamBackend, req: InferenceRequest, request_id: str):
+        self._router = backend.router
+        self._req = req
+        self._request_id = request_id
+        self._payload = _payload(backend.spec, req)
+        self._answer: Answer | None = None
+        self._seen = Seen()
+        self._produced = False  # the upstream may have worked on it: bill (an estimate) if so
+        self._relayed = False
+        self._first_token: float | None = None
+
+    @property
+    def prompt_tokens(self) -> int:
+        usage = self._seen.usage
+        return reply.count(usage.get("prompt_tokens")) if usage else 0
+
+    async def begin(self) -> None:
+        path = "/chat/completions" if self._req.kind == "chat" else "/completions"
+        try:
+            self._answer = await self._router.open(
+                path, self._payload, stream=self._req.stream, request_id=self._request_id
+            )
+        except asyncio.CancelledError:
+            # The client left while an upstream worked: billed for its prompt (estimated).
+            self._produced = True
+            raise
+        except ClientFault as fault:
+            raise _client_error(fault) from None
+        self._produced = True
+
+    async def events(self) -> AsyncIterator[Event]:
+        answer = self._answer
+        assert answer is not None, "begin() first"
+        self._relayed = True
+        if answer.body is not None:  # a whole answer
+            self._router.finish(answer)
+            body = answer.body
+            self._seen = reply.answer_seen(body)
+            for event in _choice_events(body, "message"):
+                yield event
+            return
+        failure: UpstreamFailure | None = None
+        ok = False
+        try:
+            assert answer.first is not None and answer.rest is not None
+            for event in self._observe(answer.first):
+                yield event
+            async for item in answer.rest:
+                for event in self._observe(item):
+                    yield event
+            ok = True
+        except UpstreamFailure as exc:
+            failure = exc
+            log.warning("request %s: upstream stream failed: %s", self._request_id, exc)
+            raise UpstreamError(
+                "The upstream server failed while streaming; you were billed only for the "
+                "tokens you received."
+            ) from None
+        finally:
+            answer.close(reuse=ok)
+            self._router.finish(answer, failure)
+
+    def _observe(self, item: JSON) -> list[Event]:
+        if not reply.observe(self._seen, item):
+            return []
+        if self._first_token is None and self._seen.pieces:
+            self._first_token = time.monotonic()
+        return _choice_events(item, "delta")
+
+    def abandon(self) -> None:
+        """The client left before the first event was relayed: close the upstream request and
+        free its slot; what the upstream had sent (one event at most) is billed."""
+        answer = self._answer
+        if answer is None or self._relayed:
+            return
+        self._relayed = True
+        answer.close(reuse=False)
+        self._router.finish(answer)
+        if answer.first is not None:
+            reply.observe(self._seen, answer.first)
+
+    async def tally(self) -> Tally:
+        seen = self._seen
+        estimated = False
+        if seen.usage is not None:
+            prompt = reply.count(seen.usage.get("prompt_tokens"))
+            completion = reply.count(seen.usage.get("completion_tokens"))
+        elif self._produced:
+            # No usage from upstream: estimate what was seen. A streamed piece is one token on
+            # every server we know; a whole answer is estimated from its length.
+            estimated = True
+            prompt = math.ceil(_prompt_chars(self._req) / CHARS_PER_TOKEN)
+            completion = seen.pieces or math.ceil(seen.chars / CHARS_PER_TOKEN)
+        else:
+            prompt = completion = 0
+        answer = self._answer
+        return Tally(
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            started=self._produced,
+            estimated=estimated,
+            finish=seen.finish[:32] if seen.finish else None,  # the usage column's width
+            deployment=answer.deployment.name if answer is not None else None,
+            first_token=self._first_token,
+        )
+
+
+def _payload(spec: ModelSpec, req: InferenceRequest) -> JSON:
+    """The client's body as the upstream gets it: TokenDock's defaults where none was sent."""
+    payload = req.payload.json()
+    if req.kind == "chat":
+        if spec.max_output_tokens and req.max_tokens is None:
+            payload["max_tokens"] = spec.output_cap  # the model's cap applies
+    else:
+        payload.setdefault("max_tokens", req.max_tokens)  # TokenDock's default, not theirs
+    if req.stream:
+        options = payload.get("stream_options")
+        options = options if isinstance(options, dict) else {}
+        payload["stream_options"] = {**options, "include_usage": True}  # always bill exactly
+    return payload
+
+
+def _prompt_chars(req: InferenceRequest) -> int:
+    if req.kind == "chat":
+        return sum(len(turn.content) for turn in req.turns)
+    return sum(len(p) if isinstance(p, str) else len(p) * CHARS_PER_TOKEN for p in req.prompts)
+
+
+def _choice_events(item: JSON, field: str) -> list[Event]:
+    """The typed events of one chunk (`field` "delta") or answer ("message"); text completions
+    carry `text` instead. Values an upstream got wrong are dropped, not relayed."""
+    events: list[Event] = []
+    for position, choice in enumerate(item.get("choices") or ()):
+        if not isinstance(choice, dict):
+            continue
+        given = choice.get("index")
+        index = given if isinstance(given, int) and reply.is_count(given) else position
+        message = choice.get(field)
+        logprobs = choice.get("logprobs")
+        logprobs = logprobs if isinstance(logprobs, dict) else None
+        if isinstance(message, dict):
+            text = message.get("content")
+            calls = message.get("tool_calls")
+            refusal = message.get("refusal")
+            tool_calls = tuple(c for c in calls if isinstance(c, dict)) if calls else None
+            events.append(
+                Delta(
+                    index,
+                    text if isinstance(text, str) else "",
+                    tool_calls or None,
+                    logprobs,
+                    refusal if isinstance(refusal, str) else None,
+                )
+            )
+        else:
+            text = choice.get("text")
+            events.append(Delta(index, text if isinstance(text, str) else "", None, logprobs))
+        reason = reply.finish_of(choice)
+        if reason is not None:
+            events.append(Finish(index, reason[:32]))
+    return events
+
+
+def _client_error(fault: ClientFault) -> TokenDockError:
+    message = str(fault.error.get("message") or "The upstream server refused the request.")
+    if fault.status == 413:
+        return RequestTooLarge(message)
+    param = fault.error.get("param")
+    code = fault.error.get("code")
+    return InvalidRequest(
+        message,
+        param=param if isinstance(param, str) else None,
+        code=code if isinstance(code, str) else None,
+    )

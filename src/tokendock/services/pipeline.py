@@ -1,0 +1,235 @@
+"""The one request pipeline behind every endpoint: bound → admit → run → settle exactly once.
+
+A web adapter parses its wire format into one `InferenceRequest` and authenticates the key; then
+
+    call = await pipeline.start(key, req, request_id, idempotency=…)   # or a Replay
+    await call.begin()
+    async for event in call.events(): …       # or: answer = await call.collect()
+
+1. bound — the model's backend (404), its cheap checks (400 naming the field) and the worst
+   case in tokens; nothing that grows with the input's tokens happens before admission;
+2. idempotency — a retry with the same Idempotency-Key gets the stored answer (`Replay`);
+3. admit — `gate.admitted(…)`: allow-list (403), rate limits (429), one credit hold (402);
+4. run — `call.begin()` (tokenize; route until an upstream commits), then the call's events;
+   the client going away cancels / closes them;
+5. settle — leaving the `admitted` block, exactly once, whatever the exit (services/gate.py).
+
+A `Call` ends once: its events run out or fail, the consumer closes them, or `abandon()` (the
+client left before reading). Each of those closes the same exit stack, so the settlement has
+one entry point. `collect()` reads a whole (non-streamed) answer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from tokendock.billing.ledger import Settlement
+from tokendock.inference.backend import (
+    JSON,
+    Backend,
+    Delta,
+    Event,
+    Execution,
+    InferenceRequest,
+    Tally,
+)
+from tokendock.services.gate import Gate, Ticket
+from tokendock.services.idempotency import Idempotency, Replay
+from tokendock.storage.accounts import KeyRow
+
+
+class Backends(Protocol):
+    def backend(self, model: str) -> Backend:
+        """The model's backend; ModelNotFound (404) when there is none."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyKey:
+    key: str
+    body: bytes
+
+
+@dataclass(slots=True)
+class Choice:
+    """One choice of a whole answer."""
+
+    text: str = ""
+    finish_reason: str = "stop"
+    tool_calls: list[JSON] | None = None
+    logprobs: JSON | None = None
+    refusal: str | None = None
+
+
+@dataclass(slots=True)
+class Answer:
+    choices: list[Choice] = field(default_factory=list)
+
+
+class Pipeline:
+    def __init__(self, backends: Backends, gate: Gate, idempotency: Idempotency):
+        self._backends = backends
+        self._gate = gate
+        self._idempotency = idempotency
+
+    async def start(
+        self,
+        key: KeyRow,
+        req: InferenceRequest,
+        request_id: str,
+        *,
+        idempotency: IdempotencyKey | None = None,
+    ) -> Call | Replay:
+        backend = self._backends.backend(req.model)
+        bound = backend.bound(req)
+        claim = None
+        if idempotency is not None:
+            replay = await self._idempotency.begin(key.id, idempotency.key, idempotency.body)
+            if replay is not None:
+                return replay
+            claim = (key.id, idempotency.key)
+        stack = contextlib.AsyncExitStack()
+        try:
+            admitted = self._gate.admitted(key, req.model, bound, request_id, user=req.user)
+            ticket = await stack.enter_async_context(admitted)
+        except BaseException:
+            if claim is not None:
+                await self._idempotency.failed(*claim)
+            raise
+        execution = backend.run(req, owner=f"account:{key.account_id}", request_id=request_id)
+        ticket.tally = execution.tally
+        return Call(self._idempotency, stack, ticket, execution, req, claim)
+
+
+class Call:
+    """One admitted request running on its backend."""
+
+    def __init__(
+        self,
+        idempotency: Idempotency,
+        stack: contextlib.AsyncExitStack,
+        ticket: Ticket,
+        execution: Execution,
+        req: InferenceRequest,
+        claim: tuple[int, str] | None,
+    ):
+        self._idempotency = idempotency
+        self._stack = stack
+        self._ticket = ticket
+        self._execution = execution
+        self.request = req
+        self._claim = claim
+        self._reading = False
+        self._ended = False
+
+    @property
+    def ticket(self) -> Ticket:
+        return self._ticket
+
+    @property
+    def settlement(self) -> Settlement | None:
+        return self._ticket.settlement
+
+    @property
+    def tally(self) -> Tally | None:
+        """What was billed (once ended); None when nothing was."""
+        return self._ticket.outcome
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self._execution.prompt_tokens
+
+    async def begin(self) -> None:
+        """What must precede the first event (tokenize; route until an upstream commits). A
+        failure or a cancellation (the client left) ends the call before it propagates."""
+        try:
+            await self._execution.begin()
+        except BaseException as exc:
+            self._execution.abandon()
+            await self._end("error", exc)
+            raise
+        self._ticket.begun = True
+
+    async def events(self) -> AsyncIterator[Event]:
+        """The answer's events; the call ends (and settles) when they end, however."""
+        self._reading = True
+        if self._claim is not None and self.request.stream:
+            claim, self._claim = self._claim, None
+            await self._idempotency.streamed(*claim)  # streams are not replayed
+        status = "client_disconnected"
+        failure: BaseException | None = None
+        try:
+            async for event in self._execution.events():
+                yield event
+            status = "ok"
+        except Exception as exc:
+            status, failure = "error", exc
+            raise
+        finally:
+            await self._end(status, failure)
+
+    async def collect(self) -> Answer:
+        """A whole answer: every choice's text, tool calls and finish reason."""
+        answer = Answer()
+        choices = answer.choices
+        async for event in self.events():
+            while len(choices) <= event.index:
+                choices.append(Choice())
+            choice = choices[event.index]
+            if isinstance(event, Delta):
+                choice.text += event.text
+                if event.tool_calls:
+                    choice.tool_calls = [*(choice.tool_calls or ()), *event.tool_calls]
+                if event.logprobs is not None:
+                    choice.logprobs = _merge_logprobs(choice.logprobs, event.logprobs)
+                if event.refusal:
+                    choice.refusal = (choice.refusal or "") + event.refusal
+            else:
+                choice.finish_reason = event.reason
+        return answer
+
+    async def answered(self, body: bytes) -> None:
+        """The whole answer went out: an Idempotency-Key retry gets these bytes back."""
+        if self._claim is not None:
+            claim, self._claim = self._claim, None
+            await self._idempotency.done(*claim, 200, body)
+
+    async def abandon(self) -> None:
+        """The client left: stop the work unless its events are being read (their closing
+        ends the call), and end the call. A no-op once ended."""
+        if self._ended:
+            return
+        if not self._reading:
+            self._execution.abandon()
+        await self._end("client_disconnected", None)
+
+    async def _end(self, status: str, failure: BaseException | None) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        self._ticket.status = status
+        try:
+            if failure is None:
+                await self._stack.aclose()
+            else:
+                await self._stack.__aexit__(type(failure), failure, failure.__traceback__)
+        finally:
+            if self._claim is not None and status != "ok":
+                claim, self._claim = self._claim, None
+                await self._idempotency.failed(*claim)
+
+
+def _merge_logprobs(have: JSON | None, more: JSON) -> JSON:
+    """Logprobs of one choice: lists (chat's `content`, text's `tokens` …) are concatenated."""
+    if have is None:
+        return dict(more)
+    merged = dict(have)
+    for name, value in more.items():
+        if isinstance(value, list) and isinstance(merged.get(name), list):
+            merged[name] = [*merged[name], *value]
+        else:
+            merged[name] = value
+    return merged

@@ -1,0 +1,220 @@
+"""What every completion-style endpoint shares: hand the typed request to the pipeline, then
+render its events through the endpoint's `Wire` — as one JSON body, or as server-sent events —
+with headers built from the typed ticket and settlement.
+
+Stream order (../shared/OPENAI-API.md): each choice's opening chunk (when the wire has one),
+content chunks, exactly one finish chunk per choice, the usage chunk when asked, then
+`data: [DONE]`. A failure after the first byte becomes `data: {"error": …}` then `[DONE]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tokendock import observability
+from tokendock.billing.money import format_credits
+from tokendock.errors import InternalError, TokenDockError
+from tokendock.inference.backend import Delta, Event, InferenceRequest
+from tokendock.protocol.common import usage_dict
+from tokendock.protocol.errors import envelope
+from tokendock.protocol.sse import DONE, event
+from tokendock.services.gate import Ticket
+from tokendock.services.idempotency import Replay
+from tokendock.services.pipeline import Answer, Call, IdempotencyKey
+from tokendock.storage.accounts import KeyRow
+from tokendock.web import headers
+from tokendock.web.deps import Services, request_id
+from tokendock.web.sse import EventStreamResponse
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+CLIENT_GONE = 499  # what is "answered" after the client left (nobody reads it)
+
+
+@dataclass(frozen=True, slots=True)
+class Stamp:
+    """What every chunk of one response shares."""
+
+    id: str
+    created: int
+    model: str
+
+    @classmethod
+    def new(cls, prefix: str, model: str) -> Stamp:
+        return cls(f"{prefix}-{secrets.token_hex(12)}", int(time.time()), model)
+
+
+class Wire(Protocol):
+    """One endpoint family's format (chat completions, text completions, …)."""
+
+    prefix: str  # of response ids: "chatcmpl", "cmpl"
+    chunk_object: str
+
+    def opening(self, stamp: Stamp, index: int, with_usage: bool) -> dict[str, Any] | None:
+        """The chunk that opens choice `index` of a stream, if the format has one."""
+        ...
+
+    def chunk(self, stamp: Stamp, event: Event, with_usage: bool) -> dict[str, Any]: ...
+
+    def body(self, stamp: Stamp, answer: Answer, usage: dict[str, Any]) -> dict[str, Any]: ...
+
+
+async def serve(
+    request: Request, deps: Services, key: KeyRow, req: InferenceRequest, wire: Wire
+) -> Response:
+    """Run `req` through the pipeline and answer in `wire`'s format."""
+    record = observability.current()
+    if record is not None:
+        record.model = req.model
+    idem = request.headers.get("idempotency-key")
+    claim = None if idem is None else IdempotencyKey(idem, await request.body())
+    call = await deps.pipeline.start(key, req, request_id(request), idempotency=claim)
+    if isinstance(call, Replay):
+        return Response(
+            call.body,
+            status_code=call.status,
+            media_type="application/json",
+            headers={"idempotent-replayed": "true"},
+        )
+    # One watched task per request: a client that leaves cancels whatever is under way.
+    try:
+        answer = await cancel_on_disconnect(request, _begun(call) if req.stream else _whole(call))
+    except ClientGone:
+        note(call.ticket)
+        return Response(status_code=CLIENT_GONE)
+    except BaseException:
+        note(call.ticket)
+        raise
+    stamp = Stamp.new(wire.prefix, req.model)
+    if req.stream:
+        return EventStreamResponse(
+            _sse(call, stamp, wire),
+            keepalive=deps.settings.keepalive_seconds,
+            headers=headers.held(call.ticket),
+            on_close=lambda: _ended(call),
+        )
+    note(call.ticket)
+    assert answer is not None
+    tally = call.tally
+    prompt, completion = (tally.prompt_tokens, tally.completion_tokens) if tally else (0, 0)
+    body = orjson.dumps(wire.body(stamp, answer, usage_dict(prompt, completion)))
+    await call.answered(body)
+    return Response(body, media_type="application/json", headers=headers.settled(call.ticket))
+
+
+async def _begun(call: Call) -> None:
+    await call.begin()
+
+
+async def _whole(call: Call) -> Answer:
+    await call.begin()
+    return await call.collect()
+
+
+async def _ended(call: Call) -> None:
+    await call.abandon()
+    note(call.ticket)
+
+
+async def _sse(call: Call, stamp: Stamp, wire: Wire) -> AsyncIterator[bytes]:
+    with_usage = call.request.include_usage
+    events = call.events()
+    try:
+        for index in range(call.request.n * max(1, len(call.request.prompts))):
+            opening = wire.opening(stamp, index, with_usage)
+            if opening is None:
+                break
+            yield event(opening)
+        async for item in events:
+            if isinstance(item, Delta) and not (item.text or item.tool_calls or item.logprobs):
+                continue  # nothing for the client (an upstream's empty or role-only chunk)
+            yield event(wire.chunk(stamp, item, with_usage))
+        if with_usage:
+            yield event(_usage_chunk(call, stamp, wire.chunk_object))
+    except Exception as exc:
+        yield failure_event(exc, stamp.id)
+    finally:
+        with contextlib.suppress(Exception):
+            await events.aclose()  # type: ignore[attr-defined]
+    yield DONE
+
+
+def _usage_chunk(call: Call, stamp: Stamp, object_name: str) -> dict[str, Any]:
+    tally = call.tally
+    usage = usage_dict(*((tally.prompt_tokens, tally.completion_tokens) if tally else (0, 0)))
+    if call.settlement is not None:
+        usage["cost"] = format_credits(call.settlement.charged)  # TokenDock's addition
+    return {
+        "id": stamp.id,
+        "object": object_name,
+        "created": stamp.created,
+        "model": stamp.model,
+        "system_fingerprint": None,
+        "choices": [],
+        "usage": usage,
+    }
+
+
+def failure_event(exc: Exception, stream_id: str) -> bytes:
+    """The error event that ends a stream which failed after its first byte (then `[DONE]`)."""
+    if isinstance(exc, TokenDockError) and not isinstance(exc, InternalError):
+        return event(envelope(exc))  # written for the client (upstream failures, shutdown)
+    # A server-side failure's own text (an engine exception's message) goes to the log only.
+    log.error("stream %s failed", stream_id, exc_info=exc)
+    code = exc.code if isinstance(exc, TokenDockError) else None
+    return event(envelope(InternalError("The server had an error while generating.", code=code)))
+
+
+def note(ticket: Ticket) -> None:
+    """The access log line and metrics learn what the request was billed."""
+    record = observability.current()
+    if record is None:
+        return
+    tally, usage = ticket.outcome, ticket.usage
+    if tally is not None:
+        record.prompt_tokens, record.completion_tokens = (
+            tally.prompt_tokens,
+            tally.completion_tokens,
+        )
+        record.deployment, record.estimated = tally.deployment, tally.estimated
+    if usage is not None:
+        record.ttft_ms = usage.ttft_ms
+    record.outcome = ticket.status
+    record.cost_micro = ticket.settlement.charged if ticket.settlement is not None else None
+
+
+class ClientGone(Exception):
+    """The client disconnected before a non-streaming response was ready."""
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run `work`; if the client disconnects first, cancel it (freeing the engine)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientGone
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
