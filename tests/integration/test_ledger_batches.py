@@ -14,6 +14,7 @@ from tests.integration.conftest import Db
 from tests.integration.test_ledger import assert_consistent, new_account, new_key, spent, usage
 from tokendock.billing.fastpath_sqlite import SqliteWriter
 from tokendock.billing.ledger import Hold, Ledger, Settlement
+from tokendock.billing.load import FewInFlight, InFlight
 from tokendock.errors import InsufficientCredit, SpendLimitReached
 from tokendock.storage.tables import ledger_entries
 
@@ -88,4 +89,29 @@ async def test_a_job_that_raises_in_a_batch_fails_alone(db: Db) -> None:
     assert await ledger.settle(holds[6], 100, usage("ok5")) is not None
     assert await ledger.balance(account) == 1_000_000 - 12 * 100
     assert await spent(db, account, key) == 12 * 100
+    await assert_consistent(db)
+
+
+async def test_the_load_signal_steers_where_sqlite_jobs_run(db: Db) -> None:
+    """Quiet: a job runs inline on the loop when the writer is idle; busy: on the writer thread."""
+    gauge = InFlight()
+    ledger = Ledger(
+        db.engine, owner="steered", hold_ttl=timedelta(hours=1), load=FewInFlight(gauge, 1)
+    )
+    db.others.append(ledger)
+    fast = ledger.fastpath
+    if not isinstance(fast, SqliteWriter):
+        return  # PostgreSQL: one function call either way
+    account = await new_account(db, balance=100_000)
+    first = await ledger.hold(account, None, 1_000, "start")  # starts the writer thread
+    await ledger.settle(first, 0, None)
+    inline = fast.inline
+    for i in range(5):
+        await ledger.settle(await ledger.hold(account, None, 1_000, f"q{i}"), 10, usage(f"q{i}"))
+    assert fast.inline == inline + 10
+    gauge.active = 2
+    for i in range(5):
+        await ledger.settle(await ledger.hold(account, None, 1_000, f"b{i}"), 10, usage(f"b{i}"))
+    assert fast.inline == inline + 10
+    assert await ledger.balance(account) == 100_000 - 10 * 10
     await assert_consistent(db)

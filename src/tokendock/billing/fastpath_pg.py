@@ -2,7 +2,7 @@
 
 Each call is one autocommit transaction executed by a plpgsql function holding the ledger's
 statements: the conditional debit, the guarded `UPDATE holds … WHERE status = 'open'`, the
-append-only entries. The functions report refusals as values (see `fastpath.HELD` …).
+append-only entries. The functions report refusals as values (see `records.HELD` …).
 
 The asyncpg pool is this module's own (not SQLAlchemy's), created on first use from the
 engine's URL and closed by `close()`. Connections are not reset on release (asyncpg's default
