@@ -16,12 +16,11 @@ from tokendock.errors import (
 from tokendock.inference.embedded import refuse_unsupported
 from tokendock.protocol.chat import (
     ChatCompletionRequest,
-    chunk_body,
-    completion_body,
+    delta_choice,
+    message_choice,
     message_text,
-    usage_chunk_body,
 )
-from tokendock.protocol.common import usage_dict
+from tokendock.protocol.common import response_body, usage_dict
 from tokendock.protocol.errors import envelope, from_validation_error, param_path
 from tokendock.web.api.chat import features
 
@@ -429,15 +428,17 @@ def test_max_tokens_alone() -> None:
 # --- response shapes --------------------------------------------------------------------------
 
 
-def test_completion_body_shape() -> None:
-    body = completion_body(
-        request_id="chatcmpl-1",
+def test_chat_completion_body_shape() -> None:
+    choices = [message_choice(0, "hi", "stop"), message_choice(1, "yo", "length")]
+    body = response_body(
+        "chat.completion",
+        response_id="chatcmpl-1",
         created=5,
         model="m",
-        choices=[("hi", "stop"), ("yo", "length")],
+        choices=choices,
         usage=usage_dict(3, 4),
     )
-    assert body["object"] == "chat.completion"
+    assert body["object"] == "chat.completion" and body["system_fingerprint"] is None
     assert body["choices"][1] == {
         "index": 1,
         "message": {"role": "assistant", "content": "yo", "refusal": None},
@@ -448,26 +449,27 @@ def test_completion_body_shape() -> None:
     assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
 
 
-def test_chunk_body_usage_field_only_when_asked() -> None:
-    kwargs: dict[str, Any] = {"request_id": "c", "created": 1, "model": "m", "index": 2}
-    plain = chunk_body(**kwargs, delta={"content": "x"})
+def test_message_with_tool_calls_has_null_content() -> None:
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    choice = message_choice(0, "", "tool_calls", tool_calls=[call])
+    assert choice["message"]["content"] is None
+    assert choice["message"]["tool_calls"] == [call]
+
+
+def test_chunk_usage_field_only_when_asked() -> None:
+    stamp: dict[str, Any] = {"response_id": "c", "created": 1, "model": "m"}
+    plain = response_body(
+        "chat.completion.chunk", **stamp, choices=[delta_choice(2, {"content": "x"})]
+    )
     assert "usage" not in plain
-    assert plain["object"] == "chat.completion.chunk"
     assert plain["choices"] == [
         {"index": 2, "delta": {"content": "x"}, "logprobs": None, "finish_reason": None}
     ]
-    with_usage = chunk_body(**kwargs, delta={}, finish_reason="stop", with_usage_field=True)
+    with_usage = response_body(
+        "chat.completion.chunk", **stamp, choices=[delta_choice(0, {}, "stop")], usage=None
+    )
     assert with_usage["usage"] is None
     assert with_usage["choices"][0]["finish_reason"] == "stop"
-
-
-def test_usage_chunk_has_no_choices() -> None:
-    body = usage_chunk_body(
-        request_id="c", created=1, model="m", usage=usage_dict(1, 2), object_name="x.chunk"
-    )
-    assert body["choices"] == []
-    assert body["object"] == "x.chunk"
-    assert body["usage"]["completion_tokens"] == 2
 
 
 # --- protocol/errors.py -----------------------------------------------------------------------

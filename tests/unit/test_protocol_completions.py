@@ -8,11 +8,10 @@ from pydantic import ValidationError
 
 from tokendock.errors import InvalidRequest, TokenDockError, UnsupportedParameter
 from tokendock.inference.embedded import refuse_unsupported
-from tokendock.protocol.common import usage_dict
+from tokendock.protocol.common import response_body, usage_dict
 from tokendock.protocol.completions import (
     CompletionRequest,
-    text_chunk_body,
-    text_completion_body,
+    text_choice,
 )
 from tokendock.protocol.errors import from_validation_error
 from tokendock.web.api.completions import inference_request
@@ -195,11 +194,12 @@ def test_logprobs_is_unsupported_and_range_checked() -> None:
 
 
 def test_text_completion_body_shape() -> None:
-    body = text_completion_body(
-        request_id="cmpl-1",
+    body = response_body(
+        "text_completion",
+        response_id="cmpl-1",
         created=9,
         model="m",
-        choices=[("a", "stop"), ("b", "length")],
+        choices=[text_choice(0, "a", "stop"), text_choice(1, "b", "length")],
         usage=usage_dict(2, 3),
     )
     assert body["object"] == "text_completion"
@@ -208,21 +208,3 @@ def test_text_completion_body_shape() -> None:
         {"index": 1, "text": "b", "logprobs": None, "finish_reason": "length"},
     ]
     assert body["usage"]["total_tokens"] == 5
-
-
-def test_text_chunk_body_shape() -> None:
-    body = text_chunk_body(request_id="c", created=1, model="m", index=3, text="x")
-    assert body["object"] == "text_completion"
-    assert body["choices"] == [{"index": 3, "text": "x", "logprobs": None, "finish_reason": None}]
-    assert "usage" not in body
-    final = text_chunk_body(
-        request_id="c",
-        created=1,
-        model="m",
-        index=0,
-        text="",
-        finish_reason="length",
-        with_usage_field=True,
-    )
-    assert final["usage"] is None
-    assert final["choices"][0]["finish_reason"] == "length"

@@ -121,68 +121,32 @@ def message_text(msg: Message) -> str:
     return "".join(part.text or "" for part in msg.content)
 
 
-def completion_body(
+def message_choice(
+    index: int,
+    text: str,
+    finish_reason: str,
     *,
-    request_id: str,
-    created: int,
-    model: str,
-    choices: list[tuple[str, str]],
-    usage: dict[str, Any],
+    tool_calls: list[dict[str, Any]] | None = None,
+    logprobs: dict[str, Any] | None = None,
+    refusal: str | None = None,
 ) -> dict[str, Any]:
-    """`choices` is a list of (text, finish_reason) in index order."""
+    """One choice of a whole chat completion. With tool calls, empty content is null."""
+    message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+        message["content"] = text or None
     return {
-        "id": request_id,
-        "object": "chat.completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {
-                "index": i,
-                "message": {"role": "assistant", "content": text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": reason,
-            }
-            for i, (text, reason) in enumerate(choices)
-        ],
-        "usage": usage,
+        "index": index,
+        "message": message,
+        "logprobs": logprobs,
+        "finish_reason": finish_reason,
     }
 
 
-def chunk_body(
-    *,
-    request_id: str,
-    created: int,
-    model: str,
+def delta_choice(
     index: int,
     delta: dict[str, Any],
     finish_reason: str | None = None,
-    with_usage_field: bool = False,
+    logprobs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": request_id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        ],
-    }
-    if with_usage_field:
-        body["usage"] = None
-    return body
-
-
-def usage_chunk_body(
-    *, request_id: str, created: int, model: str, usage: dict[str, Any], object_name: str
-) -> dict[str, Any]:
-    return {
-        "id": request_id,
-        "object": object_name,
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [],
-        "usage": usage,
-    }
+    return {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}

@@ -63,6 +63,10 @@ class SamplingFields(BaseModel):
                 raise ValueError(f"bias for token {key} must be between -100 and 100")
         return value
 
+    def check(self) -> None:
+        """Is the request well formed? Each endpoint's schema adds its own rules."""
+        self.check_common()
+
     def check_common(self) -> None:
         """Rules across fields, which pydantic's per-field errors cannot name well."""
         if self.stream_options is not None and self.stream is not True:
@@ -90,3 +94,30 @@ def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         "prompt_tokens_details": {"cached_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
+
+
+NO_USAGE: Any = object()  # `usage` left out of a body (a stream chunk the client asked none for)
+
+
+def response_body(
+    object_name: str,
+    *,
+    response_id: str,
+    created: int,
+    model: str,
+    choices: list[dict[str, Any]],
+    usage: dict[str, Any] | None = NO_USAGE,
+) -> dict[str, Any]:
+    """What every completion-style body and chunk shares; `usage` None is sent as null (a chunk
+    of a stream that asked for usage), NO_USAGE leaves the field out."""
+    body: dict[str, Any] = {
+        "id": response_id,
+        "object": object_name,
+        "created": created,
+        "model": model,
+        "system_fingerprint": None,
+        "choices": choices,
+    }
+    if usage is not NO_USAGE:
+        body["usage"] = usage
+    return body

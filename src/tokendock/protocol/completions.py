@@ -85,48 +85,8 @@ class CompletionRequest(SamplingFields):
         return list(p)  # type: ignore[arg-type]
 
 
-def text_completion_body(
-    *,
-    request_id: str,
-    created: int,
-    model: str,
-    choices: list[tuple[str, str]],
-    usage: dict[str, Any],
+def text_choice(
+    index: int, text: str, finish_reason: str | None, logprobs: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    return {
-        "id": request_id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {"index": i, "text": text, "logprobs": None, "finish_reason": reason}
-            for i, (text, reason) in enumerate(choices)
-        ],
-        "usage": usage,
-    }
-
-
-def text_chunk_body(
-    *,
-    request_id: str,
-    created: int,
-    model: str,
-    index: int,
-    text: str,
-    finish_reason: str | None = None,
-    with_usage_field: bool = False,
-) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "id": request_id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "system_fingerprint": None,
-        "choices": [
-            {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
-        ],
-    }
-    if with_usage_field:
-        body["usage"] = None
-    return body
+    """One choice of a text completion, whole or a stream chunk's."""
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}

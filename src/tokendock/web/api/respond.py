@@ -14,7 +14,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -26,7 +26,7 @@ from tokendock import observability
 from tokendock.billing.money import format_credits
 from tokendock.errors import InternalError, TokenDockError
 from tokendock.inference.backend import Delta, Event, InferenceRequest
-from tokendock.protocol.common import usage_dict
+from tokendock.protocol.common import SamplingFields, response_body, usage_dict
 from tokendock.protocol.errors import envelope
 from tokendock.protocol.sse import DONE, event
 from tokendock.services.gate import Ticket
@@ -34,12 +34,13 @@ from tokendock.services.idempotency import Replay
 from tokendock.services.pipeline import Answer, Call, IdempotencyKey
 from tokendock.storage.accounts import KeyRow
 from tokendock.web import headers
-from tokendock.web.deps import Services, request_id
+from tokendock.web.deps import Services, current_key, parse_body, request_id, services_of
 from tokendock.web.sse import EventStreamResponse
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+S = TypeVar("S", bound=SamplingFields)
 CLIENT_GONE = 499  # what is "answered" after the client left (nobody reads it)
 
 
@@ -54,6 +55,45 @@ class Stamp:
     @classmethod
     def new(cls, prefix: str, model: str) -> Stamp:
         return cls(f"{prefix}-{secrets.token_hex(12)}", int(time.time()), model)
+
+
+def stamped(stamp: Stamp) -> dict[str, Any]:
+    """The stamp as protocol.common.response_body's keyword arguments."""
+    return {"response_id": stamp.id, "created": stamp.created, "model": stamp.model}
+
+
+def sampled(req: SamplingFields) -> dict[str, Any]:
+    """The InferenceRequest fields every completion-style schema shares."""
+    return {
+        "model": req.model,
+        "n": req.n or 1,
+        "stop": req.stop_list(),
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "presence_penalty": req.presence_penalty or 0.0,
+        "frequency_penalty": req.frequency_penalty or 0.0,
+        "seed": req.seed,
+        "logit_bias": req.logit_bias_ids(),
+        "user": req.user,
+        "stream": bool(req.stream),
+        "include_usage": req.include_usage(),
+    }
+
+
+def endpoint(
+    schema: type[S], to_request: Callable[[S, bytes], InferenceRequest], wire: Wire
+) -> Callable[[Request], Awaitable[Response]]:
+    """A plain Starlette handler (the hot path skips FastAPI's dependency solving): key, body,
+    the schema's own rules, then the pipeline."""
+
+    async def handle(request: Request) -> Response:
+        deps = services_of(request)
+        key = await current_key(request)
+        req = await parse_body(request, schema)
+        req.check()
+        return await serve(request, deps, key, to_request(req, await request.body()), wire)
+
+    return handle
 
 
 class Wire(Protocol):
@@ -156,15 +196,7 @@ def _usage_chunk(call: Call, stamp: Stamp, object_name: str) -> dict[str, Any]:
     usage = usage_dict(*((tally.prompt_tokens, tally.completion_tokens) if tally else (0, 0)))
     if call.settlement is not None:
         usage["cost"] = format_credits(call.settlement.charged)  # TokenDock's addition
-    return {
-        "id": stamp.id,
-        "object": object_name,
-        "created": stamp.created,
-        "model": stamp.model,
-        "system_fingerprint": None,
-        "choices": [],
-        "usage": usage,
-    }
+    return response_body(object_name, **stamped(stamp), choices=[], usage=usage)
 
 
 def failure_event(exc: Exception, stream_id: str) -> bytes:
