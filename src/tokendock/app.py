@@ -41,6 +41,7 @@ from tokendock.web.api import metrics as metrics_api
 from tokendock.web.dashboard import admin, pages, playground, reference, usage
 from tokendock.web.dashboard.session import Sessions, load_secret
 from tokendock.web.deps import Services
+from tokendock.web.hot import HotRoutes
 from tokendock.web.middleware import RequestContextMiddleware
 from tokendock.web.openapi import openapi_route
 from tokendock.web.shutdown import Shutdown, ShutdownMiddleware
@@ -148,6 +149,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     for api in (health.router, metrics_api.router, models.router, account.router, *dashboard):
         app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
+    hot = {("POST", r.path): r.endpoint for r in (*chat.routes, *completions.routes)}
+    app.add_middleware(HotRoutes, routes=hot)
     app.add_middleware(ShutdownMiddleware, shutdown=shutdown)  # inside: errors get request ids
     app.add_middleware(
         RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics

@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 
 from tokendock.billing.ledger import Hold, Ledger, Settlement, UsageRow
 from tokendock.billing.pricing import Price
@@ -53,6 +54,35 @@ class Ticket:
     settlement: Settlement | None = None
 
 
+class Admitted:
+    """The `admitted` block (a class, not a generator: this is every request's hot path)."""
+
+    __slots__ = ("_args", "_gate", "ticket")
+
+    def __init__(
+        self, gate: Gate, key: KeyRow, model: str, bound: Bound, rid: str, user: str | None
+    ):
+        self._gate = gate
+        self._args = (key, model, bound, rid, user)
+        self.ticket: Ticket | None = None
+
+    async def __aenter__(self) -> Ticket:
+        self.ticket = await self._gate._admit(*self._args)
+        return self.ticket
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        ticket = self.ticket
+        assert ticket is not None, "entered once"
+        if isinstance(exc, asyncio.CancelledError):
+            ticket.status = "client_disconnected"
+        elif exc is not None:
+            ticket.status = "error"
+            ticket.refused = isinstance(exc, TokenDockError) and exc.status < 500
+        await self._gate._to_the_end(self._gate._conclude(ticket))
+
+
 class Gate:
     def __init__(
         self,
@@ -67,22 +97,11 @@ class Gate:
         self._tiers = tiers or {}
         self._settling: set[asyncio.Future[None]] = set()
 
-    @contextlib.asynccontextmanager
-    async def admitted(
+    def admitted(
         self, key: KeyRow, model: str, bound: Bound, request_id: str, *, user: str | None = None
-    ) -> AsyncIterator[Ticket]:
-        ticket = await self._admit(key, model, bound, request_id, user)
-        try:
-            yield ticket
-        except asyncio.CancelledError:
-            ticket.status = "client_disconnected"
-            raise
-        except BaseException as exc:
-            ticket.status = "error"
-            ticket.refused = isinstance(exc, TokenDockError) and exc.status < 500
-            raise
-        finally:
-            await self._to_the_end(self._conclude(ticket))
+    ) -> Admitted:
+        """`async with` it: admission on entry, the settlement on exit."""
+        return Admitted(self, key, model, bound, request_id, user)
 
     async def _admit(
         self, key: KeyRow, model: str, bound: Bound, request_id: str, user: str | None

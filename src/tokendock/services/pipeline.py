@@ -15,13 +15,12 @@ A web adapter parses its wire format into one `InferenceRequest` and authenticat
 5. settle — leaving the `admitted` block, exactly once, whatever the exit (services/gate.py).
 
 A `Call` ends once: its events run out or fail, the consumer closes them, or `abandon()` (the
-client left before reading). Each of those closes the same exit stack, so the settlement has
-one entry point. `collect()` reads a whole (non-streamed) answer.
+client left before reading). Each of those leaves the same `admitted` block, so the settlement
+has one entry point. `collect()` reads a whole (non-streamed) answer.
 """
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -36,7 +35,7 @@ from tokendock.inference.backend import (
     InferenceRequest,
     Tally,
 )
-from tokendock.services.gate import Gate, Ticket
+from tokendock.services.gate import Admitted, Gate, Ticket
 from tokendock.services.idempotency import Idempotency, Replay
 from tokendock.storage.accounts import KeyRow
 
@@ -91,17 +90,16 @@ class Pipeline:
             if replay is not None:
                 return replay
             claim = (key.id, idempotency.key)
-        stack = contextlib.AsyncExitStack()
+        admitted = self._gate.admitted(key, req.model, bound, request_id, user=req.user)
         try:
-            admitted = self._gate.admitted(key, req.model, bound, request_id, user=req.user)
-            ticket = await stack.enter_async_context(admitted)
+            ticket = await admitted.__aenter__()
         except BaseException:
             if claim is not None:
                 await self._idempotency.failed(*claim)
             raise
         execution = backend.run(req, owner=f"account:{key.account_id}", request_id=request_id)
         ticket.tally = execution.tally
-        return Call(self._idempotency, stack, ticket, execution, req, claim)
+        return Call(self._idempotency, admitted, ticket, execution, req, claim)
 
 
 class Call:
@@ -110,14 +108,14 @@ class Call:
     def __init__(
         self,
         idempotency: Idempotency,
-        stack: contextlib.AsyncExitStack,
+        admitted: Admitted,
         ticket: Ticket,
         execution: Execution,
         req: InferenceRequest,
         claim: tuple[int, str] | None,
     ):
         self._idempotency = idempotency
-        self._stack = stack
+        self._admitted = admitted
         self._ticket = ticket
         self._execution = execution
         self.request = req
@@ -213,9 +211,9 @@ class Call:
         self._ticket.status = status
         try:
             if failure is None:
-                await self._stack.aclose()
+                await self._admitted.__aexit__(None, None, None)
             else:
-                await self._stack.__aexit__(type(failure), failure, failure.__traceback__)
+                await self._admitted.__aexit__(type(failure), failure, failure.__traceback__)
         finally:
             if self._claim is not None and status != "ok":
                 claim, self._claim = self._claim, None

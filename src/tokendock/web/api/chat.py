@@ -33,8 +33,13 @@ def inference_request(req: ChatCompletionRequest, body: bytes) -> InferenceReque
     )
 
 
+PLAIN = Features()
+
+
 def features(req: ChatCompletionRequest) -> Features:
     """What the request asks beyond text, for a backend that may not do it."""
+    if _plain(req):
+        return PLAIN
     function_role = next((i for i, m in enumerate(req.messages) if m.role == "function"), None)
     non_text = None
     for i, msg in enumerate(req.messages):
@@ -58,6 +63,15 @@ def features(req: ChatCompletionRequest) -> Features:
         function_role=function_role,
         non_text_part=non_text,
     )
+
+
+def _plain(req: ChatCompletionRequest) -> bool:
+    """Text only (the common case, checked cheaply)."""
+    extras = (req.logprobs, req.top_logprobs, req.tools, req.tool_choice, req.functions)
+    more = (req.function_call, req.response_format, req.audio, req.modalities, req.prediction)
+    if any(x is not None for x in extras) or any(x is not None for x in more):
+        return False
+    return all(isinstance(m.content, str | None) and m.role != "function" for m in req.messages)
 
 
 class ChatWire:

@@ -232,19 +232,30 @@ class ClientGone(Exception):
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run `work`; if the client disconnects first, cancel it (freeing the engine)."""
-    task = asyncio.ensure_future(work)
+    """Await `work` in this task; if the client disconnects first, cancel it (freeing the
+    engine) and raise ClientGone. One watcher task per request, no second task for the work."""
+    me = asyncio.current_task()
+    assert me is not None
     watcher = asyncio.ensure_future(_disconnected(request))
+    gone = over = False
+
+    def client_left(w: asyncio.Future[None]) -> None:
+        nonlocal gone
+        # `over`: a callback already scheduled when the work ended must not cancel what follows.
+        if not over and not w.cancelled() and w.exception() is None:
+            gone = True
+            me.cancel()
+
+    watcher.add_done_callback(client_left)
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone and me.uncancel() == 0:
+            raise ClientGone from None
+        raise
     finally:
+        over = True
         watcher.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    raise ClientGone
 
 
 async def _disconnected(request: Request) -> None:
