@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp
 
 from tokendock import __version__
 from tokendock.billing.ledger import Ledger
@@ -41,6 +42,7 @@ from tokendock.web.api import metrics as metrics_api
 from tokendock.web.dashboard import admin, pages, playground, reference, usage
 from tokendock.web.dashboard.session import Sessions, load_secret
 from tokendock.web.deps import Services
+from tokendock.web.front import FrontedFastAPI
 from tokendock.web.hot import HotRoutes
 from tokendock.web.middleware import RequestContextMiddleware
 from tokendock.web.openapi import openapi_route
@@ -127,7 +129,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             await limiter.close()
             await db.dispose()
 
-    app = FastAPI(
+    app = FrontedFastAPI(
         title="TokenDock",
         version=__version__,
         lifespan=lifespan,
@@ -150,11 +152,15 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     hot = {("POST", r.path): r.endpoint for r in (*chat.routes, *completions.routes)}
-    app.add_middleware(HotRoutes, routes=hot)
-    app.add_middleware(ShutdownMiddleware, shutdown=shutdown)  # inside: errors get request ids
-    app.add_middleware(
-        RequestContextMiddleware, max_body_bytes=settings.max_body_bytes, metrics=metrics
-    )
+
+    def front(inner: ASGIApp) -> ASGIApp:  # web/front.py: ours first, then FastAPI's stack
+        return RequestContextMiddleware(
+            ShutdownMiddleware(HotRoutes(inner, routes=hot), shutdown=shutdown),
+            max_body_bytes=settings.max_body_bytes,
+            metrics=metrics,
+        )
+
+    app.put_in_front(front)
     return app
 
 

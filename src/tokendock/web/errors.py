@@ -96,7 +96,16 @@ def _note(err: TokenDockError) -> None:
         record.error = err.code or err.type
 
 
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+    """Inside FastAPI, what its ServerErrorMiddleware answers (it re-raises the exception to
+    the request middleware, which logs it with the request id)."""
+    err = InternalError(GENERIC)
+    _note(err)
+    return error_response(err)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(Exception, _unhandled)
     app.add_exception_handler(TokenDockError, _tokendock_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

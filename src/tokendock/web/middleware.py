@@ -11,7 +11,6 @@ through untouched.
 from __future__ import annotations
 
 import logging
-import secrets
 from typing import Any
 
 from starlette.requests import ClientDisconnect
@@ -22,13 +21,14 @@ from tokendock.errors import InternalError, RequestTooLarge, TokenDockError
 from tokendock.observability import Metrics, RequestRecord
 from tokendock.web.errors import GENERIC, public
 from tokendock.web.headers import of_error
+from tokendock.web.ids import hex_id
 from tokendock.web.responses import error_bytes
 
 log = logging.getLogger(__name__)
 
 
 def new_request_id() -> str:
-    return "req_" + secrets.token_hex(16)
+    return "req_" + hex_id(16)
 
 
 # Probes and scrapes: counted in no metric and logged at debug level only.

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from tokendock.services.pipeline import Answer, Call, IdempotencyKey
 from tokendock.storage.accounts import KeyRow
 from tokendock.web import headers
 from tokendock.web.deps import Services, current_key, parse_body, request_id, services_of
+from tokendock.web.ids import hex_id
 from tokendock.web.sse import EventStreamResponse
 
 log = logging.getLogger(__name__)
@@ -54,7 +54,7 @@ class Stamp:
 
     @classmethod
     def new(cls, prefix: str, model: str) -> Stamp:
-        return cls(f"{prefix}-{secrets.token_hex(12)}", int(time.time()), model)
+        return cls(f"{prefix}-{hex_id(12)}", int(time.time()), model)
 
 
 def stamped(stamp: Stamp) -> dict[str, Any]:
