@@ -192,3 +192,18 @@ async def test_concurrent_calls_each_settle_once(world: World) -> None:
     assert await world.ledger.open_holds() == 0
     assert await world.ledger.verify() == []
     assert await world.balance() == GRANT - 20 * world.gate.price(MODEL).cost(PROMPT_TOKENS, 3)
+
+
+async def test_backend_refusing_to_make_a_run_releases_the_hold(world: World) -> None:
+    """`backend.run()` raising after admission: the hold is released, once; nothing billed."""
+
+    def broken(req: InferenceRequest, *, owner: str, request_id: str) -> None:
+        raise GenerationFailed("no run")
+
+    world.backend.run = broken  # type: ignore[assignment, method-assign]
+    with pytest.raises(GenerationFailed):
+        await world.pipeline.start(world.key, request(), "req_norun")
+    await world.gate.drain()
+    assert len(world.settles) == 1
+    assert await world.ledger.open_holds() == 0
+    assert await world.balance() == GRANT

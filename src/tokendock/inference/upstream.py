@@ -105,7 +105,11 @@ class Deployment:
         request_id: str,
     ) -> Answer:
         spec = self.spec
-        timeout = aiohttp.ClientTimeout(total=spec.total_timeout, sock_connect=spec.connect_timeout)
+        # A whole answer is bounded by the asyncio.timeout below alone; a stream also by
+        # aiohttp's total (it outlives this call). One timer less per non-streamed request.
+        timeout = aiohttp.ClientTimeout(
+            total=spec.total_timeout if stream else None, sock_connect=spec.connect_timeout
+        )
         resp: aiohttp.ClientResponse | None = None
         try:
             async with asyncio.timeout(spec.first_token_timeout if stream else spec.total_timeout):

@@ -97,7 +97,14 @@ class Pipeline:
             if claim is not None:
                 await self._idempotency.failed(*claim)
             raise
-        execution = backend.run(req, owner=f"account:{key.account_id}", request_id=request_id)
+        try:
+            owner = f"account:{key.account_id}"  # the backend is fair between accounts
+            execution = backend.run(req, owner=owner, request_id=request_id)
+        except BaseException as exc:  # nothing ran: the block's exit releases the hold
+            await admitted.__aexit__(type(exc), exc, exc.__traceback__)
+            if claim is not None:
+                await self._idempotency.failed(*claim)
+            raise
         ticket.tally = execution.tally
         return Call(self._idempotency, admitted, ticket, execution, req, claim)
 
