@@ -157,6 +157,22 @@ class Metrics:
         )
         self._counted: dict[tuple[str, int], Counter] = {}
         self._per_model: dict[str, _PerModel] = {}
+        # One process: the gauge reads `active` when scraped (no lock taken per request).
+        # Several (--workers): each process's gauge is a shared file value, kept per request.
+        self._shared = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        if not self._shared:
+            self.in_flight.set_function(lambda: self.active)
+
+    def entered(self) -> None:
+        """A request began (not a probe or a scrape)."""
+        self.active += 1
+        if self._shared:
+            self.in_flight.inc()
+
+    def left(self) -> None:
+        self.active -= 1
+        if self._shared:
+            self.in_flight.dec()
 
     def observe(self, record: RequestRecord) -> None:
         """Once per request: the labelled children are looked up once per model and status,

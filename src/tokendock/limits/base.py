@@ -49,7 +49,7 @@ class Subject:
     limits: Limits
 
 
-Window = RateWindow  # what the x-ratelimit-* headers report (built in web/errors.py)
+Window = RateWindow  # what the x-ratelimit-* headers report (written in web/headers.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +102,13 @@ def try_cost(tat: float, now: float, limit: int, cost: int) -> tuple[bool, float
 
 
 def window(limit: int, tat: float, now: float) -> Window:
-    t = interval(limit)
+    return Window(limit, remaining(limit, tat, now), max(tat - now, 0.0))
+
+
+def remaining(limit: int, tat: float, now: float) -> int:
+    """Units that could still be spent now (what x-ratelimit-remaining-* reports)."""
     ahead = max(tat - now, 0.0)
-    return Window(limit, max(int((PERIOD - ahead + 1e-9) // t), 0), ahead)
+    return max(int((PERIOD - ahead + 1e-9) // interval(limit)), 0)
 
 
 def tighter(a: Window | None, b: Window | None) -> Window | None:

@@ -9,10 +9,9 @@ from tokendock.limits.base import (
     Admission,
     Refusal,
     Subject,
-    Window,
     interval,
     refused,
-    tighter,
+    remaining,
     try_cost,
     window,
 )
@@ -25,9 +24,9 @@ class MemoryLimiter:
 
     async def admit(self, subjects: tuple[Subject, ...], tokens: int, ticket: str) -> Admission:
         now = time.monotonic()
+        tats = self._tat
         updates: list[tuple[str, float]] = []
-        req_w: Window | None = None
-        tok_w: Window | None = None
+        tightest: dict[str, tuple[int, int, float]] = {}  # kind -> (remaining, limit, tat)
         for s in subjects:
             lim = s.limits
             if lim.concurrent and len(self._inflight.get(s.name, ())) >= lim.concurrent:
@@ -35,10 +34,11 @@ class MemoryLimiter:
             for kind, limit, cost in (("requests", lim.rpm, 1), ("tokens", lim.tpm, tokens)):
                 if not limit:
                     continue
-                name = f"{s.name}:{kind[0]}"
-                ok, new_tat, retry = try_cost(self._tat.get(name, now), now, limit, cost)
+                name = s.name + (":r" if kind == "requests" else ":t")
+                tat = tats.get(name, now)
+                ok, new_tat, retry = try_cost(tat, now, limit, cost)
                 if not ok:
-                    current = window(limit, self._tat.get(name, now), now)
+                    current = window(limit, tat, now)
                     refusal = Refusal(
                         kind,  # type: ignore[arg-type]
                         s.name,
@@ -49,24 +49,30 @@ class MemoryLimiter:
                     )
                     raise refused(refusal)
                 updates.append((name, new_tat))
-                w = window(limit, new_tat, now)
-                if kind == "requests":
-                    req_w = tighter(req_w, w)
-                else:
-                    tok_w = tighter(tok_w, w)
+                left = remaining(limit, new_tat, now)
+                best = tightest.get(kind)
+                if best is None or left < best[0]:
+                    tightest[kind] = (left, limit, new_tat)
         for name, new_tat in updates:
-            self._tat[name] = new_tat
+            tats[name] = new_tat
         for s in subjects:
             if s.limits.concurrent:
                 self._inflight.setdefault(s.name, set()).add(ticket)
-        return Admission(ticket, subjects, tokens, req_w, tok_w)
+        req, tok = tightest.get("requests"), tightest.get("tokens")
+        return Admission(
+            ticket,
+            subjects,
+            tokens,
+            None if req is None else window(req[1], req[2], now),
+            None if tok is None else window(tok[1], tok[2], now),
+        )
 
     async def settle(self, admission: Admission, used_tokens: int) -> None:
         now = time.monotonic()
         refund = max(admission.tokens - used_tokens, 0)
         for s in admission.subjects:
             if s.limits.tpm and refund:
-                name = f"{s.name}:t"
+                name = s.name + ":t"
                 tat = self._tat.get(name, now)
                 self._tat[name] = max(tat - refund * interval(s.limits.tpm), now)
             if s.limits.concurrent:

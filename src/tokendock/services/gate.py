@@ -31,6 +31,8 @@ from tokendock.limits.base import Admission, Limiter, Limits, Subject
 from tokendock.services.models import ModelDirectory
 from tokendock.storage.accounts import KeyRow
 
+MAX_REMEMBERED = 10_000  # keys whose rate-limit subjects are kept built
+
 
 @dataclass(slots=True)
 class Ticket:
@@ -96,6 +98,7 @@ class Gate:
         self._limiter = limiter
         self._tiers = tiers or {}
         self._settling: set[asyncio.Future[None]] = set()
+        self._subjects: dict[tuple[object, ...], tuple[Subject, Subject]] = {}
 
     def admitted(
         self, key: KeyRow, model: str, bound: Bound, request_id: str, *, user: str | None = None
@@ -174,12 +177,19 @@ class Gate:
             await asyncio.gather(*self._settling, return_exceptions=True)
 
     def subjects(self, key: KeyRow) -> tuple[Subject, Subject]:
-        """Both apply: the key's limits and its account's (tier defaults, then overrides)."""
-        base = self._tiers.get(key.tier) or self._tiers.get("default") or Limits()
-        return (
-            Subject(f"key:{key.id}", base.override(*key.key_limits)),
-            Subject(f"account:{key.account_id}", base.override(*key.account_limits)),
-        )
+        """Both apply: the key's limits and its account's (tier defaults, then overrides).
+        Remembered per key and its limits (a changed limit is a new entry)."""
+        which = (key.id, key.account_id, key.tier, key.key_limits, key.account_limits)
+        subjects = self._subjects.get(which)
+        if subjects is None:
+            if len(self._subjects) >= MAX_REMEMBERED:
+                self._subjects.clear()
+            base = self._tiers.get(key.tier) or self._tiers.get("default") or Limits()
+            subjects = self._subjects[which] = (
+                Subject(f"key:{key.id}", base.override(*key.key_limits)),
+                Subject(f"account:{key.account_id}", base.override(*key.account_limits)),
+            )
+        return subjects
 
     def price(self, model: str) -> Price:
         return self._models.price(model)

@@ -52,15 +52,13 @@ class RequestContextMiddleware:
         quiet = record.path in QUIET_PATHS
         metrics = None if quiet else self.metrics
         if metrics is not None:
-            metrics.in_flight.inc()
-            metrics.active += 1
+            metrics.entered()
         try:
             await self._handle(scope, receive, send, record)
         finally:
             observability.end(token)
             if metrics is not None:
-                metrics.active -= 1
-                metrics.in_flight.dec()
+                metrics.left()
                 metrics.observe(record)
             if not quiet:
                 observability.log_request(record)
