@@ -9,6 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def bench_targets() -> list[str]:
+    """Every `make bench-*` target, as the Makefile declares them (.PHONY)."""
+    makefile = (ROOT / "Makefile").read_text()
+    return sorted(set(re.findall(r"^(bench-[\w-]+):", makefile, flags=re.MULTILINE)))
+
+
 README = ROOT / "README.md"
 README_BASE_URL = "http://127.0.0.1:8000"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)

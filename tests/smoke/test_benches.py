@@ -11,17 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.smoke.readme import ROOT
+from tests.smoke.readme import ROOT, bench_targets
 
 DOCS_THE_BENCHES_WRITE = ["benchmarks.md", "reliability.md", "gateway-bench.png"]
-BENCHES = [
-    "bench-engine",
-    "bench-money",
-    "bench-limits",
-    "bench-gateway",
-    "bench-soak",
-    "bench-refusals",
-]
+BENCHES = bench_targets()
 
 
 def docs_digest() -> dict[str, str]:

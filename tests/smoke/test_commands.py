@@ -18,20 +18,13 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.server import BACKENDS, new_database
-from tests.smoke.readme import ROOT, Block, admin_commands, blocks
+from tests.smoke.readme import ROOT, Block, admin_commands, bench_targets, blocks
 from tokendock.cli import main as tokendock
 
 TOKENDOCK_BIN = Path(sys.executable).with_name("tokendock")
 STAMP = ".venv/.installed-stamp"
 MAKE_TARGETS = ["serve", "test", "check", "fmt", "lint", "types", "contracts"]
-BENCH_TARGETS = [
-    "bench-engine",
-    "bench-money",
-    "bench-limits",
-    "bench-gateway",
-    "bench-soak",
-    "bench-refusals",
-]
+BENCH_TARGETS = bench_targets()
 
 
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:

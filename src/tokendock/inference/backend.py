@@ -48,7 +48,7 @@ class Features:
     modalities: tuple[str, ...] | None = None
     prediction: bool = False
     suffix: bool = False
-    best_of: int | None = None
+    best_of: int | None = None  # only when it differs from n (text completions)
     function_role: int | None = None  # index of a message with the deprecated 'function' role
     non_text_part: tuple[int, int, str] | None = None  # (message, part, type) of the first one
 

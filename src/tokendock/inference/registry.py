@@ -70,12 +70,6 @@ class ModelRegistry:
         """The router of an upstream-served model; None for the embedded engine's models."""
         return self.upstreams.routers.get(model_id)
 
-    def engine(self, model_id: str) -> Engine:
-        engine = self._engines.get(model_id)
-        if engine is None:
-            raise ModelNotFound(model_id)
-        return engine
-
     def spec(self, model_id: str) -> ModelSpec:
         spec = self._specs.get(model_id)
         if spec is None:

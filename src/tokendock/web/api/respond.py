@@ -35,13 +35,13 @@ from tokendock.storage.accounts import KeyRow
 from tokendock.web import headers
 from tokendock.web.deps import Services, current_key, parse_body, request_id, services_of
 from tokendock.web.ids import hex_id
+from tokendock.web.shutdown import CLIENT_GONE
 from tokendock.web.sse import EventStreamResponse
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 S = TypeVar("S", bound=SamplingFields)
-CLIENT_GONE = 499  # what is "answered" after the client left (nobody reads it)
 
 
 @dataclass(frozen=True, slots=True)
