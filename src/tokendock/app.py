@@ -37,7 +37,7 @@ from tokendock.storage.history import HistoryStore
 from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.storage.model_settings import ModelSettingsStore
 from tokendock.web import errors
-from tokendock.web.api import account, chat, completions, health, models
+from tokendock.web.api import account, chat, completions, embeddings, health, models
 from tokendock.web.api import metrics as metrics_api
 from tokendock.web.dashboard import admin, pages, playground, reference, usage
 from tokendock.web.dashboard.session import Sessions, load_secret
@@ -144,14 +144,15 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         secure=settings.cookies_secure(),
     )
     errors.install(app)
-    app.router.routes.extend([*chat.routes, *completions.routes])  # the hot paths: plain routes
+    hot_routes = [*chat.routes, *completions.routes, *embeddings.routes]
+    app.router.routes.extend(hot_routes)  # the hot paths: plain routes
     app.router.routes.append(openapi_route())  # GET /openapi.json, written out in web/openapi.py
     metrics_api.warn_if_exposed(settings)
     dashboard = (pages.router, usage.router, playground.router, reference.router, admin.router)
     for api in (health.router, metrics_api.router, models.router, account.router, *dashboard):
         app.include_router(api)
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
-    hot = {("POST", r.path): r.endpoint for r in (*chat.routes, *completions.routes)}
+    hot = {("POST", r.path): r.endpoint for r in hot_routes}
 
     def front(inner: ASGIApp) -> ASGIApp:  # web/front.py: ours first, then FastAPI's stack
         return RequestContextMiddleware(

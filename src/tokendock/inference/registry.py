@@ -1,6 +1,6 @@
 """Public model ids → backends (inference/backend.py): the embedded llama.cpp engine or a router
-over upstream deployments — built once from the catalog by the composition root, or handed in
-whole (tests pass their own backends)."""
+over upstream deployments (embedding models: inference/embedding_backend.py) — built once from
+the catalog by the composition root, or handed in whole (tests pass their own backends)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from tokendock.errors import ModelNotFound
 from tokendock.inference.backend import Backend
 from tokendock.inference.base import Engine
 from tokendock.inference.embedded import EmbeddedBackend
+from tokendock.inference.embedder import LlamaEmbedder
+from tokendock.inference.embedding_backend import EmbeddingBackend, UpstreamEmbeddingBackend
 from tokendock.inference.llama import LlamaEngine
 from tokendock.inference.pool import UpstreamPool
 from tokendock.inference.router import RetryPolicy, Router
@@ -55,7 +57,12 @@ class ModelRegistry:
                 deployments = [Deployment.from_spec(d) for d in spec.deployments]
                 router = Router(spec.id, deployments, policy or RetryPolicy(), transport)
                 routers[spec.id] = router
-                backends[spec.id] = UpstreamBackend(router, spec)
+                if spec.task == "embedding":
+                    backends[spec.id] = UpstreamEmbeddingBackend(router, spec)
+                else:
+                    backends[spec.id] = UpstreamBackend(router, spec)
+            elif spec.task == "embedding":
+                backends[spec.id] = EmbeddingBackend(LlamaEmbedder(spec, data_dir), spec)
             else:
                 backends[spec.id] = EmbeddedBackend(LlamaEngine(spec, data_dir), spec)
         return cls(specs, backends, UpstreamPool(routers, transport))

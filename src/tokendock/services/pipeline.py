@@ -26,13 +26,15 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from tokendock.billing.ledger import Settlement
+from tokendock.errors import InvalidRequest
 from tokendock.inference.backend import (
     JSON,
     Backend,
     Delta,
-    Event,
+    Embedding,
     Execution,
     InferenceRequest,
+    Output,
     Tally,
 )
 from tokendock.services.gate import Admitted, Gate, Ticket
@@ -66,6 +68,7 @@ class Choice:
 @dataclass(slots=True)
 class Answer:
     choices: list[Choice] = field(default_factory=list)
+    embeddings: list[Embedding] = field(default_factory=list)  # kind "embed": one per input
 
 
 class Pipeline:
@@ -83,6 +86,7 @@ class Pipeline:
         idempotency: IdempotencyKey | None = None,
     ) -> Call | Replay:
         backend = self._backends.backend(req.model)
+        _check_task(backend, req)
         bound = backend.bound(req)
         claim = None
         if idempotency is not None:
@@ -158,7 +162,7 @@ class Call:
             raise
         self._ticket.begun = True
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def events(self) -> AsyncIterator[Output]:
         """The answer's events; the call ends (and settles) when they end, however."""
         self._reading = True
         if self._claim is not None and self.request.stream:
@@ -181,6 +185,9 @@ class Call:
         answer = Answer()
         choices = answer.choices
         async for event in self.events():
+            if isinstance(event, Embedding):
+                answer.embeddings.append(event)
+                continue
             while len(choices) <= event.index:
                 choices.append(Choice())
             choice = choices[event.index]
@@ -225,6 +232,23 @@ class Call:
             if self._claim is not None and status != "ok":
                 claim, self._claim = self._claim, None
                 await self._idempotency.failed(*claim)
+
+
+def _check_task(backend: Backend, req: InferenceRequest) -> None:
+    """An embedding model answers only embedding requests, and the other models only the rest."""
+    embedding = backend.spec.task == "embedding"
+    if embedding and req.kind != "embed":
+        raise InvalidRequest(
+            f"The model '{req.model}' is an embedding model: use POST /v1/embeddings.",
+            param="model",
+            code="model_not_supported",
+        )
+    if req.kind == "embed" and not embedding:
+        raise InvalidRequest(
+            f"The model '{req.model}' does not make embeddings; use an embedding model.",
+            param="model",
+            code="model_not_supported",
+        )
 
 
 def _merge_logprobs(have: JSON | None, more: JSON) -> JSON:

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from tokendock import observability
 from tokendock.billing.money import format_credits
 from tokendock.errors import InternalError, TokenDockError
-from tokendock.inference.backend import Delta, Event, InferenceRequest
+from tokendock.inference.backend import Delta, Event, Finish, InferenceRequest
 from tokendock.protocol.common import SamplingFields, response_body, usage_dict
 from tokendock.protocol.errors import envelope
 from tokendock.protocol.sse import DONE, event
@@ -178,6 +178,8 @@ async def _sse(call: Call, stamp: Stamp, wire: Wire) -> AsyncIterator[bytes]:
                 break
             yield event(opening)
         async for item in events:
+            if not isinstance(item, Delta | Finish):
+                continue  # an embedding: never streamed
             if isinstance(item, Delta) and not (item.text or item.tool_calls or item.logprobs):
                 continue  # nothing for the client (an upstream's empty or role-only chunk)
             yield event(wire.chunk(stamp, item, with_usage))
