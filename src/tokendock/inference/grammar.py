@@ -1,0 +1,90 @@
+"""JSON schemas → llama.cpp GBNF grammars, for `response_format` and tool calls.
+
+    b = GrammarBuilder()
+    args = b.schema(parameters, name="get_weather", param="tools[0].function.parameters")
+    head = b.literal('{"name": "get_weather", "arguments": ')
+    text = b.grammar(b.rule("call", f'{head} {args} {b.literal("}")}'))
+
+What is accepted is enforced: every document the grammar allows validates against the schema
+(a subset of the valid documents: declared properties in order, no extra keys, bounded
+whitespace). What the grammar could not enforce is refused up front with InvalidRequest naming
+the keyword and where it is (`param` = the request field path down to the keyword).
+
+Supported keywords: type (one or a list), enum, const, anyOf, oneOf (when the branches cannot
+overlap: different types, or objects with a required const/enum discriminator), allOf with one
+schema, local $ref (`#`, `#/$defs/...`, `#/definitions/...`; recursion through objects/arrays),
+properties, required, additionalProperties, unevaluatedProperties false, items, prefixItems,
+minItems, maxItems, minLength, maxLength, pattern (see grammar_regex.py), format (date, time,
+date-time, uuid, ipv4, hostname, email, uri; unknown format names are annotations), minimum,
+maximum, exclusiveMinimum, exclusiveMaximum, multipleOf 1; annotations title, description,
+examples, default, $schema, $id (top level), $comment, deprecated, readOnly, writeOnly, $defs,
+definitions, discriminator.
+Refused: not, if/then/else, allOf with several schemas, patternProperties, propertyNames,
+dependentRequired / dependentSchemas / dependencies, minProperties / maxProperties, contains /
+minContains / maxContains, uniqueItems true, multipleOf other than 1, $dynamicRef / $anchor /
+remote refs, formats ipv6, uri-reference, iri, idn-*, duration, regex, json-pointer,
+uri-template; any keyword not listed above.
+"""
+
+from __future__ import annotations
+
+from tokendock.inference.grammar_schema import SchemaConverter
+from tokendock.inference.grammar_terms import Rules
+from tokendock.inference.grammar_terms import literal as gbnf_literal
+
+
+class GrammarBuilder:
+    """Accumulates rules; one builder makes one grammar."""
+
+    def __init__(self) -> None:
+        self._rules = Rules()
+
+    def schema(self, schema: object, *, name: str, param: str) -> str:
+        """Add rules for values matching `schema` and return the rule name to reference.
+        Raises InvalidRequest (param = `param` + the path to the offending keyword) for what the
+        grammar cannot enforce; the builder is unchanged then."""
+        converter = SchemaConverter(self._rules.copy(), schema, param=param)
+        rule = converter.convert(name)
+        self._rules = converter.rules
+        return rule
+
+    def any_object(self) -> str:
+        """The rule for any JSON object (json_object mode)."""
+        return self._rules.primitive("json-object")
+
+    def any_value(self) -> str:
+        return self._rules.primitive("json-value")
+
+    def json_string(self) -> str:
+        """The rule for any JSON string (quotes included)."""
+        return self._rules.primitive("json-string")
+
+    def ws(self) -> str:
+        """The rule for the bounded whitespace allowed between JSON tokens."""
+        return self._rules.primitive("ws")
+
+    def rule(self, name: str, body: str) -> str:
+        """Add a raw GBNF rule (a new name derived from `name`, or the existing rule with the
+        same body) and return its name."""
+        return self._rules.add(name, body)
+
+    @staticmethod
+    def literal(text: str) -> str:
+        """A GBNF string literal for exactly `text`."""
+        return gbnf_literal(text)
+
+    def grammar(self, root: str) -> str:
+        """The whole grammar, `root ::= <root>` first."""
+        return self._rules.text(root)
+
+
+def schema_grammar(schema: object, *, param: str) -> str:
+    """A grammar whose root is one JSON value matching `schema`."""
+    builder = GrammarBuilder()
+    return builder.grammar(builder.schema(schema, name="schema", param=param))
+
+
+def json_object_grammar() -> str:
+    """A grammar whose root is any one JSON object."""
+    builder = GrammarBuilder()
+    return builder.grammar(builder.any_object())
