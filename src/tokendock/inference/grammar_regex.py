@@ -1,7 +1,7 @@
 """A JSON-schema `pattern` (a regular expression) as GBNF for the inside of a JSON string.
 
-Supported: literals, `.`, classes `[...]` / `[^...]` with ranges, `\\d \\w \\s` (ASCII, also in
-positive classes), `\\D \\W \\S` outside classes (as ASCII sets), escapes `\\t \\n \\r \\f \\v
+Supported: literals, `.`, classes `[...]` / `[^...]` with ranges, `\\d \\w \\s \\D \\W \\S` (as
+printable-ASCII subsets, in and out of classes), escapes `\\t \\n \\r \\f \\v
 \\0 \\xHH \\uHHHH` and escaped punctuation, groups `(...)`, `(?:...)`, `(?P<n>...)`,
 `(?<n>...)`, alternation, quantifiers `* + ? {n} {n,} {n,m}` (lazy `?` suffix ignored), and `^` /
 `$` only at the start / end. Without `^` (`$`) any text may come before (after) the match, as
@@ -23,7 +23,10 @@ MAX_REPEAT = 1000
 DIGIT = [(0x30, 0x39)]
 WORD = [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
 SPACE = [(0x09, 0x0D), (0x20, 0x20)]
-ASCII = [(0x00, 0x7F)]
+PRINTABLE = [(0x20, 0x7E)]
+# Added to a shorthand inside a negated class: Python's \s also matches \x1c-\x1f, and the
+# Unicode forms match non-ASCII characters, so the complement is kept to printable ASCII.
+NOT_PRINTABLE = [(0x00, 0x1F), (0x7F, 0x10FFFF)]
 LINE_ENDS = [(0x0A, 0x0A), (0x0D, 0x0D), (0x85, 0x85), (0x2028, 0x2029)]
 SIMPLE_ESCAPES = {"t": 0x09, "n": 0x0A, "r": 0x0D, "f": 0x0C, "v": 0x0B, "0": 0x00}
 
@@ -32,18 +35,20 @@ class PatternError(Exception):
     pass
 
 
-def ascii_minus(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def printable_minus(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
     keep = complement(ranges)
-    return [(max(lo, a), min(hi, b)) for lo, hi in keep for a, b in ASCII if lo <= b and a <= hi]
+    return [
+        (max(lo, a), min(hi, b)) for lo, hi in keep for a, b in PRINTABLE if lo <= b and a <= hi
+    ]
 
 
 SHORTHAND = {
     "d": DIGIT,
     "w": WORD,
     "s": SPACE,
-    "D": ascii_minus(DIGIT),
-    "W": ascii_minus(WORD),
-    "S": ascii_minus(SPACE),
+    "D": printable_minus(DIGIT),
+    "W": printable_minus(WORD),
+    "S": printable_minus(SPACE),
 }
 
 
@@ -188,10 +193,9 @@ class _Parser:
                 break
             if ch == "\\":
                 if self.peek() in SHORTHAND:
-                    if negate or self.peek().isupper():
-                        why = "\\d \\w \\s in a negated class, or \\D \\W \\S in a class"
-                        raise PatternError(f"{why} are not supported")
-                    ranges += SHORTHAND[self.take()]
+                    # In a negated class a shorthand stands for a superset, so the complement
+                    # stays inside what every dialect allows.
+                    ranges += SHORTHAND[self.take()] + (NOT_PRINTABLE if negate else [])
                     continue
                 first = self._escape(in_class=True)[0][0]
             else:

@@ -65,14 +65,15 @@ class SchemaConverter:
 
     # --- errors ---------------------------------------------------------------------------
 
-    def fail(self, path: Path, keyword: str | None, detail: str) -> NoReturn:
+    def fail(self, path: Path, keyword: str | None, detail: str, tail: str = "") -> NoReturn:
         where = ".".join(path) if path else "the top level"
         param = ".".join([self.param, *path, *([keyword] if keyword else [])])
-        raise InvalidRequest(f"Invalid '{self.param}': {detail} at {where}.", param=param)
+        message = f"Invalid '{self.param}': {detail} at {where}{tail}."
+        raise InvalidRequest(message, param=param)
 
     def refuse(self, path: Path, keyword: str, why: str = "") -> NoReturn:
-        detail = f"the keyword '{keyword}'{why} is not supported (supported: {SUPPORTED})"
-        self.fail(path, keyword, detail)
+        tail = f" is not supported (supported: {SUPPORTED})"
+        self.fail(path, keyword, f"the keyword '{keyword}'{why}", tail)
 
     def _check_size(self) -> None:
         stack: list[tuple[object, int]] = [(self.root, 1)]
@@ -292,8 +293,10 @@ class SchemaConverter:
         low, high = self._bounds(schema, path)
         if low is None and high is None:
             return self.rules.primitive("json-integer" if integer else "json-number")
-        alts = [int_range(low, high)]
+        whole = int_range(low, high)
+        alts = [whole]
         if not integer:
+            alts[0] = whole and f'{whole} ( "." "0"{{1,15}} )?'
             frac = '"." [0-9]{1,15}'
             pos_low = max(low, 0) if low is not None else 0
             pos = int_range(pos_low, high - 1 if high is not None else None)

@@ -50,11 +50,14 @@ PRIMITIVES: dict[str, str] = {
     "fmt-ipv4": 'fmt-octet "." fmt-octet "." fmt-octet "." fmt-octet',
     "fmt-octet": '"25" [0-5] | "2" [0-4] [0-9] | "1" [0-9] [0-9] | [1-9] [0-9] | [0-9]',
     "fmt-label": "[a-zA-Z0-9] ( [a-zA-Z0-9-]{0,61} [a-zA-Z0-9] )?",
-    "fmt-hostname": 'fmt-label ( "." fmt-label ){0,3}',
-    "fmt-email": ('[a-zA-Z0-9!#$%&\'*+/=?^_`{|}~-]{1,64} "@" fmt-label ( "." fmt-label ){1,3}'),
+    # The last label starts with a letter: URL parsers read an all-digit one as an IPv4 part.
+    "fmt-tld": "[a-zA-Z] ( [a-zA-Z0-9-]{0,61} [a-zA-Z0-9] )?",
+    "fmt-hostname": '( fmt-label "." ){0,3} fmt-tld',
+    "fmt-email": '[a-zA-Z0-9!#$%&\'*+/=?^_`{|}~-]{1,64} "@" ( fmt-label "." ){1,3} fmt-tld',
+    # http(s) URLs only: a subset of URIs that URL validators such as pydantic's HttpUrl accept.
     "fmt-uri": (
-        '[a-zA-Z] [a-zA-Z0-9+.-]{0,15} ":" '
-        '( [a-zA-Z0-9._~:/?#@!$&\'()*+,;=-] | "[" | "]" | "%" ' + f"{HEX} {HEX} ){{1,512}}"
+        '"http" "s"? "://" fmt-hostname ( [/?#] '
+        + f'( [a-zA-Z0-9._~:/?#@!$&\'()*+,;=-] | "%" {HEX} {HEX} ){{0,512}} )?'
     ),
 }
 DEPENDS: dict[str, tuple[str, ...]] = {
@@ -68,8 +71,9 @@ DEPENDS: dict[str, tuple[str, ...]] = {
     "json-array": ("ws", "json-value"),
     "fmt-date-time": ("fmt-date", "fmt-time"),
     "fmt-ipv4": ("fmt-octet",),
-    "fmt-hostname": ("fmt-label",),
-    "fmt-email": ("fmt-label",),
+    "fmt-hostname": ("fmt-label", "fmt-tld"),
+    "fmt-email": ("fmt-label", "fmt-tld"),
+    "fmt-uri": ("fmt-hostname",),
 }  # fmt: skip
 # Formats we enforce: the rule, and the shortest / longest text it produces (so minLength /
 # maxLength next to a format can be checked rather than ignored).
@@ -81,7 +85,7 @@ FORMATS: dict[str, tuple[str, int, int]] = {
     "ipv4": ("fmt-ipv4", 7, 15),
     "hostname": ("fmt-hostname", 1, 255),
     "email": ("fmt-email", 5, 320),
-    "uri": ("fmt-uri", 3, 16 + 1 + 512 * 3),
+    "uri": ("fmt-uri", 8, 8 + 255 + 1 + 512 * 3),
 }
 # Formats a validator may assert that we cannot generate: refused rather than ignored. Any
 # other format name is an annotation only (JSON Schema 2020-12) and is ignored.
