@@ -45,6 +45,7 @@ from tests.e2e.server import BACKENDS, ROOT, Server, start_server
 pytestmark = pytest.mark.e2e
 
 MODEL = "gemma-3-270m"
+EMBEDDING_MODEL = "all-minilm-l6-v2"  # what POST /v1/embeddings' positive cases name
 CHEAP_TOKENS = 2  # the funded key's cases generate at most this many tokens per choice
 CHEAP_N = 2
 # Examples per operation, generation mode and key (7 operations with inputs); scaled by
@@ -146,7 +147,7 @@ def aim(case: Case[Any], use_model: bool, cheap: bool) -> None:
     body: Any = case.body
     if not isinstance(body, dict) or "model" not in body or not use_model:
         return
-    body["model"] = MODEL
+    body["model"] = EMBEDDING_MODEL if case.operation.path == "/v1/embeddings" else MODEL
     for name in REFUSED:
         body.pop(name, None)
     if body.get("stream") is not True:
@@ -248,6 +249,7 @@ def test_fuzz_every_operation(fuzz_server: tuple[Server, float]) -> None:
     assert {op.label for op in operations} >= {
         "POST /v1/chat/completions",
         "POST /v1/completions",
+        "POST /v1/embeddings",
         "GET /v1/models",
         "GET /v1/models/{model_id}",
         "GET /v1/credits",

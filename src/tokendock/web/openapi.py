@@ -21,6 +21,7 @@ from tokendock import __version__
 from tokendock.protocol.chat import ChatCompletionRequest
 from tokendock.protocol.common import MAX_TOKEN_ID_DIGITS
 from tokendock.protocol.completions import CompletionRequest
+from tokendock.protocol.embeddings import EmbeddingRequest
 from tokendock.web.api.account import RedeemRequest
 from tokendock.web.openapi_shapes import SCHEMAS, STRING, Schema
 from tokendock.web.responses import JSONResponse
@@ -145,6 +146,21 @@ def _generation(summary: str, body: str, ok: str) -> dict[str, Any]:
     return op
 
 
+def _embeddings() -> dict[str, Any]:
+    op = _operation(
+        "Embeddings (never streamed)",
+        _ok(_json("EmbeddingList"), "One vector per input, in order."),
+        (*GENERATION_ERRORS, "409"),
+        body="EmbeddingRequest",
+        parameters=[IDEMPOTENCY_KEY],
+    )
+    responses = op["responses"]
+    responses["200"]["headers"] = {**HEADERS, **BILLING_HEADERS}
+    for code in ("429", "503"):
+        responses[code]["headers"] = {**HEADERS, **RETRY_HEADERS}
+    return op
+
+
 def _paths() -> dict[str, Any]:
     model_id = {"name": "model_id", "in": "path", "required": True, "schema": {"type": "string"}}
     limit = {
@@ -160,6 +176,7 @@ def _paths() -> dict[str, Any]:
         "/v1/completions": {
             "post": _generation("Text completion (legacy)", "CompletionRequest", "TextCompletion")
         },
+        "/v1/embeddings": {"post": _embeddings()},
         "/v1/models": {
             "get": _operation(
                 "The models served (no key needed)", _ok(_json("ModelList")), (), security=[]
@@ -214,7 +231,12 @@ def _paths() -> dict[str, Any]:
 
 
 def _request_schemas() -> dict[str, Schema]:
-    models: list[type[BaseModel]] = [ChatCompletionRequest, CompletionRequest, RedeemRequest]
+    models: list[type[BaseModel]] = [
+        ChatCompletionRequest,
+        CompletionRequest,
+        EmbeddingRequest,
+        RedeemRequest,
+    ]
     keyed, defs = models_json_schema([(m, "validation") for m in models], ref_template=REF)
     schemas: dict[str, Schema] = dict(defs.get("$defs", {}))
     for (model, _), schema in keyed.items():

@@ -163,8 +163,31 @@ READY: Schema = {
     "required": ["status"],
 }
 
+EMBEDDING_LIST: Schema = obj(
+    {
+        "object": const("list"),
+        "data": {
+            "type": "array",
+            "items": obj(
+                {
+                    "object": const("embedding"),
+                    "index": INTEGER,
+                    "embedding": {
+                        "description": "Floats, or base64 of little-endian float32 bytes "
+                        "(encoding_format).",
+                        "anyOf": [{"type": "array", "items": {"type": "number"}}, STRING],
+                    },
+                }
+            ),
+        },
+        "model": STRING,
+        "usage": obj({"prompt_tokens": INTEGER, "total_tokens": INTEGER}),
+    }
+)
+
 SCHEMAS: dict[str, Schema] = {
     "Error": ERROR,
+    "EmbeddingList": EMBEDDING_LIST,
     "Usage": USAGE,
     "ChatCompletion": CHAT_COMPLETION,
     "TextCompletion": TEXT_COMPLETION,
