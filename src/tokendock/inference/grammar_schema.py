@@ -13,6 +13,7 @@ from urllib.parse import unquote
 from tokendock.errors import InvalidRequest
 from tokendock.inference.grammar_containers import array_rule, object_rule
 from tokendock.inference.grammar_oneof import check_disjoint, has_type, json_key
+from tokendock.inference.grammar_productive import productive_rules
 from tokendock.inference.grammar_regex import PatternError, pattern_gbnf
 from tokendock.inference.grammar_terms import (
     FORMATS,
@@ -61,6 +62,9 @@ class SchemaConverter:
         rule = self.visit(self.root, (), frozenset(), name)
         if sum(len(b) for b in self.rules.bodies.values()) - before > MAX_GRAMMAR:
             self.fail((), None, "the schema is too large to enforce")
+        if rule not in productive_rules(self.rules.bodies):
+            endless = "a reference recurses through required properties or items without end"
+            self.fail((), None, f"the schema has no finite valid value ({endless})")
         return rule
 
     # --- errors ---------------------------------------------------------------------------
