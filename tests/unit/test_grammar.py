@@ -63,6 +63,28 @@ def test_llama_cpp_parses_the_grammar(vocab: Any, name: str) -> None:
     assert llama_accepts(vocab, schema_grammar(SCHEMAS[name], param=P))
 
 
+@pytest.mark.parametrize(
+    "schema",
+    [
+        {"type": "string", "maxLength": 100_000},
+        {"type": "string", "minLength": 4500, "maxLength": 7777},
+        {"type": "array", "items": {"type": "string", "maxLength": 3000}, "maxItems": 5000},
+        {"type": "string", "pattern": "^(a{0,40}b){0,40}c{0,1000}$"},
+    ],
+)
+def test_llama_cpp_parses_long_repetitions(vocab: Any, schema: Any) -> None:
+    assert llama_accepts(vocab, schema_grammar(schema, param=P))
+
+
+def test_long_string_bounds_are_exact() -> None:
+    grammar = Grammar(
+        schema_grammar({"type": "string", "minLength": 1001, "maxLength": 2500}, param=P)
+    )
+    for size, ok in [(1000, False), (1001, True), (1999, True), (2000, True), (2001, True),
+                     (2500, True), (2501, False)]:  # fmt: skip
+        assert matches(grammar, json.dumps("x" * size)) == ok, size
+
+
 def test_llama_cpp_parses_json_object_and_tool_call_grammars(vocab: Any) -> None:
     assert llama_accepts(vocab, json_object_grammar())
     assert llama_accepts(vocab, tool_call_grammar())
@@ -222,6 +244,8 @@ for _ in range(70):
         ({"type": "string", "pattern": "(a)\\1"}, "pattern"),
         ({"type": "string", "pattern": "\\bword\\b"}, "pattern"),
         ({"type": "string", "pattern": "["}, "pattern"),
+        ({"type": "string", "pattern": "^(a{0,100}b){0,100}$"}, "pattern"),
+        ({"type": "array", "minItems": 1001}, "minItems"),
         ({"type": "string", "pattern": "^a$", "maxLength": 3}, "pattern"),
         ({"type": "integer", "minimum": 0.2, "maximum": 0.7}, "minimum"),
         ({"type": "integer", "minimum": 1e20}, "minimum"),

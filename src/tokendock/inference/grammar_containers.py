@@ -84,11 +84,13 @@ def array_rule(conv: SchemaConverter, schema: dict[str, object], path: Path, hin
     if not isinstance(prefix, list):
         conv.fail(path, "prefixItems", "'prefixItems' must be a list of schemas")
     low = conv.count(schema, "minItems", path) or 0
+    if low > MAX_ITEMS:
+        conv.refuse(path, "minItems", f" above {MAX_ITEMS}")
     high = conv.count(schema, "maxItems", path)
     if high is not None and high < low:
         conv.fail(path, "maxItems", "'maxItems' is below 'minItems'")
     if high is not None:
-        high = min(high, max(MAX_ITEMS, low))
+        high = min(high, MAX_ITEMS)
     heads = [
         conv.visit(sub, (*path, f"prefixItems[{i}]"), frozenset(), f"{hint}-{i}")
         for i, sub in enumerate(prefix)

@@ -19,6 +19,7 @@ from tokendock.inference.grammar_terms import complement, json_char_set, normali
 
 MAX_PATTERN = 1000
 MAX_REPEAT = 1000
+MAX_NESTED = 1999  # llama.cpp refuses nested repetitions whose counts multiply beyond this
 
 DIGIT = [(0x30, 0x39)]
 WORD = [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
@@ -79,6 +80,8 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.text = text
         self.pos = 0
+        self.seen = 1  # the largest repetition weight in the group being read
+        self.atom_weight = 1  # the largest repetition weight inside the last atom
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -101,14 +104,19 @@ class _Parser:
         items: list[str] = []
         while self.peek() not in ("", "|", ")"):
             atom = self.atom()
-            items.append(self.quantified(atom))
+            text, weight = self.quantified(atom, self.atom_weight)
+            self.seen = max(self.seen, weight)
+            items.append(text)
         return " ".join(items)
 
     def atom(self) -> str:
         ch = self.take()
+        self.atom_weight = 1
         if ch == "(":
             self._group_prefix()
+            outer, self.seen = self.seen, 1
             inner = self.alternation()
+            self.atom_weight, self.seen = self.seen, outer
             if self.take() != ")":
                 raise PatternError("unbalanced '('")
             return f"( {inner} )"
@@ -142,21 +150,26 @@ class _Parser:
             return
         raise PatternError("lookarounds, inline flags and other '(?' groups are not supported")
 
-    def quantified(self, atom: str) -> str:
+    def quantified(self, atom: str, inner: int) -> tuple[str, int]:
+        """`atom` with its quantifier; `inner` is the largest repetition weight inside it."""
         ch = self.peek()
+        factor = 1
         if ch in ("*", "+", "?"):
             self.pos += 1
             suffix = ch
         elif ch == "{" and self._is_counted():
             low, high = self._counts()
             suffix = f"{{{low},{'' if high is None else high}}}"
+            factor = high if high else max(low, 1)
         else:
-            return atom
+            return atom, inner
         if self.peek() == "?":
             self.pos += 1  # lazy: the same language
         elif self.peek() in ("+", "*", "{"):
             raise PatternError("possessive or stacked quantifiers are not supported")
-        return f"( {atom} ){suffix}"
+        if inner * factor > MAX_NESTED:
+            raise PatternError(f"nested repetition counts multiply beyond {MAX_NESTED}")
+        return f"( {atom} ){suffix}", inner * factor
 
     def _is_counted(self) -> bool:
         close = self.text.find("}", self.pos)

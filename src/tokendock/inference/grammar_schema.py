@@ -21,6 +21,7 @@ from tokendock.inference.grammar_terms import (
     Rules,
     int_range,
     literal,
+    repeat,
 )
 
 MAX_NODES = 10_000
@@ -285,8 +286,8 @@ class SchemaConverter:
             return self.rules.add(f"{hint}-pattern", f'"\\"" {inner} "\\""')
         if low is None and high is None:
             return self.rules.primitive("json-string")
-        upper = "" if high is None else str(min(high, max(MAX_LENGTH, low or 0)))
-        return self.rules.add(hint, f'"\\"" {char}{{{low or 0},{upper}}} "\\""')
+        run = repeat(self.rules, char, low or 0, high, hint)
+        return self.rules.add(hint, f'"\\"" {run} "\\""')
 
     def _number(self, schema: dict[str, object], path: Path, hint: str, *, integer: bool) -> str:
         step = schema.get("multipleOf")

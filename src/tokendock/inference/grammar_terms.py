@@ -252,6 +252,31 @@ def json_text(text: str) -> str:
     return " ".join(out) if out else '""'
 
 
+# --- repetition -------------------------------------------------------------------------------
+
+# llama.cpp refuses a repetition count of 2,000 or more, and nested repetitions whose counts
+# multiply to that; long runs are spelled as a chain of rules with counts up to CHUNK.
+CHUNK = 1000
+MAX_RUN = 100_000  # `high - low` beyond this is generated up to this many (still valid)
+
+
+def repeat(rules: Rules, item: str, low: int, high: int | None, hint: str) -> str:
+    """GBNF for `low` to `high` (None = any number) repetitions of the element `item`."""
+    parts = [f"{item}{{{CHUNK}}}"] * (low // CHUNK)
+    if low % CHUNK:
+        parts.append(f"{item}{{{low % CHUNK}}}")
+    if high is None:
+        parts.append(f"{item}*")
+    elif high > low:
+        chunks, rest = divmod(min(high - low, MAX_RUN), CHUNK)
+        more = f"{item}{{0,{rest}}}" if rest else ""
+        for _ in range(chunks):
+            body = f"{item}{{0,{CHUNK - 1}}} | {item}{{{CHUNK}}} {more}".rstrip()
+            more = rules.add(f"{hint}-run", body)
+        parts.append(more)
+    return " ".join(parts) or '""'
+
+
 # --- integer ranges ---------------------------------------------------------------------------
 
 
