@@ -23,7 +23,12 @@ Refused: not, if/then/else, allOf with several schemas, patternProperties, prope
 dependentRequired / dependentSchemas / dependencies, minProperties / maxProperties, contains /
 minContains / maxContains, uniqueItems true, multipleOf other than 1, $dynamicRef / $anchor /
 remote refs, formats ipv6, uri-reference, iri, idn-*, duration, regex, json-pointer,
-uri-template; any keyword not listed above.
+uri-template; any keyword not listed above; minLength above 5000, minItems above 1000,
+non-local or unresolvable $ref, a $ref loop with no object/array in between, schemas with no
+finite valid value, more than 10,000 nodes or 64 levels of nesting.
+Generated as a subset (still valid): maxItems above 1000 → 1000; maxLength more than 100,000
+above minLength → that; number bounds → integers within them plus k.xxx where [k, k+1] fits;
+format uri → http(s) URLs; a bounded whitespace between tokens (" " or a newline + 24 indent).
 """
 
 from __future__ import annotations
