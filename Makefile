@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: serve test check fmt lint types contracts bench-engine bench-money bench-limits bench-gateway \
-	bench-soak bench-refusals clean
+	bench-soak bench-refusals bench-embeddings clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -66,6 +66,12 @@ bench-gateway: $(STAMP)
 bench-soak: $(STAMP)
 	$(BIN)/tokendock models fetch
 	$(BIN)/python bench/soak.py $(BENCH_ARGS)
+
+# Embeddings per second over HTTP (batches of 1 and 32) against llama.cpp's own throughput
+# without HTTP. Writes the "Embeddings" section of docs/benchmarks.md.
+bench-embeddings: $(STAMP)
+	$(BIN)/tokendock models fetch
+	$(BIN)/python bench/embeddings.py $(BENCH_ARGS)
 
 # What a refused request costs the server: CPU per request and tokenizer calls (must be 0).
 bench-refusals: $(STAMP)

@@ -3,8 +3,11 @@
 llama.cpp contexts are not thread-safe, so one thread owns the context (as in llama.py). The
 event loop hands it jobs — one request's inputs, already tokenized — through a `FairQueue`
 (round robin between accounts). The worker packs inputs into batches: several sequences per
-`llama_decode`, each with its own sequence id, up to `n_batch` tokens, and reads each sequence's
-pooled vector (the GGUF's pooling: mean for MiniLM). Vectors are L2-normalized, as OpenAI's are.
+`llama_decode`, each with its own sequence id, up to the catalog's `batch_size` tokens (one
+input at least), and reads each sequence's pooled vector (the GGUF's pooling: mean for MiniLM).
+Small batches are the fast ones: a non-causal model attends over the whole batch (masked), a
+cost that grows with its square — measured on all-MiniLM-L6-v2, 2-4 short sentences (~60
+tokens) per decode embed twice as fast per sentence as 32 at once (docs/benchmarks.md). Vectors are L2-normalized, as OpenAI's are.
 A long job yields the worker after each batch when another account is waiting, and a cancelled
 job stops after the batch under way.
 
@@ -126,8 +129,8 @@ class LlamaEmbedder:
 
         self.model_path = resolve_gguf(self.spec.path, self.spec.package, self._data_dir)
         threads = self.spec.threads or os.cpu_count() or 1
-        # One decode holds at most this many tokens; a non-causal model (BERT) needs each
-        # sequence whole in one micro-batch, so the micro-batch is as large as the batch.
+        # A decode holds one whole input at least (a non-causal model, BERT, needs each
+        # sequence whole in one micro-batch), and several up to `batch_size` tokens.
         size = max(self.spec.batch_size, self.spec.context_length)
         llm = llama_cpp.Llama(
             model_path=str(self.model_path),
@@ -144,7 +147,7 @@ class LlamaEmbedder:
             raise ValueError(f"{self.model_path}: the GGUF names no pooling (mean, cls, last)")
         self._llm, self._llama_cpp = llm, llama_cpp
         self._dimensions = int(llm.n_embd())
-        self._batch_tokens = size
+        self._batch_tokens = self.spec.batch_size
         self._max_seqs = int(llm.context_params.n_seq_max)
 
     async def close(self) -> None:
