@@ -7,9 +7,9 @@ event loop hands it jobs — one request's inputs, already tokenized — through
 input at least), and reads each sequence's pooled vector (the GGUF's pooling: mean for MiniLM).
 Small batches are the fast ones: a non-causal model attends over the whole batch (masked), a
 cost that grows with its square — measured on all-MiniLM-L6-v2, 2-4 short sentences (~60
-tokens) per decode embed twice as fast per sentence as 32 at once (docs/benchmarks.md). Vectors are L2-normalized, as OpenAI's are.
-A long job yields the worker after each batch when another account is waiting, and a cancelled
-job stops after the batch under way.
+tokens) per decode embed twice as fast per sentence as 32 at once (docs/benchmarks.md).
+Vectors are L2-normalized, as OpenAI's are. A long job yields the worker after each batch when
+another account is waiting, and a cancelled job stops after the batch under way.
 
 Tokenizing (the vocabulary only, never the context) runs on the event loop for short inputs and
 in a thread for long ones; [CLS] and [SEP] are added as the model wants.
