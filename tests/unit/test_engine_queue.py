@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,21 +17,27 @@ from tokendock.inference.llama import SLICE_TOKENS, LlamaEngine
 
 
 class FakeModel:
-    """Stands in for llama_cpp.Llama: every token is "x"; the first generate waits for `go`."""
+    """Stands in for the llama.cpp context: every token is "x"; evaluating a context (a job's
+    prompt, or prompt + tokens so far when it resumes) waits for `go`."""
 
     def __init__(self) -> None:
         self.go = threading.Event()
-        self.contexts: list[int] = []  # tokens handed to each generate() call
-        self.next_history: Sequence[int] = ()
+        self.contexts: list[int] = []  # tokens of each context evaluated
 
-    def set_seed(self, seed: int) -> None:
-        pass
-
-    def generate(self, tokens: list[int], reset: bool = True) -> Iterator[int]:
+    def evaluate(self, tokens: Sequence[int]) -> None:
         self.contexts.append(len(tokens))
         self.go.wait(10)
-        while True:
-            yield 7
+
+    def close(self) -> None:
+        pass
+
+
+class FakePicker:
+    def pick(self, logits: object) -> int:
+        return 7
+
+    def accept(self, token: int) -> None:
+        pass
 
     def close(self) -> None:
         pass
@@ -44,6 +50,10 @@ async def engine(tmp_path: Path) -> AsyncIterator[tuple[LlamaEngine, FakeModel]]
     eng._llm = model
     eng._llama_cpp = SimpleNamespace(llama_vocab_is_eog=lambda vocab, token: False)
     eng._piece = lambda token: b"x"  # type: ignore[method-assign]
+    eng._picker = lambda job: FakePicker()  # type: ignore[assignment,method-assign,return-value]
+    eng._evaluate = model.evaluate  # type: ignore[method-assign]
+    eng._logits = lambda: None  # type: ignore[method-assign]
+    eng._advance = lambda token: None  # type: ignore[method-assign]
     eng._thread = threading.Thread(target=eng._worker, daemon=True)
     eng._thread.start()
     yield eng, model

@@ -339,53 +339,91 @@ def test_top_logprobs_without_logprobs() -> None:
     assert check_error(logprobs=False, top_logprobs=3).param == "top_logprobs"
 
 
-def test_logprobs_true_is_unsupported() -> None:
-    for fields in ({"logprobs": True}, {"logprobs": True, "top_logprobs": 2}):
-        err = check_error(**fields)
-        assert isinstance(err, UnsupportedParameter)
-        assert err.param == "logprobs"
-        assert err.code == "unsupported_parameter"
-        assert err.status == 400
+def checked(**fields: Any) -> None:
+    """The request passes its own rules and the embedded engine takes it."""
+    req = parse(ChatCompletionRequest, chat(**fields))
+    req.check()
+    refuse_unsupported(features(req))
 
 
-def test_logprobs_false_is_fine() -> None:
-    parse(ChatCompletionRequest, chat(logprobs=False)).check()
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
 
 
-def test_tools_are_unsupported() -> None:
-    tools = [{"type": "function", "function": {"name": "f", "parameters": {}}}]
-    err = check_error(tools=tools)
-    assert isinstance(err, UnsupportedParameter)
-    assert err.param == "tools"
-    parse(ChatCompletionRequest, chat(tools=[])).check()
+def test_logprobs_are_taken() -> None:
+    checked(logprobs=True)
+    checked(logprobs=True, top_logprobs=20)
+    checked(logprobs=False)
 
 
-@pytest.mark.parametrize("choice", ["auto", "required", {"type": "function"}])
-def test_tool_choice_other_than_none_is_unsupported(choice: Any) -> None:
-    err = check_error(tool_choice=choice)
-    assert isinstance(err, UnsupportedParameter)
-    assert err.param == "tool_choice"
+def test_tools_and_choices_are_taken() -> None:
+    checked(tools=[TOOL])
+    checked(tools=[])
+    for choice in ("auto", "required", "none", {"type": "function", "function": {"name": "f"}}):
+        checked(tools=[TOOL], tool_choice=choice, parallel_tool_calls=False)
+    checked(tool_choice="none")
+    checked(functions=[{"name": "f"}], function_call={"name": "f"})
+    checked(function_call="none")
 
 
-def test_tool_choice_none_is_fine() -> None:
-    parse(ChatCompletionRequest, chat(tool_choice="none")).check()
-
-
-def test_legacy_functions_are_unsupported() -> None:
-    assert check_error(functions=[{"name": "f"}]).param == "functions"
-    assert check_error(function_call="auto").param == "function_call"
-    parse(ChatCompletionRequest, chat(function_call="none")).check()
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        (
+            {"tools": [{"type": "function", "function": {"parameters": {}}}]},
+            "tools[0].function.name",
+        ),
+        ({"tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools[0].function.name"),
+        ({"tools": [{"type": "retrieval"}]}, "tools[0].type"),
+        ({"tools": [TOOL, TOOL]}, "tools"),
+        (
+            {"tools": [{"type": "function", "function": {"name": "f", "parameters": 3}}]},
+            "tools[0].function.parameters",
+        ),
+        ({"tool_choice": "required"}, "tool_choice"),
+        ({"tools": [TOOL], "tool_choice": "sometimes"}, "tool_choice"),
+        (
+            {"tools": [TOOL], "tool_choice": {"type": "function", "function": {"name": "g"}}},
+            "tool_choice",
+        ),
+        ({"tools": [TOOL], "tool_choice": {"type": "function"}}, "tool_choice.function.name"),
+        ({"tools": [TOOL], "functions": [{"name": "f"}]}, "functions"),
+        ({"functions": [{"name": "f"}], "function_call": {"name": "g"}}, "function_call"),
+        ({"function_call": "auto", "functions": [{"description": "x"}]}, "functions[0].name"),
+        ({"response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+        (
+            {"response_format": {"type": "json_schema", "json_schema": {"schema": {}}}},
+            "response_format.json_schema.name",
+        ),
+    ],
+)
+def test_malformed_tool_fields_are_400s_naming_the_field(
+    fields: dict[str, Any], param: str
+) -> None:
+    err = check_error(**fields)
+    assert err.status == 400
+    assert err.param == param, err.message
 
 
 @pytest.mark.parametrize("kind", ["json_schema", "json_object"])
-def test_structured_response_formats_are_unsupported(kind: str) -> None:
+def test_structured_response_formats_are_taken(kind: str) -> None:
     fmt: dict[str, Any] = {"type": kind}
     if kind == "json_schema":
         fmt["json_schema"] = {"name": "x", "schema": {"type": "object"}, "strict": True}
-    err = check_error(response_format=fmt)
-    assert isinstance(err, UnsupportedParameter)
-    assert err.param == "response_format.type"
-    assert kind in err.message
+    checked(response_format=fmt)
+
+
+def test_history_tool_calls_are_checked() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    checked(
+        messages=[
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [call]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "ok"},
+        ]
+    )
+    bad = {"id": "call_1", "type": "function", "function": {"arguments": "{}"}}
+    err = check_error(messages=[{"role": "assistant", "content": None, "tool_calls": [bad]}])
+    assert err.param == "messages[0].tool_calls[0].function.name"
 
 
 def test_text_response_format_is_fine() -> None:

@@ -182,10 +182,15 @@ def test_empty_or_null_suffix_is_fine() -> None:
     parse(completion(suffix=None)).check()
 
 
-def test_logprobs_is_unsupported_and_range_checked() -> None:
-    err = check_error(logprobs=0)
-    assert isinstance(err, UnsupportedParameter)
-    assert err.param == "logprobs"
+def check_error_free(**fields: Any) -> None:
+    req = parse(completion(**fields))
+    req.check()
+    refuse_unsupported(inference_request(req, orjson.dumps(completion(**fields))).features)
+
+
+def test_logprobs_is_taken_and_range_checked() -> None:
+    check_error_free(logprobs=0)
+    check_error_free(logprobs=5, echo=True)
     assert rejected(completion(logprobs=6)).param == "logprobs"
     assert rejected(completion(logprobs=True)).param == "logprobs"
 

@@ -30,6 +30,7 @@ import numpy.typing as npt
 
 from tokendock.catalog import ModelSpec
 from tokendock.inference.base import ChatTurn, Sampling
+from tokendock.inference.structured import OutputFormat, ToolUse
 from tokendock.inference.upstream_reply import strict_payload
 
 JSON = dict[str, Any]
@@ -104,8 +105,10 @@ class InferenceRequest:
     user: str | None = None
     stream: bool = False
     include_usage: bool = False
-    features: Features = Features()
     dimensions: int | None = None
+    features: Features = Features()
+    tools: ToolUse | None = None  # tools offered (and how they may be used)
+    output: OutputFormat | None = None  # response_format json_object / json_schema
     payload: Passthrough = field(default_factory=Passthrough)
 
     @property
@@ -121,6 +124,7 @@ class Delta:
     tool_calls: tuple[JSON, ...] | None = None
     logprobs: JSON | None = None
     refusal: str | None = None
+    function_call: JSON | None = None  # the deprecated form of a tool call
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,10 +137,6 @@ Event = Delta | Finish
 
 
 @dataclass(frozen=True, slots=True)
-class Bound:
-    """A request's worst case before any tokenizing: what admission holds credit for."""
-
-@dataclass(frozen=True, slots=True)
 class Embedding:
     """The vector of input `index` (float32, as the model or the upstream gave it)."""
 
@@ -146,6 +146,10 @@ class Embedding:
 
 Output = Event | Embedding
 
+
+@dataclass(frozen=True, slots=True)
+class Bound:
+    """A request's worst case before any tokenizing: what admission holds credit for."""
 
     prompt_tokens: int
     completion_tokens: int

@@ -18,9 +18,20 @@ FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the assistant made: `arguments` is JSON text, as OpenAI sends it."""
+
+    id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ChatTurn:
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()  # an assistant turn's calls
+    tool_call_id: str | None = None  # a tool turn: the call it answers
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +46,27 @@ class Sampling:
     frequency_penalty: float = 0.0
     seed: int | None = None
     logit_bias: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Grammar:
+    """A GBNF grammar the sampled text must follow. With a `trigger`, generation is free until
+    the text contains it; from there on the rest must match the grammar (whose root describes
+    what follows the trigger) — a lazily applied grammar, e.g. for a tool call in `auto`."""
+
+    text: str
+    trigger: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One sampled token: its text, `raw` bytes and log-probability, and the `top` alternatives
+    (text, logprob, bytes), most likely first."""
+
+    token: str
+    logprob: float
+    raw: bytes
+    top: tuple[tuple[str, float, bytes], ...] = ()
 
 
 @dataclass(slots=True)
@@ -59,11 +91,22 @@ class Generation:
     sampling: Sampling = Sampling()
     meter: Meter = field(default_factory=Meter)
     owner: str = ""
+    grammar: Grammar | None = None
+    top_logprobs: int | None = None  # None: no logprobs; else how many alternatives (0–20)
+    prompt_logprobs: bool = False  # score the prompt's tokens too (PromptScored, first)
 
 
 @dataclass(frozen=True, slots=True)
 class TextDelta:
     text: str
+    logprobs: tuple[TokenLogprob, ...] = ()  # the tokens whose text this delta completes
+
+
+@dataclass(frozen=True, slots=True)
+class PromptScored:
+    """The prompt's tokens with their logprobs (the first has none: nothing precedes it)."""
+
+    tokens: tuple[TokenLogprob, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +115,7 @@ class Finished:
     completion_tokens: int
 
 
-Event = TextDelta | Finished
+Event = TextDelta | PromptScored | Finished
 
 
 class Engine(Protocol):
@@ -110,5 +153,9 @@ class Engine(Protocol):
         ...
 
     def detokenize(self, tokens: Sequence[int]) -> str: ...
+
+    def check_grammar(self, text: str) -> bool:
+        """Does the engine's grammar parser accept this GBNF grammar?"""
+        ...
 
     def generate(self, job: Generation) -> AsyncIterator[Event]: ...

@@ -22,7 +22,6 @@ from tokendock.catalog import ModelSpec
 from tokendock.errors import InvalidRequest, UnsupportedParameter
 from tokendock.inference.backend import (
     Bound,
-    Delta,
     Event,
     Features,
     Finish,
@@ -30,9 +29,19 @@ from tokendock.inference.backend import (
     Tally,
     default_sampling,
 )
-from tokendock.inference.base import Engine, Generation, Sampling, TextDelta
+from tokendock.inference.base import (
+    ChatTurn,
+    Engine,
+    Generation,
+    PromptScored,
+    Sampling,
+    TextDelta,
+)
 from tokendock.inference.budget import check_request_cap, completion_budget, per_choice
+from tokendock.inference.shaping import ChoiceShaper
+from tokendock.inference.structured import answer_grammar
 from tokendock.inference.templates import ChatTemplateError
+from tokendock.inference.tools import offer
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +79,7 @@ class EmbeddedBackend:
         for prompt in req.prompts:
             if not isinstance(prompt, str):
                 _check_token_ids(prompt, vocab)
+        answer_grammar(req.tools, req.output)  # a schema it cannot enforce: a 400, now
         window = self.engine.context_length
         return Bound(sum(min(b, window) for b in req.prompt_bytes), per * choices)
 
@@ -86,6 +96,7 @@ class EmbeddedRun:
         self._request_id = rid
         self.jobs: list[Generation] = []
         self.prefixes: list[str] = []  # echoed prompt text per choice
+        self.shapers: list[ChoiceShaper] = []
         self._prompt_tokens = 0
         self._first_token: float | None = None
         self._reasons: list[str] = []
@@ -97,6 +108,16 @@ class EmbeddedRun:
     async def begin(self) -> None:
         req, engine = self._req, self._engine
         sampling = default_sampling(self._spec, req)
+        grammar = answer_grammar(req.tools, req.output)
+        if grammar is not None and not engine.check_grammar(grammar.text):
+            log.error("llama.cpp refused a generated grammar:\n%s", grammar.text)
+            raise InvalidRequest(
+                "The schema could not be turned into a grammar this model can follow.",
+                param="tools" if req.tools is not None else "response_format",
+            )
+        top = req.features.top_logprobs if req.features.logprobs else None
+        if req.features.logprobs and top is None:
+            top = 0
         param = "messages" if req.kind == "chat" else "prompt"
         prompts: Sequence[object] = [req.turns] if req.kind == "chat" else req.prompts
         for prompt in prompts:
@@ -105,7 +126,7 @@ class EmbeddedRun:
                 tokens = await engine.tokenize(prompt, chat=False)
                 text = prompt
             elif req.kind == "chat":
-                tokens = await _chat_tokens(engine, req)
+                tokens = await _chat_tokens(engine, offer(req.turns, req.tools))
             else:
                 assert isinstance(prompt, tuple)
                 tokens = list(prompt)
@@ -117,9 +138,21 @@ class EmbeddedRun:
             for _ in range(req.n):
                 seeded = _seeded(sampling, len(self.jobs))
                 self.jobs.append(
-                    Generation(tokens, max_tokens, req.stop, seeded, owner=self._owner)
+                    Generation(
+                        tokens,
+                        max_tokens,
+                        req.stop,
+                        seeded,
+                        owner=self._owner,
+                        grammar=grammar,
+                        top_logprobs=top,
+                        prompt_logprobs=req.echo and top is not None,
+                    )
                 )
                 self.prefixes.append(text if req.echo else "")
+                self.shapers.append(
+                    ChoiceShaper(len(self.shapers), req.kind, req.tools, top is not None)
+                )
 
     async def events(self) -> AsyncIterator[Event]:
         """Events of all choices, merged; each choice ends with one Finish. Closing this
@@ -128,20 +161,30 @@ class EmbeddedRun:
         engine = self._engine
 
         async def pump(index: int, job: Generation) -> None:
+            shaper = self.shapers[index]
+            put = merged.put_nowait
             try:
                 async for event in engine.generate(job):
                     if isinstance(event, TextDelta):
-                        merged.put_nowait(Delta(index, event.text))
+                        for delta in shaper.text(event.text, event.logprobs):
+                            put(delta)
+                    elif isinstance(event, PromptScored):
+                        prefix = shaper.prefix(self.prefixes[index], event.tokens)
+                        if prefix is not None:
+                            put(prefix)
                     else:
-                        merged.put_nowait(Finish(index, event.reason))
+                        for item in shaper.finish(event.reason):
+                            put(item)
             except Exception as exc:
-                merged.put_nowait(exc)
+                put(exc)
 
         tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(self.jobs)]
         try:
             for i, prefix in enumerate(self.prefixes):
-                if prefix:
-                    yield Delta(i, prefix)
+                if prefix and not self.jobs[i].prompt_logprobs:
+                    delta = self.shapers[i].prefix(prefix)
+                    if delta is not None:
+                        yield delta
             remaining = len(tasks)
             while remaining:
                 item = await merged.get()
@@ -150,7 +193,7 @@ class EmbeddedRun:
                 if isinstance(item, Finish):
                     remaining -= 1
                     self._reasons.append(item.reason)
-                elif self._first_token is None and item.text:
+                elif self._first_token is None and (item.text or item.tool_calls):
                     self._first_token = time.monotonic()
                 yield item
         finally:
@@ -188,25 +231,7 @@ class EmbeddedRun:
 
 
 def refuse_unsupported(f: Features) -> None:
-    """What the embedded engine cannot do yet: a 400 naming the field."""
-    if f.logprobs:
-        raise UnsupportedParameter("'logprobs' is not supported yet.", param="logprobs")
-    if f.tools:
-        raise UnsupportedParameter(
-            "'tools' (function calling) is not supported yet.", param="tools"
-        )
-    if f.tool_choice not in (None, "none"):
-        raise UnsupportedParameter(
-            "'tool_choice' is not supported yet (only 'none').", param="tool_choice"
-        )
-    if f.functions or f.function_call not in (None, "none"):
-        param = "functions" if f.functions else "function_call"
-        raise UnsupportedParameter(f"'{param}' is not supported.", param=param)
-    if f.response_format in ("json_object", "json_schema"):
-        raise UnsupportedParameter(
-            f"response_format type '{f.response_format}' is not supported yet.",
-            param="response_format.type",
-        )
+    """What the embedded engine cannot do: a 400 naming the field."""
     if f.output_audio or (f.modalities and f.modalities != ("text",)):
         param = "audio" if f.output_audio else "modalities"
         raise UnsupportedParameter("Only text output is supported.", param=param)
@@ -230,9 +255,9 @@ def refuse_unsupported(f: Features) -> None:
         )
 
 
-async def _chat_tokens(engine: Engine, req: InferenceRequest) -> list[int]:
+async def _chat_tokens(engine: Engine, turns: Sequence[ChatTurn]) -> list[int]:
     try:
-        return await engine.tokenize_chat(req.turns)
+        return await engine.tokenize_chat(turns)
     except ChatTemplateError as exc:
         raise InvalidRequest(
             f"The model's chat template rejected the messages: {exc}", param="messages"

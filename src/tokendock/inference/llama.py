@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import collections
 import contextlib
 import ctypes
 import logging
+import math
 import os
 import secrets
 import threading
@@ -32,12 +34,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tokendock.catalog import ModelSpec
 from tokendock.errors import GenerationFailed, ModelNotReady
-from tokendock.inference.base import ChatTurn, Event, Finished, Generation, TextDelta
+from tokendock.inference.base import (
+    ChatTurn,
+    Event,
+    Finished,
+    Generation,
+    PromptScored,
+    TextDelta,
+    TokenLogprob,
+)
 from tokendock.inference.fair_queue import FairQueue
 from tokendock.inference.model_files import resolve_gguf
-from tokendock.inference.sampler import sampler_llama_class
+from tokendock.inference.picker import FirstBytes, Picker, check_grammar, score
 from tokendock.inference.stops import StopScanner
 from tokendock.inference.templates import ChatTemplate, RenderedChat, choose_template
 from tokendock.inference.tokenizer import Tokenizer
@@ -50,6 +62,8 @@ INLINE_TOKENIZE_CHARS = 4096
 INLINE_RENDER_TURNS = 64
 # A job yields to other owners after at least this many tokens (see `slice_tokens`).
 SLICE_TOKENS = 32
+# Prompt tokens scored per decode when the prompt's logprobs are asked for (echo).
+PROMPT_SCORE_BATCH = 64
 
 
 def slice_tokens(context: int) -> int:
@@ -74,6 +88,10 @@ class _Job:
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
     )
     seed: int = 0
+    # Logprobs of tokens whose text the stop scanner still holds: (text length so far, entry).
+    held: collections.deque[tuple[int, TokenLogprob]] = field(default_factory=collections.deque)
+    fed: int = 0  # characters given to the stop scanner
+    sent: int = 0  # characters it let through
 
     def start(self) -> bool:
         """Worker thread: claim the job (again, after a slice) unless it was cancelled while
@@ -122,6 +140,7 @@ class LlamaEngine:
         self._pieces: dict[int, bytes] = {}
         self._bos: int | None = None
         self._vocab: Any = None
+        self._first_bytes: FirstBytes | None = None
         self.model_path: Path | None = None
         self.load_error: str | None = None
 
@@ -159,13 +178,12 @@ class LlamaEngine:
 
         self.model_path = resolve_gguf(self.spec.path, self.spec.package, self._data_dir)
         threads = self.spec.threads or os.cpu_count() or 1
-        llm = sampler_llama_class()(
+        llm = llama_cpp.Llama(
             model_path=str(self.model_path),
             n_ctx=self.spec.context_length,
             n_batch=self.spec.batch_size,
             n_threads=threads,
             n_threads_batch=threads,
-            last_n_tokens_size=max(self.spec.sampling.penalty_last_n, 0) or 64,
             verbose=False,
         )
         self._llm = llm
@@ -183,6 +201,7 @@ class LlamaEngine:
         )
         self._template = ChatTemplate(source, bos_token=bos_text, eos_token=eos_text, name=name)
         self._tokenizer = Tokenizer(llama_cpp, self._vocab, f"{source}{bos_text}{eos_text}")
+        self._first_bytes = FirstBytes(llm.n_vocab(), self._piece)
 
     async def close(self) -> None:
         if self._thread is not None:
@@ -306,41 +325,35 @@ class LlamaEngine:
         """Generate one slice of the job; False when it yielded to another owner unfinished."""
         gen = job.gen
         limit = min(gen.max_tokens, self.context_length - len(gen.prompt))
-        if limit <= 0:
-            job.emit(Finished("length", 0))
-            return True
-        llm = self._llm
         meter = gen.meter
-        first = job.stops is None
-        if first:
+        if job.stops is None:
             job.stops = StopScanner(gen.stop)
             seed = gen.sampling.seed
             job.seed = seed if seed is not None else secrets.randbits(32)
+            if gen.prompt_logprobs:
+                job.emit(PromptScored(self._score_prompt(gen.prompt, gen.top_logprobs or 0)))
+        if limit <= 0:
+            job.emit(Finished("length", 0))
+            return True
         stops = job.stops
-        assert stops is not None
-        llm.next_sampling = gen.sampling
-        llm.next_history = job.sampled
-        # A resumed slice continues the random stream from a seed of its own (still fixed
-        # for a fixed seed and the same slicing).
-        llm.set_seed((job.seed + len(job.sampled)) & 0xFFFFFFFF)
-        decoder = job.decoder
+        picker = self._picker(job)
         is_eog = self._llama_cpp.llama_vocab_is_eog
         produced = len(job.sampled)
         budget = produced + slice_tokens(len(gen.prompt) + produced)
         reason: str = "length"
-        tokens = llm.generate([*gen.prompt, *job.sampled], reset=True)
         try:
-            for token in tokens:
+            self._evaluate([*gen.prompt, *job.sampled])
+            while True:
+                token = picker.pick(self._logits())
                 produced += 1
                 meter.tokens = produced
                 if is_eog(self._vocab, token):
                     reason = "stop"
                     break
+                entry = picker.logprob(token) if gen.top_logprobs is not None else None
+                picker.accept(token)
                 job.sampled.append(token)
-                text = decoder.decode(self._piece(token))
-                out = stops.feed(text) if text else ""
-                if out:
-                    job.emit(TextDelta(out))
+                self._emit_text(job, job.decoder.decode(self._piece(token)), entry)
                 if stops.stopped:
                     reason = "stop"
                     break
@@ -348,14 +361,102 @@ class LlamaEngine:
                     break
                 if produced >= budget and self._jobs.others_waiting(gen.owner, _live):
                     return False
+                self._advance(token)
         finally:
-            tokens.close()
+            picker.close()
         if not stops.stopped:
-            tail = stops.feed(decoder.decode(b"", final=True)) + stops.flush()
-            if tail:
-                job.emit(TextDelta(tail))
+            self._emit_text(job, job.decoder.decode(b"", final=True), None, final=True)
         job.emit(Finished("stop" if reason == "stop" else "length", produced))
         return True
+
+    def _picker(self, job: _Job) -> Picker:
+        gen = job.gen
+        # A resumed slice continues the random stream from a seed of its own (still fixed
+        # for a fixed seed and the same slicing).
+        return Picker(
+            self._llama_cpp,
+            self._vocab,
+            self.vocab_size,
+            gen.sampling,
+            seed=(job.seed + len(job.sampled)) & 0xFFFFFFFF,
+            piece=self._piece,
+            grammar=gen.grammar,
+            top_logprobs=gen.top_logprobs,
+            history=job.sampled,
+            index=self._first_bytes if gen.grammar is not None else None,
+        )
+
+    def _logits(self) -> Any:
+        """The last evaluated position's logits (a float pointer into the context)."""
+        return self._llm._ctx.get_logits_ith(-1)
+
+    def _advance(self, token: int) -> None:
+        self._llm.eval([token])
+
+    def _emit_text(
+        self, job: _Job, text: str, entry: TokenLogprob | None, *, final: bool = False
+    ) -> None:
+        """Text through the stop scanner; each token's logprob goes out with the delta that
+        completes its text (the tokens of a stop sequence never do)."""
+        stops = job.stops
+        assert stops is not None
+        job.fed += len(text)
+        if entry is not None:
+            job.held.append((job.fed, entry))
+        out = stops.feed(text) if text else ""
+        if final:
+            out += stops.flush()
+        job.sent += len(out)
+        held = job.held
+        ready: list[TokenLogprob] = []
+        while held and (held[0][0] <= job.sent or (final and not stops.stopped)):
+            ready.append(held.popleft()[1])
+        if out or ready:
+            job.emit(TextDelta(out, tuple(ready)))
+
+    def _evaluate(self, tokens: list[int]) -> None:
+        """Make the context hold `tokens` with the last one's logits ready: the longest prefix
+        already in the KV cache is kept (a resumed slice or a shared prompt), the rest decoded."""
+        llm = self._llm
+        have = min(llm.n_tokens, len(tokens) - 1)
+        cached = llm.input_ids[:have]
+        same = 0
+        if have > 0:
+            diff = np.flatnonzero(cached != np.asarray(tokens[:have], dtype=np.intc))
+            same = int(diff[0]) if len(diff) else have
+        if not llm._ctx.kv_cache_seq_rm(-1, same, -1):
+            llm._ctx.kv_cache_clear()
+            same = 0
+        llm.n_tokens = same
+        llm.eval(tokens[same:])
+
+    def _score_prompt(self, prompt: Sequence[int], top: int) -> tuple[TokenLogprob, ...]:
+        """Each prompt token's logprob given the tokens before it (the first has none)."""
+        llm = self._llm
+        llm._ctx.kv_cache_clear()
+        llm.n_tokens = 0
+        first = self._piece(prompt[0]) if prompt else b""
+        entries = [TokenLogprob(first.decode("utf-8", "replace"), math.nan, first)]
+        step = min(PROMPT_SCORE_BATCH, llm.n_batch)
+        for start in range(0, len(prompt), step):
+            chunk = list(prompt[start : start + step])
+            llm._batch.set_batch(batch=chunk, n_past=start, logits_all=True)
+            llm._ctx.decode(llm._batch)
+            llm.input_ids[start : start + len(chunk)] = chunk
+            llm.n_tokens = start + len(chunk)
+            for i in range(len(chunk)):
+                if start + i + 1 < len(prompt):
+                    values = np.ctypeslib.as_array(
+                        llm._ctx.get_logits_ith(i), shape=(self.vocab_size,)
+                    )
+                    entries.append(score(values, prompt[start + i + 1], top, self._piece))
+        if prompt and prompt[0] == self._bos:  # not text the client sent: the next one counts
+            entries.pop(0)
+        return tuple(entries)
+
+    def check_grammar(self, text: str) -> bool:
+        self._require_ready()
+        return check_grammar(self._llama_cpp, self._vocab, text)
 
 
 def _live(job: _Job) -> bool:

@@ -17,6 +17,15 @@ from tokendock.protocol.bounds import (
     utf8_len,
 )
 from tokendock.protocol.common import SamplingFields
+from tokendock.protocol.tools import (
+    CALL_PROMPT_BYTES,
+    TOOL_PROMPT_BYTES,
+    check_call,
+    check_choice,
+    check_functions,
+    check_response_format,
+    json_bytes,
+)
 
 
 class ContentPart(BaseModel):
@@ -78,7 +87,21 @@ class ChatCompletionRequest(SamplingFields):
                 "Invalid 'response_format.type': expected 'text', 'json_object' or 'json_schema'.",
                 param="response_format.type",
             )
+        check_response_format(self.response_format)
+        names = check_functions(self.tools, self.functions)
+        check_choice(self.tool_choice, names if self.tools is not None else [], legacy=False)
+        check_choice(self.function_call, names if self.functions is not None else [], legacy=True)
         self._check_messages()
+
+    def tool_choice_name(self) -> str:
+        """How tools may be used, as one string: "none" / "auto" / "required" / a name."""
+        choice = self.tool_choice if self.tools is not None else self.function_call
+        if choice is None:
+            return "auto"
+        if isinstance(choice, str):
+            return choice
+        fn = choice.get("function", choice) if self.tools is not None else choice
+        return str(fn["name"])
 
     def prompt_bound(self) -> int:
         """An upper bound on the prompt's tokens, from bytes alone (no tokenizer): see
@@ -86,12 +109,18 @@ class ChatCompletionRequest(SamplingFields):
         total = TEMPLATE_TOKENS_PER_PROMPT
         for msg in self.messages:
             total += TEMPLATE_TOKENS_PER_MESSAGE + utf8_len(message_text(msg))
+            for call in msg.tool_calls or ():
+                total += CALL_PROMPT_BYTES + json_bytes(call)
+        if self.tools or self.functions:
+            total += TOOL_PROMPT_BYTES + json_bytes(self.tools) + json_bytes(self.functions)
         return total
 
     def _check_messages(self) -> None:
         chars = 0
         for i, msg in enumerate(self.messages):
             where = f"messages[{i}]"
+            for j, call in enumerate(msg.tool_calls or ()):
+                check_call(call, f"{where}.tool_calls[{j}]")
             if msg.role == "tool" and not msg.tool_call_id:
                 raise InvalidRequest(
                     f"Missing required parameter: '{where}.tool_call_id'.",
@@ -129,11 +158,15 @@ def message_choice(
     tool_calls: list[dict[str, Any]] | None = None,
     logprobs: dict[str, Any] | None = None,
     refusal: str | None = None,
+    function_call: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One choice of a whole chat completion. With tool calls, empty content is null."""
     message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": refusal}
     if tool_calls:
         message["tool_calls"] = tool_calls
+        message["content"] = text or None
+    if function_call:
+        message["function_call"] = function_call
         message["content"] = text or None
     return {
         "index": index,

@@ -21,7 +21,7 @@ has one entry point. `collect()` reads a whole (non-streamed) answer.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +62,7 @@ class Choice:
     finish_reason: str = "stop"
     tool_calls: list[JSON] | None = None
     logprobs: JSON | None = None
+    function_call: JSON | None = None
     refusal: str | None = None
 
 
@@ -194,7 +195,11 @@ class Call:
             if isinstance(event, Delta):
                 choice.text += event.text
                 if event.tool_calls:
-                    choice.tool_calls = [*(choice.tool_calls or ()), *event.tool_calls]
+                    choice.tool_calls = _merge_calls(choice.tool_calls or [], event.tool_calls)
+                if event.function_call:
+                    choice.function_call = _merge_function_call(
+                        choice.function_call, event.function_call
+                    )
                 if event.logprobs is not None:
                     choice.logprobs = _merge_logprobs(choice.logprobs, event.logprobs)
                 if event.refusal:
@@ -232,6 +237,33 @@ class Call:
             if self._claim is not None and status != "ok":
                 claim, self._claim = self._claim, None
                 await self._idempotency.failed(*claim)
+
+
+def _merge_calls(have: list[JSON], more: Sequence[JSON]) -> list[JSON]:
+    """Tool calls of one choice. A streamed call comes in pieces with an `index` (id and name
+    first, then argument fragments): pieces of one index make one call, without the index."""
+    calls = list(have)
+    for piece in more:
+        index = piece.get("index")
+        if index is None:
+            calls.append(dict(piece))
+            continue
+        if index < len(calls) and "id" not in piece:
+            call = calls[index]
+            fn = call.setdefault("function", {})
+            more_args = (piece.get("function") or {}).get("arguments", "")
+            fn["arguments"] = fn.get("arguments", "") + more_args
+            continue
+        call = {k: v for k, v in piece.items() if k != "index"}
+        call["function"] = dict(call.get("function") or {})
+        calls.append(call)
+    return calls
+
+
+def _merge_function_call(have: JSON | None, more: JSON) -> JSON:
+    if have is None:
+        return {"name": more.get("name"), "arguments": more.get("arguments", "")}
+    return {**have, "arguments": have.get("arguments", "") + more.get("arguments", "")}
 
 
 def _check_task(backend: Backend, req: InferenceRequest) -> None:

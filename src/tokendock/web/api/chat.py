@@ -8,9 +8,11 @@ from typing import Any
 from starlette.routing import Route
 
 from tokendock.inference.backend import Delta, Event, Features, InferenceRequest, Passthrough
-from tokendock.inference.base import ChatTurn
+from tokendock.inference.base import ChatTurn, ToolCall
+from tokendock.inference.structured import OutputFormat, Tool, ToolUse
 from tokendock.protocol.chat import (
     ChatCompletionRequest,
+    Message,
     delta_choice,
     message_choice,
     message_text,
@@ -21,9 +23,12 @@ from tokendock.web.api.respond import Stamp, endpoint, sampled, stamped
 
 
 def inference_request(req: ChatCompletionRequest, body: bytes) -> InferenceRequest:
+    plain = _plain(req)
     return InferenceRequest(
         kind="chat",
-        turns=tuple(ChatTurn(m.role, message_text(m)) for m in req.messages),
+        turns=tuple(_turn(m) for m in req.messages),
+        tools=None if plain else tool_use(req),
+        output=None if plain else output_format(req),
         prompt_bytes=(req.prompt_bound(),),
         max_tokens=req.token_limit(),
         max_tokens_param="max_completion_tokens" if req.max_completion_tokens else "max_tokens",
@@ -34,6 +39,48 @@ def inference_request(req: ChatCompletionRequest, body: bytes) -> InferenceReque
 
 
 PLAIN = Features()
+
+
+def _turn(m: Message) -> ChatTurn:
+    if m.tool_calls:
+        calls = tuple(
+            ToolCall(c["id"], c["function"]["name"], c["function"].get("arguments", ""))
+            for c in m.tool_calls
+        )
+        return ChatTurn(m.role, message_text(m), tool_calls=calls)
+    if m.role == "tool":
+        return ChatTurn(m.role, message_text(m), tool_call_id=m.tool_call_id)
+    return ChatTurn(m.role, message_text(m))
+
+
+def tool_use(req: ChatCompletionRequest) -> ToolUse | None:
+    """The offered functions (`tools`, or the deprecated `functions`) and how to use them."""
+    legacy = req.tools is None
+    entries = req.functions if legacy else req.tools
+    if not entries:
+        return None
+    field = "functions" if legacy else "tools"
+    tools = []
+    for i, entry in enumerate(entries):
+        fn = entry if legacy else entry["function"]
+        where = f"{field}[{i}]" if legacy else f"{field}[{i}].function"
+        tools.append(
+            Tool(fn["name"], fn.get("description") or "", fn.get("parameters"), param=where)
+        )
+    parallel = False if legacy else req.parallel_tool_calls is not False
+    return ToolUse(tuple(tools), req.tool_choice_name(), parallel, legacy)
+
+
+def output_format(req: ChatCompletionRequest) -> OutputFormat | None:
+    rf = req.response_format
+    kind = None if rf is None else rf.get("type")
+    if rf is None or kind not in ("json_object", "json_schema"):
+        return None
+    if kind == "json_object":
+        return OutputFormat("json_object")
+    spec = rf["json_schema"]
+    schema = spec.get("schema", {"type": "object"})
+    return OutputFormat("json_schema", schema, spec["name"])
 
 
 def features(req: ChatCompletionRequest) -> Features:
@@ -90,6 +137,9 @@ class ChatWire:
         if event.tool_calls:
             delta["tool_calls"] = list(event.tool_calls)
             delta["content"] = event.text or None
+        if event.function_call:
+            delta["function_call"] = event.function_call
+            delta["content"] = event.text or None
         if event.refusal:
             delta["refusal"] = event.refusal
         choice = delta_choice(event.index, delta, None, event.logprobs)
@@ -104,6 +154,7 @@ class ChatWire:
                 tool_calls=c.tool_calls,
                 logprobs=c.logprobs,
                 refusal=c.refusal,
+                function_call=c.function_call,
             )
             for i, c in enumerate(answer.choices)
         ]

@@ -1,0 +1,109 @@
+"""One choice of the embedded engine, from engine events to the backend's typed `Delta`s:
+tool calls parsed out of the text (tools.py), logprobs in the endpoint's shape (chat's
+`content` entries, or legacy completions' parallel lists), the finish reason a call implies."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from tokendock.inference.backend import Delta, Event, Finish, Kind
+from tokendock.inference.base import TokenLogprob
+from tokendock.inference.structured import ToolUse
+from tokendock.inference.tools import CallArguments, CallParser, CallStart, Piece
+
+JSON = dict[str, Any]
+
+
+class ChoiceShaper:
+    def __init__(self, index: int, kind: Kind, tools: ToolUse | None, logprobs: bool):
+        self.index = index
+        self._kind = kind
+        self._legacy = tools is not None and tools.legacy
+        self._parser = CallParser() if tools is not None and tools.active else None
+        self._logprobs = logprobs
+        self._offset = 0  # characters of this choice so far (legacy text_offset)
+
+    def prefix(self, text: str, scored: Sequence[TokenLogprob] = ()) -> Delta | None:
+        """The echoed prompt (legacy completions), with its tokens' logprobs when asked."""
+        if not text and not scored:
+            return None
+        logprobs = self._shape(scored) if self._logprobs else None
+        self._offset = len(text)
+        return Delta(self.index, text, logprobs=logprobs)
+
+    def text(self, text: str, entries: Sequence[TokenLogprob]) -> list[Delta]:
+        logprobs = self._shape(entries) if self._logprobs and entries else None
+        pieces: list[Piece] = self._parser.feed(text) if self._parser else [text]
+        return self._deltas(pieces, logprobs)
+
+    def finish(self, reason: str) -> list[Event]:
+        out: list[Event] = []
+        if self._parser is not None:
+            out.extend(self._deltas(self._parser.finish(), None))
+            if self._parser.calls and reason == "stop":
+                reason = "function_call" if self._legacy else "tool_calls"
+        out.append(Finish(self.index, reason))
+        return out
+
+    def _deltas(self, pieces: list[Piece], logprobs: JSON | None) -> list[Delta]:
+        out: list[Delta] = []
+        text = ""
+        calls: list[JSON] = []
+        for piece in pieces:
+            if isinstance(piece, str):
+                text += piece
+            elif isinstance(piece, CallStart):
+                calls.append(
+                    {
+                        "index": piece.index,
+                        "id": piece.id,
+                        "type": "function",
+                        "function": {"name": piece.name, "arguments": ""},
+                    }
+                )
+            elif isinstance(piece, CallArguments):
+                calls.append({"index": piece.index, "function": {"arguments": piece.text}})
+        if text or calls or logprobs is not None:
+            if self._legacy and calls:
+                out.append(Delta(self.index, text, logprobs=logprobs, function_call=_legacy(calls)))
+            else:
+                out.append(Delta(self.index, text, tuple(calls) or None, logprobs))
+        return out
+
+    def _shape(self, entries: Sequence[TokenLogprob]) -> JSON:
+        if self._kind == "chat":
+            return {"content": [_chat_entry(e) for e in entries], "refusal": None}
+        offsets = []
+        for e in entries:
+            offsets.append(self._offset)
+            self._offset += len(e.token)
+        return {
+            "tokens": [e.token for e in entries],
+            "token_logprobs": [_finite(e.logprob) for e in entries],
+            "top_logprobs": [
+                None if math.isnan(e.logprob) else {t: lp for t, lp, _ in e.top} for e in entries
+            ],
+            "text_offset": offsets,
+        }
+
+
+def _chat_entry(e: TokenLogprob) -> JSON:
+    return {
+        "token": e.token,
+        "logprob": e.logprob,
+        "bytes": list(e.raw),
+        "top_logprobs": [{"token": t, "logprob": lp, "bytes": list(b)} for t, lp, b in e.top],
+    }
+
+
+def _finite(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
+def _legacy(calls: list[JSON]) -> JSON:
+    """Tool-call pieces as the deprecated `function_call` delta (one call: `parallel` is off)."""
+    name = next((c["function"]["name"] for c in calls if "id" in c), None)
+    arguments = "".join(c["function"]["arguments"] for c in calls)
+    return {"name": name, "arguments": arguments} if name is not None else {"arguments": arguments}
