@@ -226,7 +226,12 @@ def test_multi_turn_with_a_tool_result(client: openai.OpenAI) -> None:
     )
     assert second.choices[0].finish_reason in ("stop", "length")
     assert second.choices[0].message.tool_calls is None
-    assert second.usage is not None and second.usage.prompt_tokens > first.usage.prompt_tokens  # type: ignore[union-attr]
+    alone = client.chat.completions.create(
+        model=MODEL, messages=WEATHER_ASK, tools=TOOLS, tool_choice="none", max_tokens=1
+    )
+    # The call and its result are in the prompt.
+    assert second.usage is not None and alone.usage is not None
+    assert second.usage.prompt_tokens > alone.usage.prompt_tokens + 20
 
 
 def test_deprecated_functions_give_a_function_call(client: openai.OpenAI) -> None:
