@@ -24,7 +24,16 @@ $(STAMP): pyproject.toml
 serve: $(STAMP)
 	$(BIN)/tokendock serve $(SERVE_ARGS)
 
-test: $(STAMP)
+# The official JavaScript SDK for tests/e2e/test_js_sdk.py (Node.js 20+), reinstalled when its
+# lock file changes.
+JS_STAMP := tests/js/node_modules/.installed-stamp
+
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	@command -v npm >/dev/null || { echo "make test needs Node.js 20+ with npm (tests/js)"; exit 1; }
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $(JS_STAMP)
+
+test: $(STAMP) $(JS_STAMP)
 	$(BIN)/tokendock models fetch
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
