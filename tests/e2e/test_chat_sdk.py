@@ -186,10 +186,11 @@ def test_max_tokens_over_the_models_cap(client: openai.OpenAI) -> None:
 
 
 def test_unsupported_fields_are_refused(client: openai.OpenAI) -> None:
-    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
     with pytest.raises(openai.BadRequestError) as exc:
-        client.chat.completions.create(model=MODEL, messages=PROMPT, tools=[tool])  # type: ignore[list-item]
-    assert isinstance(exc.value.body, dict) and exc.value.body["param"] == "tools"
+        client.chat.completions.create(
+            model=MODEL, messages=PROMPT, prediction={"type": "content", "content": "x"}
+        )
+    assert isinstance(exc.value.body, dict) and exc.value.body["param"] == "prediction"
 
 
 def test_extra_body_fields_are_ignored(client: openai.OpenAI) -> None:
