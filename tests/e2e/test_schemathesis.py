@@ -52,10 +52,10 @@ CHEAP_N = 2
 # TOKENDOCK_FUZZ_SCALE (e.g. 10 for a long run, 0.1 for a quick look).
 SCALE = float(os.environ.get("TOKENDOCK_FUZZ_SCALE", "1"))
 EXAMPLES = {"funded": 80, "tiny": 80, "none": 30, "wrong": 15}
-# Refused by design (400 unsupported_parameter): the generated cases that keep them test that.
+# Dropped from positive cases: refused by design (400 unsupported_parameter), or — tools,
+# functions, response_format — arbitrary generated schemas (400s naming the keyword; their real
+# use is tests/e2e/test_structured_sdk.py). The generated cases that keep them test that.
 REFUSED = (
-    "logprobs",
-    "top_logprobs",
     "tools",
     "tool_choice",
     "functions",
