@@ -32,7 +32,7 @@ def inference_request(req: ChatCompletionRequest, body: bytes) -> InferenceReque
         prompt_bytes=(req.prompt_bound(),),
         max_tokens=req.token_limit(),
         max_tokens_param="max_completion_tokens" if req.max_completion_tokens else "max_tokens",
-        features=features(req),
+        features=PLAIN if plain else features(req),
         payload=Passthrough(body),
         **sampled(req),
     )
