@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: serve test check fmt lint types contracts bench-engine bench-money bench-limits bench-gateway \
-	bench-soak bench-refusals bench-embeddings clean
+	bench-soak bench-refusals bench-embeddings bench-grammar clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -81,6 +81,13 @@ bench-soak: $(STAMP)
 bench-embeddings: $(STAMP)
 	$(BIN)/tokendock models fetch
 	$(BIN)/python bench/embeddings.py $(BENCH_ARGS)
+
+# Grammar-constrained generation (a json_schema answer, a required tool call) against free
+# generation on the same prompt and seeds, over HTTP and in the engine. Writes the
+# "Grammar-constrained generation" section of docs/benchmarks.md.
+bench-grammar: $(STAMP)
+	$(BIN)/tokendock models fetch
+	$(BIN)/python bench/grammar.py $(BENCH_ARGS)
 
 # What a refused request costs the server: CPU per request and tokenizer calls (must be 0).
 bench-refusals: $(STAMP)
