@@ -61,7 +61,12 @@ def test_required_tool_call(server: Server) -> None:
 
 def test_named_tool_call_streamed_through_the_sdk_helper(server: Server) -> None:
     named = {"type": "function", "function": {"name": "get_weather"}}
-    ask = {"model": MODEL, "messages": WEATHER_ASK, "tools": TOOLS, "tool_choice": named}
+    ask: dict[str, Any] = {
+        "model": MODEL,
+        "messages": WEATHER_ASK,
+        "tools": TOOLS,
+        "tool_choice": named,
+    }
     ask |= {"parallel_tool_calls": False, "max_tokens": 120, "temperature": 0}
     whole = run_js(server, "tool", ask)
     streamed = run_js(server, "tool-stream", ask)

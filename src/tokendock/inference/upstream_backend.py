@@ -227,6 +227,7 @@ def _choice_events(item: JSON, field: str) -> list[Event]:
                     tool_calls or None,
                     logprobs,
                     refusal if isinstance(refusal, str) else None,
+                    _function_call(message.get("function_call")),
                 )
             )
         else:
@@ -236,6 +237,14 @@ def _choice_events(item: JSON, field: str) -> list[Event]:
         if reason is not None:
             events.append(Finish(index, reason[:32]))
     return events
+
+
+def _function_call(value: object) -> JSON | None:
+    """The deprecated `function_call` of a message or delta: its string `name` / `arguments`."""
+    if not isinstance(value, dict):
+        return None
+    kept = {k: value[k] for k in ("name", "arguments") if isinstance(value.get(k), str)}
+    return kept or None
 
 
 def _client_error(fault: ClientFault) -> TokenDockError:

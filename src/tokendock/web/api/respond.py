@@ -168,6 +168,12 @@ async def _ended(call: Call) -> None:
     note(call.ticket)
 
 
+def _carries(delta: Delta) -> bool:
+    return bool(
+        delta.text or delta.tool_calls or delta.function_call or delta.refusal or delta.logprobs
+    )
+
+
 async def _sse(call: Call, stamp: Stamp, wire: Wire) -> AsyncIterator[bytes]:
     with_usage = call.request.include_usage
     events = call.events()
@@ -180,7 +186,7 @@ async def _sse(call: Call, stamp: Stamp, wire: Wire) -> AsyncIterator[bytes]:
         async for item in events:
             if not isinstance(item, Delta | Finish):
                 continue  # an embedding: never streamed
-            if isinstance(item, Delta) and not (item.text or item.tool_calls or item.logprobs):
+            if isinstance(item, Delta) and not _carries(item):
                 continue  # nothing for the client (an upstream's empty or role-only chunk)
             yield event(wire.chunk(stamp, item, with_usage))
         if with_usage:
