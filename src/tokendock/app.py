@@ -30,15 +30,18 @@ from tokendock.services.gate import Gate
 from tokendock.services.idempotency import Idempotency
 from tokendock.services.models import ModelDirectory
 from tokendock.services.pipeline import Pipeline
+from tokendock.services.responses import Responses
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.admin import AdminStore
 from tokendock.storage.db import create_engine
 from tokendock.storage.history import HistoryStore
 from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.storage.model_settings import ModelSettingsStore
+from tokendock.storage.responses import ResponseStore
 from tokendock.web import errors
 from tokendock.web.api import account, chat, completions, embeddings, health, models
 from tokendock.web.api import metrics as metrics_api
+from tokendock.web.api import responses as responses_api
 from tokendock.web.dashboard import admin, pages, playground, reference, usage
 from tokendock.web.dashboard.session import Sessions, load_secret
 from tokendock.web.deps import Services
@@ -94,6 +97,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         directory=directory,
     )
 
+    responses = Responses(ResponseStore(db))  # stored and background Responses API answers
     shutdown = Shutdown(settings.shutdown_grace_seconds)
 
     @contextlib.asynccontextmanager
@@ -117,6 +121,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await responses.close()  # background responses end their calls (then settle)
             await gate.drain()
             unwatch()
             # Every request has settled by now; a hold still open here lost its settlement
@@ -138,6 +143,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         openapi_url=None,
     )
     app.state.services = services
+    app.state.responses = responses
     app.state.sessions = Sessions(
         load_secret(settings),
         max_age=settings.session_days * 86400,
@@ -146,6 +152,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     errors.install(app)
     hot_routes = [*chat.routes, *completions.routes, *embeddings.routes]
     app.router.routes.extend(hot_routes)  # the hot paths: plain routes
+    app.router.routes.extend(responses_api.routes)
     app.router.routes.append(openapi_route())  # GET /openapi.json, written out in web/openapi.py
     metrics_api.warn_if_exposed(settings)
     dashboard = (pages.router, usage.router, playground.router, reference.router, admin.router)

@@ -161,6 +161,30 @@ idempotent_requests = Table(
 )
 
 
+# Responses API (web/api/responses.py) kept with `store` (the default): what was asked (JSON
+# text), the conversation before it (`context`: its previous response's items), its output and
+# usage. Read only by the account that made them.
+responses = Table(
+    "responses",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("model", String(200), nullable=False),
+    Column("status", String(16), nullable=False),  # queued, in_progress, completed, …
+    Column("background", Boolean, nullable=False, server_default=false()),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("previous_response_id", String(64), nullable=True),
+    Column("request", Text, nullable=False),
+    Column("input_items", Text, nullable=False),
+    Column("context", Text, nullable=False),
+    Column("output", Text, nullable=False),
+    Column("usage", Text, nullable=True),
+    Column("metadata", Text, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("incomplete_reason", String(32), nullable=True),
+)
+Index("ix_responses_account_created", responses.c.account_id, responses.c.created_at)
+
 # Operator overrides of catalog models, set on the admin page: a model can be switched off, and
 # its prices changed, without editing the catalog file. NULL prices: the catalog's.
 model_settings = Table(

@@ -1,0 +1,157 @@
+"""The Responses API's service side: an admitted `Call` read into output items (`run`), the
+record's final state from it (`conclude`), stored responses (always for one account: another
+account's id is not found) and background responses.
+
+A background response was admitted by the request that made it (402 / 429 there); its task
+reads the call to its end and writes the record. `cancel` cancels the task: the call ends (its
+settlement bills what the backend produced) and the record says `cancelled`. Every task is
+tracked; `close()` (at shutdown, before the gate drains) cancels those still running and waits
+for them, so each call is ended — and settled — exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from tokendock.errors import InternalError, InvalidRequest, NotFound, TokenDockError
+from tokendock.inference.backend import Delta, Finish
+from tokendock.protocol.response_shapes import JSON, OutputBuilder, ResponseRecord, response_usage
+from tokendock.services.pipeline import Call
+from tokendock.storage.responses import RUNNING, ResponseStore
+
+log = logging.getLogger(__name__)
+
+INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+
+
+async def run(call: Call, builder: OutputBuilder, rec: ResponseRecord) -> AsyncIterator[list[JSON]]:
+    """The call's events as Responses stream events (lists, one per backend event); when they
+    end, `rec` holds the output, usage and status. A failure marks `rec` failed and is raised."""
+    reason = "stop"
+    events = call.events()
+    try:
+        async for event in events:
+            if isinstance(event, Delta):
+                out = builder.text(event.text)
+                for piece in event.tool_calls or ():
+                    out += builder.call(piece)
+                if out:
+                    yield out
+            elif isinstance(event, Finish):
+                reason = event.reason
+    except Exception as exc:
+        conclude(rec, builder, call, "failed", failure=exc)
+        raise
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]  # closed early: the work stops
+    incomplete = INCOMPLETE.get(reason)
+    yield builder.finish(incomplete is None)
+    conclude(rec, builder, call, "incomplete" if incomplete else "completed", incomplete)
+
+
+def conclude(
+    rec: ResponseRecord,
+    builder: OutputBuilder,
+    call: Call,
+    status: str,
+    reason: str | None = None,
+    failure: BaseException | None = None,
+) -> None:
+    """The record's final state: output items, usage (what was billed) and status."""
+    if status != "completed" and builder.items:
+        builder.finish(False)  # close what is open (no one reads these events)
+    rec.status = status
+    rec.output = builder.items
+    rec.incomplete_reason = reason
+    tally = call.tally
+    rec.usage = response_usage(tally.prompt_tokens, tally.completion_tokens) if tally else None
+    if failure is not None:
+        public = isinstance(failure, TokenDockError) and not isinstance(failure, InternalError)
+        message = str(failure) if public else "The server had an error while generating."
+        rec.error = {"code": "server_error", "message": message}
+
+
+class Responses:
+    def __init__(self, store: ResponseStore):
+        self.store = store
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
+
+    async def get(
+        self, account_id: int, response_id: str, param: str | None = None
+    ) -> ResponseRecord:
+        rec = await self.store.get(account_id, response_id)
+        if rec is None:
+            raise NotFound(f"No response found with id '{response_id}'.", param=param)
+        return rec
+
+    def launch(self, call: Call, rec: ResponseRecord) -> None:
+        """Run an admitted call in the background; the record (stored, queued) follows it."""
+        if self._closing:
+            raise InternalError("The server is shutting down.")
+        task = asyncio.create_task(self._background(call, rec))
+        self._tasks[rec.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(rec.id, None))
+
+    async def _background(self, call: Call, rec: ResponseRecord) -> None:
+        builder = OutputBuilder()
+        try:
+            rec.status = "in_progress"
+            await self.store.update(rec, only_running=True)
+            await call.begin()
+            async for _ in run(call, builder, rec):
+                pass
+        except asyncio.CancelledError:
+            await call.abandon()
+            conclude(rec, builder, call, "cancelled")
+            if self._closing:
+                rec.status = "failed"
+                rec.error = {"code": "server_error", "message": "The server shut down."}
+        except Exception as exc:
+            if rec.status != "failed":  # failed before its events (a 400 the tokenizer found)
+                conclude(rec, builder, call, "failed", failure=exc)
+            if not isinstance(exc, TokenDockError):
+                log.error("background response %s failed", rec.id, exc_info=exc)
+        finally:
+            await call.abandon()  # a no-op once the call ended
+        with contextlib.suppress(Exception):
+            await self.store.update(rec, only_running=True)
+
+    async def cancel(self, account_id: int, response_id: str) -> ResponseRecord:
+        rec = await self.get(account_id, response_id)
+        if not rec.background:
+            raise InvalidRequest(
+                "Only responses created with 'background': true can be cancelled.",
+                param="response_id",
+            )
+        if not await self._stop(response_id) and rec.status in RUNNING:
+            rec.status = "cancelled"  # its task is not in this process (or is gone)
+            await self.store.update(rec, only_running=True)
+        return await self.get(account_id, response_id)
+
+    async def delete(self, account_id: int, response_id: str) -> None:
+        await self.get(account_id, response_id)
+        await self._stop(response_id)
+        if not await self.store.delete(account_id, response_id):
+            raise NotFound(f"No response found with id '{response_id}'.")
+
+    async def _stop(self, response_id: str) -> bool:
+        """Cancel this process's task of the response and wait until it has written its end."""
+        task = self._tasks.get(response_id)
+        if task is None or task.done():
+            return False
+        task.cancel()
+        await asyncio.wait({task})
+        return True
+
+    async def close(self) -> None:
+        """At shutdown: cancel background responses still running; each ends its call."""
+        self._closing = True
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)

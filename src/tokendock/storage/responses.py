@@ -1,0 +1,103 @@
+"""Stored responses of the Responses API, always read and written for one account: a response
+of another account is never found (the caller answers 404, never 403)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokendock.protocol.response_shapes import ResponseRecord
+from tokendock.storage.db import reader
+from tokendock.storage.tables import responses as t
+
+RUNNING = ("queued", "in_progress")
+
+
+def _dump(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _load(text: str | None) -> Any:
+    return None if text is None else orjson.loads(text)
+
+
+def _values(rec: ResponseRecord) -> dict[str, Any]:
+    return {
+        "status": rec.status,
+        "output": _dump(rec.output),
+        "usage": None if rec.usage is None else _dump(rec.usage),
+        "error": None if rec.error is None else _dump(rec.error),
+        "incomplete_reason": rec.incomplete_reason,
+    }
+
+
+class ResponseStore:
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine
+        self._reader = reader(engine)
+
+    async def insert(self, rec: ResponseRecord) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(t).values(
+                    id=rec.id,
+                    account_id=rec.account_id,
+                    model=rec.model,
+                    background=rec.background,
+                    created_at=datetime.fromtimestamp(rec.created_at, UTC),
+                    previous_response_id=rec.previous_response_id,
+                    request=_dump(rec.request),
+                    input_items=_dump(rec.input_items),
+                    context=_dump(rec.context),
+                    metadata=None if rec.metadata is None else _dump(rec.metadata),
+                    **_values(rec),
+                )
+            )
+
+    async def update(self, rec: ResponseRecord, *, only_running: bool = False) -> bool:
+        """Write the record's status, output and usage; `only_running`: unless it has already
+        ended (e.g. cancelled meanwhile). False when no row was changed."""
+        where = [t.c.id == rec.id, t.c.account_id == rec.account_id]
+        if only_running:
+            where.append(t.c.status.in_(RUNNING))
+        async with self._engine.begin() as conn:
+            result = await conn.execute(update(t).where(*where).values(**_values(rec)))
+        return bool(result.rowcount)
+
+    async def get(self, account_id: int, response_id: str) -> ResponseRecord | None:
+        query = select(t).where(t.c.id == response_id, t.c.account_id == account_id)
+        async with self._reader.connect() as conn:
+            row = (await conn.execute(query)).mappings().first()
+        if row is None:
+            return None
+        created = row["created_at"]
+        if created.tzinfo is None:  # SQLite keeps the fields as given (UTC)
+            created = created.replace(tzinfo=UTC)
+        return ResponseRecord(
+            id=row["id"],
+            account_id=row["account_id"],
+            model=row["model"],
+            created_at=int(created.timestamp()),
+            status=row["status"],
+            background=bool(row["background"]),
+            previous_response_id=row["previous_response_id"],
+            request=_load(row["request"]),
+            input_items=_load(row["input_items"]),
+            context=_load(row["context"]),
+            output=_load(row["output"]),
+            usage=_load(row["usage"]),
+            metadata=_load(row["metadata"]),
+            error=_load(row["error"]),
+            incomplete_reason=row["incomplete_reason"],
+        )
+
+    async def delete(self, account_id: int, response_id: str) -> bool:
+        async with self._engine.begin() as conn:
+            result = await conn.execute(
+                delete(t).where(t.c.id == response_id, t.c.account_id == account_id)
+            )
+        return bool(result.rowcount)

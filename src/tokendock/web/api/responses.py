@@ -1,0 +1,243 @@
+"""The Responses API (OpenAI's `/v1/responses`) on the one pipeline.
+
+POST /v1/responses                      create: whole, streamed (typed events), or background
+GET / DELETE /v1/responses/{id}         a stored response (the account's own: else 404)
+GET /v1/responses/{id}/input_items      its input items, paginated (after, limit, order)
+POST /v1/responses/{id}/cancel          a background response
+POST /v1/responses/input_tokens         the input's tokens, nothing generated
+
+A create is parsed (protocol/responses.py), its conversation assembled (the previous
+response's items, then its own input) and adapted into one `InferenceRequest`
+(responses_request.py); the pipeline admits, runs and settles it exactly as a chat completion,
+so the usage row and its cost are the same for the same tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from tokendock import observability
+from tokendock.inference.backend import InferenceRequest
+from tokendock.protocol.response_shapes import (
+    JSON,
+    OutputBuilder,
+    ResponseRecord,
+    new_id,
+    response_object,
+)
+from tokendock.protocol.responses import ResponseRequest, input_items
+from tokendock.services.idempotency import Replay
+from tokendock.services.pipeline import Call, IdempotencyKey
+from tokendock.services.responses import Responses, run
+from tokendock.storage.accounts import KeyRow
+from tokendock.web import headers
+from tokendock.web.api.respond import ClientGone, cancel_on_disconnect, note
+from tokendock.web.api.responses_items import input_tokens, list_input_items
+from tokendock.web.api.responses_request import inference_request, truncated
+from tokendock.web.deps import Services, current_key, parse_body, request_id, services_of
+from tokendock.web.responses import JSONResponse
+from tokendock.web.shutdown import CLIENT_GONE
+from tokendock.web.sse import EventStreamResponse
+
+log = logging.getLogger(__name__)
+
+
+def responses_of(request: Request) -> Responses:
+    responses: Responses = request.app.state.responses
+    return responses
+
+
+async def create(request: Request) -> Response:
+    deps = services_of(request)
+    key = await current_key(request)
+    req = await parse_body(request, ResponseRequest)
+    req.check()
+    responses = responses_of(request)
+    context: list[JSON] = []
+    if req.previous_response_id is not None:
+        previous = await responses.get(
+            key.account_id, req.previous_response_id, param="previous_response_id"
+        )
+        context = previous.history()
+    own = input_items(req.input)
+    items = truncated(req, [*context, *own], deps.models.spec(req.model))
+    stream = bool(req.stream)
+    inference = inference_request(req, items, stream=stream)
+    rec = ResponseRecord(
+        id=new_id("resp"),
+        account_id=key.account_id,
+        model=req.model,
+        created_at=int(time.time()),
+        background=bool(req.background),
+        previous_response_id=req.previous_response_id,
+        request=echoed(req),
+        input_items=own,
+        context=context,
+        metadata=req.metadata,
+    )
+    record = observability.current()
+    if record is not None:
+        record.model = req.model
+    if req.background:
+        return await _background(request, deps, key, inference, rec)
+    idem = request.headers.get("idempotency-key")
+    claim = None if idem is None else IdempotencyKey(idem, await request.body())
+    call = await deps.pipeline.start(key, inference, request_id(request), idempotency=claim)
+    if isinstance(call, Replay):
+        return Response(
+            call.body,
+            status_code=call.status,
+            media_type="application/json",
+            headers={"idempotent-replayed": "true"},
+        )
+    builder = OutputBuilder()
+    store = req.store is not False
+    try:
+        await cancel_on_disconnect(request, call.begin() if stream else _whole(call, builder, rec))
+    except ClientGone:
+        note(call.ticket)
+        return Response(status_code=CLIENT_GONE)
+    except BaseException:
+        note(call.ticket)
+        raise
+    if stream:
+        return EventStreamResponse(
+            _sse(call, builder, rec, responses if store else None),
+            keepalive=deps.settings.keepalive_seconds,
+            headers=headers.held(call.ticket),
+            on_close=lambda: _ended(call),
+        )
+    note(call.ticket)
+    if store:
+        await responses.store.insert(rec)
+    body = orjson.dumps(response_object(rec))
+    await call.answered(body)
+    return Response(body, media_type="application/json", headers=headers.settled(call.ticket))
+
+
+def echoed(req: ResponseRequest) -> JSON:
+    """The request's parameters the response object repeats."""
+    given = {
+        "instructions": req.instructions,
+        "max_output_tokens": req.max_output_tokens,
+        "temperature": req.temperature,
+        "top_p": req.top_p,
+        "user": req.user,
+    }
+    return {
+        **{k: v for k, v in given.items() if v is not None},
+        "parallel_tool_calls": req.parallel_tool_calls is not False,
+        "store": req.store is not False,
+        "format": req.text_format(),
+        "tool_choice": req.tool_choice or "auto",
+        "tools": req.tools_echoed(),
+        "truncation": req.truncation or "disabled",
+    }
+
+
+async def _whole(call: Call, builder: OutputBuilder, rec: ResponseRecord) -> None:
+    await call.begin()
+    async for _ in run(call, builder, rec):
+        pass
+
+
+async def _background(
+    request: Request, deps: Services, key: KeyRow, inference: InferenceRequest, rec: ResponseRecord
+) -> Response:
+    """Admitted now (a 402 or 429 is this request's answer); run by a tracked task."""
+    call = await deps.pipeline.start(key, inference, request_id(request))
+    assert isinstance(call, Call)  # no idempotency key: never a replay
+    rec.status = "queued"
+    try:
+        await responses_of(request).store.insert(rec)
+        responses_of(request).launch(call, rec)
+    except BaseException:
+        await call.abandon()  # nothing ran: the hold is released
+        raise
+    return JSONResponse(response_object(rec), headers=headers.held(call.ticket))
+
+
+async def _ended(call: Call) -> None:
+    await call.abandon()
+    note(call.ticket)
+
+
+def frame(body: JSON) -> bytes:
+    """One server-sent event, named by its type as OpenAI's are."""
+    kind: str = body["type"]
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
+async def _sse(
+    call: Call, builder: OutputBuilder, rec: ResponseRecord, responses: Responses | None
+) -> AsyncIterator[bytes]:
+    yield frame(builder.event("response.created", response=response_object(rec)))
+    yield frame(builder.event("response.in_progress", response=response_object(rec)))
+    final = "response.completed"
+    events = run(call, builder, rec)
+    try:
+        async for batch in events:
+            for body in batch:
+                yield frame(body)
+        if rec.status == "incomplete":
+            final = "response.incomplete"
+    except Exception as exc:
+        final = "response.failed"
+        if rec.error is None or rec.error["message"].startswith("The server had an error"):
+            log.error("stream %s failed", rec.id, exc_info=exc)
+        message = rec.error["message"] if rec.error else "The server had an error."
+        yield frame(builder.event("error", code="server_error", message=message, param=None))
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    if responses is not None:
+        try:
+            await responses.store.insert(rec)
+        except Exception:
+            log.exception("could not store response %s", rec.id)
+    yield frame(builder.event(final, response=response_object(rec)))
+
+
+async def one(request: Request) -> Response:
+    """GET (retrieve) or DELETE a stored response."""
+    key = await current_key(request)
+    response_id = request.path_params["response_id"]
+    responses = responses_of(request)
+    if request.method == "DELETE":
+        await responses.delete(key.account_id, response_id)
+        return JSONResponse({"id": response_id, "object": "response", "deleted": True})
+    return JSONResponse(response_object(await responses.get(key.account_id, response_id)))
+
+
+async def cancel(request: Request) -> Response:
+    key = await current_key(request)
+    rec = await responses_of(request).cancel(key.account_id, request.path_params["response_id"])
+    return JSONResponse(response_object(rec))
+
+
+async def items(request: Request) -> Response:
+    key = await current_key(request)
+    rec = await responses_of(request).get(key.account_id, request.path_params["response_id"])
+    return JSONResponse(list_input_items(rec.input_items, request.query_params))
+
+
+async def count(request: Request) -> Response:
+    deps = services_of(request)
+    key = await current_key(request)
+    total = await input_tokens(request, deps, key, responses_of(request))
+    return JSONResponse({"object": "response.input_tokens", "input_tokens": total})
+
+
+routes = [
+    Route("/v1/responses", create, methods=["POST"]),
+    Route("/v1/responses/input_tokens", count, methods=["POST"]),
+    Route("/v1/responses/{response_id}", one, methods=["GET", "DELETE"]),
+    Route("/v1/responses/{response_id}/input_items", items, methods=["GET"]),
+    Route("/v1/responses/{response_id}/cancel", cancel, methods=["POST"]),
+]
