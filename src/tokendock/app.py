@@ -39,7 +39,7 @@ from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.storage.model_settings import ModelSettingsStore
 from tokendock.storage.responses import ResponseStore
 from tokendock.web import errors
-from tokendock.web.api import account, chat, completions, embeddings, health, models
+from tokendock.web.api import account, chat, completions, embeddings, health, messages, models
 from tokendock.web.api import metrics as metrics_api
 from tokendock.web.api import responses as responses_api
 from tokendock.web.dashboard import admin, pages, playground, reference, usage
@@ -150,7 +150,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         secure=settings.cookies_secure(),
     )
     errors.install(app)
-    hot_routes = [*chat.routes, *completions.routes, *embeddings.routes]
+    hot_routes = [*chat.routes, *completions.routes, *embeddings.routes, *messages.routes]
     app.router.routes.extend(hot_routes)  # the hot paths: plain routes
     app.router.routes.extend(responses_api.routes)
     app.router.routes.append(openapi_route())  # GET /openapi.json, written out in web/openapi.py

@@ -97,6 +97,7 @@ class InferenceRequest:
     stop: tuple[str, ...] = ()
     temperature: float | None = None
     top_p: float | None = None
+    top_k: int | None = None  # None: the model's default (the catalog's); 0: no top-k cut
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     seed: int | None = None
@@ -224,7 +225,7 @@ def default_sampling(spec: ModelSpec, req: InferenceRequest) -> Sampling:
     return Sampling(
         temperature=1.0 if req.temperature is None else req.temperature,
         top_p=1.0 if req.top_p is None else req.top_p,
-        top_k=d.top_k,
+        top_k=d.top_k if req.top_k is None else req.top_k,
         min_p=d.min_p,
         repeat_penalty=d.repeat_penalty,
         penalty_last_n=d.penalty_last_n,

@@ -112,9 +112,16 @@ class Wire(Protocol):
 
 
 async def serve(
-    request: Request, deps: Services, key: KeyRow, req: InferenceRequest, wire: Wire
+    request: Request,
+    deps: Services,
+    key: KeyRow,
+    req: InferenceRequest,
+    wire: Wire,
+    *,
+    stream: Callable[[Call, Stamp], AsyncIterator[bytes]] | None = None,
 ) -> Response:
-    """Run `req` through the pipeline and answer in `wire`'s format."""
+    """Run `req` through the pipeline and answer in `wire`'s format. `stream`: a wire whose
+    streams are not OpenAI-style chunks renders the whole event stream itself."""
     record = observability.current()
     if record is not None:
         record.model = req.model
@@ -140,7 +147,7 @@ async def serve(
     stamp = Stamp.new(wire.prefix, req.model)
     if req.stream:
         return EventStreamResponse(
-            _sse(call, stamp, wire),
+            _sse(call, stamp, wire) if stream is None else stream(call, stamp),
             keepalive=deps.settings.keepalive_seconds,
             headers=headers.held(call.ticket),
             on_close=lambda: _ended(call),
