@@ -31,6 +31,7 @@ from tokendock.services.idempotency import Idempotency
 from tokendock.services.models import ModelDirectory
 from tokendock.services.pipeline import Pipeline
 from tokendock.services.responses import Responses
+from tokendock.services.stored_chat import StoredChats
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.admin import AdminStore
 from tokendock.storage.db import create_engine
@@ -38,10 +39,12 @@ from tokendock.storage.history import HistoryStore
 from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.storage.model_settings import ModelSettingsStore
 from tokendock.storage.responses import ResponseStore
+from tokendock.storage.stored_chat import StoredChatStore
 from tokendock.web import errors
 from tokendock.web.api import account, chat, completions, embeddings, health, messages, models
 from tokendock.web.api import metrics as metrics_api
 from tokendock.web.api import responses as responses_api
+from tokendock.web.api.stored_chat import router as stored_chat_router
 from tokendock.web.dashboard import admin, pages, playground, reference, usage
 from tokendock.web.dashboard.session import Sessions, load_secret
 from tokendock.web.deps import Services
@@ -85,6 +88,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     directory = ModelDirectory(registry, ModelSettingsStore(db))
     gate = Gate(directory, ledger, limiter, tiers)
     pipeline = Pipeline(registry, gate, Idempotency(IdempotencyStore(db)))
+    stored_chats = StoredChats(StoredChatStore(db))
     services = Services(
         settings=settings,
         models=registry,
@@ -95,6 +99,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         history=HistoryStore(db),
         admin=AdminStore(db),
         directory=directory,
+        stored_chats=stored_chats,
     )
 
     responses = Responses(ResponseStore(db))  # stored and background Responses API answers
@@ -123,6 +128,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
                     await task
             await responses.close()  # background responses end their calls (then settle)
             await gate.drain()
+            await stored_chats.drain()
             unwatch()
             # Every request has settled by now; a hold still open here lost its settlement
             # (e.g. the server's own deadline cancelled it): released now, not at next start.
@@ -158,6 +164,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     dashboard = (pages.router, usage.router, playground.router, reference.router, admin.router)
     for api in (health.router, metrics_api.router, models.router, account.router, *dashboard):
         app.include_router(api)
+    app.include_router(stored_chat_router)  # GET / POST / DELETE /v1/chat/completions/{id} …
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     hot = {("POST", r.path): r.endpoint for r in hot_routes}
 

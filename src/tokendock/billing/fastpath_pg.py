@@ -104,6 +104,7 @@ class PgFastPath:
             u and u.user,
             u and u.deployment,
             u is not None and u.estimated,
+            u and u.endpoint,
         )
         # Shielded: a settlement that reached the server completes even if its caller is gone.
         row = await asyncio.shield(call)

@@ -44,6 +44,7 @@ class UsageRow:
     user: str | None
     deployment: str | None = None  # the upstream that served it; None for the embedded engine
     estimated: bool = False  # token counts estimated (an upstream that reported no usage)
+    endpoint: str | None = None  # the API it came in by (InferenceRequest.endpoint)
 
 
 @dataclass(frozen=True, slots=True)

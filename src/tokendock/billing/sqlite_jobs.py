@@ -144,6 +144,7 @@ def settle(
                 ts,
                 u.deployment,
                 u.estimated,
+                u.endpoint,
             ),
         )
     return charged, balance, late

@@ -111,6 +111,9 @@ class InferenceRequest:
     tools: ToolUse | None = None  # tools offered (and how they may be used)
     output: OutputFormat | None = None  # response_format json_object / json_schema
     payload: Passthrough = field(default_factory=Passthrough)
+    # The API it came in by, recorded on its usage row: "chat.completions", "completions",
+    # "embeddings", "responses", "messages" … Each wire adapter sets it ("": not recorded).
+    endpoint: str = ""
 
     @property
     def body_bytes(self) -> int:

@@ -17,6 +17,7 @@ from tokendock.protocol.bounds import (
     utf8_len,
 )
 from tokendock.protocol.common import SamplingFields
+from tokendock.protocol.stored import Metadata
 from tokendock.protocol.tools import (
     CALL_PROMPT_BYTES,
     TOOL_PROMPT_BYTES,
@@ -68,6 +69,8 @@ class ChatCompletionRequest(SamplingFields):
     modalities: list[str] | None = None
     audio: dict[str, Any] | None = None
     prediction: dict[str, Any] | None = None
+    store: bool | None = None  # keep the request and answer (protocol/stored.py)
+    metadata: Metadata | None = None  # kept with a stored completion
 
     def token_limit(self) -> int | None:
         """`max_completion_tokens` wins over the older `max_tokens` when both are sent."""

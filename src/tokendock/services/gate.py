@@ -49,6 +49,7 @@ class Ticket:
     started: float = field(default_factory=time.monotonic)
     tally: Callable[[], Awaitable[Tally]] | None = None
     status: str = "ok"
+    endpoint: str | None = None  # the API the request came in by, for its usage row
     begun: bool = False  # the backend accepted the run (tokenized it; an upstream committed)
     refused: bool = False  # it ended with a client error (4xx)
     outcome: Tally | None = None
@@ -154,6 +155,7 @@ class Gate:
                 user=ticket.user,
                 deployment=tally.deployment,
                 estimated=tally.estimated,
+                endpoint=ticket.endpoint,
             )
             # Usage above the hold is charged up to the balance and the key's limit (Ledger).
             cost = ticket.price.cost(prompt, completion)

@@ -71,6 +71,30 @@ class Answer:
     choices: list[Choice] = field(default_factory=list)
     embeddings: list[Embedding] = field(default_factory=list)  # kind "embed": one per input
 
+    def take(self, event: Output) -> None:
+        """Add one event: its choice's text, tool calls, logprobs and finish reason."""
+        if isinstance(event, Embedding):
+            self.embeddings.append(event)
+            return
+        choices = self.choices
+        while len(choices) <= event.index:
+            choices.append(Choice())
+        choice = choices[event.index]
+        if isinstance(event, Delta):
+            choice.text += event.text
+            if event.tool_calls:
+                choice.tool_calls = _merge_calls(choice.tool_calls or [], event.tool_calls)
+            if event.function_call:
+                choice.function_call = _merge_function_call(
+                    choice.function_call, event.function_call
+                )
+            if event.logprobs is not None:
+                choice.logprobs = _merge_logprobs(choice.logprobs, event.logprobs)
+            if event.refusal:
+                choice.refusal = (choice.refusal or "") + event.refusal
+        else:
+            choice.finish_reason = event.reason
+
 
 class Pipeline:
     def __init__(self, backends: Backends, gate: Gate, idempotency: Idempotency):
@@ -102,6 +126,7 @@ class Pipeline:
             if claim is not None:
                 await self._idempotency.failed(*claim)
             raise
+        ticket.endpoint = req.endpoint or None
         try:
             owner = f"account:{key.account_id}"  # the backend is fair between accounts
             execution = backend.run(req, owner=owner, request_id=request_id)
@@ -184,28 +209,8 @@ class Call:
     async def collect(self) -> Answer:
         """A whole answer: every choice's text, tool calls and finish reason."""
         answer = Answer()
-        choices = answer.choices
         async for event in self.events():
-            if isinstance(event, Embedding):
-                answer.embeddings.append(event)
-                continue
-            while len(choices) <= event.index:
-                choices.append(Choice())
-            choice = choices[event.index]
-            if isinstance(event, Delta):
-                choice.text += event.text
-                if event.tool_calls:
-                    choice.tool_calls = _merge_calls(choice.tool_calls or [], event.tool_calls)
-                if event.function_call:
-                    choice.function_call = _merge_function_call(
-                        choice.function_call, event.function_call
-                    )
-                if event.logprobs is not None:
-                    choice.logprobs = _merge_logprobs(choice.logprobs, event.logprobs)
-                if event.refusal:
-                    choice.refusal = (choice.refusal or "") + event.refusal
-            else:
-                choice.finish_reason = event.reason
+            answer.take(event)
         return answer
 
     async def answered(self, body: bytes) -> None:

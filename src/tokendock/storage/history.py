@@ -39,6 +39,7 @@ class UsageLine:
     prompt_tokens: int
     completion_tokens: int
     cost: int
+    endpoint: str | None = None  # the API the requests came in by (None: not recorded)
 
 
 def _day(value: object) -> date:
@@ -105,12 +106,13 @@ class HistoryStore:
         key_id: int | None = None,
         limit: int = 1000,
     ) -> list[UsageLine]:
-        """Requests, tokens and cost per day and model, newest day first; `start` and `end`
-        are inclusive UTC days; `key_id` narrows to one of the account's keys."""
+        """Requests, tokens and cost per day, model and endpoint, newest day first; `start`
+        and `end` are inclusive UTC days; `key_id` narrows to one of the account's keys."""
         day = func.date(usage_records.c.created_at).label("day")
         query = select(
             day,
             usage_records.c.model,
+            usage_records.c.endpoint,
             func.count().label("requests"),
             func.sum(usage_records.c.prompt_tokens).label("prompt"),
             func.sum(usage_records.c.completion_tokens).label("completion"),
@@ -128,8 +130,8 @@ class HistoryStore:
         if key_id is not None:
             query = query.where(usage_records.c.key_id == key_id)
         query = (
-            query.group_by(day, usage_records.c.model)
-            .order_by(day.desc(), usage_records.c.model)
+            query.group_by(day, usage_records.c.model, usage_records.c.endpoint)
+            .order_by(day.desc(), usage_records.c.model, usage_records.c.endpoint)
             .limit(limit)
         )
         async with self._engine.connect() as conn:
@@ -142,6 +144,7 @@ class HistoryStore:
                 int(r.prompt or 0),
                 int(r.completion or 0),
                 int(r.cost or 0),
+                r.endpoint,
             )
             for r in rows
         ]

@@ -132,8 +132,40 @@ usage_records = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("deployment", String(200), nullable=True),
     Column("estimated", Boolean, nullable=False, server_default=false()),
+    # The API it came in by: chat.completions, completions, embeddings, responses, messages.
+    Column("endpoint", String(32), nullable=True),
 )
 Index("ix_usage_account_created", usage_records.c.account_id, usage_records.c.created_at)
+
+# Chat completions created with `store: true`, kept for their account (services/stored_chat.py).
+# `seq` orders them (pagination); `meta` is the `metadata` object of ≤16 string pairs, also
+# kept one pair a row in stored_chat_metadata for the list's `metadata[key]=value` filters.
+stored_chat_completions = Table(
+    "stored_chat_completions",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("id", String(64), nullable=False, unique=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", Integer, ForeignKey("api_keys.id"), nullable=True),
+    Column("model", String(200), nullable=False),
+    Column("meta", Text, nullable=True),  # the `metadata` object, as JSON
+    Column("messages", Text, nullable=False),  # the request's messages, as JSON
+    Column("completion", Text, nullable=False),  # the whole chat.completion object, as JSON
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+Index(
+    "ix_stored_chat_completions_account_seq",
+    stored_chat_completions.c.account_id,
+    stored_chat_completions.c.seq,
+)
+stored_chat_metadata = Table(
+    "stored_chat_metadata",
+    metadata,
+    Column("seq", Integer, ForeignKey("stored_chat_completions.seq"), primary_key=True),
+    Column("key", String(64), primary_key=True),
+    Column("value", String(512), nullable=False),
+)
+Index("ix_stored_chat_metadata_key_value", stored_chat_metadata.c.key, stored_chat_metadata.c.value)
 
 redemption_codes = Table(
     "redemption_codes",

@@ -20,6 +20,7 @@ from tokendock.protocol.errors import from_validation_error
 from tokendock.services.accounts import AccountService
 from tokendock.services.models import ModelDirectory
 from tokendock.services.pipeline import Pipeline
+from tokendock.services.stored_chat import StoredChats
 from tokendock.storage.accounts import KeyRow
 from tokendock.storage.admin import AdminStore
 from tokendock.storage.history import HistoryStore
@@ -36,6 +37,7 @@ class Services:
     history: HistoryStore
     admin: AdminStore
     directory: ModelDirectory
+    stored_chats: StoredChats
 
 
 def services_of(request: Request) -> Services:

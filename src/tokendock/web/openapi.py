@@ -22,6 +22,7 @@ from tokendock.protocol.chat import ChatCompletionRequest
 from tokendock.protocol.common import MAX_TOKEN_ID_DIGITS
 from tokendock.protocol.completions import CompletionRequest
 from tokendock.protocol.embeddings import EmbeddingRequest
+from tokendock.web import openapi_messages, openapi_responses, openapi_stored
 from tokendock.web.api.account import RedeemRequest
 from tokendock.web.openapi_shapes import SCHEMAS, STRING, Schema
 from tokendock.web.responses import JSONResponse
@@ -177,6 +178,7 @@ def _paths() -> dict[str, Any]:
             "post": _generation("Text completion (legacy)", "CompletionRequest", "TextCompletion")
         },
         "/v1/embeddings": {"post": _embeddings()},
+        **openapi_messages.paths(HEADERS, BILLING_HEADERS, RETRY_HEADERS),
         "/v1/models": {
             "get": _operation(
                 "The models served (no key needed)", _ok(_json("ModelList")), (), security=[]
@@ -230,6 +232,32 @@ def _paths() -> dict[str, Any]:
     }
 
 
+def _stored_operation(
+    summary: str,
+    ok: str,
+    errors: tuple[str, ...],
+    *,
+    body: str | None = None,
+    parameters: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return _operation(summary, _ok(_json(ok)), errors, body=body, parameters=parameters)
+
+
+def _with_stored(paths: dict[str, Any]) -> dict[str, Any]:
+    """The stored chat completions' operations (web/openapi_stored.py) added to `paths`."""
+    for path, operations in openapi_stored.paths(_stored_operation).items():
+        paths.setdefault(path, {}).update(operations)
+    return paths
+
+
+def _with_responses(paths: dict[str, Any]) -> dict[str, Any]:
+    """The Responses API's operations (web/openapi_responses.py) added to `paths`."""
+    create = _generation("Create a response (Responses API)", "ResponseRequest", "Response")
+    create["parameters"] = [IDEMPOTENCY_KEY]
+    paths.update(openapi_responses.paths(create, _operation, _ok))
+    return paths
+
+
 def _request_schemas() -> dict[str, Schema]:
     models: list[type[BaseModel]] = [
         ChatCompletionRequest,
@@ -246,6 +274,7 @@ def _request_schemas() -> dict[str, Schema]:
         bias = schemas[name]["properties"]["logit_bias"]["anyOf"][0]
         bias["propertyNames"] = {"pattern": f"^[0-9]{{1,{MAX_TOKEN_ID_DIGITS}}}$"}
         bias["additionalProperties"] = {"type": "number", "minimum": -100, "maximum": 100}
+    schemas.update(openapi_messages.schemas())  # Anthropic's Messages API
     return schemas
 
 
@@ -258,9 +287,14 @@ def document() -> dict[str, Any]:
             "description": "OpenAI-compatible API. Every error is "
             '`{"error": {"message", "type", "param", "code"}}` with an `x-request-id` header.',
         },
-        "paths": _paths(),
+        "paths": _with_responses(_with_stored(_paths())),
         "components": {
-            "schemas": {**_request_schemas(), **SCHEMAS},
+            "schemas": {
+                **_request_schemas(),
+                **SCHEMAS,
+                **openapi_stored.schemas(),
+                **openapi_responses.schemas(),
+            },
             "headers": {"RequestId": REQUEST_ID},
             "securitySchemes": {
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "td-… API key"},

@@ -138,6 +138,7 @@ USAGE_ROW: Schema = obj(
         "user": NULL_STRING,
         "deployment": NULL_STRING,
         "estimated": {"type": "boolean"},
+        "endpoint": {**NULL_STRING, "examples": ["chat.completions", "embeddings"]},
         "created_at": {"type": "string", "format": "date-time"},
     },
     required=["request_id", "model", "cost", "cost_micro_credits", "created_at"],

@@ -68,6 +68,7 @@ async def usage(
             "user": r["user"],
             "deployment": r["deployment"],
             "estimated": bool(r["estimated"]),
+            "endpoint": r["endpoint"],
             "created_at": r["created_at"].isoformat(),
         }
         for r in rows

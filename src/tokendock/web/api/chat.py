@@ -20,6 +20,7 @@ from tokendock.protocol.chat import (
 from tokendock.protocol.common import NO_USAGE, response_body
 from tokendock.services.pipeline import Answer
 from tokendock.web.api.respond import Stamp, endpoint, sampled, stamped
+from tokendock.web.api.stored_chat import keeping
 
 
 def inference_request(req: ChatCompletionRequest, body: bytes) -> InferenceRequest:
@@ -34,6 +35,7 @@ def inference_request(req: ChatCompletionRequest, body: bytes) -> InferenceReque
         max_tokens_param="max_completion_tokens" if req.max_completion_tokens else "max_tokens",
         features=PLAIN if plain else features(req),
         payload=Passthrough(body),
+        endpoint="chat.completions",
         **sampled(req),
     )
 
@@ -165,5 +167,5 @@ class ChatWire:
         return response_body(self.chunk_object, **stamped(stamp), choices=[choice], usage=usage)
 
 
-chat_completions = endpoint(ChatCompletionRequest, inference_request, ChatWire())
+chat_completions = endpoint(ChatCompletionRequest, inference_request, ChatWire(), keep=keeping)
 routes = [Route("/v1/chat/completions", chat_completions, methods=["POST"])]

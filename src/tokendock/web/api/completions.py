@@ -29,6 +29,7 @@ def inference_request(req: CompletionRequest, body: bytes) -> InferenceRequest:
             best_of=None if req.best_of in (None, n) else req.best_of,
         ),
         payload=Passthrough(body),
+        endpoint="completions",
         **sampled(req),
     )
 

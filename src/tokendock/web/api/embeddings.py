@@ -26,6 +26,7 @@ def inference_request(req: EmbeddingRequest, body: bytes) -> InferenceRequest:
         dimensions=req.dimensions,
         user=req.user,
         payload=Passthrough(body),
+        endpoint="embeddings",
     )
 
 

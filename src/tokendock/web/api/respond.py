@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 S = TypeVar("S", bound=SamplingFields)
+# Stores a whole answer (its wire body) once it is complete: `store: true` (web/api/stored_chat.py)
+Keep = Callable[[dict[str, Any]], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,17 +83,24 @@ def sampled(req: SamplingFields) -> dict[str, Any]:
 
 
 def endpoint(
-    schema: type[S], to_request: Callable[[S, bytes], InferenceRequest], wire: Wire
+    schema: type[S],
+    to_request: Callable[[S, bytes], InferenceRequest],
+    wire: Wire,
+    *,
+    keep: Callable[[Services, KeyRow, S, bytes], Keep | None] | None = None,
 ) -> Callable[[Request], Awaitable[Response]]:
     """A plain Starlette handler (the hot path skips FastAPI's dependency solving): key, body,
-    the schema's own rules, then the pipeline."""
+    the schema's own rules, then the pipeline. `keep`: what stores this request's answer, if
+    it asks to be stored."""
 
     async def handle(request: Request) -> Response:
         deps = services_of(request)
         key = await current_key(request)
         req = await parse_body(request, schema)
         req.check()
-        return await serve(request, deps, key, to_request(req, await request.body()), wire)
+        body = await request.body()
+        keeping = None if keep is None else keep(deps, key, req, body)
+        return await serve(request, deps, key, to_request(req, body), wire, keep=keeping)
 
     return handle
 
@@ -119,9 +128,11 @@ async def serve(
     wire: Wire,
     *,
     stream: Callable[[Call, Stamp], AsyncIterator[bytes]] | None = None,
+    keep: Keep | None = None,
 ) -> Response:
     """Run `req` through the pipeline and answer in `wire`'s format. `stream`: a wire whose
-    streams are not OpenAI-style chunks renders the whole event stream itself."""
+    streams are not OpenAI-style chunks renders the whole event stream itself. `keep`: stores
+    the whole answer once complete (a stream's: assembled from its events, after `[DONE]`)."""
     record = observability.current()
     if record is not None:
         record.model = req.model
@@ -147,7 +158,7 @@ async def serve(
     stamp = Stamp.new(wire.prefix, req.model)
     if req.stream:
         return EventStreamResponse(
-            _sse(call, stamp, wire) if stream is None else stream(call, stamp),
+            _sse(call, stamp, wire, keep) if stream is None else stream(call, stamp),
             keepalive=deps.settings.keepalive_seconds,
             headers=headers.held(call.ticket),
             on_close=lambda: _ended(call),
@@ -156,8 +167,11 @@ async def serve(
     assert answer is not None
     tally = call.tally
     prompt, completion = (tally.prompt_tokens, tally.completion_tokens) if tally else (0, 0)
-    body = orjson.dumps(wire.body(stamp, answer, usage_dict(prompt, completion)))
+    whole = wire.body(stamp, answer, usage_dict(prompt, completion))
+    body = orjson.dumps(whole)
     await call.answered(body)
+    if keep is not None:
+        await keep(whole)
     return Response(body, media_type="application/json", headers=headers.settled(call.ticket))
 
 
@@ -181,9 +195,10 @@ def _carries(delta: Delta) -> bool:
     )
 
 
-async def _sse(call: Call, stamp: Stamp, wire: Wire) -> AsyncIterator[bytes]:
+async def _sse(call: Call, stamp: Stamp, wire: Wire, keep: Keep | None) -> AsyncIterator[bytes]:
     with_usage = call.request.include_usage
     events = call.events()
+    whole = None if keep is None else Answer()  # the answer to keep, assembled from the events
     try:
         for index in range(call.request.n * max(1, len(call.request.prompts))):
             opening = wire.opening(stamp, index, with_usage)
@@ -193,17 +208,24 @@ async def _sse(call: Call, stamp: Stamp, wire: Wire) -> AsyncIterator[bytes]:
         async for item in events:
             if not isinstance(item, Delta | Finish):
                 continue  # an embedding: never streamed
+            if whole is not None:
+                whole.take(item)
             if isinstance(item, Delta) and not _carries(item):
                 continue  # nothing for the client (an upstream's empty or role-only chunk)
             yield event(wire.chunk(stamp, item, with_usage))
         if with_usage:
             yield event(_usage_chunk(call, stamp, wire.chunk_object))
     except Exception as exc:
+        whole = None  # a failed stream is not kept
         yield failure_event(exc, stamp.id)
     finally:
         with contextlib.suppress(Exception):
             await events.aclose()  # type: ignore[attr-defined]
     yield DONE
+    if keep is not None and whole is not None:  # the client has the whole stream by now
+        tally = call.tally
+        usage = usage_dict(*((tally.prompt_tokens, tally.completion_tokens) if tally else (0, 0)))
+        await keep(wire.body(stamp, whole, usage))
 
 
 def _usage_chunk(call: Call, stamp: Stamp, object_name: str) -> dict[str, Any]:

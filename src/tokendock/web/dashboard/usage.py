@@ -1,5 +1,6 @@
-"""The usage page: per day and per model, filterable by dates and key, as a chart, a table and
-a CSV file. Only the signed-in account's records are ever read."""
+"""The usage page: per day, model and endpoint (the API the requests came in by), filterable by
+dates and key, as a chart, a table and a CSV file. Only the signed-in account's records are ever
+read."""
 
 from __future__ import annotations
 
@@ -144,7 +145,15 @@ async def usage_csv(request: Request) -> Response:
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(
-        ["day", "model", "requests", "prompt_tokens", "completion_tokens", "cost_credits"]
+        [
+            "day",
+            "model",
+            "requests",
+            "prompt_tokens",
+            "completion_tokens",
+            "cost_credits",
+            "endpoint",
+        ]
     )
     for x in lines:
         writer.writerow(
@@ -155,6 +164,7 @@ async def usage_csv(request: Request) -> Response:
                 x.prompt_tokens,
                 x.completion_tokens,
                 format_credits(x.cost),
+                x.endpoint or "",
             ]
         )
     name = f"tokendock-usage-{filters.start.isoformat()}-{filters.end.isoformat()}.csv"
