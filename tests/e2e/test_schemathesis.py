@@ -68,6 +68,9 @@ REFUSED = (
     "best_of",
 )
 UNLIMITED = '{"default": {"rpm": 0, "tpm": 0, "concurrent": 0}}'
+# Positive cases of a stored chat completion's operations name one the funded key stored before
+# fuzzing (so they reach 200; another key's get 404); each DELETE one of its own pool.
+STORED: dict[str, list[str]] = {"keep": [], "delete": []}
 CHECKS = [
     not_a_server_error,
     status_code_conformance,
@@ -144,6 +147,9 @@ def aim(case: Case[Any], use_model: bool, cheap: bool) -> None:
     The other half, and every negative case, go as generated."""
     if use_model and "model_id" in (case.path_parameters or {}):
         case.path_parameters["model_id"] = MODEL
+    pool = STORED["delete" if case.method.upper() == "DELETE" else "keep"]
+    if use_model and pool and "completion_id" in (case.path_parameters or {}):
+        case.path_parameters["completion_id"] = pool.pop() if pool is STORED["delete"] else pool[0]
     body: Any = case.body
     if not isinstance(body, dict) or "model" not in body or not use_model:
         return
@@ -173,6 +179,15 @@ def aim(case: Case[Any], use_model: bool, cheap: bool) -> None:
     prompt = body.get("prompt")
     if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
         body["prompt"] = prompt[:CHEAP_N]  # a list of prompts: each is a choice
+
+
+def stored_completion(srv: Server) -> str:
+    """A chat completion stored (`store: true`) with the server's funded key: its id."""
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1}
+    auth = {"Authorization": f"Bearer {srv.key}"}
+    reply = requests.post(srv.v1 + "/chat/completions", json={**ask, "store": True}, headers=auth)
+    assert reply.status_code == 200, reply.text
+    return str(reply.json()["id"])
 
 
 def strip_auth(case: Case[Any]) -> None:
@@ -244,10 +259,17 @@ def run_operation(
 def test_fuzz_every_operation(fuzz_server: tuple[Server, float]) -> None:
     srv, scale = fuzz_server
     tiny = srv.new_key("tiny@example.com", "0.000003")  # 3 micro-credits: a few tokens at most
+    STORED["keep"][:] = [stored_completion(srv)]
+    STORED["delete"][:] = [stored_completion(srv) for _ in range(3)]
     schema = schemathesis.openapi.from_url(srv.base_url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert {op.label for op in operations} >= {
         "POST /v1/chat/completions",
+        "GET /v1/chat/completions",
+        "GET /v1/chat/completions/{completion_id}",
+        "POST /v1/chat/completions/{completion_id}",
+        "DELETE /v1/chat/completions/{completion_id}",
+        "GET /v1/chat/completions/{completion_id}/messages",
         "POST /v1/completions",
         "POST /v1/embeddings",
         "GET /v1/models",
