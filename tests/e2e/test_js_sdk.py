@@ -24,7 +24,9 @@ JS_DIR = ROOT / "tests" / "js"
 EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
-def run_js(server: Server, check: str, request: dict[str, Any]) -> dict[str, Any]:
+def run_js(
+    server: Server, check: str, request: dict[str, Any], script: str = "sdk.mjs"
+) -> dict[str, Any]:
     """One request through the JavaScript SDK; what it returned. Fails (never skips) without
     Node.js or the installed SDK: CI has both."""
     node = shutil.which("node")
@@ -36,14 +38,14 @@ def run_js(server: Server, check: str, request: dict[str, Any]) -> dict[str, Any
         )
     env = {**os.environ, "TOKENDOCK_BASE_URL": server.v1, "TOKENDOCK_API_KEY": server.key}
     done = subprocess.run(
-        [node, "sdk.mjs", check, json.dumps({"request": request})],
+        [node, script, check, json.dumps({"request": request})],
         cwd=JS_DIR,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
     )
-    assert done.returncode == 0, f"node sdk.mjs {check} failed:\n{done.stderr}{done.stdout}"
+    assert done.returncode == 0, f"node {script} {check} failed:\n{done.stderr}{done.stdout}"
     result: dict[str, Any] = json.loads(done.stdout)
     return result
 
@@ -101,3 +103,37 @@ def test_embeddings_base64_by_default(server: Server, client: openai.OpenAI) -> 
     alone = np.array(one["data"][0]["embedding"], dtype=np.float32)
     assert alone @ expected[0] > 0.9999  # alone or in a batch: the same vector
     assert batch["usage"]["prompt_tokens"] == floats.usage.prompt_tokens
+
+
+def test_responses_whole_and_streamed(server: Server) -> None:
+    """The Responses API through the JavaScript SDK (tests/js/responses.mjs): a text answer with
+    instructions, then a named function call streamed through the SDK's helper."""
+    text = run_js(
+        server,
+        "create",
+        {"model": MODEL, "instructions": "Be brief.", "input": "Say hi.", "max_output_tokens": 12},
+        script="responses.mjs",
+    )
+    assert text["id"].startswith("resp_") and text["status"] in ("completed", "incomplete")
+    assert text["output_text"] and text["output"][0]["type"] == "message"
+    assert text["usage"]["total_tokens"] == (
+        text["usage"]["input_tokens"] + text["usage"]["output_tokens"]
+    )
+    tool = {key: TOOLS[0]["function"][key] for key in ("name", "description", "parameters")}
+    ask = {
+        "model": MODEL,
+        "input": WEATHER_ASK[0]["content"],
+        "tools": [{"type": "function", **tool}],
+        "tool_choice": {"type": "function", "name": "get_weather"},
+        "parallel_tool_calls": False,
+        "max_output_tokens": 120,
+        "temperature": 0,
+    }
+    streamed = run_js(server, "stream", ask, script="responses.mjs")
+    assert streamed["status"] == "completed"
+    assert streamed["numbers"] == list(range(len(streamed["numbers"])))
+    assert streamed["events"]["response.function_call_arguments.delta"] > 1
+    call = streamed["output"][0]
+    assert call["type"] == "function_call" and call["name"] == "get_weather"
+    assert streamed["deltas"]["arguments"] == call["arguments"]
+    jsonschema.validate(json.loads(call["arguments"]), TOOLS[0]["function"]["parameters"])

@@ -300,3 +300,14 @@ def test_another_accounts_ids_are_not_found(client: openai.OpenAI, server: Serve
             attempt()
         assert refused.value.status_code == 404
     assert client.responses.cancel(mine.id).status == "cancelled"  # still there, still mine
+
+
+def test_truncation_auto_drops_the_oldest_items(client: openai.OpenAI) -> None:
+    said = [{"role": "user", "content": f"Note {i}: " + "lorem ipsum " * 40} for i in range(60)]
+    said.append({"role": "user", "content": "Say hi."})
+    with pytest.raises(openai.BadRequestError) as refused:  # "disabled", the default
+        client.responses.create(model=MODEL, input=said, max_output_tokens=4)
+    assert refused.value.code == "context_length_exceeded"
+    resp = client.responses.create(model=MODEL, input=said, max_output_tokens=4, truncation="auto")
+    assert resp.truncation == "auto" and resp.usage is not None
+    assert resp.usage.input_tokens + 4 <= 4096

@@ -156,6 +156,9 @@ def aim(case: Case[Any], use_model: bool, cheap: bool) -> None:
     body["model"] = EMBEDDING_MODEL if case.operation.path == "/v1/embeddings" else MODEL
     for name in REFUSED:
         body.pop(name, None)
+    responses = case.operation.path.startswith("/v1/responses")
+    if responses:
+        aim_responses(body)
     if body.get("stream") is not True:
         body.pop("stream_options", None)
     for message in body.get("messages") or []:
@@ -168,11 +171,15 @@ def aim(case: Case[Any], use_model: bool, cheap: bool) -> None:
                 message["content"] = [p for p in message["content"] if p.get("type") == "text"]
     if not cheap:
         return
-    limits = [k for k in ("max_tokens", "max_completion_tokens") if isinstance(body.get(k), int)]
+    limits = [
+        k
+        for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+        if isinstance(body.get(k), int)
+    ]
     for k in limits:
         body[k] = max(min(body[k], CHEAP_TOKENS), 0 if "prompt" in body else 1)
     if not limits:
-        body["max_tokens"] = CHEAP_TOKENS
+        body["max_output_tokens" if responses else "max_tokens"] = CHEAP_TOKENS
     for k in ("n", "best_of"):
         if isinstance(body.get(k), int):
             body[k] = min(body[k], CHEAP_N)
@@ -188,6 +195,16 @@ def stored_completion(srv: Server) -> str:
     reply = requests.post(srv.v1 + "/chat/completions", json={**ask, "store": True}, headers=auth)
     assert reply.status_code == 200, reply.text
     return str(reply.json()["id"])
+
+
+def aim_responses(body: dict[str, Any]) -> None:
+    """Responses API positive cases: a text `input` (generated items are almost never valid
+    ones), no `previous_response_id` (a random id is only ever a 404) and no `text.format`
+    (arbitrary schemas, as `response_format` above)."""
+    body.pop("previous_response_id", None)
+    body.pop("text", None)
+    if not isinstance(body.get("input"), str):
+        body["input"] = "hi"
 
 
 def strip_auth(case: Case[Any]) -> None:
@@ -277,6 +294,12 @@ def test_fuzz_every_operation(fuzz_server: tuple[Server, float]) -> None:
         "GET /v1/credits",
         "POST /v1/credits/redeem",
         "GET /v1/usage",
+        "POST /v1/responses",
+        "POST /v1/responses/input_tokens",
+        "GET /v1/responses/{response_id}",
+        "DELETE /v1/responses/{response_id}",
+        "GET /v1/responses/{response_id}/input_items",
+        "POST /v1/responses/{response_id}/cancel",
     }
     keys: dict[str, tuple[dict[str, str], bool]] = {  # headers, cheap
         "funded": ({"Authorization": f"Bearer {srv.key}"}, True),

@@ -35,6 +35,7 @@ from tokendock.protocol.tools import (
     json_bytes,
 )
 
+MAX_OUTPUT_TOKENS = 2**31 - 1  # far above any model's cap; JSON-safe (the upstream body)
 MAX_METADATA = 16
 MAX_METADATA_KEY = 64
 MAX_METADATA_VALUE = 512
@@ -54,7 +55,7 @@ class ResponseRequest(BaseModel):
     model: ModelField
     input: str | Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)] | None = None
     instructions: str | None = None
-    max_output_tokens: Annotated[int, Field(ge=1)] | None = None
+    max_output_tokens: Annotated[int, Field(ge=1, le=MAX_OUTPUT_TOKENS)] | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
     tools: Annotated[list[dict[str, Any]], Field(max_length=MAX_TOOLS)] | None = None

@@ -91,6 +91,7 @@ def inference_request(req: ResponseRequest, items: list[JSON], *, stream: bool) 
     choice = req.tool_choice if isinstance(req.tool_choice, str | None) else "named"
     return InferenceRequest(
         kind="chat",
+        endpoint="responses",
         model=req.model,
         turns=turns,
         prompt_bytes=(prompt_bound(req.instructions, items, req.tools),),
