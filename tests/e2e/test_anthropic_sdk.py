@@ -299,6 +299,16 @@ def test_400_401_404(srv: Server, client: anthropic.Anthropic) -> None:
     assert error_of(unknown.value)["type"] == "not_found_error"
 
 
+def test_413_before_the_body_is_read(srv: Server) -> None:
+    big = b"a" * (5 * 1024 * 1024)  # over the default 4 MiB limit
+    resp = httpx.post(srv.v1 + "/messages", content=big, headers={"x-api-key": srv.key})
+    assert resp.status_code == 413 and resp.headers["x-request-id"].startswith("req_")
+    assert resp.json() == {
+        "type": "error",
+        "error": {"type": "request_too_large", "message": resp.json()["error"]["message"]},
+    }
+
+
 def test_402_without_credit(srv: Server) -> None:
     key = fresh_key(srv, grant="0")
     with pytest.raises(anthropic.PaymentRequiredError) as exc:

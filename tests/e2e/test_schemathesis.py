@@ -116,8 +116,9 @@ def fuzz_server(
     srv.stop()
 
 
-def envelope_problem(response: Response) -> str | None:
-    """Why this response breaks the error contract, or None."""
+def envelope_problem(response: Response, path: str) -> str | None:
+    """Why this response breaks the error contract, or None. Anthropic's Messages API
+    (/v1/messages…) answers errors in Anthropic's envelope instead of OpenAI's."""
     ids = response.headers.get("x-request-id", [])
     if len(ids) != 1 or not REQUEST_ID.match(ids[0]):
         return "not exactly one x-request-id header"
@@ -130,11 +131,24 @@ def envelope_problem(response: Response) -> str | None:
         body = orjson.loads(response.content)
     except orjson.JSONDecodeError:
         return "an error body that is not JSON"
+    if path.startswith("/v1/messages"):
+        return anthropic_problem(body)
     error = body.get("error") if isinstance(body, dict) else None
     if set(body) != {"error"} or not isinstance(error, dict):
         return "an error body that is not the OpenAI envelope"
     if set(error) != {"message", "type", "param", "code"}:
         return "envelope fields are not message, type, param, code"
+    if not (isinstance(error["message"], str) and isinstance(error["type"], str)):
+        return "envelope message / type are not strings"
+    return None
+
+
+def anthropic_problem(body: Any) -> str | None:
+    if not isinstance(body, dict) or set(body) != {"type", "error"} or body["type"] != "error":
+        return "an error body that is not Anthropic's envelope"
+    error = body["error"]
+    if not isinstance(error, dict) or set(error) != {"type", "message"}:
+        return "Anthropic envelope fields are not type, message"
     if not (isinstance(error["message"], str) and isinstance(error["type"], str)):
         return "envelope message / type are not strings"
     return None
@@ -256,7 +270,7 @@ def run_operation(
         tally.by_operation[case.operation.label][response.status_code] += 1
         if os.environ.get("FUZZ_DEBUG") and response.status_code == 400 and mode.is_positive:
             print(case.operation.label, response.content[:200])
-        problem = envelope_problem(response)
+        problem = envelope_problem(response, case.operation.path)
         if problem:
             tally.fail("envelope", case, response, problem)
         try:
@@ -289,6 +303,8 @@ def test_fuzz_every_operation(fuzz_server: tuple[Server, float]) -> None:
         "GET /v1/chat/completions/{completion_id}/messages",
         "POST /v1/completions",
         "POST /v1/embeddings",
+        "POST /v1/messages",
+        "POST /v1/messages/count_tokens",
         "GET /v1/models",
         "GET /v1/models/{model_id}",
         "GET /v1/credits",

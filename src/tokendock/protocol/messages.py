@@ -38,22 +38,24 @@ class _Block(BaseModel):
     model_config = ConfigDict(strict=True, extra="ignore")
 
 
-class TextBlock(_Block):
+class MessageTextBlock(_Block):
     type: Literal["text"]
     text: str
 
 
-class ToolUseBlock(_Block):
+class MessageToolUseBlock(_Block):
     type: Literal["tool_use"]
     id: NameField
     name: NameField
     input: dict[str, Any]
 
 
-class ToolResultBlock(_Block):
+class MessageToolResultBlock(_Block):
     type: Literal["tool_result"]
     tool_use_id: NameField
-    content: str | Annotated[list[TextBlock], Field(max_length=MAX_CONTENT_PARTS)] | None = None
+    content: str | Annotated[list[MessageTextBlock], Field(max_length=MAX_CONTENT_PARTS)] | None = (
+        None
+    )
     is_error: bool | None = None
 
     def text(self) -> str:
@@ -61,33 +63,35 @@ class ToolResultBlock(_Block):
         return f"Error: {body}" if self.is_error else body
 
 
-Block = Annotated[TextBlock | ToolUseBlock | ToolResultBlock, Field(discriminator="type")]
+Block = Annotated[
+    MessageTextBlock | MessageToolUseBlock | MessageToolResultBlock, Field(discriminator="type")
+]
 
 
-class InputMessage(_Block):
+class MessageParam(_Block):
     role: Literal["user", "assistant"]
     content: str | Annotated[list[Block], Field(max_length=MAX_CONTENT_PARTS)]
 
-    def blocks(self) -> list[TextBlock | ToolUseBlock | ToolResultBlock]:
+    def blocks(self) -> list[MessageTextBlock | MessageToolUseBlock | MessageToolResultBlock]:
         if isinstance(self.content, str):
-            return [TextBlock(type="text", text=self.content)]
+            return [MessageTextBlock(type="text", text=self.content)]
         return list(self.content)
 
 
-class ToolSpec(_Block):
-    name: NameField
+class MessageTool(_Block):
+    name: Annotated[str, Field(pattern=NAME.pattern)]
     description: str | None = None
     input_schema: dict[str, Any]
     type: str | None = None  # "custom" or absent; server tools have no input_schema
 
 
-class ToolChoice(_Block):
+class MessageToolChoice(_Block):
     type: Literal["auto", "any", "tool", "none"]
     name: NameField | None = None
     disable_parallel_tool_use: bool | None = None
 
 
-class Metadata(_Block):
+class MessageMetadata(_Block):
     user_id: UserField | None = None
 
 
@@ -97,10 +101,12 @@ class MessagesInput(_Block):
     list_bounds: ClassVar[dict[str, int]] = {"messages": MAX_MESSAGES}
 
     model: ModelField
-    messages: Annotated[list[InputMessage], Field(min_length=1, max_length=MAX_MESSAGES)]
-    system: str | Annotated[list[TextBlock], Field(max_length=MAX_CONTENT_PARTS)] | None = None
-    tools: Annotated[list[ToolSpec], Field(max_length=MAX_TOOLS)] | None = None
-    tool_choice: ToolChoice | None = None
+    messages: Annotated[list[MessageParam], Field(min_length=1, max_length=MAX_MESSAGES)]
+    system: str | Annotated[list[MessageTextBlock], Field(max_length=MAX_CONTENT_PARTS)] | None = (
+        None
+    )
+    tools: Annotated[list[MessageTool], Field(max_length=MAX_TOOLS)] | None = None
+    tool_choice: MessageToolChoice | None = None
 
     def system_text(self) -> str:
         if self.system is None:
@@ -120,12 +126,6 @@ class MessagesInput(_Block):
 
     def check(self) -> None:
         names = [t.name for t in self.tools or ()]
-        for i, name in enumerate(names):
-            if not NAME.match(name):
-                raise InvalidRequest(
-                    f"tools.{i}.name: expected 1 to 64 letters, digits, '_' or '-'.",
-                    param=f"tools[{i}].name",
-                )
         if len(set(names)) != len(names):
             raise InvalidRequest("tools: tool names must be unique.", param="tools")
         choice = self.tool_choice
@@ -149,11 +149,11 @@ class MessagesInput(_Block):
         for i, msg in enumerate(self.messages):
             for j, block in enumerate(msg.blocks()):
                 where = f"messages.{i}.content.{j}"
-                if isinstance(block, ToolUseBlock) and msg.role != "assistant":
+                if isinstance(block, MessageToolUseBlock) and msg.role != "assistant":
                     raise InvalidRequest(
                         f"{where}: 'tool_use' blocks belong in assistant messages.", param=where
                     )
-                if isinstance(block, ToolResultBlock) and msg.role != "user":
+                if isinstance(block, MessageToolResultBlock) and msg.role != "user":
                     raise InvalidRequest(
                         f"{where}: 'tool_result' blocks belong in user messages.", param=where
                     )
@@ -172,9 +172,9 @@ class MessagesInput(_Block):
         for msg in self.messages:
             for block in msg.blocks():
                 total += TEMPLATE_TOKENS_PER_MESSAGE
-                if isinstance(block, ToolUseBlock):
+                if isinstance(block, MessageToolUseBlock):
                     total += CALL_PROMPT_BYTES + len(orjson.dumps(block.input)) + len(block.name)
-                elif isinstance(block, ToolResultBlock):
+                elif isinstance(block, MessageToolResultBlock):
                     total += utf8_len(block.text()) + CALL_PROMPT_BYTES
                 else:
                     total += utf8_len(block.text)
@@ -191,19 +191,19 @@ class MessagesRequest(MessagesInput):
     ) = None
     temperature: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
-    top_k: Annotated[int, Field(ge=0)] | None = None
-    metadata: Metadata | None = None
+    top_k: Annotated[int, Field(ge=0, le=2**31 - 1)] | None = None  # the sampler's C int
+    metadata: MessageMetadata | None = None
     stream: bool | None = None
 
 
-def _joined(blocks: list[TextBlock]) -> str:
+def _joined(blocks: list[MessageTextBlock]) -> str:
     return "\n".join(b.text for b in blocks)
 
 
-def _chars(block: TextBlock | ToolUseBlock | ToolResultBlock) -> int:
-    if isinstance(block, TextBlock):
+def _chars(block: MessageTextBlock | MessageToolUseBlock | MessageToolResultBlock) -> int:
+    if isinstance(block, MessageTextBlock):
         return len(block.text)
-    if isinstance(block, ToolResultBlock):
+    if isinstance(block, MessageToolResultBlock):
         return len(block.text())
     return 0
 

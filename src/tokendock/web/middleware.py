@@ -13,12 +13,14 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokendock import observability
 from tokendock.errors import InternalError, RequestTooLarge, TokenDockError
 from tokendock.observability import Metrics, RequestRecord
+from tokendock.protocol import messages
 from tokendock.web.errors import GENERIC, public
 from tokendock.web.headers import of_error
 from tokendock.web.ids import hex_id
@@ -81,7 +83,7 @@ class RequestContextMiddleware:
         limit = self.max_body_bytes
         declared = _content_length(scope)
         if declared is not None and declared > limit:
-            await _send_error(send_with_id, _too_large(limit))
+            await _send_error(send_with_id, _too_large(limit), record.path)
             return
         seen = 0
 
@@ -101,13 +103,13 @@ class RequestContextMiddleware:
             record.outcome = "client_disconnected"
         except TokenDockError as exc:
             if not started:
-                await _send_error(send_with_id, public(exc))
+                await _send_error(send_with_id, public(exc), record.path)
         except Exception:
             log.exception(
                 "unhandled error for %s %s (%s)", scope["method"], scope["path"], request_id
             )
             if not started:
-                await _send_error(send_with_id, InternalError(GENERIC))
+                await _send_error(send_with_id, InternalError(GENERIC), record.path)
 
 
 def _too_large(limit: int) -> RequestTooLarge:
@@ -124,15 +126,17 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
-async def _send_error(send: Send, err: TokenDockError) -> None:
+async def _send_error(send: Send, err: TokenDockError, path: str) -> None:
     record = observability.current()
     if record is not None:
         record.error = err.code or err.type
-    body = error_bytes(err)
+    body, status = error_bytes(err), err.status
+    if path.startswith("/v1/messages"):  # Anthropic's Messages API: its own error envelope
+        body, status = orjson.dumps(messages.error_envelope(err)), messages.error_status(err)
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         *((k.encode("latin-1"), v.encode("latin-1")) for k, v in of_error(err).items()),
     ]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -29,9 +29,9 @@ from tokendock.inference.structured import Tool, ToolUse
 from tokendock.protocol.messages import (
     MessagesInput,
     MessagesRequest,
-    TextBlock,
-    ToolResultBlock,
-    ToolUseBlock,
+    MessageTextBlock,
+    MessageToolResultBlock,
+    MessageToolUseBlock,
     error_envelope,
     error_status,
     message_body,
@@ -63,21 +63,21 @@ def conversation(req: MessagesInput) -> tuple[ChatTurn, ...]:
         if msg.role == "assistant":
             texts, calls = [], []
             for block in msg.blocks():
-                if isinstance(block, ToolUseBlock):
+                if isinstance(block, MessageToolUseBlock):
                     arguments = orjson.dumps(block.input).decode()
                     calls.append(ToolCall(block.id, block.name, arguments))
-                elif isinstance(block, TextBlock):
+                elif isinstance(block, MessageTextBlock):
                     texts.append(block.text)
             turns.append(ChatTurn("assistant", "".join(texts), tool_calls=tuple(calls)))
             continue
         pending: list[str] = []
         for block in msg.blocks():
-            if isinstance(block, ToolResultBlock):
+            if isinstance(block, MessageToolResultBlock):
                 if pending:
                     turns.append(ChatTurn("user", "\n".join(pending)))
                     pending = []
                 turns.append(ChatTurn("tool", block.text(), tool_call_id=block.tool_use_id))
-            elif isinstance(block, TextBlock):
+            elif isinstance(block, MessageTextBlock):
                 pending.append(block.text)
         if pending or not msg.blocks():
             turns.append(ChatTurn("user", "\n".join(pending)))
@@ -114,6 +114,7 @@ def inference_request(req: MessagesRequest) -> InferenceRequest:
         stream=bool(req.stream),
         features=Features(tools=tools is not None, tool_choice=_openai_choice(req)),
         payload=Passthrough(chat_body(req, turns, tools)),
+        endpoint="messages",
     )
 
 
