@@ -205,3 +205,14 @@ def test_metadata_limits_are_400s(client: openai.OpenAI, server: Server) -> None
     listed = httpx.get(f"{server.v1}/chat/completions?metadata=x", headers=auth)
     assert listed.status_code == 400 and listed.json()["error"]["param"] == "metadata"
     assert httpx.get(f"{server.v1}/chat/completions").status_code == 401
+    # A NUL character (which PostgreSQL cannot store) is a 400 in metadata, and names nothing.
+    with pytest.raises(openai.BadRequestError):
+        stored(client, "x", metadata={"nul": "a\x00b"})
+    made = stored(client, secrets.token_hex(4))
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.update(made.id, metadata={"a\x00": "b"})
+    assert httpx.get(f"{server.v1}/chat/completions/x%00", headers=auth).status_code == 404
+    nul = httpx.get(f"{server.v1}/chat/completions?metadata%5Bk%5D=%00&model=%00", headers=auth)
+    assert nul.status_code == 200 and nul.json()["data"] == []
+    after = httpx.get(f"{server.v1}/chat/completions?after=%00", headers=auth)
+    assert after.status_code == 400 and after.json()["error"]["param"] == "after"

@@ -8,10 +8,11 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_PAIRS, MAX_KEY_CHARS, MAX_VALUE_CHARS = 16, 64, 512  # OpenAI's limits
+NO_NUL = r"^[^\x00]*$"  # a NUL character cannot be stored (PostgreSQL text)
 Metadata = Annotated[
     dict[
-        Annotated[str, Field(max_length=MAX_KEY_CHARS)],
-        Annotated[str, Field(max_length=MAX_VALUE_CHARS)],
+        Annotated[str, Field(max_length=MAX_KEY_CHARS, pattern=NO_NUL)],
+        Annotated[str, Field(max_length=MAX_VALUE_CHARS, pattern=NO_NUL)],
     ],
     Field(max_length=MAX_PAIRS),
 ]

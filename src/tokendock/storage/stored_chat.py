@@ -38,6 +38,11 @@ class UnknownCursor(Exception):
     """`after` names no stored chat completion of this account."""
 
 
+def _storable(*texts: str | None) -> bool:
+    """No stored text has a NUL character (PostgreSQL refuses them even in a query)."""
+    return not any(t is not None and "\x00" in t for t in texts)
+
+
 class StoredChatStore:
     def __init__(self, engine: AsyncEngine):
         self._engine = engine
@@ -65,6 +70,8 @@ class StoredChatStore:
                 )
 
     async def get(self, account_id: int, chat_id: str) -> StoredChat | None:
+        if not _storable(chat_id):
+            return None
         query = select(t).where(t.c.id == chat_id, t.c.account_id == account_id)
         async with self._reader.connect() as conn:
             row = (await conn.execute(query)).mappings().first()
@@ -82,6 +89,10 @@ class StoredChatStore:
     ) -> Page:
         """Up to `limit` of the account's stored completions in creation order (or its
         reverse), after the one named `after`, of `model`, with every `meta` pair."""
+        if not _storable(after):
+            raise UnknownCursor(after)
+        if not _storable(model, *meta, *meta.values()):
+            return Page([], False)
         query = select(t).where(t.c.account_id == account_id)
         async with self._reader.connect() as conn:
             if after is not None:
@@ -106,6 +117,8 @@ class StoredChatStore:
         self, account_id: int, chat_id: str, meta_json: str | None, meta: Mapping[str, str]
     ) -> bool:
         """Replace the metadata; False when the account has no such completion."""
+        if not _storable(chat_id):
+            return False
         async with self._engine.begin() as conn:
             seq = (
                 await conn.execute(
@@ -123,6 +136,8 @@ class StoredChatStore:
         return True
 
     async def delete(self, account_id: int, chat_id: str) -> bool:
+        if not _storable(chat_id):
+            return False
         async with self._engine.begin() as conn:
             seq = (
                 await conn.execute(
