@@ -15,12 +15,13 @@ from tests.smoke.conftest import Served
 from tests.smoke.readme import ROOT, curl_example, lost_key_command, python_example
 
 MODEL = "gemma-3-270m"
+EMBEDDING_MODEL = "all-minilm-l6-v2"
 
 
 def test_make_serve_prints_a_key_that_works(make_serve: Served) -> None:
     log = make_serve.log.read_text(errors="replace")
     assert "First start: created admin account admin@localhost" in log, log
-    assert f"serving {MODEL} at {make_serve.base_url}/v1" in log, log
+    assert f"serving {MODEL}, {EMBEDDING_MODEL} at {make_serve.base_url}/v1" in log, log
     resp = httpx.post(
         make_serve.base_url + "/v1/chat/completions",
         headers={"Authorization": f"Bearer {make_serve.key}"},
