@@ -294,6 +294,8 @@ def test_400_401_404(srv: Server, client: anthropic.Anthropic) -> None:
     with pytest.raises(anthropic.AuthenticationError) as unauthorized:
         sdk(srv, "td-" + "x" * 48).messages.create(model=MODEL, max_tokens=5, messages=ASK)  # type: ignore[arg-type]
     assert error_of(unauthorized.value)["type"] == "authentication_error"
+    wrong_method = httpx.get(srv.v1 + "/messages", headers={"x-api-key": srv.key})
+    assert wrong_method.status_code == 405 and wrong_method.json()["type"] == "error"
     with pytest.raises(anthropic.NotFoundError) as unknown:
         client.messages.create(model="no-such-model", max_tokens=5, messages=ASK)  # type: ignore[arg-type]
     assert error_of(unknown.value)["type"] == "not_found_error"
