@@ -128,8 +128,7 @@ def test_stop_sequences_cut_the_answer(client: anthropic.Anthropic) -> None:
     )
     got = cut.content[0].text if cut.content else ""  # type: ignore[union-attr]
     assert got == text[: text.index(stop)]
-    # The pipeline cannot tell a stop sequence from the end of the turn: documented end_turn.
-    assert cut.stop_reason == "end_turn" and cut.stop_sequence is None
+    assert cut.stop_reason == "stop_sequence" and cut.stop_sequence == stop
     assert cut.usage.output_tokens < whole.usage.output_tokens
 
 

@@ -135,6 +135,7 @@ class Delta:
 class Finish:
     index: int
     reason: str
+    stop_sequence: str | None = None  # which of the request's stop sequences ended it, if known
 
 
 Event = Delta | Finish

@@ -113,6 +113,7 @@ class PromptScored:
 class Finished:
     reason: FinishReason
     completion_tokens: int
+    stop_sequence: str | None = None  # the stop sequence that ended it, if one did
 
 
 Event = TextDelta | PromptScored | Finished

@@ -173,7 +173,7 @@ class EmbeddedRun:
                         if prefix is not None:
                             put(prefix)
                     else:
-                        for item in shaper.finish(event.reason):
+                        for item in shaper.finish(event.reason, event.stop_sequence):
                             put(item)
             except Exception as exc:
                 put(exc)

@@ -366,7 +366,7 @@ class LlamaEngine:
             picker.close()
         if not stops.stopped:
             self._emit_text(job, job.decoder.decode(b"", final=True), None, final=True)
-        job.emit(Finished("stop" if reason == "stop" else "length", produced))
+        job.emit(Finished("stop" if reason == "stop" else "length", produced, stops.matched))
         return True
 
     def _picker(self, job: _Job) -> Picker:

@@ -38,13 +38,13 @@ class ChoiceShaper:
         pieces: list[Piece] = self._parser.feed(text) if self._parser else [text]
         return self._deltas(pieces, logprobs)
 
-    def finish(self, reason: str) -> list[Event]:
+    def finish(self, reason: str, stop_sequence: str | None = None) -> list[Event]:
         out: list[Event] = []
         if self._parser is not None:
             out.extend(self._deltas(self._parser.finish(), None))
             if self._parser.calls and reason == "stop":
                 reason = "function_call" if self._legacy else "tool_calls"
-        out.append(Finish(self.index, reason))
+        out.append(Finish(self.index, reason, stop_sequence))
         return out
 
     def _deltas(self, pieces: list[Piece], logprobs: JSON | None) -> list[Delta]:

@@ -2,19 +2,20 @@
 
 `StopScanner.feed` returns the text that is safe to emit: everything except a tail that could
 still grow into a stop sequence. When a stop sequence completes, the text before it is emitted
-and `stopped` becomes true; nothing after it is ever returned.
+and `stopped` becomes true and `matched` names the stop sequence; nothing after it is ever returned.
 """
 
 from __future__ import annotations
 
 
 class StopScanner:
-    __slots__ = ("_held", "_stops", "stopped")
+    __slots__ = ("_held", "_stops", "matched", "stopped")
 
     def __init__(self, stops: tuple[str, ...]):
         self._stops = tuple(s for s in stops if s)
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None
 
     def feed(self, text: str) -> str:
         if self.stopped:
@@ -25,6 +26,7 @@ class StopScanner:
         hit = self._earliest_match(buf)
         if hit is not None:
             self.stopped = True
+            self.matched = min((s for s in self._stops if buf.find(s) == hit), key=len)
             self._held = ""
             return buf[:hit]
         keep = self._partial_tail(buf)

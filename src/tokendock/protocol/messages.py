@@ -236,6 +236,7 @@ def message_body(
     reason: str | None,
     input_tokens: int,
     output_tokens: int,
+    stop_sequence: str | None = None,
 ) -> dict[str, Any]:
     return {
         "id": message_id,
@@ -244,7 +245,7 @@ def message_body(
         "model": model,
         "content": content,
         "stop_reason": reason,
-        "stop_sequence": None,
+        "stop_sequence": stop_sequence,
         "usage": usage(input_tokens, output_tokens),
     }
 

@@ -64,6 +64,7 @@ class Choice:
     logprobs: JSON | None = None
     function_call: JSON | None = None
     refusal: str | None = None
+    stop_sequence: str | None = None
 
 
 @dataclass(slots=True)
@@ -94,6 +95,7 @@ class Answer:
                 choice.refusal = (choice.refusal or "") + event.refusal
         else:
             choice.finish_reason = event.reason
+            choice.stop_sequence = event.stop_sequence
 
 
 class Pipeline:

@@ -8,8 +8,8 @@ pipeline's (web/api/respond.py), exactly as for chat completions.
 - `tool_use` / `tool_result` blocks become the typed turns' tool calls and tool turns, so the
   embedded engine renders them as it renders chat's tool history. An upstream model is called
   with chat completions: the request is rewritten as a chat completions body (`Passthrough`).
-- `stop_reason` "stop_sequence" is never reported: the pipeline's finish reason "stop" does not
-  say whether a stop sequence or the model's end of turn ended the answer ("end_turn").
+- `stop_reason` "stop_sequence" names the stop sequence when the backend says which one fired
+  (the embedded engine does; an OpenAI-compatible upstream does not, so there it is "end_turn").
 """
 
 from __future__ import annotations
@@ -200,8 +200,13 @@ class MessagesWire:
                 )
             )
         reason = stop_reason(choice.finish_reason) if choice is not None else "end_turn"
+        matched = choice.stop_sequence if choice is not None else None
+        if matched is not None and reason == "end_turn":
+            reason = "stop_sequence"
         prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
-        return message_body(message_id(stamp), stamp.model, content, reason, prompt, completion)
+        return message_body(
+            message_id(stamp), stamp.model, content, reason, prompt, completion, matched
+        )
 
 
 WIRE = MessagesWire()

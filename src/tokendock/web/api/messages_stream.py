@@ -104,6 +104,7 @@ async def stream_events(call: Call, stamp: Stamp) -> AsyncIterator[bytes]:
     events = call.events()
     blocks = Blocks()
     reason = "end_turn"
+    matched: str | None = None
     try:
         yield sse({"type": "message_start", "message": start})
         yield PING
@@ -113,6 +114,9 @@ async def stream_events(call: Call, stamp: Stamp) -> AsyncIterator[bytes]:
                     yield sse(body)
             elif isinstance(item, Finish):
                 reason = stop_reason(item.reason)
+                matched = item.stop_sequence
+                if matched is not None and reason == "end_turn":
+                    reason = "stop_sequence"
                 for body in blocks.close():
                     yield sse(body)
         tally = call.tally
@@ -120,7 +124,7 @@ async def stream_events(call: Call, stamp: Stamp) -> AsyncIterator[bytes]:
         yield sse(
             {
                 "type": "message_delta",
-                "delta": {"stop_reason": reason, "stop_sequence": None},
+                "delta": {"stop_reason": reason, "stop_sequence": matched},
                 "usage": {"input_tokens": prompt, "output_tokens": completion},
             }
         )
