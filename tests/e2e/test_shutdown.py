@@ -268,3 +268,98 @@ def test_sigterm_with_workers(tmp_path: Path, fault: Upstream) -> None:
             assert out.status == 503 and out.body["error"]["code"] == "server_shutting_down"
     money = assert_adds_up(srv, {email: 5_000_000})
     assert len([r for r in money.usage if r["email"] == email]) == len(outcomes)
+
+
+async def messages_call(http: httpx.AsyncClient, body: dict[str, Any], out: Outcome) -> None:
+    """POST /v1/messages; a stream's events are kept as (event name, decoded data)."""
+    if not body.get("stream"):
+        out.first.set()
+        resp = await http.post("/messages", json=body)
+        out.status, out.body = resp.status_code, resp.json()
+        return
+    async with http.stream("POST", "/messages", json=body) as resp:
+        out.status = resp.status_code
+        name = ""
+        async for line in resp.aiter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                out.events.append((name, json.loads(line[6:])))
+                if name == "content_block_delta":
+                    out.first.set()
+
+
+def anthropic_error(body: Any) -> str:
+    """The error type of Anthropic's envelope (and nothing of OpenAI's)."""
+    assert body["type"] == "error" and set(body["error"]) == {"type", "message"}, body
+    return str(body["error"]["type"])
+
+
+async def late_requests(srv: Server, key: str) -> list[httpx.Response]:
+    """After SIGTERM, until the server stops accepting: a /v1/messages and a chat request in
+    turn (those that race the listener's close are answered by the shutdown guard)."""
+    seen: list[httpx.Response] = []
+    ask = {"model": "up-hang", "max_tokens": 4, "messages": MESSAGES}
+    for _ in range(50):
+        try:
+            async with httpx.AsyncClient(base_url=srv.v1, timeout=2) as fresh:
+                seen.append(await fresh.post("/messages", json=ask, headers={"x-api-key": key}))
+                auth = {"Authorization": f"Bearer {key}"}
+                seen.append(await fresh.post("/chat/completions", json=ask, headers=auth))
+        except httpx.TransportError:
+            break
+    return seen
+
+
+def test_sigterm_on_the_messages_api_answers_in_anthropics_envelope(
+    tmp_path: Path, fault: Upstream
+) -> None:
+    models = catalog(fault, tmp_path / "models.toml", embedded=False)
+    env = {"TOKENDOCK_MODELS_FILE": str(models), "TOKENDOCK_SHUTDOWN_GRACE_SECONDS": "0.5"}
+    srv = start_server(tmp_path, env)
+    message = {"max_tokens": 100, "messages": MESSAGES}
+    bodies = [
+        {**message, "model": "up-slowstream", "stream": True},
+        {**message, "model": "up-hang"},
+    ]
+    chat = {"model": "up-hang", "messages": MESSAGES}
+
+    async def run() -> tuple[list[Outcome], Outcome, list[httpx.Response]]:
+        _, key = funded_key(srv)
+        headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+        async with (
+            httpx.AsyncClient(base_url=srv.v1, headers=headers, timeout=60) as anthropic,
+            httpx.AsyncClient(
+                base_url=srv.v1, headers={"Authorization": f"Bearer {key}"}, timeout=60
+            ) as openai_http,
+        ):
+            outcomes = [Outcome() for _ in bodies]
+            tasks = []
+            for body, out in zip(bodies, outcomes, strict=True):
+                tasks.append(asyncio.ensure_future(messages_call(anthropic, body, out)))
+                await asyncio.wait_for(out.first.wait(), 60)
+            openai_out = Outcome()
+            tasks.append(asyncio.ensure_future(call(openai_http, chat, openai_out)))
+            await asyncio.sleep(0.3)  # the non-streamed ones reach the upstream
+            srv.process.send_signal(signal.SIGTERM)
+            late = await late_requests(srv, key)
+            await asyncio.gather(*tasks)
+            return outcomes, openai_out, late
+
+    try:
+        (stream, whole), chat_out, late = asyncio.run(run())
+        assert exit_code(srv, 30) == 0, srv.log()
+    finally:
+        srv.stop()
+    assert stream.status == 200
+    name, data = stream.events[-1]
+    assert name == "error" and anthropic_error(data) == "overloaded_error", stream.events[-3:]
+    assert not any(n == "message_stop" for n, _ in stream.events)
+    assert whole.status == 529 and anthropic_error(whole.body) == "overloaded_error"
+    assert chat_out.status == 503 and chat_out.body["error"]["code"] == "server_shutting_down"
+    for resp in late:  # those that raced in before the listener closed
+        if resp.url.path.endswith("/messages"):
+            assert resp.status_code == 529 and anthropic_error(resp.json()) == "overloaded_error"
+        else:
+            assert resp.status_code == 503
+            assert resp.json()["error"]["code"] == "server_shutting_down"

@@ -132,3 +132,58 @@ async def test_a_cancel_from_elsewhere_is_not_taken_for_a_disconnect() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert client.sent == []
+
+
+MESSAGES_SCOPE: Scope = {**SCOPE, "path": "/v1/messages"}
+
+
+async def on_messages(app: Any, shutdown: Shutdown) -> tuple[Client, asyncio.Task[None]]:
+    client = Client()
+    middleware = ShutdownMiddleware(app, shutdown=shutdown)
+    task = asyncio.ensure_future(middleware(MESSAGES_SCOPE, client.receive, client.send))
+    await asyncio.sleep(0.01)
+    return client, task
+
+
+def anthropic(body: bytes) -> Any:
+    parsed = orjson.loads(body)
+    assert parsed["type"] == "error" and set(parsed["error"]) == {"type", "message"}, parsed
+    return parsed["error"]["type"]
+
+
+async def test_on_the_messages_api_a_late_request_gets_anthropics_envelope() -> None:
+    shutdown = Shutdown(grace=30)
+    shutdown.begin()
+    client, task = await on_messages(answers, shutdown)
+    await task
+    assert client.status == 529 and anthropic(client.body) == "overloaded_error"
+    chat, task = await run(answers, shutdown)  # the OpenAI routes keep OpenAI's
+    await task
+    assert chat.status == 503 and code(chat.body) == "server_shutting_down"
+
+
+async def test_on_the_messages_api_the_deadline_answers_in_anthropics_envelope() -> None:
+    shutdown = Shutdown(grace=0.05)
+    client, task = await on_messages(waits_for_disconnect, shutdown)
+    shutdown.begin()
+    await asyncio.wait_for(task, 2)
+    assert client.status == 529 and anthropic(client.body) == "overloaded_error"
+
+
+async def test_a_messages_stream_at_the_deadline_ends_with_anthropics_error_event() -> None:
+    async def events() -> AsyncIterator[bytes]:
+        yield b'event: ping\ndata: {"type": "ping"}\n\n'
+        await asyncio.sleep(3600)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await EventStreamResponse(events(), keepalive=60)(scope, receive, send)
+
+    shutdown = Shutdown(grace=0.05)
+    client, task = await on_messages(app, shutdown)
+    shutdown.begin()
+    await asyncio.wait_for(task, 2)
+    assert client.status == 200 and client.sent[-1]["more_body"] is False
+    last = [p for p in client.body.split(b"\n\n") if p][-1]
+    name, data = last.split(b"\n")
+    assert name == b"event: error" and anthropic(data.removeprefix(b"data: ")) == "overloaded_error"
+    assert DONE not in client.body

@@ -22,7 +22,7 @@ from tokendock.errors import (
 from tokendock.protocol import messages
 from tokendock.protocol.errors import param_path
 from tokendock.web.headers import of_error
-from tokendock.web.responses import JSONResponse, error_response
+from tokendock.web.responses import JSONResponse, anthropic_path, error_response
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         err.status = exc.status_code
         err.type = "invalid_request_error"
     _note(err)
-    if request.url.path.startswith("/v1/messages"):  # Anthropic's Messages API: its envelope
+    if anthropic_path(request.url.path):  # Anthropic's Messages API: its envelope
         body, status = messages.error_envelope(err), messages.error_status(err)
         return JSONResponse(body, status_code=status, headers={**of_error(err), **headers})
     return error_response(err, headers=headers)

@@ -13,18 +13,16 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokendock import observability
 from tokendock.errors import InternalError, RequestTooLarge, TokenDockError
 from tokendock.observability import Metrics, RequestRecord
-from tokendock.protocol import messages
 from tokendock.web.errors import GENERIC, public
 from tokendock.web.headers import of_error
 from tokendock.web.ids import hex_id
-from tokendock.web.responses import error_bytes
+from tokendock.web.responses import for_path
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +128,7 @@ async def _send_error(send: Send, err: TokenDockError, path: str) -> None:
     record = observability.current()
     if record is not None:
         record.error = err.code or err.type
-    body, status = error_bytes(err), err.status
-    if path.startswith("/v1/messages"):  # Anthropic's Messages API: its own error envelope
-        body, status = orjson.dumps(messages.error_envelope(err)), messages.error_status(err)
+    body, status = for_path(err, path)  # Anthropic's envelope on /v1/messages…
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

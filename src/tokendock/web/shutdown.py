@@ -12,6 +12,10 @@ handler so the application learns of the signal too. From then on:
 - instead of nothing, the client then gets a 503 `server_shutting_down` envelope (its response
   had not started) or, on a stream, `data: {"error": …}` and `data: [DONE]`.
 
+On Anthropic's Messages API routes (`/v1/messages…`) both are Anthropic's: its envelope with
+status 529 `overloaded_error` (web/responses.py `for_path`), and on a stream its `event: error`
+(its streams have no `[DONE]`).
+
 The wrapper costs a request one small object and two indirect calls; nothing per stream event
 but a reference to the last body sent.
 """
@@ -29,9 +33,10 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tokendock.errors import ServiceUnavailable
+from tokendock.protocol import messages
 from tokendock.protocol.errors import envelope
 from tokendock.protocol.sse import DONE, event
-from tokendock.web.responses import error_bytes
+from tokendock.web.responses import anthropic_path, for_path
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +106,7 @@ class Exchange:
     """One request in flight: can be cut (told its client is gone) and then answered."""
 
     __slots__ = (
+        "_path",
         "_receive",
         "_send",
         "_waiter",
@@ -112,7 +118,8 @@ class Exchange:
         "started",
     )
 
-    def __init__(self, receive: Receive, send: Send):
+    def __init__(self, receive: Receive, send: Send, path: str):
+        self._path = path
         self._receive = receive
         self._send = send
         self._waiter: asyncio.Task[Any] | None = None
@@ -146,7 +153,7 @@ class Exchange:
         if message["type"] == "http.response.start":
             if self.cut_off and message["status"] == CLIENT_GONE:
                 self.replaced = True
-                await _send_error(self._send)
+                await _send_error(self._send, self._path)
                 return
             self.started = True
             self.sse = any(
@@ -167,9 +174,9 @@ class Exchange:
         if self.replaced or self.complete:
             return
         if not self.started:
-            await _send_error(self._send)
+            await _send_error(self._send, self._path)
         elif self.sse:
-            tail = b"" if self.last.endswith(DONE) else _error_event()
+            tail = b"" if _ended(self.last) else _error_event(self._path)
             await self._send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
@@ -184,9 +191,9 @@ class ShutdownMiddleware:
             return
         state = self.shutdown
         if state.begun:
-            await _send_error(send)
+            await _send_error(send, scope["path"])
             return
-        exchange = Exchange(receive, send)
+        exchange = Exchange(receive, send, scope["path"])
         state.open.add(exchange)
         try:
             await self.app(scope, exchange.receive, exchange.send)
@@ -199,16 +206,23 @@ class ShutdownMiddleware:
             await exchange.finish()
 
 
-def _error_event() -> bytes:
+def _ended(last: bytes) -> bool:
+    """The stream's last body ended it: OpenAI's `[DONE]`, Anthropic's last event or error."""
+    return last.endswith(DONE) or last.startswith((b"event: message_stop", b"event: error"))
+
+
+def _error_event(path: str) -> bytes:
+    if anthropic_path(path):
+        return messages.sse(messages.error_envelope(shutting_down()))
     return event(envelope(shutting_down())) + DONE
 
 
-async def _send_error(send: Send) -> None:
-    body = error_bytes(shutting_down())
+async def _send_error(send: Send, path: str) -> None:
+    body, status = for_path(shutting_down(), path)
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"connection", b"close"),
     ]
-    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
