@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -274,3 +275,25 @@ def test_a_402_still_carries_the_limit_headers(limited: Server) -> None:
     assert resp.status_code == 402
     assert resp.headers["x-ratelimit-limit-requests"] == "10"
     assert "retry-after" not in resp.headers
+
+
+def test_counting_input_tokens_spends_the_keys_request_rate(limited: Server) -> None:
+    """count_tokens and input_tokens generate nothing and are not billed, but tokenizing is
+    work: each spends one request of the key's RPM (not its TPM), and past it the endpoint's
+    own 429 (Anthropic's envelope on /v1/messages…) with retry-after."""
+    key = key_with_limits(limited, rpm=3, tpm=1)  # no generation fits 1 token a minute
+    ask = [{"role": "user", "content": "Count my tokens."}]
+    claude = anthropic.Anthropic(base_url=limited.base_url, api_key=key, max_retries=0)
+    gpt = openai.OpenAI(base_url=limited.v1, api_key=key, max_retries=0)
+    assert claude.messages.count_tokens(model=MODEL, messages=ask).input_tokens > 0  # type: ignore[arg-type]
+    assert gpt.responses.input_tokens.count(model=MODEL, input="Count my tokens.").input_tokens > 0
+    assert claude.messages.count_tokens(model=MODEL, messages=ask).input_tokens > 0  # type: ignore[arg-type]
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        claude.messages.count_tokens(model=MODEL, messages=ask)  # type: ignore[arg-type]
+    body = refused.value.response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "rate_limit_error", body
+    assert "3 requests per minute" in body["error"]["message"]
+    assert 1 <= int(refused.value.response.headers["retry-after"]) <= 60
+    with pytest.raises(openai.RateLimitError) as also:
+        gpt.responses.input_tokens.count(model=MODEL, input="Count my tokens.")
+    check_429(also.value.response, "requests")

@@ -1,8 +1,9 @@
-"""A request's input tokens without generating (POST /v1/messages/count_tokens): not admitted,
-not billed. The embedded engine counts exactly — the conversation with its tools, as the model
-reads it (inference/tools.py `offer`), through the model's chat template and tokenizer; an
-upstream model's count is an estimate (4 characters a token, as its bills are estimated when
-an upstream reports no usage)."""
+"""A request's input tokens without generating (POST /v1/messages/count_tokens): not billed;
+the caller spends one request of the key's request rate first (Gate.request_only). The
+embedded engine counts exactly — the conversation with its tools, as the model reads it
+(inference/tools.py `offer`), through the model's chat template and tokenizer; an upstream
+model's count is an estimate (4 characters a token, as its bills are estimated when an
+upstream reports no usage)."""
 
 from __future__ import annotations
 

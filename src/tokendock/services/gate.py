@@ -128,6 +128,13 @@ class Gate:
             raise
         return Ticket(hold, price, rate, request_id, model, user)
 
+    async def request_only(self, key: KeyRow, request_id: str) -> None:
+        """A request that generates nothing and is not billed (counting input tokens): only
+        the request rates (RPM) of the key and its account apply — one request spent, 429
+        past the limit; no tokens reserved, no concurrency slot, so nothing to settle."""
+        subjects = tuple(Subject(s.name, Limits(rpm=s.limits.rpm)) for s in self.subjects(key))
+        await self._limiter.admit(subjects, 0, request_id)
+
     async def _conclude(self, ticket: Ticket) -> None:
         """THE settlement: exactly once per admitted request (the `admitted` block's exit)."""
         tally = None if ticket.tally is None else await ticket.tally()

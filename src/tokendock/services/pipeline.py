@@ -102,6 +102,7 @@ class Pipeline:
     def __init__(self, backends: Backends, gate: Gate, idempotency: Idempotency):
         self._backends = backends
         self._gate = gate
+        self.gate = gate  # for requests that are admitted without a call (Gate.request_only)
         self._idempotency = idempotency
 
     async def start(

@@ -46,7 +46,7 @@ from tokendock.services.pipeline import Answer
 from tokendock.storage.accounts import KeyRow
 from tokendock.web.api.messages_stream import message_id, stream_events
 from tokendock.web.api.respond import Stamp, serve
-from tokendock.web.deps import current_key, parse_body, services_of
+from tokendock.web.deps import current_key, parse_body, request_id, services_of
 from tokendock.web.errors import public
 from tokendock.web.headers import of_error
 from tokendock.web.responses import JSONResponse
@@ -262,6 +262,7 @@ async def count_tokens(request: Request) -> Response:
         record = observability.current()
         if record is not None:
             record.model = req.model
+        await deps.pipeline.gate.request_only(key, request_id(request))  # the key's RPM: 429
         tokens = await input_tokens(deps.models, key, counted)
         return JSONResponse({"input_tokens": tokens})
     except TokenDockError as exc:

@@ -18,7 +18,7 @@ from tokendock.protocol.responses import InputTokensRequest, input_items
 from tokendock.services.responses import Responses
 from tokendock.storage.accounts import KeyRow
 from tokendock.web.api.responses_request import inference_request, truncated
-from tokendock.web.deps import Services, parse_body
+from tokendock.web.deps import Services, parse_body, request_id
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -60,6 +60,7 @@ async def input_tokens(request: Request, deps: Services, key: KeyRow, responses:
     included); an estimate (characters / 4 of the chat request) for an upstream model."""
     req = await parse_body(request, InputTokensRequest)
     req.check()
+    await deps.pipeline.gate.request_only(key, request_id(request))  # the key's RPM: 429
     if not deps.directory.enabled(req.model):
         raise ModelNotFound(req.model)
     if key.allowed_models is not None and req.model not in key.allowed_models:
