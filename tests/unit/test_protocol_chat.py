@@ -254,10 +254,18 @@ def test_tool_message_needs_tool_call_id() -> None:
     err = check_error(messages=[USER, {"role": "tool", "content": "42"}])
     assert err.param == "messages[1].tool_call_id"
     assert not isinstance(err, UnsupportedParameter)
+    call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    answered = {"role": "assistant", "content": None, "tool_calls": [call]}
     parse(
         ChatCompletionRequest,
-        chat(messages=[USER, {"role": "tool", "content": "42", "tool_call_id": "c1"}]),
+        chat(messages=[USER, answered, {"role": "tool", "content": "42", "tool_call_id": "c1"}]),
     ).check()
+
+
+def test_tool_message_must_answer_an_earlier_call() -> None:
+    err = check_error(messages=[USER, {"role": "tool", "content": "42", "tool_call_id": "c9"}])
+    assert err.param == "messages[1].tool_call_id"
+    assert "c9" in err.message
 
 
 def test_function_role_is_unsupported() -> None:

@@ -105,7 +105,9 @@ def _tools_grammar(use: ToolUse) -> Grammar:
         f"{b.literal(CALL_CLOSE)}",
     )
     call = b.rule("tdk-call", f"{b.literal(CALL_OPEN)} {body}")
-    more = f' ( "\\n" {call} ){{0,{MAX_PARALLEL_CALLS - 1}}}' if use.parallel else ""
+    # A named function is called once (as OpenAI does); otherwise up to MAX_PARALLEL_CALLS.
+    several = use.parallel and use.choice in ("auto", "required")
+    more = f' ( "\\n" {call} ){{0,{MAX_PARALLEL_CALLS - 1}}}' if several else ""
     if use.forced:
         return Grammar(b.grammar(f"{call}{more}"))
     # auto: free text until the model opens a call; the grammar covers what follows the trigger.

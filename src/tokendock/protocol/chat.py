@@ -120,10 +120,19 @@ class ChatCompletionRequest(SamplingFields):
 
     def _check_messages(self) -> None:
         chars = 0
+        called: set[str] = set()  # ids of the tool calls made so far
         for i, msg in enumerate(self.messages):
             where = f"messages[{i}]"
             for j, call in enumerate(msg.tool_calls or ()):
                 check_call(call, f"{where}.tool_calls[{j}]")
+                called.add(call["id"])
+            if msg.role == "tool" and msg.tool_call_id and msg.tool_call_id not in called:
+                raise InvalidRequest(
+                    f"Invalid '{where}.tool_call_id': a 'tool' message must answer a tool call "
+                    "made by an earlier assistant message; no call has id "
+                    f"'{msg.tool_call_id}'.",
+                    param=f"{where}.tool_call_id",
+                )
             if msg.role == "tool" and not msg.tool_call_id:
                 raise InvalidRequest(
                     f"Missing required parameter: '{where}.tool_call_id'.",
