@@ -103,8 +103,8 @@ def test_headers_on_every_completion(limited: Server) -> None:
     client = openai.OpenAI(base_url=limited.v1, api_key=key, max_retries=0)
     raw = client.chat.completions.with_raw_response.create(
         model=MODEL,
-        messages=MESSAGES,
-        max_tokens=3,  # type: ignore[arg-type]
+        messages=MESSAGES,  # type: ignore[arg-type]
+        max_tokens=3,
     )
     h = raw.headers
     assert h["x-ratelimit-limit-requests"] == "100"
@@ -169,8 +169,8 @@ def test_sdk_retries_recover_from_a_short_429(limited: Server) -> None:
             try:
                 await client.chat.completions.create(
                     model=MODEL,
-                    messages=MESSAGES,
-                    max_tokens=8,  # type: ignore[arg-type]
+                    messages=MESSAGES,  # type: ignore[arg-type]
+                    max_tokens=8,
                 )
                 return True
             except openai.RateLimitError:
@@ -296,4 +296,6 @@ def test_counting_input_tokens_spends_the_keys_request_rate(limited: Server) -> 
     assert 1 <= int(refused.value.response.headers["retry-after"]) <= 60
     with pytest.raises(openai.RateLimitError) as also:
         gpt.responses.input_tokens.count(model=MODEL, input="Count my tokens.")
-    check_429(also.value.response, "requests")
+    error = also.value.response.json()["error"]
+    assert error["type"] == "requests" and error["code"] == "rate_limit_exceeded", error
+    assert 1 <= int(also.value.response.headers["retry-after"]) <= 60
