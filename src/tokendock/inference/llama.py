@@ -20,9 +20,6 @@ Prompts: see tokenizer.py (linear, cancellable, message text never parsed for co
 from __future__ import annotations
 
 import asyncio
-import codecs
-import collections
-import contextlib
 import ctypes
 import logging
 import math
@@ -30,7 +27,6 @@ import os
 import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +40,10 @@ from tokendock.inference.base import (
     Finished,
     Generation,
     PromptScored,
-    TextDelta,
     TokenLogprob,
 )
 from tokendock.inference.fair_queue import FairQueue
+from tokendock.inference.job import Job
 from tokendock.inference.model_files import resolve_gguf
 from tokendock.inference.picker import FirstBytes, Picker, check_grammar, score
 from tokendock.inference.stops import StopScanner
@@ -73,55 +69,6 @@ def slice_tokens(context: int) -> int:
     return max(SLICE_TOKENS, context // 4)
 
 
-@dataclass(slots=True)
-class _Job:
-    gen: Generation
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[Event | BaseException] = field(default_factory=asyncio.Queue)
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    # Guards the queued → started transition against a concurrent cancel.
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    # Progress kept while the job waits between slices.
-    sampled: list[int] = field(default_factory=list)
-    stops: StopScanner | None = None
-    decoder: codecs.IncrementalDecoder = field(
-        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
-    )
-    seed: int = 0
-    # Logprobs of tokens whose text the stop scanner still holds: (text length so far, entry).
-    held: collections.deque[tuple[int, TokenLogprob]] = field(default_factory=collections.deque)
-    fed: int = 0  # characters given to the stop scanner
-    sent: int = 0  # characters it let through
-
-    def start(self) -> bool:
-        """Worker thread: claim the job (again, after a slice) unless it was cancelled while
-        queued; a job abandoned between two slices is done now (it is billed for its tokens)."""
-        with self.lock:
-            if self.cancelled.is_set():
-                if self.gen.meter.started:
-                    self.finish_meter()
-                return False
-            self.gen.meter.started = True
-            return True
-
-    def cancel(self) -> None:
-        """Event loop: stop the job; one never started is done at once (nothing to bill)."""
-        with self.lock:
-            self.cancelled.set()
-            if not self.gen.meter.started:
-                self.gen.meter.done.set()
-
-    def emit(self, item: Event | BaseException) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
-        except RuntimeError:  # the loop closed under us (shutdown): nobody is listening
-            self.cancelled.set()
-
-    def finish_meter(self) -> None:
-        with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.gen.meter.done.set)
-
-
 class LlamaEngine:
     def __init__(self, spec: ModelSpec, data_dir: Path):
         self.model_id = spec.id
@@ -129,7 +76,7 @@ class LlamaEngine:
         self._data_dir = data_dir
         self._llm: Any = None
         self._template: ChatTemplate | None = None
-        self._jobs: FairQueue[_Job] = FairQueue()
+        self._jobs: FairQueue[Job] = FairQueue()
         self._thread: threading.Thread | None = None
         self._tokenizer: Tokenizer | None = None
         # Prompts tokenized (calls into the tokenizer) and the tokens they made; `on_tokenize`
@@ -293,7 +240,7 @@ class LlamaEngine:
 
     async def generate(self, job: Generation) -> AsyncIterator[Event]:
         self._require_ready()
-        pending = _Job(job, asyncio.get_running_loop())
+        pending = Job(job, asyncio.get_running_loop())
         if not self._jobs.put(job.owner, pending):
             raise ModelNotReady(f"The model '{self.model_id}' is shutting down.")
         try:
@@ -321,7 +268,7 @@ class LlamaEngine:
             if done:
                 job.finish_meter()
 
-    def _run(self, job: _Job) -> bool:
+    def _run(self, job: Job) -> bool:
         """Generate one slice of the job; False when it yielded to another owner unfinished."""
         gen = job.gen
         limit = min(gen.max_tokens, self.context_length - len(gen.prompt))
@@ -353,7 +300,7 @@ class LlamaEngine:
                 entry = picker.logprob(token) if gen.top_logprobs is not None else None
                 picker.accept(token)
                 job.sampled.append(token)
-                self._emit_text(job, job.decoder.decode(self._piece(token)), entry)
+                job.emit_text(job.decoder.decode(self._piece(token)), entry)
                 if stops.stopped:
                     reason = "stop"
                     break
@@ -365,11 +312,11 @@ class LlamaEngine:
         finally:
             picker.close()
         if not stops.stopped:
-            self._emit_text(job, job.decoder.decode(b"", final=True), None, final=True)
+            job.emit_text(job.decoder.decode(b"", final=True), None, final=True)
         job.emit(Finished("stop" if reason == "stop" else "length", produced, stops.matched))
         return True
 
-    def _picker(self, job: _Job) -> Picker:
+    def _picker(self, job: Job) -> Picker:
         gen = job.gen
         # A resumed slice continues the random stream from a seed of its own (still fixed
         # for a fixed seed and the same slicing).
@@ -392,27 +339,6 @@ class LlamaEngine:
 
     def _advance(self, token: int) -> None:
         self._llm.eval([token])
-
-    def _emit_text(
-        self, job: _Job, text: str, entry: TokenLogprob | None, *, final: bool = False
-    ) -> None:
-        """Text through the stop scanner; each token's logprob goes out with the delta that
-        completes its text (the tokens of a stop sequence never do)."""
-        stops = job.stops
-        assert stops is not None
-        job.fed += len(text)
-        if entry is not None:
-            job.held.append((job.fed, entry))
-        out = stops.feed(text) if text else ""
-        if final:
-            out += stops.flush()
-        job.sent += len(out)
-        held = job.held
-        ready: list[TokenLogprob] = []
-        while held and (held[0][0] <= job.sent or (final and not stops.stopped)):
-            ready.append(held.popleft()[1])
-        if out or ready:
-            job.emit(TextDelta(out, tuple(ready)))
 
     def _evaluate(self, tokens: list[int]) -> None:
         """Make the context hold `tokens` with the last one's logits ready: the longest prefix
@@ -459,7 +385,7 @@ class LlamaEngine:
         return check_grammar(self._llama_cpp, self._vocab, text)
 
 
-def _live(job: _Job) -> bool:
+def _live(job: Job) -> bool:
     return not job.cancelled.is_set()
 
 

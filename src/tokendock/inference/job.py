@@ -1,0 +1,86 @@
+"""One generation job inside the embedded engine's worker: its cancel flag, the progress it keeps
+between time slices, and the text (with logprobs) it hands back to the event loop.
+
+`emit_text` runs the text through the stop scanner: each token's logprob goes out with the
+delta that completes its text, so the tokens of a stop sequence never do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import collections
+import contextlib
+import threading
+from dataclasses import dataclass, field
+
+from tokendock.inference.base import Event, Generation, TextDelta, TokenLogprob
+from tokendock.inference.stops import StopScanner
+
+
+@dataclass(slots=True)
+class Job:
+    gen: Generation
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue[Event | BaseException] = field(default_factory=asyncio.Queue)
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    # Guards the queued → started transition against a concurrent cancel.
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    # Progress kept while the job waits between slices.
+    sampled: list[int] = field(default_factory=list)
+    stops: StopScanner | None = None
+    decoder: codecs.IncrementalDecoder = field(
+        default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
+    )
+    seed: int = 0
+    # Logprobs of tokens whose text the stop scanner still holds: (text length so far, entry).
+    held: collections.deque[tuple[int, TokenLogprob]] = field(default_factory=collections.deque)
+    fed: int = 0  # characters given to the stop scanner
+    sent: int = 0  # characters it let through
+
+    def start(self) -> bool:
+        """Worker thread: claim the job (again, after a slice) unless it was cancelled while
+        queued; a job abandoned between two slices is done now (it is billed for its tokens)."""
+        with self.lock:
+            if self.cancelled.is_set():
+                if self.gen.meter.started:
+                    self.finish_meter()
+                return False
+            self.gen.meter.started = True
+            return True
+
+    def cancel(self) -> None:
+        """Event loop: stop the job; one never started is done at once (nothing to bill)."""
+        with self.lock:
+            self.cancelled.set()
+            if not self.gen.meter.started:
+                self.gen.meter.done.set()
+
+    def emit(self, item: Event | BaseException) -> None:
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+        except RuntimeError:  # the loop closed under us (shutdown): nobody is listening
+            self.cancelled.set()
+
+    def finish_meter(self) -> None:
+        with contextlib.suppress(RuntimeError):
+            self.loop.call_soon_threadsafe(self.gen.meter.done.set)
+
+    def emit_text(self, text: str, entry: TokenLogprob | None, *, final: bool = False) -> None:
+        """Text through the stop scanner; each token's logprob goes out with the delta that
+        completes its text (the tokens of a stop sequence never do)."""
+        stops = self.stops
+        assert stops is not None
+        self.fed += len(text)
+        if entry is not None:
+            self.held.append((self.fed, entry))
+        out = stops.feed(text) if text else ""
+        if final:
+            out += stops.flush()
+        self.sent += len(out)
+        held = self.held
+        ready: list[TokenLogprob] = []
+        while held and (held[0][0] <= self.sent or (final and not stops.stopped)):
+            ready.append(held.popleft()[1])
+        if out or ready:
+            self.emit(TextDelta(out, tuple(ready)))
