@@ -7,6 +7,16 @@ reads the call to its end and writes the record. `cancel` cancels the task: the 
 settlement bills what the backend produced) and the record says `cancelled`. Every task is
 tracked; `close()` (at shutdown, before the gate drains) cancels those still running and waits
 for them, so each call is ended — and settled — exactly once.
+
+Replicas share only the database: a cancel (or delete) that reaches another replica writes
+`cancelled` to the row (or removes it). While it runs, each task re-reads its row's status
+every `watch_every` seconds (one primary-key read) and stops when the row has ended or gone;
+its final write (output, usage: what was billed) replaces that `cancelled`.
+
+At shutdown a response still running ends `failed` with the error "The server shut down.":
+`cancelled` would say a client asked for it, and `incomplete` (incomplete_details) is OpenAI's
+for a cut by max_output_tokens or a content filter; `failed` with an error is the terminal
+status that tells a polling client the server ended it and the request may be sent again.
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from tokendock.errors import InternalError, InvalidRequest, NotFound, TokenDockError
 from tokendock.inference.backend import Delta, Finish
@@ -74,9 +84,13 @@ def conclude(
         rec.error = {"code": "server_error", "message": message}
 
 
+WATCH_EVERY = 0.5  # seconds between a background task's reads of its row's status
+
+
 class Responses:
-    def __init__(self, store: ResponseStore):
+    def __init__(self, store: ResponseStore, *, watch_every: float = WATCH_EVERY):
         self.store = store
+        self.watch_every = watch_every
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
 
@@ -98,12 +112,26 @@ class Responses:
 
     async def _background(self, call: Call, rec: ResponseRecord) -> None:
         builder = OutputBuilder()
+        task = asyncio.current_task()
+        assert task is not None
+        live = True
+
+        def stop() -> None:  # the row ended elsewhere: stop the work while it runs
+            if live:
+                task.cancel()
+
+        watcher = asyncio.create_task(self._watch(rec, stop))
         try:
-            rec.status = "in_progress"
-            await self.store.update(rec, only_running=True)
-            await call.begin()
-            async for _ in run(call, builder, rec):
-                pass
+            try:
+                rec.status = "in_progress"
+                if not await self.store.update(rec, only_running=True):
+                    stop()  # cancelled (or deleted) while queued, on any replica
+                await call.begin()
+                async for _ in run(call, builder, rec):
+                    pass
+            finally:  # no await before this: a cancel from here on is not the watcher's
+                live = False
+                watcher.cancel()
         except asyncio.CancelledError:
             await call.abandon()
             conclude(rec, builder, call, "cancelled")
@@ -118,7 +146,21 @@ class Responses:
         finally:
             await call.abandon()  # a no-op once the call ended
         with contextlib.suppress(Exception):
-            await self.store.update(rec, only_running=True)
+            await self.store.update(rec, ending=True)
+
+    async def _watch(self, rec: ResponseRecord, stop: Callable[[], None]) -> None:
+        """Until cancelled: every `watch_every` s read the row's status; once it is no longer
+        running (cancelled, by any replica) or gone (deleted), `stop()` the work."""
+        while True:
+            await asyncio.sleep(self.watch_every)
+            try:
+                status = await self.store.status(rec.account_id, rec.id)
+            except Exception as exc:  # the database is briefly unreachable: read again later
+                log.warning("background response %s: status not read (%s)", rec.id, exc)
+                continue
+            if status not in RUNNING:
+                stop()
+                return
 
     async def cancel(self, account_id: int, response_id: str) -> ResponseRecord:
         rec = await self.get(account_id, response_id)

@@ -15,6 +15,7 @@ from tokendock.storage.db import reader
 from tokendock.storage.tables import responses as t
 
 RUNNING = ("queued", "in_progress")
+ENDING = (*RUNNING, "cancelled")  # what a background task's final write may replace
 
 
 def _dump(value: Any) -> str:
@@ -58,15 +59,28 @@ class ResponseStore:
                 )
             )
 
-    async def update(self, rec: ResponseRecord, *, only_running: bool = False) -> bool:
+    async def update(
+        self, rec: ResponseRecord, *, only_running: bool = False, ending: bool = False
+    ) -> bool:
         """Write the record's status, output and usage; `only_running`: unless it has already
-        ended (e.g. cancelled meanwhile). False when no row was changed."""
+        ended (e.g. cancelled meanwhile); `ending` (a background task's final state, the truth
+        of what was generated and billed): also over a `cancelled` another replica wrote.
+        False when no row was changed."""
         where = [t.c.id == rec.id, t.c.account_id == rec.account_id]
-        if only_running:
+        if ending:
+            where.append(t.c.status.in_(ENDING))
+        elif only_running:
             where.append(t.c.status.in_(RUNNING))
         async with self._engine.begin() as conn:
             result = await conn.execute(update(t).where(*where).values(**_values(rec)))
         return bool(result.rowcount)
+
+    async def status(self, account_id: int, response_id: str) -> str | None:
+        """The stored status alone (one primary-key read); None once deleted."""
+        query = select(t.c.status).where(t.c.id == response_id, t.c.account_id == account_id)
+        async with self._reader.connect() as conn:
+            found: str | None = (await conn.execute(query)).scalar_one_or_none()
+        return found
 
     async def get(self, account_id: int, response_id: str) -> ResponseRecord | None:
         query = select(t).where(t.c.id == response_id, t.c.account_id == account_id)
