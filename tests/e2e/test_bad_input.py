@@ -471,7 +471,7 @@ CASES: list[tuple[str, str, str, Any, int, str, str | None, str | None]] = [
     ),
     (
         "wrong method chat",
-        "GET",
+        "PUT",  # GET lists stored chat completions
         CHAT,
         None,
         405,
