@@ -1,4 +1,7 @@
-"""The API reference page: this server's base URL and copy-ready snippets."""
+"""The API reference page: this server's base URL and copy-ready snippets (curl, the OpenAI
+Python and JavaScript SDKs, Anthropic's Python SDK) for chat completions, the Responses API,
+the Anthropic Messages API and embeddings — each with a model of the right kind: the first
+chat model the catalog serves, and for embeddings the first `task = "embedding"` model."""
 
 from __future__ import annotations
 
@@ -29,15 +32,20 @@ async def reference(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     services, session, account = found
-    base = public_base(services.settings) + "/v1"
-    models = [s.id for s in services.directory.visible()]
+    root = public_base(services.settings)
+    specs = list(services.directory.visible())
+    chat = [s.id for s in specs if s.task != "embedding"]
+    embedding = [s.id for s in specs if s.task == "embedding"]
     return render(
         request,
         "reference.html",
         session,
         page="api",
         account=account,
-        base=base,
-        model=models[0] if models else "MODEL",
-        models=models,
+        root=root,  # Anthropic's SDK adds /v1 itself
+        base=root + "/v1",
+        chat=chat[0] if chat else "CHAT_MODEL",
+        embedding=embedding[0] if embedding else "EMBEDDING_MODEL",
+        chat_models=chat,
+        embedding_models=embedding,
     )
