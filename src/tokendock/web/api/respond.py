@@ -221,11 +221,12 @@ async def _sse(call: Call, stamp: Stamp, wire: Wire, keep: Keep | None) -> Async
     finally:
         with contextlib.suppress(Exception):
             await events.aclose()  # type: ignore[attr-defined]
-    yield DONE
-    if keep is not None and whole is not None:  # the client has the whole stream by now
+    if keep is not None and whole is not None:
+        # Kept before [DONE]: a client that reads the stream to its end can retrieve it at once.
         tally = call.tally
         usage = usage_dict(*((tally.prompt_tokens, tally.completion_tokens) if tally else (0, 0)))
         await keep(wire.body(stamp, whole, usage))
+    yield DONE
 
 
 def _usage_chunk(call: Call, stamp: Stamp, object_name: str) -> dict[str, Any]:
