@@ -82,19 +82,23 @@ def test_parse_returns_the_pydantic_object(client: openai.OpenAI) -> None:
 
 
 def test_json_schema_answers_all_validate_at_temperature_1(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(
-        model=MODEL,
-        messages=PERSON_ASK,
-        response_format={
-            "type": "json_schema",
-            "json_schema": {"name": "person", "schema": PERSON_SCHEMA, "strict": True},
-        },
-        temperature=1,
-        n=20,
-        max_tokens=200,
-    )
-    assert len(resp.choices) == 20
-    for choice in resp.choices:
+    choices = []
+    for seed in (1, 2):  # 2 × 10 choices: n × max_tokens stays within the request cap
+        resp = client.chat.completions.create(
+            model=MODEL,
+            messages=PERSON_ASK,
+            response_format={
+                "type": "json_schema",
+                "json_schema": {"name": "person", "schema": PERSON_SCHEMA, "strict": True},
+            },
+            temperature=1,
+            n=10,
+            max_tokens=400,
+            seed=seed,
+        )
+        choices.extend(resp.choices)
+    assert len(choices) == 20
+    for choice in choices:
         assert choice.finish_reason == "stop", choice.message.content
         jsonschema.validate(json.loads(choice.message.content or ""), PERSON_SCHEMA)
 

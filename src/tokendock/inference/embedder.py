@@ -34,7 +34,7 @@ from tokendock.catalog import ModelSpec
 from tokendock.errors import GenerationFailed, ModelNotReady
 from tokendock.inference.base import Meter
 from tokendock.inference.fair_queue import FairQueue
-from tokendock.inference.model_files import resolve_gguf
+from tokendock.inference.model_files import LOAD_LOCK, resolve_gguf
 
 log = logging.getLogger(__name__)
 
@@ -132,16 +132,17 @@ class LlamaEmbedder:
         # A decode holds one whole input at least (a non-causal model, BERT, needs each
         # sequence whole in one micro-batch), and several up to `batch_size` tokens.
         size = max(self.spec.batch_size, self.spec.context_length)
-        llm = llama_cpp.Llama(
-            model_path=str(self.model_path),
-            embedding=True,
-            n_ctx=size,
-            n_batch=size,
-            n_ubatch=size,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
+        with LOAD_LOCK:
+            llm = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                embedding=True,
+                n_ctx=size,
+                n_batch=size,
+                n_ubatch=size,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
         if int(llm.pooling_type()) == llama_cpp.LLAMA_POOLING_TYPE_NONE:
             llm.close()
             raise ValueError(f"{self.model_path}: the GGUF names no pooling (mean, cls, last)")

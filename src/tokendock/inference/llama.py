@@ -44,7 +44,7 @@ from tokendock.inference.base import (
 )
 from tokendock.inference.fair_queue import FairQueue
 from tokendock.inference.job import Job
-from tokendock.inference.model_files import resolve_gguf
+from tokendock.inference.model_files import LOAD_LOCK, resolve_gguf
 from tokendock.inference.picker import FirstBytes, Picker, check_grammar, score
 from tokendock.inference.stops import StopScanner
 from tokendock.inference.templates import ChatTemplate, RenderedChat, choose_template
@@ -125,14 +125,15 @@ class LlamaEngine:
 
         self.model_path = resolve_gguf(self.spec.path, self.spec.package, self._data_dir)
         threads = self.spec.threads or os.cpu_count() or 1
-        llm = llama_cpp.Llama(
-            model_path=str(self.model_path),
-            n_ctx=self.spec.context_length,
-            n_batch=self.spec.batch_size,
-            n_threads=threads,
-            n_threads_batch=threads,
-            verbose=False,
-        )
+        with LOAD_LOCK:
+            llm = llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=self.spec.context_length,
+                n_batch=self.spec.batch_size,
+                n_threads=threads,
+                n_threads_batch=threads,
+                verbose=False,
+            )
         self._llm = llm
         # Private handle, used for two vocab calls the public API lacks (EOG test and
         # token pieces of any length).

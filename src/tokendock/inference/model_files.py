@@ -12,12 +12,19 @@ from __future__ import annotations
 import hashlib
 import importlib
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
 BLOCK = 4 * 1024 * 1024
+
+# Held while llama-cpp-python opens a model: with verbose=False it points the process's stdout
+# and stderr (file descriptors 1 and 2) at /dev/null for the duration and restores what it
+# found. Two loads at once (the chat and the embedding engine start together) can restore
+# each other's /dev/null, and the server's log is silent from then on.
+LOAD_LOCK = threading.Lock()
 
 
 class ModelFileError(Exception):
