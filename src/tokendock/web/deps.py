@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, TypeVar
 
@@ -112,7 +114,7 @@ async def parse_body(request: Request, schema: type[M]) -> M:
     if lists:
         precheck_lists(body, lists)
     try:
-        return schema.model_validate_json(body, strict=True)
+        parsed = schema.model_validate_json(body, strict=True)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         if first["type"] == "json_invalid":
@@ -123,3 +125,26 @@ async def parse_body(request: Request, schema: type[M]) -> M:
         if first["type"] in ("model_type", "model_attributes_type") and not first["loc"]:
             raise InvalidRequest("The request body must be a JSON object.") from None
         raise from_validation_error(exc) from None
+    if LONG_DIGITS.search(body) is not None:
+        _check_integers(body)
+    return parsed
+
+
+# Integers beyond 64 bits (19+ digits): the typed fields refuse them with a 400 naming the field;
+# anywhere else (a tool's JSON schema, metadata) they are refused here, as an upstream-bound
+# body is (strict JSON, inference/upstream_reply.py), so every JSON written later can hold them.
+LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _check_integers(body: bytes) -> None:
+    json.loads(body, parse_int=_int64)
+
+
+def _int64(text: str) -> int:
+    value = int(text)
+    if not -(2**63) <= value < 2**64:
+        raise InvalidRequest(
+            f"A number in the request body is out of range ({text[:24]}…): integers must fit "
+            "in 64 bits."
+        )
+    return value

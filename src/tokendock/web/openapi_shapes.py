@@ -57,6 +57,49 @@ USAGE: Schema = obj(
 # The embedded engine says "stop" or "length"; an upstream model may say more ("tool_calls").
 FINISH_REASON: Schema = {"type": "string", "examples": ["stop", "length"]}
 
+TOKEN_LOGPROB: Schema = obj(
+    {
+        "token": STRING,
+        "logprob": {"type": "number"},
+        "bytes": {"type": ["array", "null"], "items": INTEGER},
+    }
+)
+CHAT_LOGPROBS: Schema = {
+    "type": ["object", "null"],
+    "properties": {
+        "content": {
+            "type": ["array", "null"],
+            "items": {
+                **TOKEN_LOGPROB,
+                "properties": {
+                    **TOKEN_LOGPROB["properties"],
+                    "top_logprobs": {"type": "array", "items": TOKEN_LOGPROB},
+                },
+            },
+        },
+        "refusal": {"type": ["array", "null"]},
+    },
+}
+TEXT_LOGPROBS: Schema = {
+    "type": ["object", "null"],
+    "properties": {
+        "tokens": {"type": "array", "items": STRING},
+        "token_logprobs": {"type": "array", "items": {"type": ["number", "null"]}},
+        "top_logprobs": {
+            "type": "array",
+            "items": {"type": ["object", "null"], "additionalProperties": {"type": "number"}},
+        },
+        "text_offset": {"type": "array", "items": INTEGER},
+    },
+}
+TOOL_CALL: Schema = obj(
+    {
+        "id": STRING,
+        "type": const("function"),
+        "function": obj({"name": STRING, "arguments": STRING}),
+    }
+)
+
 CHAT_COMPLETION: Schema = obj(
     {
         "id": STRING,
@@ -70,9 +113,16 @@ CHAT_COMPLETION: Schema = obj(
                 {
                     "index": INTEGER,
                     "message": obj(
-                        {"role": const("assistant"), "content": STRING, "refusal": NULL_STRING}
+                        {
+                            "role": const("assistant"),
+                            "content": NULL_STRING,  # null when the answer is tool calls
+                            "refusal": NULL_STRING,
+                            "tool_calls": {"type": "array", "items": TOOL_CALL},
+                            "function_call": obj({"name": STRING, "arguments": STRING}),
+                        },
+                        required=["role", "content", "refusal"],
                     ),
-                    "logprobs": {"type": "null"},
+                    "logprobs": CHAT_LOGPROBS,
                     "finish_reason": FINISH_REASON,
                 }
             ),
@@ -95,7 +145,7 @@ TEXT_COMPLETION: Schema = obj(
                 {
                     "index": INTEGER,
                     "text": STRING,
-                    "logprobs": {"type": "null"},
+                    "logprobs": TEXT_LOGPROBS,
                     "finish_reason": FINISH_REASON,
                 }
             ),
