@@ -332,6 +332,7 @@ class LlamaEngine:
             top_logprobs=gen.top_logprobs,
             history=job.sampled,
             index=self._first_bytes if gen.grammar is not None else None,
+            ctx=self._llm._ctx.ctx,
         )
 
     def _logits(self) -> Any:

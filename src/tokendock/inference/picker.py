@@ -125,6 +125,7 @@ class Picker:
         top_logprobs: int | None = None,
         history: Sequence[int] = (),
         index: FirstBytes | None = None,
+        ctx: Any = None,
     ):
         from llama_cpp import _internals as internals
 
@@ -146,7 +147,15 @@ class Picker:
         self._probe = _Candidates(llama_cpp, len(index.probes) if index else 1)
         self.rejected = 0  # picks the grammar refused (then picked again among allowed ones)
         self._scores: np.ndarray[Any, Any] | None = None
-        _build(self._shape, self._pick, sampling, n_vocab, seed)
+        # Plain sampling (no grammar, no logprobs) with the context at hand: one chain, applied
+        # and accepted by llama.cpp itself (llama_sampler_sample) — no copy of the logits here.
+        self._ctx = ctx
+        self._whole: Any = None
+        if ctx is not None and grammar is None and top_logprobs is None:
+            self._whole = internals.LlamaSampler()  # type: ignore[no-untyped-call]
+            _build(self._whole, self._whole, sampling, n_vocab, seed)
+        else:
+            _build(self._shape, self._pick, sampling, n_vocab, seed)
         if grammar is not None and not grammar.trigger:
             self._grammar = self._new_grammar(grammar.text)
         last_n = sampling.penalty_last_n
@@ -161,6 +170,8 @@ class Picker:
 
     def pick(self, logits: Any) -> int:
         """The next token from the logits of the last evaluated position (a float pointer)."""
+        if self._whole is not None:
+            return int(self._c.llama_sampler_sample(self._whole.sampler, self._ctx, -1))
         values = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
         cand = self._cand
         cand.load(values)
@@ -219,10 +230,13 @@ class Picker:
 
     def accept(self, token: int) -> None:
         """The token was sampled (never an end-of-generation token)."""
-        self._accept(token, penalties=True)
+        if self._whole is None:  # llama_sampler_sample accepted it already
+            self._accept(token, penalties=True)
 
     def close(self) -> None:
         self._shape.close()  # type: ignore[no-untyped-call]
+        if self._whole is not None:
+            self._whole.close()
         self._pick.close()  # type: ignore[no-untyped-call]
         if self._grammar is not None:
             self._c.llama_sampler_free(self._grammar)
@@ -232,7 +246,7 @@ class Picker:
 
     def _accept(self, token: int, *, penalties: bool) -> None:
         if penalties:
-            self._c.llama_sampler_accept(self._shape.sampler, token)
+            self._c.llama_sampler_accept((self._whole or self._shape).sampler, token)
         if self._grammar is not None:
             self._c.llama_sampler_accept(self._grammar, token)
         elif self._pending is not None:
