@@ -132,20 +132,10 @@ async def serve(
 ) -> Response:
     """Run `req` through the pipeline and answer in `wire`'s format. `stream`: a wire whose
     streams are not OpenAI-style chunks renders the whole event stream itself. `keep`: stores
-    the whole answer once complete (a stream's: assembled from its events, after `[DONE]`)."""
-    record = observability.current()
-    if record is not None:
-        record.model = req.model
-    idem = request.headers.get("idempotency-key")
-    claim = None if idem is None else IdempotencyKey(idem, await request.body())
-    call = await deps.pipeline.start(key, req, request_id(request), idempotency=claim)
-    if isinstance(call, Replay):
-        return Response(
-            call.body,
-            status_code=call.status,
-            media_type="application/json",
-            headers={"idempotent-replayed": "true"},
-        )
+    the whole answer once complete (a stream's: assembled from its events, before `[DONE]`)."""
+    call = await start(request, deps, key, req)
+    if isinstance(call, Response):
+        return call
     # One watched task per request: a client that leaves cancels whatever is under way.
     try:
         answer = await cancel_on_disconnect(request, _begun(call) if req.stream else _whole(call))
@@ -193,6 +183,27 @@ def _carries(delta: Delta) -> bool:
     return bool(
         delta.text or delta.tool_calls or delta.function_call or delta.refusal or delta.logprobs
     )
+
+
+async def start(
+    request: Request, deps: Services, key: KeyRow, req: InferenceRequest
+) -> Call | Response:
+    """The pipeline's call for `req` (its model noted in the access line), or the stored answer
+    when an `Idempotency-Key` retry has one."""
+    record = observability.current()
+    if record is not None:
+        record.model = req.model
+    idem = request.headers.get("idempotency-key")
+    claim = None if idem is None else IdempotencyKey(idem, await request.body())
+    call = await deps.pipeline.start(key, req, request_id(request), idempotency=claim)
+    if isinstance(call, Replay):
+        return Response(
+            call.body,
+            status_code=call.status,
+            media_type="application/json",
+            headers={"idempotent-replayed": "true"},
+        )
+    return call
 
 
 async def _sse(call: Call, stamp: Stamp, wire: Wire, keep: Keep | None) -> AsyncIterator[bytes]:

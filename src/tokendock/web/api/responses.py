@@ -33,12 +33,11 @@ from tokendock.protocol.response_shapes import (
     response_object,
 )
 from tokendock.protocol.responses import ResponseRequest, input_items
-from tokendock.services.idempotency import Replay
-from tokendock.services.pipeline import Call, IdempotencyKey
+from tokendock.services.pipeline import Call
 from tokendock.services.responses import Responses, run
 from tokendock.storage.accounts import KeyRow
 from tokendock.web import headers
-from tokendock.web.api.respond import ClientGone, cancel_on_disconnect, note
+from tokendock.web.api.respond import ClientGone, cancel_on_disconnect, note, start
 from tokendock.web.api.responses_items import input_tokens, list_input_items
 from tokendock.web.api.responses_request import inference_request, truncated
 from tokendock.web.deps import Services, current_key, parse_body, request_id, services_of
@@ -87,16 +86,9 @@ async def create(request: Request) -> Response:
         record.model = req.model
     if req.background:
         return await _background(request, deps, key, inference, rec)
-    idem = request.headers.get("idempotency-key")
-    claim = None if idem is None else IdempotencyKey(idem, await request.body())
-    call = await deps.pipeline.start(key, inference, request_id(request), idempotency=claim)
-    if isinstance(call, Replay):
-        return Response(
-            call.body,
-            status_code=call.status,
-            media_type="application/json",
-            headers={"idempotent-replayed": "true"},
-        )
+    call = await start(request, deps, key, inference)
+    if isinstance(call, Response):
+        return call
     builder = OutputBuilder()
     store = req.store is not False
     try:
