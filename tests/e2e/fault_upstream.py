@@ -5,6 +5,8 @@ The upstream model name picks the behaviour (each deployment in a test catalog n
     nousage         answers without any usage
     zerousage       answers with an explicit usage of 0 completion tokens
     bigusage        answers with a usage of 200,000 prompt tokens (more than any hold)
+    cached          answers as ok, its usage saying all but 2 prompt tokens came from its
+                    prefix cache (`prompt_tokens_details.cached_tokens`, as vLLM reports it)
     fail500         HTTP 500
     bad400          HTTP 400 with an OpenAI error envelope (the client's fault)
     auth401         HTTP 401 (the gateway's key was rejected)
@@ -32,17 +34,21 @@ from aiohttp import web
 
 WORDS = ["Hello", " from", " the", " fault", " upstream", "."]
 BIG_PROMPT = 200_000  # "bigusage": reports far more prompt tokens than any hold bound
+UNCACHED = 2  # "cached": prompt tokens its prefix cache did not serve
 
 stats: Counter[str] = Counter()
 state: dict[str, Any] = {"override": None, "delay": 0.0}
 
 
-def usage(prompt: int, completion: int) -> dict[str, int]:
-    return {
+def usage(prompt: int, completion: int, mode: str = "ok") -> dict[str, Any]:
+    out: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
     }
+    if mode == "cached":
+        out["prompt_tokens_details"] = {"cached_tokens": prompt - UNCACHED}
+    return out
 
 
 def prompt_tokens(body: dict[str, Any]) -> int:
@@ -133,7 +139,7 @@ def answer(body: dict[str, Any], mode: str, prompt: int, words: list[str]) -> we
         "choices": [choice],
     }
     if mode != "nousage":
-        out["usage"] = usage(prompt, 0 if mode == "zerousage" else len(words))
+        out["usage"] = usage(prompt, 0 if mode == "zerousage" else len(words), mode)
     return web.json_response(out)
 
 
@@ -168,7 +174,7 @@ async def stream(
             completion = 0 if mode == "zerousage" else len(words)
             tail = chunk(body, None, None)
             tail["choices"] = []
-            tail["usage"] = usage(prompt, completion)
+            tail["usage"] = usage(prompt, completion, mode)
             await send(tail)
         await send("[DONE]")
         stats["finished"] += 1

@@ -43,6 +43,12 @@ def cost(prompt_tokens: int, completion_tokens: int) -> int:
     return -(-(prompt_tokens * 2_500_000 + completion_tokens * 10_000_000) // 1_000_000)
 
 
+def prompt(usage: anthropic.types.Usage) -> int:
+    """The whole prompt's tokens: Anthropic's input_tokens leave out those read from cache."""
+    read, written = usage.cache_read_input_tokens, usage.cache_creation_input_tokens
+    return usage.input_tokens + (read or 0) + (written or 0)
+
+
 @pytest.fixture(scope="module", params=BACKENDS)
 def srv(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
@@ -105,7 +111,7 @@ def test_text_with_system(client: anthropic.Anthropic) -> None:
     assert msg.stop_sequence is None
     assert 1 <= msg.usage.output_tokens <= 12
     bare = client.messages.create(model=MODEL, max_tokens=1, messages=ASK)  # type: ignore[arg-type]
-    assert msg.usage.input_tokens > bare.usage.input_tokens + 5  # the system prompt is read
+    assert prompt(msg.usage) > prompt(bare.usage) + 5  # the system prompt is read
 
 
 def test_max_tokens_stop_reason(client: anthropic.Anthropic) -> None:
@@ -168,7 +174,7 @@ def test_tool_use_round_trip(client: anthropic.Anthropic) -> None:
     assert second.content and second.stop_reason in ("end_turn", "max_tokens", "tool_use")
     # The call and its result are in the prompt, as the model reads them.
     counted = client.messages.count_tokens(model=MODEL, messages=history, tools=[WEATHER])  # type: ignore[list-item]
-    assert second.usage.input_tokens == counted.input_tokens > first.usage.input_tokens
+    assert prompt(second.usage) == counted.input_tokens > prompt(first.usage)
 
 
 def test_x_api_key_and_anthropic_version(srv: Server) -> None:
@@ -202,7 +208,7 @@ def test_stream_text_and_final_message(client: anthropic.Anthropic) -> None:
     assert text == plain.content[0].text  # type: ignore[union-attr]
     assert final.content[0].text == text  # type: ignore[union-attr]
     assert final.id.startswith("msg_") and final.stop_reason == plain.stop_reason
-    assert final.usage.input_tokens == plain.usage.input_tokens
+    assert prompt(final.usage) == prompt(plain.usage)
     assert final.usage.output_tokens == plain.usage.output_tokens
 
 
@@ -253,7 +259,7 @@ def test_count_tokens_equals_billed_input(client: anthropic.Anthropic) -> None:
         messages=ASK,
         tools=[WEATHER],  # type: ignore[arg-type]
     )
-    assert counted.input_tokens == used.usage.input_tokens
+    assert counted.input_tokens == prompt(used.usage)
     without_tools = client.messages.count_tokens(model=MODEL, system=SYSTEM, messages=ASK)  # type: ignore[arg-type]
     assert without_tools.input_tokens < counted.input_tokens
 
@@ -366,11 +372,13 @@ def test_billed_like_chat_completions(srv: Server, stream: bool) -> None:
     chat_row, msg_row = row(srv, key, users["chat"]), row(srv, key, users["messages"])
     for name in ("prompt_tokens", "completion_tokens", "cost_micro_credits", "status"):
         assert msg_row[name] == chat_row[name], name
-    assert (usage.input_tokens, usage.output_tokens) == (
+    assert (prompt(usage), usage.output_tokens) == (
         msg_row["prompt_tokens"],
         msg_row["completion_tokens"],
     )
-    assert start - middle == middle - end == cost(usage.input_tokens, usage.output_tokens)
+    assert usage.cache_read_input_tokens == msg_row["cached_tokens"]
+    # No cached_input price in this catalog: a cached prompt token costs the input price.
+    assert start - middle == middle - end == cost(prompt(usage), usage.output_tokens)
 
 
 def test_stream_cut_midway_pays_for_what_was_sent(srv: Server) -> None:

@@ -146,7 +146,7 @@ def test_usage_of_another_accounts_key_is_never_shown(site: Server) -> None:
     assert 'data-testid="total-requests">0<' in page
     csv_text = mallory.get(f"/dashboard/usage.csv?key={key_id}").text
     assert csv_text.strip().splitlines() == [
-        "day,model,requests,prompt_tokens,completion_tokens,cost_credits,endpoint"
+        "day,model,requests,prompt_tokens,completion_tokens,cost_credits,endpoint,cached_tokens"
     ]
 
 

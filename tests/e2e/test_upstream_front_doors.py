@@ -94,7 +94,8 @@ def test_messages_text_and_stream_through_the_upstream(
         gateway,
         before,
         raw.headers["x-request-id"],
-        msg.usage.input_tokens,
+        # Anthropic's input_tokens leave out the prompt tokens read from cache (the upstream's)
+        msg.usage.input_tokens + (msg.usage.cache_read_input_tokens or 0),
         msg.usage.output_tokens,
     )
     with claude.messages.stream(

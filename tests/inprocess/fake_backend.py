@@ -35,6 +35,7 @@ class Script:
     begin_error: BaseException | None = None
     fail_after: int | None = None
     error_text: str = "the fake engine broke"
+    cached: int = 0  # of the prompt's tokens, those its tally says a KV cache served
 
 
 @dataclass
@@ -83,6 +84,7 @@ class FakeRun:
         return Tally(
             prompt_tokens=self.prompt_tokens,
             completion_tokens=self.emitted,
+            cached_tokens=self.script.cached if self.begun else 0,
             started=self.begun,
             finish=self.finishes[0] if self.finishes else None,
         )

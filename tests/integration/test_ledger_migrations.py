@@ -42,11 +42,17 @@ async def test_each_revision_installs_its_frozen_text(tmp_path: Path) -> None:
             ("0007", v.TD_SETTLE_V7),
             ("0008", v.TD_SETTLE_V8),
             ("0010", v.TD_SETTLE_V10),
+            ("0011", v.TD_SETTLE_V11),
         ]:
             await asyncio.to_thread(command.upgrade, config, revision)
             assert await installed(url, "td_settle") == body(settle), revision
             assert await installed(url, "td_hold") == body(v.TD_HOLD), revision
-        downs = [("0008", v.TD_SETTLE_V8), ("0007", v.TD_SETTLE_V7), ("0004", v.TD_SETTLE_V4)]
+        downs = [
+            ("0010", v.TD_SETTLE_V10),
+            ("0008", v.TD_SETTLE_V8),
+            ("0007", v.TD_SETTLE_V7),
+            ("0004", v.TD_SETTLE_V4),
+        ]
         for revision, settle in downs:
             await asyncio.to_thread(command.downgrade, config, revision)
             assert await installed(url, "td_settle") == body(settle), revision

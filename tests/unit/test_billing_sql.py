@@ -22,6 +22,7 @@ FROZEN = {
     "TD_SETTLE_V7": "b2d5f703fca21b81",
     "TD_SETTLE_V8": "a300ce4d77ec5115",
     "TD_SETTLE_V10": "8e235347b00bddd8",
+    "TD_SETTLE_V11": "f13c3a58e40d5106",
 }
 
 
@@ -40,11 +41,13 @@ def test_each_migration_installs_its_own_frozen_version() -> None:
     v4 = migration("0004_usage_deployment")
     v7 = migration("0007_settle_over_hold")
     v10 = migration("0010_usage_endpoint_stored_chat")
+    v11 = migration("0011_usage_cached_tokens")
     assert (v3.TD_HOLD, v3.TD_SETTLE) == (ledger_plpgsql.TD_HOLD, ledger_plpgsql.TD_SETTLE_V3)  # type: ignore[attr-defined]
     assert v4.TD_SETTLE is ledger_plpgsql.TD_SETTLE_V4  # type: ignore[attr-defined]
     assert v7.TD_SETTLE is ledger_plpgsql.TD_SETTLE_V7  # type: ignore[attr-defined]
     assert v10.TD_SETTLE is ledger_plpgsql.TD_SETTLE_V10  # type: ignore[attr-defined]
-    assert ledger_sql.TD_SETTLE is ledger_plpgsql.TD_SETTLE_V10  # what 0010 installs
+    assert v11.TD_SETTLE is ledger_plpgsql.TD_SETTLE_V11  # type: ignore[attr-defined]
+    assert ledger_sql.TD_SETTLE is ledger_plpgsql.TD_SETTLE_V11  # what 0011 installs
     for source in Path(ledger_plpgsql.__file__).parent.glob("migrations/versions/*.py"):
         assert ".replace(" not in source.read_text(), source.name
 

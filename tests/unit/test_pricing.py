@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tokendock.billing.money import AmountError
+from tokendock.billing.money import MAX_AMOUNT, AmountError
 from tokendock.billing.pricing import PER, Price
 
 # (id, input µc/M, output µc/M, prompt tokens, completion tokens, cost in micro-credits);
@@ -95,3 +97,70 @@ def test_rounding_up_never_undercharges() -> None:
                     cost = Price(inp, out).cost(prompt, completion)
                     assert cost * PER >= total
                     assert (cost - 1) * PER < total or cost == 0
+
+
+# -- cached prompt tokens (prefix caching) ---------------------------------------------------
+
+
+def test_cached_docstring_example() -> None:
+    price = Price.parse("0.15", "0.60", "0.03")
+    assert price == Price(150_000, 600_000, 30_000)
+    # (234 × 150,000 + 1,000 × 30,000 + 567 × 600,000) / 1e6 = 405.3 → 406
+    assert price.cost(1_234, 567, cached=1_000) == 406
+    assert price.cost(1_234, 567) == 526  # nothing cached: the plain rule
+
+
+def test_without_a_cached_price_cached_tokens_cost_the_input_price() -> None:
+    price = Price.parse("0.15", "0.60")
+    assert price.cached_per_million is None
+    assert price.cost(1_234, 567, cached=1_000) == price.cost(1_234, 567) == 526
+
+
+def test_cached_rounds_once_per_request() -> None:
+    # one uncached token at 1 µc/M and one cached for free: 0.000001 µc → 1 µc
+    price = Price(1, 0, 0)
+    assert price.cost(2, 0, cached=1) == 1
+    assert price.cost(2, 0, cached=2) == 0  # a free cache: nothing to round up
+    assert Price(3, 0, 1).cost(1_000_000, 0, cached=500_000) == 2  # 1.5 + 0.5 = 2 exactly
+
+
+def test_cached_beyond_the_prompt_is_the_whole_prompt() -> None:
+    price = Price(1_000_000, 0, 250_000)
+    assert price.cost(4, 0, cached=99) == price.cost(4, 0, cached=4) == 1
+    assert price.cost(4, 0, cached=-3) == price.cost(4, 0) == 4
+
+
+def test_worst_is_the_hold_whatever_the_cache() -> None:
+    cheap = Price(1_000_000, 2_000_000, 250_000)
+    assert cheap.worst(7, 3) == cheap.cost(7, 3) == 13  # no discount at hold time
+    dear = Price(1_000_000, 2_000_000, 3_000_000)  # an odd catalog: cache dearer than input
+    assert dear.worst(7, 3) == dear.cost(7, 3, cached=7) == 27
+
+
+prices = st.integers(0, MAX_AMOUNT)
+counts = st.integers(0, 10**12)
+
+
+@given(prices, prices, prices, counts, counts, st.integers(0, 10**12))
+def test_cached_never_costs_more_when_the_cached_price_is_lower(
+    inp: int, out: int, cached_price: int, prompt: int, completion: int, cached: int
+) -> None:
+    cached_price = min(cached_price, inp)
+    price = Price(inp, out, cached_price)
+    cost = price.cost(prompt, completion, cached)
+    assert type(cost) is int
+    assert cost <= price.cost(prompt, completion) == Price(inp, out).cost(prompt, completion)
+    assert cost <= price.worst(prompt, completion)
+    # the exact ceiling of the exact sum: no float, one rounding
+    hit = min(cached, prompt)
+    total = (prompt - hit) * inp + hit * cached_price + completion * out
+    assert cost * PER >= total
+    assert (cost - 1) * PER < total or cost == 0 == total
+
+
+@given(prices, prices, prices, counts, counts, counts)
+def test_worst_bounds_every_cache_outcome(
+    inp: int, out: int, cached_price: int, prompt: int, completion: int, cached: int
+) -> None:
+    price = Price(inp, out, cached_price)
+    assert price.cost(prompt, completion, cached) <= price.worst(prompt, completion)

@@ -105,6 +105,7 @@ class PgFastPath:
             u and u.deployment,
             u is not None and u.estimated,
             u and u.endpoint,
+            u and u.cached_tokens,
         )
         # Shielded: a settlement that reached the server completes even if its caller is gone.
         row = await asyncio.shield(call)

@@ -45,6 +45,7 @@ class UsageRow:
     deployment: str | None = None  # the upstream that served it; None for the embedded engine
     estimated: bool = False  # token counts estimated (an upstream that reported no usage)
     endpoint: str | None = None  # the API it came in by (InferenceRequest.endpoint)
+    cached_tokens: int = 0  # of prompt_tokens, those read from a KV cache (prefix caching)
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,6 +145,7 @@ def settle(
                 u.deployment,
                 u.estimated,
                 u.endpoint,
+                u.cached_tokens,
             ),
         )
     return charged, balance, late

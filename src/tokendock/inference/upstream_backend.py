@@ -7,9 +7,10 @@
   defaults (the model's output cap; usage always asked on streams); the router retries on
   another deployment until one commits, before the first byte reaches the client.
 - `events`: the upstream's chunks (or whole answer) as typed events. The tally is the
-  upstream's own usage (an explicit zero is a zero); without one — a stream cut by the client or
-  the upstream — what was seen is estimated (a streamed piece is a token; text at 4 characters a
-  token) and marked so.
+  upstream's own usage (an explicit zero is a zero; its `prompt_tokens_details.cached_tokens`
+  are the prompt tokens its prefix cache served, billed at the cached price); without one — a
+  stream cut by the client or the upstream — what was seen is estimated (a streamed piece is a
+  token; text at 4 characters a token) and marked so.
 """
 
 from __future__ import annotations
@@ -159,9 +160,11 @@ class UpstreamRun:
     async def tally(self) -> Tally:
         seen = self._seen
         estimated = False
+        cached = 0
         if seen.usage is not None:
             prompt = reply.count(seen.usage.get("prompt_tokens"))
             completion = reply.count(seen.usage.get("completion_tokens"))
+            cached = reply.cached_count(seen.usage)
         elif self._produced:
             # No usage from upstream: estimate what was seen. A streamed piece is one token on
             # every server we know; a whole answer is estimated from its length.
@@ -174,6 +177,7 @@ class UpstreamRun:
         return Tally(
             prompt_tokens=prompt,
             completion_tokens=completion,
+            cached_tokens=cached,
             started=self._produced,
             estimated=estimated,
             finish=seen.finish[:32] if seen.finish else None,  # the usage column's width

@@ -83,6 +83,16 @@ def count(value: object) -> int:
     return value if isinstance(value, int) and is_count(value) else 0
 
 
+def cached_count(usage: JSON) -> int:
+    """Of the prompt tokens, those the upstream read from its prefix cache, as vLLM, SGLang and
+    llama.cpp's server report them (`usage.prompt_tokens_details.cached_tokens`); at most the
+    prompt's count, 0 when not reported or not believed."""
+    details = usage.get("prompt_tokens_details")
+    if not isinstance(details, dict):
+        return 0
+    return min(count(details.get("cached_tokens")), count(usage.get("prompt_tokens")))
+
+
 def finish_of(choice: JSON) -> str | None:
     reason = choice.get("finish_reason")
     return reason if isinstance(reason, str) and reason else None

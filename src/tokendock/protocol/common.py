@@ -86,12 +86,13 @@ class SamplingFields(BaseModel):
         return {int(k): float(v) for k, v in (self.logit_bias or {}).items()}
 
 
-def usage_dict(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+def usage_dict(prompt_tokens: int, completion_tokens: int, cached: int = 0) -> dict[str, Any]:
+    """OpenAI's usage object; `cached`: of the prompt tokens, those read from a KV cache."""
     return {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
-        "prompt_tokens_details": {"cached_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached},
         "completion_tokens_details": {"reasoning_tokens": 0},
     }
 

@@ -3,7 +3,8 @@ schema, the response and stream event shapes, and Anthropic's error envelope.
 
 Shapes follow the official `anthropic` SDK's types: a message body
 `{"id": "msg_…", "type": "message", "role": "assistant", "model", "content": [blocks],
-"stop_reason", "stop_sequence", "usage": {"input_tokens", "output_tokens"}}`, stream events as
+"stop_reason", "stop_sequence", "usage": {"input_tokens", "cache_creation_input_tokens",
+"cache_read_input_tokens", "output_tokens"}}`, stream events as
 named server-sent events (`event: <type>` + `data: {"type": <type>, …}`), and errors as
 `{"type": "error", "error": {"type", "message"}}`.
 """
@@ -225,8 +226,17 @@ def stop_reason(finish: str) -> str:
     return STOP_REASONS.get(finish, "end_turn")
 
 
-def usage(input_tokens: int, output_tokens: int) -> dict[str, Any]:
-    return {"input_tokens": input_tokens, "output_tokens": output_tokens}
+def usage(prompt_tokens: int, output_tokens: int, cached: int = 0) -> dict[str, Any]:
+    """Anthropic's usage object for a prompt of `prompt_tokens`, `cached` of them read from the
+    prefix cache. As Anthropic counts: `input_tokens` are the prompt tokens NOT read from cache
+    (input + cache_read + cache_creation is the whole prompt); nothing is written to a cache on
+    request (TokenDock's prefix cache fills itself), so cache_creation_input_tokens is 0."""
+    return {
+        "input_tokens": prompt_tokens - cached,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": cached,
+        "output_tokens": output_tokens,
+    }
 
 
 def message_body(
@@ -237,7 +247,9 @@ def message_body(
     input_tokens: int,
     output_tokens: int,
     stop_sequence: str | None = None,
+    cached: int = 0,
 ) -> dict[str, Any]:
+    """`input_tokens`: the whole prompt's tokens, `cached` of them read from cache (`usage`)."""
     return {
         "id": message_id,
         "type": "message",
@@ -246,7 +258,7 @@ def message_body(
         "content": content,
         "stop_reason": reason,
         "stop_sequence": stop_sequence,
-        "usage": usage(input_tokens, output_tokens),
+        "usage": usage(input_tokens, output_tokens, cached),
     }
 
 

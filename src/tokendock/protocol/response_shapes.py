@@ -54,10 +54,11 @@ class ResponseRecord:
         return [*self.context, *self.input_items, *self.output]
 
 
-def response_usage(input_tokens: int, output_tokens: int) -> JSON:
+def response_usage(input_tokens: int, output_tokens: int, cached: int = 0) -> JSON:
+    """The Responses API's usage object; `cached`: of the input tokens, those read from cache."""
     return {
         "input_tokens": input_tokens,
-        "input_tokens_details": {"cached_tokens": 0},
+        "input_tokens_details": {"cached_tokens": cached},
         "output_tokens": output_tokens,
         "output_tokens_details": {"reasoning_tokens": 0},
         "total_tokens": input_tokens + output_tokens,

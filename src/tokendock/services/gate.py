@@ -5,13 +5,14 @@
         …                                   # run the request
 
 Entering: the key's model allow-list (403), rate limits (429), then ONE atomic credit hold for
-the worst case at the model's prices (402). Leaving — on every exit: success, an error, the
-client gone, a cancellation, the shutdown deadline — settles exactly once, in ONE place
-(`_conclude`): the charge for what the backend produced (its tally) with the usage record in
-the same transaction, the rest of the hold released, the unused token reservation returned to
-the rate limiter. A request refused with a client error (or left by its client) before the
-backend took it and did any work is released without a usage record. The settlement is
-shielded from the caller's cancellation and tracked, so `drain()` waits for it at shutdown.
+the worst case at the model's prices (402; no cache discount: what the cache holds is not known
+yet). Leaving — on every exit: success, an error, the client gone, a cancellation, the shutdown
+deadline — settles exactly once, in ONE place (`_conclude`): the charge for what the backend
+produced (its tally; prompt tokens read from a KV cache at the cached price) with the usage
+record in the same transaction, the rest of the hold released, the unused token reservation
+returned to the rate limiter. A request refused with a client error (or left by its client)
+before the backend took it and did any work is released without a usage record. The settlement
+is shielded from the caller's cancellation and tracked, so `drain()` waits for it at shutdown.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class Gate:
         # Rate limits first: a refused request reserves nothing and holds no credit.
         rate = await self._limiter.admit(self.subjects(key), worst, request_id)
         try:
-            cost = price.cost(bound.prompt_tokens, bound.completion_tokens)
+            cost = price.worst(bound.prompt_tokens, bound.completion_tokens)
             hold = await self._ledger.hold(key.account_id, key.id, cost, request_id)
         except BaseException as exc:
             await self._limiter.settle(rate, 0)
@@ -147,6 +148,8 @@ class Gate:
                 return
             ticket.outcome = tally
             prompt, completion = tally.prompt_tokens, tally.completion_tokens
+            # What the wire shows is what was billed: a cached count past the prompt is clamped.
+            cached = tally.cached_tokens = min(max(tally.cached_tokens, 0), prompt)
             now = time.monotonic()
             ticket.usage = UsageRow(
                 request_id=ticket.request_id,
@@ -163,9 +166,10 @@ class Gate:
                 deployment=tally.deployment,
                 estimated=tally.estimated,
                 endpoint=ticket.endpoint,
+                cached_tokens=cached,
             )
             # Usage above the hold is charged up to the balance and the key's limit (Ledger).
-            cost = ticket.price.cost(prompt, completion)
+            cost = ticket.price.cost(prompt, completion, cached)
             ticket.settlement = await self._ledger.settle(ticket.hold, cost, ticket.usage)
         finally:
             if ticket.rate is not None:

@@ -41,13 +41,19 @@ class ModelDirectory:
     def price_spec(self, spec: ModelSpec) -> PriceSpec | None:
         setting = self._settings.get(spec.id)
         if setting is not None and setting.input_price is not None:
-            return PriceSpec(input=setting.input_price, output=setting.output_price or "0")
+            return PriceSpec(
+                input=setting.input_price,
+                output=setting.output_price or "0",
+                cached_input=setting.cached_input_price,
+            )
         return spec.price
 
     def price(self, model: str) -> Price:
         if model not in self._prices:
             spec = self.price_spec(self._registry.spec(model))
-            self._prices[model] = None if spec is None else Price.parse(spec.input, spec.output)
+            self._prices[model] = (
+                None if spec is None else Price.parse(spec.input, spec.output, spec.cached_input)
+            )
         price = self._prices[model]
         if price is None:
             raise ModelUnpriced(

@@ -77,7 +77,11 @@ def conclude(
     rec.output = builder.items
     rec.incomplete_reason = reason
     tally = call.tally
-    rec.usage = response_usage(tally.prompt_tokens, tally.completion_tokens) if tally else None
+    rec.usage = (
+        response_usage(tally.prompt_tokens, tally.completion_tokens, tally.cached_tokens)
+        if tally
+        else None
+    )
     if failure is not None:
         public = isinstance(failure, TokenDockError) and not isinstance(failure, InternalError)
         message = str(failure) if public else "The server had an error while generating."

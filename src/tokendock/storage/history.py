@@ -40,6 +40,7 @@ class UsageLine:
     completion_tokens: int
     cost: int
     endpoint: str | None = None  # the API the requests came in by (None: not recorded)
+    cached_tokens: int = 0  # of prompt_tokens, those read from the prefix cache
 
 
 def _day(value: object) -> date:
@@ -117,6 +118,7 @@ class HistoryStore:
             func.sum(usage_records.c.prompt_tokens).label("prompt"),
             func.sum(usage_records.c.completion_tokens).label("completion"),
             func.sum(usage_records.c.cost).label("cost"),
+            func.sum(usage_records.c.cached_tokens).label("cached"),
         ).where(usage_records.c.account_id == account_id)
         if start is not None:
             query = query.where(
@@ -145,6 +147,7 @@ class HistoryStore:
                 int(r.completion or 0),
                 int(r.cost or 0),
                 r.endpoint,
+                int(r.cached or 0),
             )
             for r in rows
         ]

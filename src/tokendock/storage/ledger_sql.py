@@ -66,18 +66,19 @@ RENEW = (
 INSERT_USAGE = (
     "INSERT INTO usage_records (request_id, account_id, key_id, model, prompt_tokens, "
     'completion_tokens, cost, status, finish_reason, latency_ms, ttft_ms, "user", created_at, '
-    "deployment, estimated, endpoint) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "deployment, estimated, endpoint, cached_tokens) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 # -- PostgreSQL (asyncpg `$n` parameters) ----------------------------------------------------
 
 TD_HOLD = ledger_plpgsql.TD_HOLD  # the versions the database runs after the last migration
-TD_SETTLE = ledger_plpgsql.TD_SETTLE_V10
+TD_SETTLE = ledger_plpgsql.TD_SETTLE_V11
 
 PG_HOLD = "SELECT o_status, o_balance FROM td_hold($1, $2, $3, $4, $5, $6, $7, $8)"
 PG_SETTLE = (
     "SELECT o_charged, o_balance, o_late FROM td_settle($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-    "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+    "$10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
 )
 PG_RENEW = (
     "UPDATE holds SET expires_at = $1 WHERE owner = $2 AND status = 'open' AND id = ANY($3::text[])"

@@ -17,6 +17,7 @@ class ModelSetting:
     enabled: bool = True
     input_price: str | None = None  # credits per million tokens; None: the catalog's
     output_price: str | None = None
+    cached_input_price: str | None = None  # None: the input price
 
 
 class ModelSettingsStore:
@@ -28,7 +29,10 @@ class ModelSettingsStore:
         async with self._reader.connect() as conn:
             rows = (await conn.execute(select(model_settings))).all()
         return {
-            r.model_id: ModelSetting(bool(r.enabled), r.input_price, r.output_price) for r in rows
+            r.model_id: ModelSetting(
+                bool(r.enabled), r.input_price, r.output_price, r.cached_input_price
+            )
+            for r in rows
         }
 
     async def save(self, model_id: str, setting: ModelSetting) -> None:
@@ -40,6 +44,7 @@ class ModelSettingsStore:
                     enabled=setting.enabled,
                     input_price=setting.input_price,
                     output_price=setting.output_price,
+                    cached_input_price=setting.cached_input_price,
                     updated_at=datetime.now(UTC),
                 )
             )

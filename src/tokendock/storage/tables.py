@@ -134,6 +134,8 @@ usage_records = Table(
     Column("estimated", Boolean, nullable=False, server_default=false()),
     # The API it came in by: chat.completions, completions, embeddings, responses, messages.
     Column("endpoint", String(32), nullable=True),
+    # Of prompt_tokens, those read from a KV cache (prefix caching), billed at the cached price.
+    Column("cached_tokens", Integer, nullable=False, server_default="0"),
 )
 Index("ix_usage_account_created", usage_records.c.account_id, usage_records.c.created_at)
 
@@ -226,6 +228,7 @@ model_settings = Table(
     Column("enabled", Boolean, nullable=False, server_default=true()),
     Column("input_price", String(32), nullable=True),
     Column("output_price", String(32), nullable=True),
+    Column("cached_input_price", String(32), nullable=True),  # None: the input price
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
 

@@ -51,7 +51,15 @@ MESSAGE: Schema = obj(
         "content": {"type": "array", "items": {"oneOf": [TEXT_BLOCK, TOOL_USE_BLOCK]}},
         "stop_reason": STOP_REASON,
         "stop_sequence": NULL_STRING,
-        "usage": obj({"input_tokens": INTEGER, "output_tokens": INTEGER}),
+        # input_tokens: the prompt tokens NOT read from the prefix cache (as Anthropic counts)
+        "usage": obj(
+            {
+                "input_tokens": INTEGER,
+                "cache_creation_input_tokens": INTEGER,
+                "cache_read_input_tokens": INTEGER,
+                "output_tokens": INTEGER,
+            }
+        ),
     }
 )
 ERROR: Schema = obj(

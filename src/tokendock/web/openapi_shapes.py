@@ -178,6 +178,7 @@ USAGE_ROW: Schema = obj(
         "key_id": NULL_INTEGER,
         "model": STRING,
         "prompt_tokens": INTEGER,
+        "cached_tokens": INTEGER,
         "completion_tokens": INTEGER,
         "cost": CREDITS,
         "cost_micro_credits": INTEGER,

@@ -58,6 +58,7 @@ async def usage(
             "key_id": r["key_id"],
             "model": r["model"],
             "prompt_tokens": r["prompt_tokens"],
+            "cached_tokens": r["cached_tokens"],  # of prompt_tokens, read from the prefix cache
             "completion_tokens": r["completion_tokens"],
             "cost": format_credits(r["cost"]),
             "cost_micro_credits": r["cost"],

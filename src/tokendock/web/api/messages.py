@@ -204,8 +204,9 @@ class MessagesWire:
         if matched is not None and reason == "end_turn":
             reason = "stop_sequence"
         prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+        cached = usage["prompt_tokens_details"]["cached_tokens"]
         return message_body(
-            message_id(stamp), stamp.model, content, reason, prompt, completion, matched
+            message_id(stamp), stamp.model, content, reason, prompt, completion, matched, cached
         )
 
 

@@ -7,7 +7,11 @@
 The pipeline's deltas become blocks: text opens (or continues) a text block, a tool call's first
 piece opens a tool_use block and its argument pieces are its `input_json_delta`s. The usage in
 `message_delta` is what the request was billed (known once the events have ended and the call
-settled). A failure after the first byte is Anthropic's `event: error`.
+settled): all four counts, as Anthropic's stream sends them, so they replace `message_start`'s.
+`message_start` counts the whole prompt as `input_tokens` with `cache_read_input_tokens` 0 —
+how much of it the prefix cache held is known only once the engine has placed it; the SDK's
+accumulated message takes `message_delta`'s (input_tokens then excludes the cached tokens).
+A failure after the first byte is Anthropic's `event: error`.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from tokendock.protocol.messages import (
     stop_reason,
     text_block,
     tool_use_id,
+    usage,
 )
 from tokendock.services.pipeline import Call
 from tokendock.web.api.respond import Stamp
@@ -120,12 +125,16 @@ async def stream_events(call: Call, stamp: Stamp) -> AsyncIterator[bytes]:
                 for body in blocks.close():
                     yield sse(body)
         tally = call.tally
-        prompt, completion = (tally.prompt_tokens, tally.completion_tokens) if tally else (0, 0)
+        billed = (
+            usage(tally.prompt_tokens, tally.completion_tokens, tally.cached_tokens)
+            if tally
+            else usage(0, 0)
+        )
         yield sse(
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": reason, "stop_sequence": matched},
-                "usage": {"input_tokens": prompt, "output_tokens": completion},
+                "usage": billed,
             }
         )
         yield sse({"type": "message_stop"})

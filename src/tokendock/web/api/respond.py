@@ -155,9 +155,7 @@ async def serve(
         )
     note(call.ticket)
     assert answer is not None
-    tally = call.tally
-    prompt, completion = (tally.prompt_tokens, tally.completion_tokens) if tally else (0, 0)
-    whole = wire.body(stamp, answer, usage_dict(prompt, completion))
+    whole = wire.body(stamp, answer, usage_of(call))
     body = orjson.dumps(whole)
     await call.answered(body)
     if keep is not None:
@@ -234,15 +232,20 @@ async def _sse(call: Call, stamp: Stamp, wire: Wire, keep: Keep | None) -> Async
             await events.aclose()  # type: ignore[attr-defined]
     if keep is not None and whole is not None:
         # Kept before [DONE]: a client that reads the stream to its end can retrieve it at once.
-        tally = call.tally
-        usage = usage_dict(*((tally.prompt_tokens, tally.completion_tokens) if tally else (0, 0)))
-        await keep(wire.body(stamp, whole, usage))
+        await keep(wire.body(stamp, whole, usage_of(call)))
     yield DONE
 
 
-def _usage_chunk(call: Call, stamp: Stamp, object_name: str) -> dict[str, Any]:
+def usage_of(call: Call) -> dict[str, Any]:
+    """The usage object of what `call` was billed (its tally; zeros when nothing was)."""
     tally = call.tally
-    usage = usage_dict(*((tally.prompt_tokens, tally.completion_tokens) if tally else (0, 0)))
+    if tally is None:
+        return usage_dict(0, 0)
+    return usage_dict(tally.prompt_tokens, tally.completion_tokens, tally.cached_tokens)
+
+
+def _usage_chunk(call: Call, stamp: Stamp, object_name: str) -> dict[str, Any]:
+    usage = usage_of(call)
     if call.settlement is not None:
         usage["cost"] = format_credits(call.settlement.charged)  # TokenDock's addition
     return response_body(object_name, **stamped(stamp), choices=[], usage=usage)

@@ -184,8 +184,12 @@ async def save_model(request: Request, model_id: str) -> Response:
     services, session, admin, fields = found
     try:
         services.models.spec(model_id)
-        price = PriceSpec(input=fields.get("input", ""), output=fields.get("output", ""))
-        Price.parse(price.input, price.output)  # at most money.MAX_AMOUNT each
+        price = PriceSpec(
+            input=fields.get("input", ""),
+            output=fields.get("output", ""),
+            cached_input=fields.get("cached_input", "").strip() or None,  # blank: the input's
+        )
+        Price.parse(price.input, price.output, price.cached_input)  # ≤ money.MAX_AMOUNT each
     except (TokenDockError, ValidationError, AmountError):
         return await _page(
             request,
@@ -200,6 +204,7 @@ async def save_model(request: Request, model_id: str) -> Response:
         enabled=fields.get("enabled") == "on",
         input_price=price.input,
         output_price=price.output,
+        cached_input_price=price.cached_input,
     )
     await services.directory.save(model_id, setting)
     state = "served" if setting.enabled else "switched off"
@@ -208,5 +213,6 @@ async def save_model(request: Request, model_id: str) -> Response:
         services,
         session,
         admin,
-        notice=f"{model_id}: {state}, {price.input} / {price.output} credits per million tokens.",
+        notice=f"{model_id}: {state}, {price.input} / {price.output} credits per million tokens"
+        + ("." if price.cached_input is None else f", cached input {price.cached_input}."),
     )

@@ -104,6 +104,7 @@ async def usage_page(request: Request) -> Response:
     totals = {
         "requests": sum(x.requests for x in lines),
         "prompt": sum(x.prompt_tokens for x in lines),
+        "cached": sum(x.cached_tokens for x in lines),
         "completion": sum(x.completion_tokens for x in lines),
         "cost": sum(x.cost for x in lines),
     }
@@ -153,6 +154,7 @@ async def usage_csv(request: Request) -> Response:
             "completion_tokens",
             "cost_credits",
             "endpoint",
+            "cached_tokens",  # of prompt_tokens, read from the prefix cache
         ]
     )
     for x in lines:
@@ -165,6 +167,7 @@ async def usage_csv(request: Request) -> Response:
                 x.completion_tokens,
                 format_credits(x.cost),
                 x.endpoint or "",
+                x.cached_tokens,
             ]
         )
     name = f"tokendock-usage-{filters.start.isoformat()}-{filters.end.isoformat()}.csv"
