@@ -1,446 +1,271 @@
-"""Engine overhead: bare llama-cpp-python against the real TokenDock server, side by side.
+"""Engine benchmark: bare llama-cpp-python, TokenDock and llama-cpp-python's own server, one run.
 
-Three measurements per side, same model file, same prompt tokens, same thread count:
+Same model file, same llama.cpp thread count everywhere; one server at a time:
 
-* prompt processing — a ~1000-token prompt evaluated once (bare: `llm.eval`; TokenDock: a
-  streamed `/v1/completions` request with `max_tokens=1`, timed until `[DONE]`);
-* time to first token — a ~25-token prompt, from the call (bare: tokenize + `llm.generate`;
-  TokenDock: the HTTP request) to the first token (bare) or first content chunk (TokenDock);
-* single-stream generation — the same request continued greedily to `--tokens` tokens; speed is
-  (tokens - 1) / (time from the first token to the last).
+1. Single stream (bench/engine_single.py): bare llama-cpp-python in this process against the
+   TokenDock server, alternating repetitions: prompt processing, time to first token (TTFT),
+   generation tokens/s.
+2. TokenDock, concurrency 1, 2, 4, 8, 16 (bench/engine_load.py): aggregate generation tokens/s,
+   TTFT p50 / p95, complete vs cut-short requests; then prefix reuse (a ~400-token shared system
+   prompt, cold, then a repeat with another user message). Peak RSS of the server from /proc.
+   TokenDock runs with its own catalog: the default entry with `slots` (default 16) and
+   `threads` set (bench/engine_servers.py).
+3. `python -m llama_cpp.server` with the same model, context and threads: the same sweep and
+   the same prefix pairs, for comparison (no target is judged on it).
 
-The two sides never compute at the same time: each repetition runs one side, pauses, then the
-other (the order alternates between repetitions), after one warm-up repetition per side. Every
-repetition uses its own prompts (a different number up front), so llama-cpp-python's prefix
-cache inside the server cannot skip prompt work that the bare side has to do. The reported
-value is the median over `--reps` repetitions.
+Targets (issue 13), printed as PASS/FAIL: TokenDock at concurrency 4 ≥ 1.6× and at 16 ≥ 3× its
+concurrency-1 aggregate with every request complete; single stream ≥ 95 % of bare
+llama-cpp-python and TTFT added < 5 ms; the repeat reaches its first token ≥ 3× faster than
+the cold request. Writes the results between the markers of docs/benchmarks.md's engine section
+and the plot docs/bench-engine-concurrency.svg (not with --smoke or --no-write).
 
-The server runs from a fresh data directory (bench/tokendock_server.py: a new SQLite database,
-the model files of data/models reused); its first start creates an admin account and prints
-that account's API key, which the client sends with every request.
-
-Run from the repository root: `.venv/bin/python bench/engine.py [--reps 5] [--tokens 128]`.
-`--smoke` runs one short repetition (a ~100-token prompt, 4 tokens, no warm-up) in seconds and
-judges no target: it only checks that both sides ran and counted the same tokens.
+Run from the repository root: `make bench-engine` (= `.venv/bin/python bench/engine.py`).
+`--smoke` runs seconds of each part (concurrency 1 and 2, a few tokens) and judges no target.
+Servers bind 127.0.0.1 and are stopped by PID at the end, on errors, on SIGTERM and when the
+run exceeds `--deadline` seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
 import platform
 import signal
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from gateway_procs import stop
-from tokendock_server import TokenDock, start_tokendock
-
-ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = ROOT / "data"
-MODEL_ID = "gemma-3-270m"
-MODEL_PATH = DATA_DIR / "models" / "gemma-3-270m-q4_k_m.gguf"
-SETTLE_SECONDS = 0.3  # lets llama.cpp worker threads of the side that just ran go idle
-REQUEST_TIMEOUT = 300.0
-
-# About 100 tokens; repeated to make the long prompt. Plain prose, no special tokens.
-PROSE = (
-    "The harbour town wakes slowly in winter. Fishing boats leave before dawn, their lamps "
-    "swinging over black water, while the bakers on the hill light their ovens and the first "
-    "trams rattle down towards the market square. By nine the cafés are full of dock workers, "
-    "students and old men arguing about the weather, the price of fuel and the football. "
+from engine_load import SYSTEM_REPEATS, Client, Level, prefix_pairs, sweep
+from engine_report import SVG, ServerRun, results_markdown, svg, targets, write_doc
+from engine_servers import Memory, llama_server, slots_in_catalog, tokendock
+from engine_single import (
+    MODEL_ID,
+    MODEL_PATH,
+    PROSE_REPEATS,
+    SMOKE_PROSE_REPEATS,
+    SMOKE_TOKENS,
+    BareLlama,
+    Runner,
+    Sample,
+    TokenDockClient,
+    run_all,
+    summarize,
 )
-PROSE_REPEATS = 15
-SMOKE_PROSE_REPEATS = 1  # --smoke: a ~100-token prompt
-SMOKE_TOKENS = 4
+from gateway_procs import stop_all
+from machine import commit, cpu_model
+
+LEVELS = [1, 2, 4, 8, 16]
+SMOKE_LEVELS = [1, 2]
+N_CTX = 4096  # TokenDock's context_length for the model; llama_cpp.server gets the same
+LOAD_WARN = 1.5
 
 
-def short_prompt(rep: int) -> str:
-    """A counting prompt: greedy decoding continues it for hundreds of tokens without EOS."""
-    start = 101 + (37 * rep) % 850  # always three digits: same token count every rep
-    return "Counting up: " + ", ".join(str(start + i) for i in range(4)) + ","
+def log(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
-def long_prompt(rep: int, repeats: int = PROSE_REPEATS) -> str:
-    return f"Note {rep + 1}. " + PROSE * repeats
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=5, help="single-stream repetitions (5)")
+    p.add_argument("--tokens", type=int, default=128, help="single-stream tokens (128)")
+    p.add_argument("--load-tokens", type=int, default=64, help="tokens per concurrent request")
+    p.add_argument("--rounds", type=int, default=2, help="requests per worker at each level (2)")
+    p.add_argument("--min-requests", type=int, default=8, help="requests per level at least (8)")
+    p.add_argument("--pairs", type=int, default=3, help="prefix-reuse pairs (cold, repeat)")
+    p.add_argument("--prefix-tokens", type=int, default=8, help="tokens per prefix request")
+    p.add_argument("--slots", type=int, default=16, help="TokenDock's catalog `slots` (16)")
+    p.add_argument("--threads", type=int, default=0, help="llama.cpp threads; 0 = all cores")
+    p.add_argument("--deadline", type=float, default=900, help="stop everything after (s)")
+    p.add_argument("--json", type=Path, help="also write every result as JSON here")
+    p.add_argument("--no-write", action="store_true", help="leave docs/ as it is")
+    p.add_argument("--model", default=MODEL_ID, help="public model id on TokenDock")
+    p.add_argument("--model-path", type=Path, default=MODEL_PATH, help="the same GGUF")
+    p.add_argument("--smoke", action="store_true", help="seconds per part, no targets judged")
+    args = p.parse_args(argv)
+    args.levels = SMOKE_LEVELS if args.smoke else LEVELS
+    if args.smoke:
+        args.reps, args.tokens, args.load_tokens = 1, SMOKE_TOKENS, 8
+        args.rounds, args.min_requests, args.pairs, args.prefix_tokens = 1, 1, 1, 4
+        args.deadline = min(args.deadline, 240)
+    args.threads = args.threads or os.cpu_count() or 1
+    if args.reps < 1 or args.tokens < 2 or args.load_tokens < 2:
+        p.error("--reps must be ≥ 1, --tokens and --load-tokens ≥ 2")
+    if not args.model_path.is_file():
+        p.error(f"{args.model_path} is missing: run `.venv/bin/tokendock models fetch`")
+    return args
 
 
-@dataclass(slots=True)
-class Sample:
-    """One repetition of one side."""
-
-    prompt_tokens: int
-    prompt_ms: float
-    ttft_ms: float
-    gen_tokens: int
-    gen_tps: float
-    text: str
-
-    @property
-    def prompt_tps(self) -> float:
-        return self.prompt_tokens / (self.prompt_ms / 1000)
+def requests_for(args: argparse.Namespace) -> dict[int, int]:
+    return {c: max(args.min_requests, args.rounds * c) for c in args.levels}
 
 
-def _ms(seconds: float) -> float:
-    return seconds * 1000
+def load_part(args: argparse.Namespace, client: Client, run: ServerRun) -> None:
+    log(f"{run.name}: concurrency {args.levels}, {args.load_tokens} tokens per request")
+    run.levels = sweep(client, args.levels, requests_for(args), args.load_tokens, log)
+    log(f"{run.name}: prefix reuse, {args.pairs} pairs")
+    repeats = 1 if args.smoke else SYSTEM_REPEATS  # --smoke: a ~130-token system prompt
+    run.prefix = prefix_pairs(client, args.pairs, args.prefix_tokens, repeats)
+    run.prefix_tokens = args.prefix_tokens
+    for p in run.prefix:
+        log(f"  cold {p.cold.ttft_ms or 0:.0f} ms → repeat {p.repeat.ttft_ms or 0:.0f} ms")
 
 
-# -- bare llama-cpp-python ------------------------------------------------------------------
-
-
-class BareLlama:
-    def __init__(self, model_path: Path, prose_repeats: int = PROSE_REPEATS):
-        import llama_cpp
-
-        self.prose_repeats = prose_repeats
-        threads = os.cpu_count() or 1
-        self._lib = llama_cpp
-        self._llm: Any = llama_cpp.Llama(
-            model_path=str(model_path),
-            n_ctx=4096,
-            n_threads=threads,
-            n_threads_batch=threads,
-            n_batch=512,
-            verbose=False,
-        )
-
-    def close(self) -> None:
-        self._llm.close()
-        self._llm = None
-
-    def run(self, rep: int, tokens: int) -> Sample:
-        prompt_tokens, prompt_s = self._prompt_eval(long_prompt(rep, self.prose_repeats))
-        ttft_s, stamps, text = self._generate(short_prompt(rep), tokens)
-        return Sample(
-            prompt_tokens=prompt_tokens,
-            prompt_ms=_ms(prompt_s),
-            ttft_ms=_ms(ttft_s),
-            gen_tokens=len(stamps),
-            gen_tps=_rate(stamps),
-            text=text,
-        )
-
-    def _prompt_eval(self, prompt: str) -> tuple[int, float]:
-        ids = self._llm.tokenize(prompt.encode("utf-8"))
-        self._llm.reset()
-        start = time.perf_counter()
-        self._llm.eval(ids)
-        return len(ids), time.perf_counter() - start
-
-    def _generate(self, prompt: str, limit: int) -> tuple[float, list[float], str]:
-        """Greedy tokens until `limit` (EOS included: the bare loop never stops by itself)."""
-        llm = self._llm
-        llm.reset()  # a full prompt evaluation, never a prefix-cache hit
-        start = time.perf_counter()
-        ids = llm.tokenize(prompt.encode("utf-8"))
-        stamps: list[float] = []
-        out: list[int] = []
-        tokens = llm.generate(ids, temp=0.0, top_k=1, top_p=1.0, min_p=0.0)
-        try:
-            for token in tokens:
-                stamps.append(time.perf_counter())
-                out.append(token)
-                if len(out) >= limit:
-                    break
-        finally:
-            tokens.close()
-        text = llm.detokenize(out).decode("utf-8", "replace")
-        return stamps[0] - start, stamps, text
-
-
-def _rate(stamps: list[float]) -> float:
-    """Tokens per second between the first and the last token (n - 1 intervals)."""
-    if len(stamps) < 2:
-        return float("nan")
-    return (len(stamps) - 1) / (stamps[-1] - stamps[0])
-
-
-# -- TokenDock server -----------------------------------------------------------------------
-
-
-@contextmanager
-def running_server(tmp: Path) -> Iterator[TokenDock]:
-    """`tokendock serve` from a fresh data directory under `tmp`, on a free local port, with
-    its own account and API key; yields once /ready says so, stops it by PID at the end."""
-    server = start_tokendock(tmp)
+def tokendock_part(
+    args: argparse.Namespace, tmp: Path
+) -> tuple[dict[str, list[Sample]], ServerRun, int | None]:
+    log("loading bare llama-cpp-python and starting TokenDock…")
+    repeats = SMOKE_PROSE_REPEATS if args.smoke else PROSE_REPEATS
+    bare: BareLlama | None = BareLlama(args.model_path, args.threads, repeats)
+    run = ServerRun("TokenDock")
     try:
-        yield server
+        with tokendock(tmp, args.model, args.slots, args.threads) as server:
+            slots = slots_in_catalog(tmp / "engine-bench-models.toml")
+            with Memory(server.proc) as memory:
+                single = TokenDockClient(server, args.model, repeats)
+                try:
+                    assert bare is not None
+                    sides: dict[str, Runner] = {"bare": bare.run, "tokendock": single.run}
+                    log(f"single stream: {args.reps} reps, {args.tokens} tokens")
+                    samples = run_all(sides, args.reps, args.tokens, warmup=not args.smoke)
+                finally:
+                    single.close()
+                bare.close()
+                bare = None
+                load_part(args, Client(server.base_url, args.model, server.key), run)
+            run.peak_rss_mb, run.max_sampled_rss_mb = memory.peak_mb(), memory.max_sampled_mb()
     finally:
-        stop(server.proc)
+        if bare is not None:
+            bare.close()
+    return samples, run, slots
 
 
-@dataclass(slots=True)
-class StreamResult:
-    start: float
-    content_stamps: list[float]  # arrival time of each chunk that carried text
-    text: str
-    usage: dict[str, Any]
-    finish_reason: str | None
-    end: float
+def llama_server_part(args: argparse.Namespace, tmp: Path) -> ServerRun:
+    log("starting python -m llama_cpp.server…")
+    run = ServerRun("llama_cpp.server")
+    with llama_server(tmp, args.model_path, N_CTX, args.threads) as server:
+        with Memory(server.proc) as memory:
+            load_part(args, Client(server.base_url, args.model), run)
+        run.peak_rss_mb, run.max_sampled_rss_mb = memory.peak_mb(), memory.max_sampled_mb()
+    return run
 
 
-class TokenDockClient:
-    def __init__(self, server: TokenDock, model: str, prose_repeats: int = PROSE_REPEATS):
-        self._client = httpx.Client(
-            base_url=server.base_url,
-            headers={"Authorization": f"Bearer {server.key}"},
-            trust_env=False,
-            timeout=REQUEST_TIMEOUT,
-        )
-        self._model = model
-        self.prose_repeats = prose_repeats
+def _stop_with(code: int) -> Callable[[int, object], None]:
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(code)  # unwinds through the finally blocks: the servers are stopped
 
-    def close(self) -> None:
-        self._client.close()
-
-    def run(self, rep: int, tokens: int) -> Sample:
-        prompt = self._stream(long_prompt(rep, self.prose_repeats), 1)
-        gen = self._stream(short_prompt(rep), tokens)
-        return Sample(
-            prompt_tokens=int(prompt.usage["prompt_tokens"]),
-            prompt_ms=_ms(prompt.end - prompt.start),
-            ttft_ms=_ms(gen.content_stamps[0] - gen.start),
-            gen_tokens=int(gen.usage["completion_tokens"]),
-            gen_tps=_chunk_rate(gen),
-            text=gen.text,
-        )
-
-    def _stream(self, prompt: str, max_tokens: int) -> StreamResult:
-        body = {
-            "model": self._model,
-            "prompt": prompt,
-            "max_tokens": max_tokens,
-            "temperature": 0,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        lines: list[tuple[float, str]] = []
-        start = time.perf_counter()
-        with self._client.stream("POST", "/v1/completions", json=body) as resp:
-            if resp.status_code != 200:
-                resp.read()
-                raise RuntimeError(f"/v1/completions answered {resp.status_code}: {resp.text}")
-            # Only timestamps while streaming: parsing waits, so the client steals no CPU.
-            for line in resp.iter_lines():
-                if line:
-                    lines.append((time.perf_counter(), line))
-        return _parse_stream(start, lines, time.perf_counter())
+    return handler
 
 
-def _parse_stream(start: float, lines: list[tuple[float, str]], end: float) -> StreamResult:
-    stamps: list[float] = []
-    parts: list[str] = []
-    usage: dict[str, Any] = {}
-    finish: str | None = None
-    for stamp, line in lines:
-        if not line.startswith("data: ") or line == "data: [DONE]":
-            continue
-        chunk = json.loads(line[len("data: ") :])
-        if "error" in chunk:
-            raise RuntimeError(f"stream error: {chunk['error']}")
-        usage = chunk.get("usage") or usage
-        for choice in chunk.get("choices", []):
-            if choice.get("text"):
-                stamps.append(stamp)
-                parts.append(choice["text"])
-            finish = choice.get("finish_reason") or finish
-    if not stamps or not usage:
-        raise RuntimeError(f"stream had no content or no usage chunk: {lines!r}")
-    return StreamResult(start, stamps, "".join(parts), usage, finish, end)
-
-
-def _chunk_rate(result: StreamResult) -> float:
-    """Tokens per second from the first content chunk to the last, counted by usage."""
-    span = result.content_stamps[-1] - result.content_stamps[0]
-    intervals = int(result.usage["completion_tokens"]) - 1
-    return intervals / span if span > 0 and intervals > 0 else float("nan")
-
-
-# -- running and reporting ------------------------------------------------------------------
-
-Runner = Callable[[int, int], Sample]
-
-METRICS: list[tuple[str, str, str]] = [
-    # (label, Sample attribute, kind: "rate" → ratio, "ms" → added milliseconds)
-    ("Prompt processing (tok/s)", "prompt_tps", "rate"),
-    ("Prompt latency (ms)", "prompt_ms", "ms"),
-    ("Time to first token (ms)", "ttft_ms", "ms"),
-    ("Generation, single stream (tok/s)", "gen_tps", "rate"),
-]
-
-
-def run_all(
-    sides: dict[str, Runner], reps: int, tokens: int, warmup: bool = True
-) -> dict[str, list[Sample]]:
-    names = list(sides)
-    for name in names if warmup else []:  # warm-up (rep 0), not recorded
-        sides[name](0, tokens)
-        time.sleep(SETTLE_SECONDS)
-    samples: dict[str, list[Sample]] = {name: [] for name in names}
-    for rep in range(1, reps + 1):
-        order = names if rep % 2 else names[::-1]
-        for name in order:
-            samples[name].append(sides[name](rep, tokens))
-            time.sleep(SETTLE_SECONDS)
-        print(f"  rep {rep}/{reps} done", file=sys.stderr)
-    return samples
-
-
-def median(samples: list[Sample], attr: str) -> float:
-    return float(statistics.median(float(getattr(s, attr)) for s in samples))
-
-
-def summarize(samples: dict[str, list[Sample]], tokens: int) -> dict[str, Any]:
-    bare, dock = samples["bare"], samples["tokendock"]
-    result: dict[str, Any] = {"metrics": {}, "checks": {}}
-    for label, attr, kind in METRICS:
-        b, d = median(bare, attr), median(dock, attr)
-        delta = d / b if kind == "rate" else d - b
-        result["metrics"][attr] = {"label": label, "bare": b, "tokendock": d, kind: delta}
-    gen_ratio = result["metrics"]["gen_tps"]["rate"]
-    ttft_added = result["metrics"]["ttft_ms"]["ms"]
-    result["checks"] = {
-        "generation_ge_95pct": gen_ratio >= 0.95,
-        "ttft_added_lt_5ms": ttft_added < 5.0,
-        "tokendock_completion_tokens": sorted({s.gen_tokens for s in dock}),
-        "all_streams_reached_tokens": all(s.gen_tokens == tokens for s in dock),
-        "prompt_tokens_match": [s.prompt_tokens for s in bare] == [s.prompt_tokens for s in dock],
-        "texts_match": [s.text for s in bare] == [s.text for s in dock],
+def meta(args: argparse.Namespace, slots: int | None, started: float, load: str) -> dict[str, Any]:
+    flags = " ".join(a for a in (sys.argv[1:] if __name__ == "__main__" else []))
+    return {
+        "command": "make bench-engine" + (f" BENCH_ARGS='{flags}'" if flags else ""),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit() or "?",
+        "nproc": os.cpu_count(),
+        "cpu": cpu_model(),
+        "load": load,
+        "python": platform.python_version(),
+        "llama_cpp": version("llama-cpp-python"),
+        "model": args.model,
+        "model_file": args.model_path.name,
+        "threads": args.threads,
+        "slots": slots if slots is not None else "not set (this checkout's catalog has no key)",
+        "reps": args.reps,
+        "tokens": args.tokens,
+        "load_tokens": args.load_tokens,
+        "prefix_tokens": args.prefix_tokens,
+        "took_s": time.monotonic() - started,
     }
-    return result
 
 
-def markdown_table(summary: dict[str, Any]) -> str:
-    rows = [
-        "| metric | bare llama-cpp-python | TokenDock | ratio |",
-        "|---|---:|---:|---:|",
-    ]
-    for m in summary["metrics"].values():
-        ratio = f"{m['rate']:.3f}×" if "rate" in m else f"{m['ms']:+.1f} ms"
-        rows.append(f"| {m['label']} | {m['bare']:.1f} | {m['tokendock']:.1f} | {ratio} |")
-    return "\n".join(rows)
-
-
-def checks_text(summary: dict[str, Any]) -> str:
-    c = summary["checks"]
-    gen = summary["metrics"]["gen_tps"]["rate"]
-    ttft = summary["metrics"]["ttft_ms"]["ms"]
-    verdict = {True: "PASS", False: "FAIL"}
-    return "\n".join(
-        [
-            f"- generation ≥ 95 % of bare: {verdict[c['generation_ge_95pct']]} ({gen:.1%})",
-            f"- TTFT added < 5 ms: {verdict[c['ttft_added_lt_5ms']]} ({ttft:+.1f} ms)",
-            f"- TokenDock completion_tokens per stream: {c['tokendock_completion_tokens']}",
-            f"- prompt token counts equal on both sides: {c['prompt_tokens_match']}",
-            f"- greedy texts identical on both sides: {c['texts_match']}",
-        ]
-    )
-
-
-def smoke_verdict(summary: dict[str, Any], tokens: int) -> int:
-    """--smoke judges no target: it fails only when a side did not do the work asked."""
-    c = summary["checks"]
-    ok = c["all_streams_reached_tokens"] and c["prompt_tokens_match"]
+def smoke_verdict(single: dict[str, Any], runs: list[ServerRun], tokens: int) -> int:
+    """--smoke judges no target: it fails only when a part did not do the work asked."""
+    c = single["checks"]
+    dock, llama = runs
+    dock_ok = all(lv.cut_short == 0 for lv in dock.levels) and dock.prefix_complete()
+    llama_ok = any(o.tokens > 0 for lv in llama.levels for o in lv.outcomes)
+    ok = c["all_streams_reached_tokens"] and c["prompt_tokens_match"] and dock_ok and llama_ok
     print(
-        f"smoke run (no targets judged): TokenDock streamed {c['tokendock_completion_tokens']} "
-        f"of {tokens} tokens; prompt token counts equal on both sides: "
-        f"{c['prompt_tokens_match']} → {'OK' if ok else 'FAILED'}"
+        f"smoke run (no targets judged): single stream {c['tokendock_completion_tokens']} of "
+        f"{tokens} tokens, prompt tokens equal: {c['prompt_tokens_match']}; TokenDock requests "
+        f"all complete: {dock_ok}; llama_cpp.server streamed tokens: {llama_ok} → "
+        f"{'OK' if ok else 'FAILED'}"
     )
     return 0 if ok else 1
 
 
-def machine() -> dict[str, Any]:
-    cpu = platform.processor() or "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"nproc": os.cpu_count(), "cpu": cpu, "python": platform.python_version()}
-
-
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5, help="measured repetitions (default 5)")
-    parser.add_argument("--tokens", type=int, default=128, help="tokens per generation (128)")
-    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
-    parser.add_argument("--model", default=MODEL_ID, help="public model id on the server")
-    parser.add_argument("--model-path", type=Path, default=MODEL_PATH, help="the same GGUF")
-    parser.add_argument(
-        "--smoke",
-        action="store_true",
-        help=f"one short repetition ({SMOKE_TOKENS} tokens, no warm-up), no targets judged",
-    )
-    args = parser.parse_args(argv)
-    if args.smoke:
-        args.reps, args.tokens = 1, SMOKE_TOKENS
-    if args.reps < 1 or args.tokens < 2:
-        parser.error("--reps must be ≥ 1 and --tokens ≥ 2")
-    if not args.model_path.is_file():
-        parser.error(f"{args.model_path} is missing: run `.venv/bin/tokendock models fetch`")
-    return args
-
-
-def measure(args: argparse.Namespace, tmp: Path) -> dict[str, list[Sample]]:
-    print("loading bare llama-cpp-python and starting TokenDock…", file=sys.stderr)
-    repeats = SMOKE_PROSE_REPEATS if args.smoke else PROSE_REPEATS
-    bare = BareLlama(args.model_path, repeats)
-    try:
-        with running_server(tmp) as server:
-            client = TokenDockClient(server, args.model, repeats)
-            try:
-                sides: dict[str, Runner] = {"bare": bare.run, "tokendock": client.run}
-                return run_all(sides, args.reps, args.tokens, warmup=not args.smoke)
-            finally:
-                client.close()
-    finally:
-        bare.close()
-
-
-def _sigterm(signum: int, frame: object) -> None:
-    raise SystemExit(128 + signum)  # unwinds through the finally blocks: the server is stopped
+def level_json(lv: Level) -> dict[str, Any]:
+    return {
+        "concurrency": lv.concurrency,
+        "aggregate_tps": lv.aggregate_tps,
+        "completed": lv.completed,
+        "cut_short": lv.cut_short,
+        "ttft_p50_ms": lv.ttft_ms(0.5),
+        "ttft_p95_ms": lv.ttft_ms(0.95),
+        **dataclasses.asdict(lv),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _sigterm)
-    started = dt.datetime.now(dt.UTC)
-    with tempfile.TemporaryDirectory(prefix="bench-engine-") as log_dir:
-        samples = measure(args, Path(log_dir))
-    summary = summarize(samples, args.tokens)
-    meta = {
-        "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "machine": machine(),
-        "reps": args.reps,
-        "tokens": args.tokens,
-        "model": args.model,
-        "model_path": str(args.model_path),
-    }
-    print(f"\n{meta['date']} · {meta['machine']['nproc']} CPUs · {meta['machine']['cpu']}")
-    print(f"median of {args.reps} reps, {args.tokens} generated tokens\n")
-    print(markdown_table(summary))
-    print()
-    if args.smoke:
-        return smoke_verdict(summary, args.tokens)
-    print(checks_text(summary))
+    signal.signal(signal.SIGTERM, _stop_with(128 + signal.SIGTERM))
+    signal.signal(signal.SIGALRM, _stop_with(124))
+    signal.alarm(int(args.deadline))
+    started = time.monotonic()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    if os.getloadavg()[0] > LOAD_WARN and not args.smoke:
+        log(f"warning: load average {load}: other work on the machine shows in the numbers")
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-engine-") as tmp_dir:
+            tmp = Path(tmp_dir)
+            samples, dock, slots = tokendock_part(args, tmp)
+            time.sleep(1.0)  # the TokenDock process is gone before the next server starts
+            llama = llama_server_part(args, tmp)
+    finally:
+        signal.alarm(0)
+        stop_all()
+    runs = [dock, llama]
+    single = summarize(samples, args.tokens)
+    info = meta(args, slots, started, load)
+    checks = [] if args.smoke else targets(single, dock)
+    text = results_markdown(info, single, runs, checks)
+    print("\n" + text)
     if args.json:
-        raw = {name: [asdict(s) for s in runs] for name, runs in samples.items()}
-        doc = {"meta": meta, **summary, "samples": raw}
+        doc = {
+            "meta": info,
+            "single": single,
+            "servers": {
+                r.name: {
+                    "levels": [level_json(lv) for lv in r.levels],
+                    "prefix": [dataclasses.asdict(p) for p in r.prefix],
+                    "peak_rss_mb": r.peak_rss_mb,
+                    "max_sampled_rss_mb": r.max_sampled_rss_mb,
+                }
+                for r in runs
+            },
+        }
         args.json.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
-    return 0
+    if args.smoke:
+        return smoke_verdict(single, runs, args.tokens)
+    if args.no_write:
+        print("--no-write: docs/ left as it is")
+    else:
+        subtitle = (
+            f"{info['model']}, {args.threads} threads, {args.load_tokens} tokens per request, "
+            f"{info['date']}, {info['cpu']}"
+        )
+        SVG.write_text(svg(runs, "Aggregate generation tokens/s vs concurrency", subtitle))
+        write_doc(text)
+        print(f"wrote docs/benchmarks.md (engine results) and {SVG.relative_to(SVG.parents[1])}")
+    return 0  # the PASS/FAIL lines are the verdict, as in the other benches
 
 
 if __name__ == "__main__":

@@ -1,0 +1,136 @@
+"""The two servers bench/engine.py compares, started one at a time, and their memory.
+
+* TokenDock: `python -m tokendock serve` from a fresh data directory (bench/tokendock_server.py)
+  with a catalog of its own: the default catalog's entry for the model, with `slots` (sequences
+  decoded together) and `threads` set by the bench, and nothing else (no embedding model
+  loaded next to it, so both servers hold one model).
+* llama-cpp-python's own OpenAI server: `python -m llama_cpp.server --model <gguf> --n_ctx …
+  --n_threads … --n_threads_batch …`, its defaults otherwise (one model behind a lock,
+  `interrupt_requests` on, as shipped).
+
+Both bind 127.0.0.1 on a free port, run as gateway_procs processes (own session, log file,
+stopped by PID: SIGTERM, SIGKILL after a grace period; also at exit). `Memory` samples each
+server's process tree from /proc while the bench talks to it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gateway_procs import HOST, Proc, free_port, start, stop, wait_http
+from tokendock_server import TokenDock, start_tokendock
+
+READY_TIMEOUT = 180.0
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    raise TypeError(f"no TOML for {value!r}")
+
+
+def catalog_text(model_id: str, slots: int, threads: int) -> str:
+    """The default catalog's entry for `model_id` with `slots` and `threads` set, as TOML.
+
+    `slots` is written only when this checkout's catalog knows the key (ModelSpec.slots):
+    before the batching scheduler it did not, and an unknown key fails the server's start."""
+    from tokendock.catalog import ModelSpec
+    from tokendock.config import DEFAULT_CATALOG
+
+    entry: dict[str, Any] = tomllib.loads(DEFAULT_CATALOG.read_text())["models"][model_id]
+    entry = {**entry, "threads": threads}
+    if "slots" in ModelSpec.model_fields:
+        entry["slots"] = slots
+    head = [f'[models."{model_id}"]']
+    tables: list[str] = []
+    for key, value in entry.items():
+        if isinstance(value, dict):
+            tables.append(f'\n[models."{model_id}".{key}]')
+            tables += [f"{k} = {_toml_value(v)}" for k, v in value.items()]
+        else:
+            head.append(f"{key} = {_toml_value(value)}")
+    return "\n".join(["# written by bench/engine.py", *head, *tables]) + "\n"
+
+
+def slots_in_catalog(catalog: Path) -> int | None:
+    """The `slots` the catalog gives its model (None: the key is not there)."""
+    models = tomllib.loads(catalog.read_text())["models"]
+    return next((m.get("slots") for m in models.values()), None)
+
+
+@contextmanager
+def tokendock(tmp: Path, model_id: str, slots: int, threads: int) -> Iterator[TokenDock]:
+    catalog = tmp / "engine-bench-models.toml"
+    catalog.write_text(catalog_text(model_id, slots, threads))
+    server = start_tokendock(tmp, catalog=catalog, ready_timeout=READY_TIMEOUT)
+    try:
+        yield server
+    finally:
+        stop(server.proc)
+
+
+@dataclass
+class LlamaServer:
+    proc: Proc
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@contextmanager
+def llama_server(tmp: Path, model_path: Path, n_ctx: int, threads: int) -> Iterator[LlamaServer]:
+    port = free_port()
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path)]
+    cmd += ["--host", HOST, "--port", str(port), "--n_ctx", str(n_ctx)]
+    cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "False"]
+    proc = start("llama_cpp.server", cmd, tmp / "llama-cpp-server.log")
+    try:
+        wait_http(f"http://{HOST}:{port}/v1/models", proc, READY_TIMEOUT)
+        yield LlamaServer(proc, port)
+    finally:
+        stop(proc)
+
+
+class Memory:
+    """Samples a server's process tree (VmRSS, VmHWM from /proc) every `period` seconds in a
+    thread while in use; `peak_mb()` is the largest VmHWM (the kernel's high-water mark,
+    model load included) summed over the tree's processes."""
+
+    def __init__(self, proc: Proc, period: float = 0.5):
+        self._proc = proc
+        self._period = period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            self._proc.sample_memory()
+
+    def __enter__(self) -> Memory:
+        self._proc.sample_memory()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._proc.sample_memory()
+
+    def peak_mb(self) -> float:
+        return sum(self._proc.peak_kb.values()) / 1024
+
+    def max_sampled_mb(self) -> float:
+        return sum(self._proc.rss_kb.values()) / 1024
