@@ -22,6 +22,7 @@ from tokendock.catalog import Catalog
 from tokendock.config import Settings
 from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.router import RetryPolicy
+from tokendock.inference.spill import SpillBackend
 from tokendock.limits.base import Limiter, Limits
 from tokendock.limits.memory import MemoryLimiter
 from tokendock.observability import Metrics, configure_logging
@@ -72,6 +73,10 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         registry = ModelRegistry.from_catalog(catalog, settings.data_dir, retry_policy(settings))
     for engine in registry.engines():
         engine.on_tokenize = metrics.tokenized
+    for spec in registry.specs():
+        backend = registry.backend(spec.id)
+        if isinstance(backend, SpillBackend):
+            backend.on_spill = metrics.spilled
     for router in registry.upstreams.routers.values():
         router.on_health = metrics.deployment_health
         for deployment in router.deployments:
@@ -220,8 +225,10 @@ async def _load(registry: ModelRegistry, settings: Settings) -> None:
         router = registry.router(spec.id)
         if router is not None:
             names = ", ".join(d.name for d in router.deployments)
-            log.info("model %s: upstream deployments %s", spec.id, names)
-            continue
+            what = "spills over to" if spec.spill_after is not None else "upstream deployments"
+            log.info("model %s: %s %s", spec.id, what, names)
+            if spec.spill_after is None:
+                continue
         state = "ready" if registry.backend(spec.id).ready else "FAILED to load"
         log.info("model %s: %s (llama.cpp, context %d tokens)", spec.id, state, spec.context_length)
     log.info(

@@ -151,6 +151,26 @@ class ModelSpec(BaseModel):
     )
     threads: int = Field(0, ge=0, description="CPU threads for generation; 0 = all cores.")
     batch_size: int = Field(512, ge=1, description="Prompt tokens evaluated per llama.cpp batch.")
+    slots: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Sequences the embedded engine decodes together (continuous batching); the "
+        "KV cache holds slots x context_length tokens.",
+    )
+    max_queue: int = Field(
+        256,
+        ge=0,
+        description="Choices waiting for a slot at most; beyond it a request gets a 503 with "
+        "retry-after.",
+    )
+    spill_after: float | None = Field(
+        None,
+        ge=0,
+        description="Spill-over: when the embedded engine's estimated wait for a new request "
+        "exceeds this many seconds, the request goes to one of the model's upstream "
+        "'deployments' instead (same public price). 0: whenever no slot is free.",
+    )
     chat_template: str | None = Field(
         None,
         description="Fallback chat template: a built-in name (gemma, chatml, llama3) or Jinja "
@@ -165,7 +185,8 @@ class ModelSpec(BaseModel):
     )
 
     deployments: list[DeploymentSpec] = Field(
-        default_factory=list, description='Upstream servers (engine = "upstream").'
+        default_factory=list,
+        description='Upstream servers (engine = "upstream", or spill-over with spill_after).',
     )
 
     @property
@@ -180,17 +201,26 @@ class ModelSpec(BaseModel):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
+        names = [d.name for d in self.deployments]
+        if len(set(names)) != len(names):
+            raise ValueError(f"deployment names must be unique: {names}")
         if self.engine == "upstream":
             if not self.deployments:
                 raise ValueError("an upstream model needs at least one [[deployments]] entry")
             if self.path is not None or self.package is not None:
                 raise ValueError("an upstream model takes no 'path' or 'package'")
-            names = [d.name for d in self.deployments]
-            if len(set(names)) != len(names):
-                raise ValueError(f"deployment names must be unique: {names}")
+            if self.spill_after is not None:
+                raise ValueError("'spill_after' is for a llama.cpp model with [[deployments]]")
             return self
-        if self.deployments:
-            raise ValueError("'deployments' need engine = \"upstream\"")
+        if self.deployments and self.spill_after is None:
+            raise ValueError(
+                "'deployments' need engine = \"upstream\", or 'spill_after' (spill-over from "
+                "the embedded engine)"
+            )
+        if self.spill_after is not None and not self.deployments:
+            raise ValueError("'spill_after' needs [[deployments]] to spill over to")
+        if self.spill_after is not None and self.task == "embedding":
+            raise ValueError("spill-over ('spill_after') is for generation models only")
         if (self.path is None) == (self.package is None):
             raise ValueError("set exactly one of 'path' or 'package'")
         return self

@@ -155,6 +155,12 @@ class Metrics:
             ["model"],
             registry=r,
         )
+        self.spills = Counter(
+            "tokendock_spilled_requests",
+            "Requests for an embedded model sent to its upstream deployments (spill-over).",
+            ["model"],
+            registry=r,
+        )
         self._counted: dict[tuple[str, int], Counter] = {}
         self._per_model: dict[str, _PerModel] = {}
         # One process: the gauge reads `active` when scraped (no lock taken per request).
@@ -207,6 +213,9 @@ class Metrics:
 
     def tokenized(self, model: str) -> None:
         self.tokenizer_calls.labels(model).inc()
+
+    def spilled(self, model: str) -> None:
+        self.spills.labels(model).inc()
 
     def deployment_health(self, model: str, deployment: str, healthy: bool) -> None:
         self.deployment_up.labels(model, deployment).set(1 if healthy else 0)

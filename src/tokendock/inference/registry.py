@@ -1,6 +1,7 @@
-"""Public model ids → backends (inference/backend.py): the embedded llama.cpp engine or a router
-over upstream deployments (embedding models: inference/embedding_backend.py) — built once from
-the catalog by the composition root, or handed in whole (tests pass their own backends)."""
+"""Public model ids → backends (inference/backend.py): the embedded llama.cpp engine, a router
+over upstream deployments, or both (spill-over: inference/spill.py; embedding models:
+inference/embedding_backend.py) — built once from the catalog by the composition root, or
+handed in whole (tests pass their own backends)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tokendock.inference.embedding_backend import EmbeddingBackend, UpstreamEmbe
 from tokendock.inference.llama import LlamaEngine
 from tokendock.inference.pool import UpstreamPool
 from tokendock.inference.router import RetryPolicy, Router
+from tokendock.inference.spill import SpillBackend
 from tokendock.inference.transport import UpstreamTransport
 from tokendock.inference.upstream import Deployment
 from tokendock.inference.upstream_backend import UpstreamBackend
@@ -36,7 +38,7 @@ class ModelRegistry:
         self._specs = specs
         self._backends = backends
         self.upstreams = upstreams or UpstreamPool({})
-        self._engines = {m: b.engine for m, b in backends.items() if isinstance(b, EmbeddedBackend)}
+        self._engines = {m: e for m, b in backends.items() if (e := _engine(b)) is not None}
 
     @classmethod
     def from_catalog(
@@ -53,16 +55,23 @@ class ModelRegistry:
         specs: dict[str, ModelSpec] = {}
         for spec in catalog:
             specs[spec.id] = spec
-            if spec.engine == "upstream":
+            if spec.deployments:  # engine = "upstream", or spill-over (spill_after)
                 deployments = [Deployment.from_spec(d) for d in spec.deployments]
                 router = Router(spec.id, deployments, policy or RetryPolicy(), transport)
                 routers[spec.id] = router
+            if spec.engine == "upstream":
+                router = routers[spec.id]
                 if spec.task == "embedding":
                     backends[spec.id] = UpstreamEmbeddingBackend(router, spec)
                 else:
                     backends[spec.id] = UpstreamBackend(router, spec)
             elif spec.task == "embedding":
                 backends[spec.id] = EmbeddingBackend(LlamaEmbedder(spec, data_dir), spec)
+            elif spec.spill_after is not None:
+                engine = LlamaEngine(spec, data_dir)
+                local = EmbeddedBackend(engine, spec)
+                remote = UpstreamBackend(routers[spec.id], spec)
+                backends[spec.id] = SpillBackend(local, remote, engine)
             else:
                 backends[spec.id] = EmbeddedBackend(LlamaEngine(spec, data_dir), spec)
         return cls(specs, backends, UpstreamPool(routers, transport))
@@ -74,7 +83,8 @@ class ModelRegistry:
         return backend
 
     def router(self, model_id: str) -> Router | None:
-        """The router of an upstream-served model; None for the embedded engine's models."""
+        """The router of a model with deployments (upstream-served, or spilling over to them);
+        None for the embedded engine's other models."""
         return self.upstreams.routers.get(model_id)
 
     def spec(self, model_id: str) -> ModelSpec:
@@ -112,3 +122,12 @@ class ModelRegistry:
     async def close(self) -> None:
         await asyncio.gather(*(b.close() for b in self._backends.values()))
         await self.upstreams.close()
+
+
+def _engine(backend: Backend) -> Engine | None:
+    """The embedded engine behind a backend, if it has one."""
+    if isinstance(backend, SpillBackend):
+        return backend.embedded.engine
+    if isinstance(backend, EmbeddedBackend):
+        return backend.engine
+    return None
