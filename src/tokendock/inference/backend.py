@@ -168,6 +168,7 @@ class Tally:
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0  # of prompt_tokens, those served from a KV cache (prefix caching)
     started: bool = False
     estimated: bool = False
     finish: str | None = None

@@ -3,8 +3,8 @@
 An engine renders chat messages into a prompt, counts tokens exactly, and streams one choice at a
 time as `TextDelta` events followed by exactly one `Finished`. Stop sequences are the engine's
 job: a `TextDelta` never contains one. Closing the async iterator early (client gone) cancels the
-generation within one token step. A batching scheduler can replace the simple worker behind this
-seam without touching the service or web layers.
+generation within one step. The embedded engine batches many jobs (inference/scheduler.py)
+behind this seam; the service and web layers never see it.
 """
 
 from __future__ import annotations
@@ -77,6 +77,7 @@ class Meter:
 
     started: bool = False
     tokens: int = 0
+    cached: int = 0  # prompt tokens whose KV state was reused, not evaluated again
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -160,3 +161,11 @@ class Engine(Protocol):
         ...
 
     def generate(self, job: Generation) -> AsyncIterator[Event]: ...
+
+    def check_queue(self, choices: int) -> None:
+        """Raise a 503 (with retry-after) when `choices` more would wait beyond the bound."""
+        ...
+
+    def estimated_wait(self) -> float:
+        """Seconds a choice arriving now would wait for a slot (0: one is free)."""
+        ...

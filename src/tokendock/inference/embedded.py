@@ -2,10 +2,11 @@
 
 `bound` refuses what the engine cannot do (400 naming the field), applies the model's output
 caps and bounds the prompt from its bytes (≤ the context window) — no tokenizer. `begin`
-renders and tokenizes (exact counts; a prompt + max_tokens over the window is a 400) and makes
-one engine job per choice (per prompt × n); `events` runs them all at once and merges their
-events; `tally` waits until the engine has stopped every job and counts what it did: prompt +
-sampled tokens, nothing if no job ever started.
+renders and tokenizes (exact counts; a prompt + max_tokens over the window is a 400), makes
+one engine job per choice (per prompt × n) and refuses with a 503 when the engine's wait queue
+is full; `events` runs them all at once and merges their events; `tally` waits until the engine
+has stopped every job and counts what it did: prompt + sampled tokens (and how many prompt
+tokens came from the prefix cache), nothing if no job ever started.
 """
 
 from __future__ import annotations
@@ -153,6 +154,7 @@ class EmbeddedRun:
                 self.shapers.append(
                     ChoiceShaper(len(self.shapers), req.kind, req.tools, top is not None)
                 )
+        engine.check_queue(len(self.jobs))  # a 503 now, not a wait without end
 
     async def events(self) -> AsyncIterator[Event]:
         """Events of all choices, merged; each choice ends with one Finish. Closing this
@@ -221,9 +223,12 @@ class EmbeddedRun:
         started = any(m.started for m in meters)
         reasons = self._reasons
         finish = reasons[0] if len(set(reasons)) == 1 else ("mixed" if reasons else None)
+        # n choices of a prompt share its evaluation: the first one's reuse is the prompt's.
+        cached = sum(m.cached for m in meters[:: self._req.n]) if started else 0
         return Tally(
             prompt_tokens=self._prompt_tokens if started else 0,
             completion_tokens=sum(m.tokens for m in meters),
+            cached_tokens=cached,
             started=started,
             finish=finish,
             first_token=self._first_token,

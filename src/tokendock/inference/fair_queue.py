@@ -73,16 +73,22 @@ class FairQueue(Generic[T]):
         with self._cond:
             return sum(len(items) for items in self._pending.values())
 
-    def get(self, skip: Callable[[T], bool] = lambda item: False) -> T | None:
-        """The next item by round robin; blocks while empty; None once closed. Items for which
-        `skip` is true (e.g. cancelled while queued) are dropped without using their owner's
-        turn."""
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def get(
+        self, skip: Callable[[T], bool] = lambda item: False, *, block: bool = True
+    ) -> T | None:
+        """The next item by round robin; blocks while empty (`block=False`: None at once);
+        None once closed. Items for which `skip` is true (e.g. cancelled while queued) are
+        dropped without using their owner's turn."""
         with self._cond:
             while True:
                 if self._closed:
                     return None
                 item = self._take(skip)
-                if item is not None:
+                if item is not None or not block:
                     return item
                 self._cond.wait()
 

@@ -1,18 +1,17 @@
-"""The embedded llama.cpp engine: one model, one worker thread, jobs served fairly by owner.
+"""The embedded llama.cpp engine: one model, one context with N sequence slots, one worker thread.
 
-llama.cpp contexts are not thread-safe, so exactly one thread touches the context. The event
-loop hands it jobs through a `FairQueue` (round robin between owners — accounts — not first come
-first served) and receives events through `call_soon_threadsafe`, so generation never blocks the
-loop. Each job carries a cancel flag checked after every token: a client that goes away frees
-the engine within one token step. Jobs cancelled while still queued are skipped without touching
-the model.
+llama.cpp contexts are not thread-safe, so exactly one thread touches the context: the
+scheduler (scheduler.py), which decodes every running request's next token in one batch
+(continuous batching) and keeps finished requests' KV cells for the next prompt that starts the
+same way (prefix caching, slots.py). The event loop hands it jobs through a `FairQueue` (round
+robin between owners — accounts — not first come first served) and receives events through
+`call_soon_threadsafe`, so generation never blocks the loop. Each job carries a cancel flag
+checked every step: a client that goes away frees its slot within one step. Jobs cancelled while
+still queued are skipped without touching the model. Beyond `max_queue` waiting choices a request
+is refused with a 503 and a retry-after.
 
-Time slicing: the context holds one sequence, so jobs take turns whole, except that a long job
-yields the worker when another owner is waiting, after a slice that grows with its context
-(`slice_tokens`). It goes back to its owner's queue and resumes later by re-evaluating prompt +
-generated tokens (batched, many times faster per token than generating; no KV state is kept
-per waiting job), with the sampler's penalty history replayed. One owner's `n: 128` can then
-delay another owner's one-token request by one slice, not by hours.
+The KV cache is unified: slots x context_length cells shared by all sequences, so a copy of a
+shared prefix (n choices, a common system prompt) costs no memory and no compute.
 
 Prompts: see tokenizer.py (linear, cancellable, message text never parsed for control tokens).
 """
@@ -22,31 +21,21 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import logging
-import math
 import os
-import secrets
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from tokendock.catalog import ModelSpec
-from tokendock.errors import GenerationFailed, ModelNotReady
-from tokendock.inference.base import (
-    ChatTurn,
-    Event,
-    Finished,
-    Generation,
-    PromptScored,
-    TokenLogprob,
-)
+from tokendock.errors import GenerationFailed, ModelNotReady, ServiceUnavailable
+from tokendock.inference.base import ChatTurn, Event, Finished, Generation
 from tokendock.inference.fair_queue import FairQueue
 from tokendock.inference.job import Job
 from tokendock.inference.model_files import LOAD_LOCK, resolve_gguf
-from tokendock.inference.picker import FirstBytes, Picker, check_grammar, score
-from tokendock.inference.stops import StopScanner
+from tokendock.inference.picker import FirstBytes, check_grammar
+from tokendock.inference.scheduler import PROMPT_SCORE_BATCH, Model, Scheduler
 from tokendock.inference.templates import ChatTemplate, RenderedChat, choose_template
 from tokendock.inference.tokenizer import Tokenizer
 
@@ -56,17 +45,6 @@ log = logging.getLogger(__name__)
 INLINE_TOKENIZE_CHARS = 4096
 # Conversations with more turns than this are rendered off the event loop.
 INLINE_RENDER_TURNS = 64
-# A job yields to other owners after at least this many tokens (see `slice_tokens`).
-SLICE_TOKENS = 32
-# Prompt tokens scored per decode when the prompt's logprobs are asked for (echo).
-PROMPT_SCORE_BATCH = 64
-
-
-def slice_tokens(context: int) -> int:
-    """Tokens a job generates before yielding to another owner's job. Resuming re-evaluates the
-    job's context (prompt + generated so far): a slice of a quarter of it keeps that overhead
-    to a small fraction of the generation time."""
-    return max(SLICE_TOKENS, context // 4)
 
 
 class LlamaEngine:
@@ -74,7 +52,9 @@ class LlamaEngine:
         self.model_id = spec.id
         self.spec = spec
         self._data_dir = data_dir
-        self._llm: Any = None
+        self._model: Any = None  # llama_cpp's LlamaModel
+        self._ctx: Any = None  # its LlamaContext
+        self._scheduler: Scheduler | None = None
         self._template: ChatTemplate | None = None
         self._jobs: FairQueue[Job] = FairQueue()
         self._thread: threading.Thread | None = None
@@ -103,7 +83,7 @@ class LlamaEngine:
 
     @property
     def vocab_size(self) -> int:
-        return int(self._llm.n_vocab()) if self._llm is not None else 0
+        return int(self._model.n_vocab()) if self._model is not None else 0
 
     @property
     def template_name(self) -> str:
@@ -115,41 +95,74 @@ class LlamaEngine:
         except Exception as exc:
             self.load_error = str(exc)
             raise
+        assert self._scheduler is not None
         self._thread = threading.Thread(
-            target=self._worker, name=f"llama:{self.model_id}", daemon=True
+            target=self._scheduler.run, name=f"llama:{self.model_id}", daemon=True
         )
         self._thread.start()
 
     def _load(self) -> None:
         import llama_cpp  # imported late: loading the shared library is not free
+        from llama_cpp import _internals as internals
+        from llama_cpp._utils import suppress_stdout_stderr
 
-        self.model_path = resolve_gguf(self.spec.path, self.spec.package, self._data_dir)
-        threads = self.spec.threads or os.cpu_count() or 1
+        spec = self.spec
+        self.model_path = resolve_gguf(spec.path, spec.package, self._data_dir)
+        threads = spec.threads or os.cpu_count() or 1
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = spec.slots * spec.context_length
+        params.n_batch = params.n_ubatch = max(spec.batch_size, spec.slots)
+        params.n_seq_max = spec.slots
+        params.kv_unified = True  # one pool of cells: shared prefixes are copied for free
+        params.swa_full = True  # a cached prefix stays usable however far a sequence went
+        # Logits rows per step: one per sequence, and a prompt being scored (echo) asks for a
+        # chunk of them (each row is n_vocab floats: the compute buffer is sized for these).
+        params.n_outputs_max = PROMPT_SCORE_BATCH + spec.slots
+        params.n_outputs_max_per_seq = PROMPT_SCORE_BATCH
+        params.n_threads = params.n_threads_batch = threads
         with LOAD_LOCK:
-            llm = llama_cpp.Llama(
-                model_path=str(self.model_path),
-                n_ctx=self.spec.context_length,
-                n_batch=self.spec.batch_size,
-                n_threads=threads,
-                n_threads_batch=threads,
+            model = internals.LlamaModel(
+                path_model=str(self.model_path),
+                params=llama_cpp.llama_model_default_params(),
                 verbose=False,
             )
-        self._llm = llm
-        # Private handle, used for two vocab calls the public API lacks (EOG test and
-        # token pieces of any length).
-        self._vocab = llm._model.vocab
+            try:
+                with suppress_stdout_stderr(disable=False):
+                    ctx = internals.LlamaContext(model=model, params=params, verbose=False)
+            except Exception:
+                model.close()
+                raise
+        self._model, self._ctx = model, ctx
+        # The vocab handle, for calls the wrapper lacks (EOG test, pieces of any length).
+        self._vocab = model.vocab
         self._llama_cpp = llama_cpp
-        self._bos = llm.token_bos() if llama_cpp.llama_vocab_get_add_bos(self._vocab) else None
-        bos_text = llm.detokenize([llm.token_bos()], special=True).decode("utf-8", "replace")
-        eos_text = llm.detokenize([llm.token_eos()], special=True).decode("utf-8", "replace")
+        self._bos = model.token_bos() if llama_cpp.llama_vocab_get_add_bos(self._vocab) else None
+        bos_text = model.detokenize([model.token_bos()], special=True).decode("utf-8", "replace")
+        eos_text = model.detokenize([model.token_eos()], special=True).decode("utf-8", "replace")
         name, source = choose_template(
-            llm.metadata.get("tokenizer.chat_template"),
-            self.spec.chat_template,
-            force_fallback=self.spec.force_chat_template,
+            model.metadata().get("tokenizer.chat_template"),
+            spec.chat_template,
+            force_fallback=spec.force_chat_template,
         )
         self._template = ChatTemplate(source, bos_token=bos_text, eos_token=eos_text, name=name)
         self._tokenizer = Tokenizer(llama_cpp, self._vocab, f"{source}{bos_text}{eos_text}")
-        self._first_bytes = FirstBytes(llm.n_vocab(), self._piece)
+        self._first_bytes = FirstBytes(model.n_vocab(), self._piece)
+        self._scheduler = Scheduler(
+            Model(
+                llama_cpp,
+                ctx.ctx,
+                self._vocab,
+                model.n_vocab(),
+                self._piece,
+                self._first_bytes,
+                self._bos,
+            ),
+            self._jobs,
+            model_id=self.model_id,
+            slots=spec.slots,
+            context_length=spec.context_length,
+            batch_size=params.n_batch,
+        )
 
     async def close(self) -> None:
         if self._thread is not None:
@@ -158,9 +171,59 @@ class LlamaEngine:
                 job.finish_meter()
             await asyncio.to_thread(self._thread.join, 30)
             self._thread = None
-        if self._llm is not None:
-            self._llm.close()
-            self._llm = None
+        if self._ctx is not None:
+            self._ctx.close()
+            self._ctx = None
+        if self._model is not None:
+            self._model.close()
+            self._model = None
+
+    # -- load, for /metrics, /ready and spill-over ----------------------------------------
+
+    def load(self) -> EngineLoad:
+        sched = self._scheduler
+        if sched is None:
+            return EngineLoad(self.spec.slots, 0, len(self._jobs), 0, 0, 0.0, 0.0, 0, 0, 0)
+        return EngineLoad(
+            slots=len(sched.slots),
+            running=len(sched.running),
+            waiting=len(self._jobs),
+            kv_tokens=sched.kv_tokens,
+            kv_capacity=len(sched.slots) * sched.context_length,
+            tokens_per_second=sched.tokens_per_second,
+            seconds_per_job=sched.seconds_per_job,
+            generated=sched.generated,
+            prompt_evaluated=sched.prompt_evaluated,
+            prompt_cached=sched.prompt_cached,
+        )
+
+    @property
+    def saturated(self) -> bool:
+        """No free slot for one more choice."""
+        load = self.load()
+        return load.running + load.waiting >= load.slots
+
+    def estimated_wait(self) -> float:
+        """Seconds a choice arriving now would wait for a slot: 0 when one is free; else the
+        choices ahead of it, divided among the slots, times the recent seconds per job (at
+        least a millisecond: saturated is never "no wait")."""
+        load = self.load()
+        ahead = load.running + load.waiting - load.slots + 1
+        if ahead <= 0:
+            return 0.0
+        return max(0.001, ahead / load.slots * load.seconds_per_job)
+
+    def check_queue(self, choices: int) -> None:
+        """Refuse (503 with retry-after) a request whose choices would wait beyond the bound."""
+        load = self.load()
+        free = max(0, load.slots - load.running)
+        if load.waiting + choices - free > self.spec.max_queue:
+            error = ServiceUnavailable(
+                f"The model '{self.model_id}' has too many requests waiting; try again shortly.",
+                code="engine_overloaded",
+            )
+            error.retry_after = max(1.0, self.estimated_wait())
+            raise error
 
     # -- text <-> tokens -----------------------------------------------------------------
 
@@ -234,7 +297,7 @@ class LlamaEngine:
         return piece
 
     def _require_ready(self) -> None:
-        if self._llm is None:
+        if self._model is None:
             raise ModelNotReady(f"The model '{self.model_id}' is still loading; retry shortly.")
 
     # -- generation ----------------------------------------------------------------------
@@ -255,140 +318,9 @@ class LlamaEngine:
         finally:
             pending.cancel()
 
-    def _worker(self) -> None:
-        while (job := self._jobs.get(skip=lambda queued: not queued.start())) is not None:
-            done = True
-            try:
-                done = self._run(job)
-            except Exception as exc:
-                log.exception("generation failed for model %s", self.model_id)
-                job.emit(exc)
-            if not done and not self._jobs.put(job.gen.owner, job, front=True):
-                job.emit(ModelNotReady(f"The model '{self.model_id}' is shutting down."))
-                done = True
-            if done:
-                job.finish_meter()
-
-    def _run(self, job: Job) -> bool:
-        """Generate one slice of the job; False when it yielded to another owner unfinished."""
-        gen = job.gen
-        limit = min(gen.max_tokens, self.context_length - len(gen.prompt))
-        meter = gen.meter
-        if job.stops is None:
-            job.stops = StopScanner(gen.stop)
-            seed = gen.sampling.seed
-            job.seed = seed if seed is not None else secrets.randbits(32)
-            if gen.prompt_logprobs:
-                job.emit(PromptScored(self._score_prompt(gen.prompt, gen.top_logprobs or 0)))
-        if limit <= 0:
-            job.emit(Finished("length", 0))
-            return True
-        stops = job.stops
-        picker = self._picker(job)
-        is_eog = self._llama_cpp.llama_vocab_is_eog
-        produced = len(job.sampled)
-        budget = produced + slice_tokens(len(gen.prompt) + produced)
-        reason: str = "length"
-        try:
-            self._evaluate([*gen.prompt, *job.sampled])
-            while True:
-                token = picker.pick(self._logits())
-                produced += 1
-                meter.tokens = produced
-                if is_eog(self._vocab, token):
-                    reason = "stop"
-                    break
-                entry = picker.logprob(token) if gen.top_logprobs is not None else None
-                picker.accept(token)
-                job.sampled.append(token)
-                job.emit_text(job.decoder.decode(self._piece(token)), entry)
-                if stops.stopped:
-                    reason = "stop"
-                    break
-                if produced >= limit or job.cancelled.is_set():
-                    break
-                if produced >= budget and self._jobs.others_waiting(gen.owner, _live):
-                    return False
-                self._advance(token)
-        finally:
-            picker.close()
-        if not stops.stopped:
-            job.emit_text(job.decoder.decode(b"", final=True), None, final=True)
-        job.emit(Finished("stop" if reason == "stop" else "length", produced, stops.matched))
-        return True
-
-    def _picker(self, job: Job) -> Picker:
-        gen = job.gen
-        # A resumed slice continues the random stream from a seed of its own (still fixed
-        # for a fixed seed and the same slicing).
-        return Picker(
-            self._llama_cpp,
-            self._vocab,
-            self.vocab_size,
-            gen.sampling,
-            seed=(job.seed + len(job.sampled)) & 0xFFFFFFFF,
-            piece=self._piece,
-            grammar=gen.grammar,
-            top_logprobs=gen.top_logprobs,
-            history=job.sampled,
-            index=self._first_bytes if gen.grammar is not None else None,
-            ctx=self._llm._ctx.ctx,
-        )
-
-    def _logits(self) -> Any:
-        """The last evaluated position's logits (a float pointer into the context)."""
-        return self._llm._ctx.get_logits_ith(-1)
-
-    def _advance(self, token: int) -> None:
-        self._llm.eval([token])
-
-    def _evaluate(self, tokens: list[int]) -> None:
-        """Make the context hold `tokens` with the last one's logits ready: the longest prefix
-        already in the KV cache is kept (a resumed slice or a shared prompt), the rest decoded."""
-        llm = self._llm
-        have = min(llm.n_tokens, len(tokens) - 1)
-        cached = llm.input_ids[:have]
-        same = 0
-        if have > 0:
-            diff = np.flatnonzero(cached != np.asarray(tokens[:have], dtype=np.intc))
-            same = int(diff[0]) if len(diff) else have
-        if not llm._ctx.kv_cache_seq_rm(-1, same, -1):
-            llm._ctx.kv_cache_clear()
-            same = 0
-        llm.n_tokens = same
-        llm.eval(tokens[same:])
-
-    def _score_prompt(self, prompt: Sequence[int], top: int) -> tuple[TokenLogprob, ...]:
-        """Each prompt token's logprob given the tokens before it (the first has none)."""
-        llm = self._llm
-        llm._ctx.kv_cache_clear()
-        llm.n_tokens = 0
-        first = self._piece(prompt[0]) if prompt else b""
-        entries = [TokenLogprob(first.decode("utf-8", "replace"), math.nan, first)]
-        step = min(PROMPT_SCORE_BATCH, llm.n_batch)
-        for start in range(0, len(prompt), step):
-            chunk = list(prompt[start : start + step])
-            llm._batch.set_batch(batch=chunk, n_past=start, logits_all=True)
-            llm._ctx.decode(llm._batch)
-            llm.input_ids[start : start + len(chunk)] = chunk
-            llm.n_tokens = start + len(chunk)
-            for i in range(len(chunk)):
-                if start + i + 1 < len(prompt):
-                    values = np.ctypeslib.as_array(
-                        llm._ctx.get_logits_ith(i), shape=(self.vocab_size,)
-                    )
-                    entries.append(score(values, prompt[start + i + 1], top, self._piece))
-        if prompt and prompt[0] == self._bos:  # not text the client sent: the next one counts
-            entries.pop(0)
-        return tuple(entries)
-
     def check_grammar(self, text: str) -> bool:
         self._require_ready()
         return check_grammar(self._llama_cpp, self._vocab, text)
-
-
-def _live(job: Job) -> bool:
-    return not job.cancelled.is_set()
 
 
 def _pieces(text: str, chat: bool) -> list[tuple[str, bool]]:
@@ -396,3 +328,19 @@ def _pieces(text: str, chat: bool) -> list[tuple[str, bool]]:
     if chat and isinstance(text, RenderedChat):
         return [(p.text, not p.content) for p in text.pieces]
     return [(text, chat)]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """What the engine is doing now (read without locks: a snapshot, not a transaction)."""
+
+    slots: int
+    running: int
+    waiting: int
+    kv_tokens: int  # tokens held in KV cells (prefix cache included)
+    kv_capacity: int
+    tokens_per_second: float  # recent aggregate generation speed
+    seconds_per_job: float  # recent average time a choice held a slot
+    generated: int  # all-time counters
+    prompt_evaluated: int
+    prompt_cached: int

@@ -109,8 +109,8 @@ class FirstBytes:
 
 
 class Picker:
-    """One job's token choice (one slice of it: a resumed job gets a new one, with the tokens
-    it sampled so far replayed into the penalties and the grammar)."""
+    """One job's token choice (`history`: tokens sampled before, replayed into the penalties
+    and the grammar)."""
 
     def __init__(
         self,
@@ -168,10 +168,11 @@ class Picker:
     def constrained(self) -> bool:
         return self._grammar is not None
 
-    def pick(self, logits: Any) -> int:
-        """The next token from the logits of the last evaluated position (a float pointer)."""
+    def pick(self, logits: Any, row: int = -1) -> int:
+        """The next token from a row of logits (a float pointer; `row`: its index in the
+        context's last batch, for the plain path that samples straight from the context)."""
         if self._whole is not None:
-            return int(self._c.llama_sampler_sample(self._whole.sampler, self._ctx, -1))
+            return int(self._c.llama_sampler_sample(self._whole.sampler, self._ctx, row))
         values = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
         cand = self._cand
         cand.load(values)

@@ -1,0 +1,405 @@
+"""Continuous batching: many sequences decoded together on one llama.cpp context.
+
+One worker thread owns the context (llama.cpp contexts are not thread-safe). Each step it
+
+1. admits queued jobs into free slots (slots.py: longest cached prefix first; the queue is fair
+   between accounts — fair_queue.py), and drops jobs whose client went away (their slot is free
+   for the next step);
+2. builds ONE batch: the last sampled token of every generating sequence, then prompt tokens of
+   sequences still being prefilled, in chunks (`PREFILL_CHUNK` while others generate, so a long
+   prompt never stalls running streams for more than a short step);
+3. calls `llama_decode` once, and samples each sequence's next token from its own row of logits
+   with its own picker (sampling parameters, seed, grammar, logprobs — picker.py).
+
+Requests join between steps and leave the moment they finish. n choices of one prompt evaluate
+it once: the later choices wait ("follow") until the first has decoded the prompt, then get a
+copy of its KV cells and sample from the same logits row. A job whose every prompt token must be
+scored (echo + logprobs) asks for logits on each of them, `PROMPT_SCORE_BATCH` per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tokendock.errors import GenerationFailed, ModelNotReady
+from tokendock.inference.base import Finished, PromptScored, TokenLogprob
+from tokendock.inference.batch import Batch
+from tokendock.inference.fair_queue import FairQueue
+from tokendock.inference.job import Job
+from tokendock.inference.picker import FirstBytes, Picker, score
+from tokendock.inference.slots import Slot, plan
+from tokendock.inference.stops import StopScanner
+
+log = logging.getLogger(__name__)
+
+# Prompt tokens one step takes while other sequences are generating.
+PREFILL_CHUNK = 256
+# Prompt tokens scored per step for a job that asked for the prompt's logprobs (echo).
+PROMPT_SCORE_BATCH = 64
+# Weight of the newest sample in the moving averages (tokens/s, seconds per job).
+EWMA = 0.2
+
+
+@dataclass(eq=False, slots=True)
+class Seq:
+    """A job in a slot."""
+
+    job: Job
+    slot: Slot
+    picker: Picker
+    prompt: Sequence[int]
+    limit: int  # tokens it may generate
+    todo: int = 0  # prompt tokens decoded so far (from the cache or by this job)
+    next: int | None = None  # sampled, to be decoded in the next step
+    row: int = -1  # its logits row in this step's batch
+    chunk: tuple[int, int] = (0, 0)  # (first row, tokens) of prompt decoded this step
+    leader: Seq | None = None  # the choice of the same prompt whose KV it will copy
+    followers: list[Seq] = field(default_factory=list)
+    produced: int = 0
+    scored: list[TokenLogprob] = field(default_factory=list)
+    admitted: float = 0.0
+
+    @property
+    def prefilling(self) -> bool:
+        return self.leader is None and self.next is None and self.todo < len(self.prompt)
+
+
+class Model:
+    """What the scheduler needs of a loaded model (llama.py makes it)."""
+
+    def __init__(
+        self,
+        llama_cpp: Any,
+        ctx: Any,
+        vocab: Any,
+        n_vocab: int,
+        piece: Callable[[int], bytes],
+        first_bytes: FirstBytes,
+        bos: int | None,
+    ):
+        self.c = llama_cpp
+        self.ctx = ctx
+        self.memory = llama_cpp.llama_get_memory(ctx)
+        self.vocab = vocab
+        self.n_vocab = n_vocab
+        self.piece = piece
+        self.first_bytes = first_bytes
+        self.bos = bos
+
+
+class Scheduler:
+    def __init__(
+        self,
+        model: Model,
+        jobs: FairQueue[Job],
+        *,
+        model_id: str,
+        slots: int,
+        context_length: int,
+        batch_size: int,
+    ):
+        self._m = model
+        self._jobs = jobs
+        self.model_id = model_id
+        self.slots = [Slot(i) for i in range(slots)]
+        self.context_length = context_length
+        self._batch = Batch(model.c, max(batch_size, slots))
+        self.running: list[Seq] = []
+        self.steps = 0
+        # Figures for /metrics, /ready and the spill-over estimate (read from the event loop).
+        self.generated = 0  # tokens sampled, all time
+        self.prompt_evaluated = 0  # prompt tokens decoded, all time
+        self.prompt_cached = 0  # prompt tokens reused from the cache, all time
+        self.tokens_per_second = 0.0
+        self.seconds_per_job = 0.0
+        self._last_step = 0.0
+
+    # -- state, for the event loop ------------------------------------------------------
+
+    @property
+    def busy_slots(self) -> int:
+        return sum(1 for s in self.slots if s.busy)
+
+    @property
+    def kv_tokens(self) -> int:
+        """Tokens held in KV cells over all slots (cells shared by copies count once each)."""
+        return sum(len(s.cells) for s in self.slots)
+
+    # -- the worker thread ---------------------------------------------------------------
+
+    def run(self) -> None:
+        jobs = self._jobs
+        while True:
+            if not self.running:
+                self._last_step = 0.0  # idle time is not a slow step
+                job = jobs.get(skip=_claimed_not)
+                if job is None:
+                    break
+                self._admit(job)
+            while any(not s.busy for s in self.slots):
+                job = jobs.get(skip=_claimed_not, block=False)
+                if job is None:
+                    break
+                self._admit(job)
+            if jobs.closed:
+                break
+            self._sweep()
+            if self.running:
+                try:
+                    self._step()
+                except Exception as exc:  # a decode failure: every sequence in it fails
+                    log.exception("decode failed for model %s", self.model_id)
+                    for seq in list(self.running):
+                        self._fail(seq, GenerationFailed(f"Generation failed: {exc}"))
+        for seq in list(self.running):
+            self._fail(seq, ModelNotReady(f"The model '{self.model_id}' is shutting down."))
+
+    def _admit(self, job: Job) -> None:
+        gen = job.gen
+        job.stops = StopScanner(gen.stop)
+        seed = gen.sampling.seed
+        job.seed = seed if seed is not None else secrets.randbits(32)
+        prompt = gen.prompt
+        limit = min(gen.max_tokens, self.context_length - len(prompt))
+        if not prompt or (limit <= 0 and not gen.prompt_logprobs):
+            job.emit(Finished("length", 0))
+            job.finish_meter()
+            return
+        leader = None
+        if not gen.prompt_logprobs:
+            leader = next((s for s in self.running if _same_prompt(s, prompt)), None)
+        where = plan(self.slots, prompt, reuse=not gen.prompt_logprobs and leader is None)
+        assert where is not None  # only called with a free slot
+        slot = where.slot
+        keep = self._take(slot, where.keep, where.source)
+        try:
+            picker = self._picker(job)
+        except Exception as exc:
+            slot.busy = False
+            job.emit(exc)
+            job.finish_meter()
+            return
+        seq = Seq(job, slot, picker, prompt, limit, todo=keep, admitted=time.monotonic())
+        if leader is not None:
+            seq.leader = leader
+            leader.followers.append(seq)
+        else:
+            gen.meter.cached = keep
+            self.prompt_cached += keep
+            if gen.prompt_logprobs:
+                first = self._m.piece(prompt[0])
+                seq.scored.append(TokenLogprob(first.decode("utf-8", "replace"), math.nan, first))
+        self.running.append(seq)
+
+    def _take(self, slot: Slot, keep: int, source: Slot | None) -> int:
+        """Claim `slot` with its first `keep` cells (copied from `source` first, if set);
+        returns how many cells it kept."""
+        c, mem = self._m.c, self._m.memory
+        slot.busy = True
+        slot.used = self.steps
+        if source is not None:
+            c.llama_memory_seq_rm(mem, slot.seq, 0, -1)
+            c.llama_memory_seq_cp(mem, source.seq, slot.seq, 0, keep)
+            slot.cells = source.cells[:keep]
+            return keep
+        if not c.llama_memory_seq_rm(mem, slot.seq, keep, -1):
+            c.llama_memory_seq_rm(mem, slot.seq, 0, -1)
+            keep = 0
+        del slot.cells[keep:]
+        return keep
+
+    def _picker(self, job: Job) -> Picker:
+        gen, m = job.gen, self._m
+        return Picker(
+            m.c,
+            m.vocab,
+            m.n_vocab,
+            gen.sampling,
+            seed=job.seed,
+            piece=m.piece,
+            grammar=gen.grammar,
+            top_logprobs=gen.top_logprobs,
+            index=m.first_bytes if gen.grammar is not None else None,
+            ctx=m.ctx,
+        )
+
+    def _sweep(self) -> None:
+        """Sequences whose client went away leave now: their slots are free this step."""
+        for seq in list(self.running):
+            if seq.job.cancelled.is_set():
+                self._finish(seq, "length")
+
+    def _step(self) -> None:
+        batch = self._batch
+        batch.clear()
+        running = self.running
+        for seq in running:
+            seq.row, seq.chunk = -1, (0, 0)
+            if seq.next is not None:
+                cells = len(seq.slot.cells)  # its next position
+                seq.row = batch.add(seq.slot.seq, (seq.next,), cells, logits="last")
+        budget = batch.room if batch.size == 0 else min(batch.room, PREFILL_CHUNK)
+        for seq in running:
+            if budget <= 0:
+                break
+            if not seq.prefilling:
+                continue
+            n = min(budget, len(seq.prompt) - seq.todo)
+            scoring = seq.job.gen.prompt_logprobs
+            if scoring:
+                n = min(n, PROMPT_SCORE_BATCH)
+            done = seq.todo + n == len(seq.prompt)
+            tokens = seq.prompt[seq.todo : seq.todo + n]
+            mode = "all" if scoring else "last" if done else "none"
+            seq.chunk = (batch.add(seq.slot.seq, tokens, seq.todo, logits=mode), n)
+            budget -= n
+        if batch.size == 0:
+            return
+        rc = self._m.c.llama_decode(self._m.ctx, batch.ready())
+        if rc != 0:
+            raise RuntimeError(f"llama_decode returned {rc}")
+        self.steps += 1
+        sampled = 0
+        for seq in list(running):
+            try:
+                if seq.row >= 0:  # its last token was decoded (not one sampled just now)
+                    assert seq.next is not None
+                    seq.slot.cells.append(seq.next)
+                    seq.next = None
+                    sampled += self._sample(seq, seq.row)
+                elif seq.chunk[1]:
+                    sampled += self._prefilled(seq)
+            except Exception as exc:
+                log.exception("generation failed for model %s", self.model_id)
+                self._fail(seq, exc)
+        self._count(sampled)
+
+    def _prefilled(self, seq: Seq) -> int:
+        first, n = seq.chunk
+        start = seq.todo
+        seq.slot.cells.extend(seq.prompt[start : start + n])
+        seq.todo += n
+        self.prompt_evaluated += n
+        if seq.job.gen.prompt_logprobs:
+            self._score(seq, first, start, n)
+        if seq.todo < len(seq.prompt):
+            return 0
+        row = first + n - 1
+        if seq.job.gen.prompt_logprobs:
+            seq.job.emit(PromptScored(self._scored(seq)))
+        sampled = 0
+        c, mem = self._m.c, self._m.memory
+        for follower in seq.followers:
+            c.llama_memory_seq_rm(mem, follower.slot.seq, 0, -1)
+            c.llama_memory_seq_cp(mem, seq.slot.seq, follower.slot.seq, 0, -1)
+            follower.slot.cells = list(seq.slot.cells)
+            follower.todo = len(seq.prompt)
+            follower.leader = None
+            if follower in self.running:
+                sampled += self._sample(follower, row)
+        seq.followers = []
+        return sampled + self._sample(seq, row)
+
+    def _score(self, seq: Seq, first: int, start: int, n: int) -> None:
+        top = seq.job.gen.top_logprobs or 0
+        prompt, m = seq.prompt, self._m
+        for i in range(n):
+            target = start + i + 1
+            if target < len(prompt):
+                logits = m.c.llama_get_logits_ith(m.ctx, first + i)
+                values = np.ctypeslib.as_array(logits, shape=(m.n_vocab,))
+                seq.scored.append(score(values, prompt[target], top, m.piece))
+
+    def _scored(self, seq: Seq) -> tuple[TokenLogprob, ...]:
+        entries = seq.scored
+        if seq.prompt[0] == self._m.bos:  # not text the client sent: the next one counts
+            entries = entries[1:]
+        return tuple(entries)
+
+    def _sample(self, seq: Seq, row: int) -> int:
+        """Pick the sequence's next token from logits row `row`; 1 if a token was sampled."""
+        if seq.limit <= 0:  # scoring the prompt was all it asked for
+            self._finish(seq, "length")
+            return 0
+        m, job = self._m, seq.job
+        token = seq.picker.pick(m.c.llama_get_logits_ith(m.ctx, row), row)
+        seq.produced += 1
+        job.gen.meter.tokens = seq.produced
+        if m.c.llama_vocab_is_eog(m.vocab, token):
+            self._finish(seq, "stop")
+            return 1
+        entry = seq.picker.logprob(token) if job.gen.top_logprobs is not None else None
+        seq.picker.accept(token)
+        job.emit_text(job.decoder.decode(m.piece(token)), entry)
+        stops = job.stops
+        assert stops is not None
+        if stops.stopped:
+            self._finish(seq, "stop")
+        elif seq.produced >= seq.limit or job.cancelled.is_set():
+            self._finish(seq, "length")
+        else:
+            seq.next = token
+        return 1
+
+    def _finish(self, seq: Seq, reason: str) -> None:
+        job = seq.job
+        stops = job.stops
+        assert stops is not None
+        if not stops.stopped:
+            job.emit_text(job.decoder.decode(b"", final=True), None, final=True)
+        job.emit(Finished("stop" if reason == "stop" else "length", seq.produced, stops.matched))
+        self._release(seq)
+
+    def _fail(self, seq: Seq, exc: BaseException) -> None:
+        seq.job.emit(exc)
+        self._release(seq)
+
+    def _release(self, seq: Seq) -> None:
+        if seq not in self.running:
+            return
+        self.running.remove(seq)
+        seq.picker.close()
+        seq.slot.busy = False
+        if seq.leader is not None:
+            seq.leader.followers.remove(seq)
+        c, mem = self._m.c, self._m.memory
+        for follower in seq.followers:  # the leader left early: they start from what it did
+            keep = len(seq.slot.cells)
+            c.llama_memory_seq_rm(mem, follower.slot.seq, 0, -1)
+            c.llama_memory_seq_cp(mem, seq.slot.seq, follower.slot.seq, 0, keep)
+            follower.slot.cells = list(seq.slot.cells)
+            follower.todo = keep
+            follower.leader = None
+        seq.followers = []
+        took = time.monotonic() - seq.admitted
+        self.seconds_per_job += EWMA * (took - self.seconds_per_job)
+        seq.job.finish_meter()
+
+    def _count(self, sampled: int) -> None:
+        now = time.monotonic()
+        self.generated += sampled
+        if self._last_step:
+            took = now - self._last_step
+            if took > 0:
+                rate = sampled / took
+                self.tokens_per_second += EWMA * (rate - self.tokens_per_second)
+        self._last_step = now
+
+
+def _claimed_not(job: Job) -> bool:
+    return not job.start()
+
+
+def _same_prompt(seq: Seq, prompt: Sequence[int]) -> bool:
+    """A choice of the same prompt, still before its first token (the KV copy is of the prompt)."""
+    if seq.leader is not None or seq.job.gen.prompt_logprobs or seq.produced or seq.next:
+        return False
+    return seq.prompt is prompt or (len(seq.prompt) == len(prompt) and seq.prompt == prompt)

@@ -1,0 +1,77 @@
+"""The engine's sequence slots and what each one's KV cells hold (the prefix cache).
+
+A llama.cpp context with N sequences has N slots. A slot remembers the tokens its KV cells hold
+(positions 0…len-1 of its sequence) after its request is done: the next request whose prompt
+starts the same way reuses them (prefix caching). A new request takes the free slot whose cells
+share the longest prefix with its prompt — or, when a busy slot shares a longer one (n choices of
+one prompt, many users with one system prompt), a free slot that gets a copy of those cells
+(cheap in a unified KV cache: the cells gain a sequence id, nothing is recomputed).
+
+Pure bookkeeping: the scheduler does the llama.cpp calls the plan asks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+# A copy from another slot must save at least this many tokens over the best free slot's own.
+MIN_COPY = 16
+
+
+@dataclass(slots=True)
+class Slot:
+    seq: int  # the llama.cpp sequence id
+    cells: list[int] = field(default_factory=list)  # tokens at positions 0… in its KV cells
+    busy: bool = False
+    used: int = 0  # when it was last taken (a step count): the least recently used goes first
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Where a prompt goes: `slot`, keeping its first `keep` cells, after copying the first
+    `keep` cells of `source` into it when `source` is set."""
+
+    slot: Slot
+    keep: int
+    source: Slot | None = None
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    # Compare in strides first: prompts sharing a long system prompt are common.
+    step = 64
+    while i + step <= n and a[i : i + step] == b[i : i + step]:
+        i += step
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+def plan(slots: Sequence[Slot], prompt: Sequence[int], *, reuse: bool = True) -> Plan | None:
+    """The free slot for `prompt` (None when every slot is busy). At least the prompt's last
+    token is always evaluated again (its logits start the answer). `reuse=False`: no cached
+    cells (a prompt whose every token must be scored)."""
+    free = [s for s in slots if not s.busy]
+    if not free:
+        return None
+    limit = len(prompt) - 1
+    if not reuse or limit <= 0:
+        return Plan(min(free, key=lambda s: s.used), 0)
+    best, keep = free[0], -1
+    for s in free:
+        n = min(common_prefix(s.cells, prompt), limit)
+        if n > keep or (n == keep and s.used < best.used):
+            best, keep = s, n
+    source, copied = None, keep
+    for s in slots:
+        if s.busy:
+            n = min(common_prefix(s.cells, prompt), limit)
+            if n >= copied + MIN_COPY:
+                source, copied = s, n
+    if source is None:
+        return Plan(best, keep)
+    # Copying replaces the target's cells: take the free slot whose cache is least useful now.
+    target = min(free, key=lambda s: (common_prefix(s.cells, prompt) > 0, s.used))
+    return Plan(target, copied, source)
