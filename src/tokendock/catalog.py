@@ -67,10 +67,13 @@ class PriceSpec(BaseModel):
 
     input: str
     output: str
+    cached_input: str | None = None  # prompt tokens served from the KV cache (default: input)
 
-    @field_validator("input", "output", mode="before")
+    @field_validator("input", "output", "cached_input", mode="before")
     @classmethod
-    def _exact_decimal(cls, value: object) -> str:
+    def _exact_decimal(cls, value: object) -> str | None:
+        if value is None:
+            return None
         text = str(value).strip()
         try:
             amount = Decimal(text)
