@@ -73,6 +73,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         registry = ModelRegistry.from_catalog(catalog, settings.data_dir, retry_policy(settings))
     for engine in registry.engines():
         engine.on_tokenize = metrics.tokenized
+    metrics.watch_engines(registry.engines())
     for spec in registry.specs():
         backend = registry.backend(spec.id)
         if isinstance(backend, SpillBackend):

@@ -19,8 +19,9 @@ import contextvars
 import logging
 import os
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from prometheus_client import (
@@ -33,6 +34,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 ACCESS = logging.getLogger("tokendock.access")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
@@ -217,6 +219,10 @@ class Metrics:
     def spilled(self, model: str) -> None:
         self.spills.labels(model).inc()
 
+    def watch_engines(self, engines: Iterable[Engine]) -> None:
+        """The embedded engines' state, read when scraped (EngineCollector)."""
+        self.registry.register(EngineCollector(list(engines)))
+
     def deployment_health(self, model: str, deployment: str, healthy: bool) -> None:
         self.deployment_up.labels(model, deployment).set(1 if healthy else 0)
         if not healthy:
@@ -324,3 +330,60 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+class Engine(Protocol):
+    """An embedded engine as the metrics see it (inference/base.py Engine: this layer may not
+    import it): `load()` gives an EngineLoad."""
+
+    model_id: str
+
+    @property
+    def ready(self) -> bool: ...
+
+    def load(self) -> Any: ...
+
+
+class EngineCollector:
+    """Each embedded engine's slots, queue, KV use and speed, read at scrape time (no work per
+    request or per token)."""
+
+    def __init__(self, engines: list[Engine]):
+        self._engines = engines
+
+    def describe(self) -> list[Metric]:
+        return []  # unchecked: the families depend on the engines
+
+    def collect(self) -> Iterator[Metric]:
+        gauges = {
+            "slots": ("Sequence slots of the embedded engine.", lambda x: x.slots),
+            "running": ("Choices being generated (holding a slot).", lambda x: x.running),
+            "waiting": ("Choices waiting for a slot.", lambda x: x.waiting),
+            "kv_tokens": (
+                "Tokens held in KV cells (prefix cache included).",
+                lambda x: x.kv_tokens,
+            ),
+            "kv_capacity_tokens": ("Tokens the KV cache can hold.", lambda x: x.kv_capacity),
+            "tokens_per_second": (
+                "Recent aggregate generation speed.",
+                lambda x: x.tokens_per_second,
+            ),
+        }
+        counters = {
+            "generated_tokens": ("Tokens sampled.", lambda x: x.generated),
+            "prompt_evaluated_tokens": ("Prompt tokens decoded.", lambda x: x.prompt_evaluated),
+            "prompt_cached_tokens": (
+                "Prompt tokens reused from the prefix cache.",
+                lambda x: x.prompt_cached,
+            ),
+        }
+        loads = [(e.model_id, e.load()) for e in self._engines if e.ready]
+        families: list[tuple[Any, str, tuple[str, Callable[[Any], float]]]] = [
+            *((GaugeMetricFamily, name, spec) for name, spec in gauges.items()),
+            *((CounterMetricFamily, name, spec) for name, spec in counters.items()),
+        ]
+        for kind, name, (text, read) in families:
+            family = kind(f"tokendock_engine_{name}", text, labels=["model"])
+            for model, load in loads:
+                family.add_metric([model], read(load))
+            yield family

@@ -120,6 +120,22 @@ class Finished:
 Event = TextDelta | PromptScored | Finished
 
 
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """What the engine is doing now (read without locks: a snapshot, not a transaction)."""
+
+    slots: int
+    running: int
+    waiting: int
+    kv_tokens: int  # tokens held in KV cells (prefix cache included)
+    kv_capacity: int
+    tokens_per_second: float  # recent aggregate generation speed
+    seconds_per_job: float  # recent average time a choice held a slot
+    generated: int  # all-time counters
+    prompt_evaluated: int
+    prompt_cached: int
+
+
 class Engine(Protocol):
     model_id: str
     tokenize_calls: int  # calls of tokenize / tokenize_chat: prompts that reached the tokenizer
@@ -168,4 +184,8 @@ class Engine(Protocol):
 
     def estimated_wait(self) -> float:
         """Seconds a choice arriving now would wait for a slot (0: one is free)."""
+        ...
+
+    def load(self) -> EngineLoad:
+        """What the engine is doing now, for /metrics and /ready."""
         ...

@@ -10,8 +10,8 @@ checked every step: a client that goes away frees its slot within one step. Jobs
 still queued are skipped without touching the model. Beyond `max_queue` waiting choices a request
 is refused with a 503 and a retry-after.
 
-The KV cache is unified: slots x context_length cells shared by all sequences, so a copy of a
-shared prefix (n choices, a common system prompt) costs no memory and no compute.
+The KV cache holds context_length cells for each slot; a shared prefix (n choices, a common
+system prompt) is copied between slots, never recomputed.
 
 Prompts: see tokenizer.py (linear, cancellable, message text never parsed for control tokens).
 """
@@ -24,13 +24,12 @@ import logging
 import os
 import threading
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tokendock.catalog import ModelSpec
 from tokendock.errors import GenerationFailed, ModelNotReady, ServiceUnavailable
-from tokendock.inference.base import ChatTurn, Event, Finished, Generation
+from tokendock.inference.base import ChatTurn, EngineLoad, Event, Finished, Generation
 from tokendock.inference.fair_queue import FairQueue
 from tokendock.inference.job import Job
 from tokendock.inference.model_files import LOAD_LOCK, resolve_gguf
@@ -113,7 +112,10 @@ class LlamaEngine:
         params.n_ctx = spec.slots * spec.context_length
         params.n_batch = params.n_ubatch = max(spec.batch_size, spec.slots)
         params.n_seq_max = spec.slots
-        params.kv_unified = True  # one pool of cells: shared prefixes are copied for free
+        # Each sequence has cells of its own, attention is plain, weights are not repacked:
+        # what makes a sequence's tokens independent of its neighbours (scheduler.py).
+        params.kv_unified = False
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED
         params.swa_full = True  # a cached prefix stays usable however far a sequence went
         # Logits rows per step: one per sequence, and a prompt being scored (echo) asks for a
         # chunk of them (each row is n_vocab floats: the compute buffer is sized for these).
@@ -121,10 +123,10 @@ class LlamaEngine:
         params.n_outputs_max_per_seq = PROMPT_SCORE_BATCH
         params.n_threads = params.n_threads_batch = threads
         with LOAD_LOCK:
+            model_params = llama_cpp.llama_model_default_params()
+            model_params.use_extra_bufts = False  # no repacking (batch-dependent numbers)
             model = internals.LlamaModel(
-                path_model=str(self.model_path),
-                params=llama_cpp.llama_model_default_params(),
-                verbose=False,
+                path_model=str(self.model_path), params=model_params, verbose=False
             )
             try:
                 with suppress_stdout_stderr(disable=False):
@@ -328,19 +330,3 @@ def _pieces(text: str, chat: bool) -> list[tuple[str, bool]]:
     if chat and isinstance(text, RenderedChat):
         return [(p.text, not p.content) for p in text.pieces]
     return [(text, chat)]
-
-
-@dataclass(frozen=True, slots=True)
-class EngineLoad:
-    """What the engine is doing now (read without locks: a snapshot, not a transaction)."""
-
-    slots: int
-    running: int
-    waiting: int
-    kv_tokens: int  # tokens held in KV cells (prefix cache included)
-    kv_capacity: int
-    tokens_per_second: float  # recent aggregate generation speed
-    seconds_per_job: float  # recent average time a choice held a slot
-    generated: int  # all-time counters
-    prompt_evaluated: int
-    prompt_cached: int

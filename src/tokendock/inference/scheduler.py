@@ -15,6 +15,14 @@ Requests join between steps and leave the moment they finish. n choices of one p
 it once: the later choices wait ("follow") until the first has decoded the prompt, then get a
 copy of its KV cells and sample from the same logits row. A job whose every prompt token must be
 scored (echo + logprobs) asks for logits on each of them, `PROMPT_SCORE_BATCH` per step.
+
+Determinism: at temperature 0 a request gets exactly the tokens it gets alone, whatever runs
+beside it and whatever the cache held. Measured on llama.cpp's CPU kernels, a row's logits do
+not depend on the other sequences' rows in the batch, nor on how a prompt is cut into pieces of
+8 tokens or more — as long as each sequence has KV cells of its own (no unified cache), weights
+are not repacked for batched kernels, and attention is not flash attention (llama.py sets all
+three). Pieces of 1 to 7 tokens do change the numbers, so a cached prefix always leaves at least
+`MIN_CHUNK` prompt tokens to evaluate and no chunk leaves a remainder below it.
 """
 
 from __future__ import annotations
@@ -42,6 +50,8 @@ log = logging.getLogger(__name__)
 
 # Prompt tokens one step takes while other sequences are generating.
 PREFILL_CHUNK = 256
+# A sequence's prompt tokens are decoded in pieces of at least this many (see "Determinism").
+MIN_CHUNK = 8
 # Prompt tokens scored per step for a job that asked for the prompt's logprobs (echo).
 PROMPT_SCORE_BATCH = 64
 # Weight of the newest sample in the moving averages (tokens/s, seconds per job).
@@ -176,7 +186,9 @@ class Scheduler:
         leader = None
         if not gen.prompt_logprobs:
             leader = next((s for s in self.running if _same_prompt(s, prompt)), None)
-        where = plan(self.slots, prompt, reuse=not gen.prompt_logprobs and leader is None)
+        where = plan(
+            self.slots, prompt, reuse=not gen.prompt_logprobs and leader is None, tail=MIN_CHUNK
+        )
         assert where is not None  # only called with a free slot
         slot = where.slot
         keep = self._take(slot, where.keep, where.source)
@@ -206,8 +218,9 @@ class Scheduler:
         slot.busy = True
         slot.used = self.steps
         if source is not None:
-            c.llama_memory_seq_rm(mem, slot.seq, 0, -1)
-            c.llama_memory_seq_cp(mem, source.seq, slot.seq, 0, keep)
+            # Copies between sequences are whole (each has its own cells): copy, then trim.
+            c.llama_memory_seq_cp(mem, source.seq, slot.seq, 0, -1)
+            c.llama_memory_seq_rm(mem, slot.seq, keep, -1)
             slot.cells = source.cells[:keep]
             return keep
         if not c.llama_memory_seq_rm(mem, slot.seq, keep, -1):
@@ -252,10 +265,10 @@ class Scheduler:
                 break
             if not seq.prefilling:
                 continue
-            n = min(budget, len(seq.prompt) - seq.todo)
             scoring = seq.job.gen.prompt_logprobs
-            if scoring:
-                n = min(n, PROMPT_SCORE_BATCH)
+            n = _chunk(len(seq.prompt) - seq.todo, PROMPT_SCORE_BATCH if scoring else budget)
+            if n == 0:
+                continue
             done = seq.todo + n == len(seq.prompt)
             tokens = seq.prompt[seq.todo : seq.todo + n]
             mode = "all" if scoring else "last" if done else "none"
@@ -298,7 +311,6 @@ class Scheduler:
         sampled = 0
         c, mem = self._m.c, self._m.memory
         for follower in seq.followers:
-            c.llama_memory_seq_rm(mem, follower.slot.seq, 0, -1)
             c.llama_memory_seq_cp(mem, seq.slot.seq, follower.slot.seq, 0, -1)
             follower.slot.cells = list(seq.slot.cells)
             follower.todo = len(seq.prompt)
@@ -373,8 +385,7 @@ class Scheduler:
         c, mem = self._m.c, self._m.memory
         for follower in seq.followers:  # the leader left early: they start from what it did
             keep = len(seq.slot.cells)
-            c.llama_memory_seq_rm(mem, follower.slot.seq, 0, -1)
-            c.llama_memory_seq_cp(mem, seq.slot.seq, follower.slot.seq, 0, keep)
+            c.llama_memory_seq_cp(mem, seq.slot.seq, follower.slot.seq, 0, -1)
             follower.slot.cells = list(seq.slot.cells)
             follower.todo = keep
             follower.leader = None
@@ -392,6 +403,16 @@ class Scheduler:
                 rate = sampled / took
                 self.tokens_per_second += EWMA * (rate - self.tokens_per_second)
         self._last_step = now
+
+
+def _chunk(remaining: int, budget: int) -> int:
+    """Prompt tokens to decode now: as many as the budget allows, never leaving fewer than
+    `MIN_CHUNK` behind (0: wait for a step with more room)."""
+    n = min(remaining, budget)
+    left = remaining - n
+    if 0 < left < MIN_CHUNK:
+        n = remaining - MIN_CHUNK
+    return n if n >= MIN_CHUNK or n == remaining else 0
 
 
 def _claimed_not(job: Job) -> bool:

@@ -5,7 +5,7 @@ A llama.cpp context with N sequences has N slots. A slot remembers the tokens it
 starts the same way reuses them (prefix caching). A new request takes the free slot whose cells
 share the longest prefix with its prompt — or, when a busy slot shares a longer one (n choices of
 one prompt, many users with one system prompt), a free slot that gets a copy of those cells
-(cheap in a unified KV cache: the cells gain a sequence id, nothing is recomputed).
+(llama.cpp copies the source's KV buffer; nothing is recomputed).
 
 Pure bookkeeping: the scheduler does the llama.cpp calls the plan asks for.
 """
@@ -49,14 +49,16 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return i
 
 
-def plan(slots: Sequence[Slot], prompt: Sequence[int], *, reuse: bool = True) -> Plan | None:
+def plan(
+    slots: Sequence[Slot], prompt: Sequence[int], *, reuse: bool = True, tail: int = 1
+) -> Plan | None:
     """The free slot for `prompt` (None when every slot is busy). At least the prompt's last
-    token is always evaluated again (its logits start the answer). `reuse=False`: no cached
-    cells (a prompt whose every token must be scored)."""
+    `tail` tokens are always evaluated again (the last one's logits start the answer).
+    `reuse=False`: no cached cells (a prompt whose every token must be scored)."""
     free = [s for s in slots if not s.busy]
     if not free:
         return None
-    limit = len(prompt) - 1
+    limit = len(prompt) - tail
     if not reuse or limit <= 0:
         return Plan(min(free, key=lambda s: s.used), 0)
     best, keep = free[0], -1

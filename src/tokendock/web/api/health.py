@@ -1,9 +1,12 @@
 """GET /health (liveness) and GET /ready (readiness), for load balancers and probes.
 
-/ready shows its details (models, each upstream deployment's state and last error) only to
+/ready shows its details (models, each embedded engine's slots / queue / KV use / speed, each
+upstream deployment's state and last error) only to
 those `shows_details` allows (see metrics.py); anyone else learns ready or not ready."""
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 from fastapi import APIRouter, Request
 
@@ -32,6 +35,7 @@ async def ready(request: Request, deps: Deps) -> JSONResponse:
     body: dict[str, object] = {"status": "ready"}
     if details:
         body["models"] = [s.id for s in deps.models.specs()]
+        body["engines"] = {e.model_id: asdict(e.load()) for e in deps.models.engines()}
         upstreams = {m: r.status() for m, r in deps.models.upstreams.routers.items()}
         if upstreams:
             body["upstreams"] = upstreams
