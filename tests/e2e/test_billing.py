@@ -282,7 +282,7 @@ def _row(server: Server, key: str, user: str) -> dict[str, Any]:
 
 
 def _blocker(server: Server, key: str) -> asyncio.Task[httpx.Response]:
-    """A long request that keeps the single engine worker busy."""
+    """A long request that holds the engine's only slot (priced_models.toml: slots = 1)."""
     body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 120, "temperature": 0}
     client = httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120)
     return asyncio.ensure_future(client.post(server.v1 + "/chat/completions", json=body))
