@@ -250,3 +250,20 @@ async def test_a_late_owner_takes_the_next_free_slot(engine: LlamaEngine) -> Non
     await run(Generation(prompt, 6, sampling=ENDLESS, owner="b"), "b")
     await asyncio.gather(*tasks)
     assert order[:2] == ["a0", "b"]  # b went before a's queued jobs, not behind them
+
+
+@pytest.mark.parametrize("engine", [2], indirect=True)
+async def test_an_account_holding_every_slot_gives_one_up(engine: LlamaEngine) -> None:
+    prompt = await engine.tokenize_chat([ChatTurn("user", "Tell me a long story.")])
+    big = [Generation(prompt, 300, sampling=ENDLESS, owner="a") for _ in range(2)]
+    tasks = [asyncio.ensure_future(text_of(engine, job)) for job in big]
+    await until(lambda: all(job.meter.tokens > 0 for job in big))
+    small = Generation(prompt, 3, sampling=ENDLESS, owner="b")
+    assert await text_of(engine, small)
+    assert small.meter.tokens == 3
+    assert not any(task.done() for task in tasks)  # b did not wait for a's request
+    assert engine.load().running >= 1
+    texts = await asyncio.gather(*tasks)
+    assert [job.meter.tokens for job in big] == [300, 300]  # the one set aside resumed
+    assert all(texts)
+    assert engine._scheduler is not None and engine._scheduler.preempted >= 1

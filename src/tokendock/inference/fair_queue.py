@@ -58,6 +58,11 @@ class FairQueue(Generic[T]):
                 for other, items in self._pending.items()
             )
 
+    def waiting_owners(self, live: Callable[[T], bool] = lambda item: True) -> set[str]:
+        """The owners with a `live` item queued."""
+        with self._cond:
+            return {o for o, items in self._pending.items() if any(live(i) for i in items)}
+
     def close(self) -> list[T]:
         """Wake every consumer; `get` returns None from now on. Returns the items still pending,
         which nobody will take."""

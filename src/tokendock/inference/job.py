@@ -1,5 +1,6 @@
-"""One generation job inside the embedded engine's scheduler: its cancel flag, its stop scanner and
-decoder, and the text (with logprobs) it hands back to the event loop.
+"""One generation job inside the embedded engine's scheduler: its cancel flag, its progress (kept
+when it leaves its slot to resume later), its stop scanner and decoder, and the text (with
+logprobs) it hands back to the event loop.
 
 `emit_text` runs the text through the stop scanner: each token's logprob goes out with the
 delta that completes its text, so the tokens of a stop sequence never do.
@@ -26,6 +27,9 @@ class Job:
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Guards the queued → started transition against a concurrent cancel.
     lock: threading.Lock = field(default_factory=threading.Lock)
+    # Tokens sampled so far: a job taken out of its slot (another account needed one) comes
+    # back with them as part of its context.
+    sampled: list[int] = field(default_factory=list)
     stops: StopScanner | None = None
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
@@ -37,9 +41,12 @@ class Job:
     sent: int = 0  # characters it let through
 
     def start(self) -> bool:
-        """Worker thread: claim the job unless it was cancelled while queued."""
+        """Worker thread: claim the job unless it was cancelled while queued; one cancelled
+        while it waited to resume is done now (it is billed for the tokens it made)."""
         with self.lock:
             if self.cancelled.is_set():
+                if self.gen.meter.started:
+                    self.finish_meter()
                 return False
             self.gen.meter.started = True
             return True

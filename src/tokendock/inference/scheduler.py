@@ -4,7 +4,9 @@ One worker thread owns the context (llama.cpp contexts are not thread-safe). Eac
 
 1. admits queued jobs into free slots (slots.py: longest cached prefix first; the queue is fair
    between accounts — fair_queue.py), and drops jobs whose client went away (their slot is free
-   for the next step);
+   for the next step). When every slot is busy and an account holding none waits, the account
+   holding the most gives one up (`_make_room`): that sequence goes back to the queue with what
+   it sampled and resumes later from its cached cells;
 2. builds ONE batch: the last sampled token of every generating sequence, then prompt tokens of
    sequences still being prefilled, in chunks (`PREFILL_CHUNK` while others generate, so a long
    prompt never stalls running streams for more than a short step);
@@ -31,6 +33,7 @@ import logging
 import math
 import secrets
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,7 +76,8 @@ class Seq:
     chunk: tuple[int, int] = (0, 0)  # (first row, tokens) of prompt decoded this step
     leader: Seq | None = None  # the choice of the same prompt whose KV it will copy
     followers: list[Seq] = field(default_factory=list)
-    produced: int = 0
+    produced: int = 0  # tokens sampled (before a preemption too)
+    scoring: bool = False  # the prompt's logprobs were asked for (echo): logits on every row
     scored: list[TokenLogprob] = field(default_factory=list)
     admitted: float = 0.0
 
@@ -128,6 +132,7 @@ class Scheduler:
         self.generated = 0  # tokens sampled, all time
         self.prompt_evaluated = 0  # prompt tokens decoded, all time
         self.prompt_cached = 0  # prompt tokens reused from the cache, all time
+        self.preempted = 0  # sequences sent back to the queue for another account
         self.tokens_per_second = 0.0
         self.seconds_per_job = 0.0
         self._last_step = 0.0
@@ -154,6 +159,7 @@ class Scheduler:
                 if job is None:
                     break
                 self._admit(job)
+            self._make_room()
             while any(not s.busy for s in self.slots):
                 job = jobs.get(skip=_claimed_not, block=False)
                 if job is None:
@@ -173,22 +179,26 @@ class Scheduler:
             self._fail(seq, ModelNotReady(f"The model '{self.model_id}' is shutting down."))
 
     def _admit(self, job: Job) -> None:
+        """Put a job into a free slot: a new one, or one resuming after `_preempt` (its context
+        is then its prompt and the tokens it sampled so far)."""
         gen = job.gen
-        job.stops = StopScanner(gen.stop)
-        seed = gen.sampling.seed
-        job.seed = seed if seed is not None else secrets.randbits(32)
+        resuming = job.stops is not None
+        if not resuming:
+            job.stops = StopScanner(gen.stop)
+            seed = gen.sampling.seed
+            job.seed = seed if seed is not None else secrets.randbits(32)
         prompt = gen.prompt
         limit = min(gen.max_tokens, self.context_length - len(prompt))
         if not prompt or (limit <= 0 and not gen.prompt_logprobs):
             job.emit(Finished("length", 0))
             job.finish_meter()
             return
+        scoring = gen.prompt_logprobs and not resuming
+        context = [*prompt, *job.sampled] if job.sampled else prompt
         leader = None
-        if not gen.prompt_logprobs:
+        if not scoring and not resuming:
             leader = next((s for s in self.running if _same_prompt(s, prompt)), None)
-        where = plan(
-            self.slots, prompt, reuse=not gen.prompt_logprobs and leader is None, tail=MIN_CHUNK
-        )
+        where = plan(self.slots, context, reuse=not scoring and leader is None, tail=MIN_CHUNK)
         assert where is not None  # only called with a free slot
         slot = where.slot
         keep = self._take(slot, where.keep, where.source)
@@ -199,17 +209,53 @@ class Scheduler:
             job.emit(exc)
             job.finish_meter()
             return
-        seq = Seq(job, slot, picker, prompt, limit, todo=keep, admitted=time.monotonic())
+        seq = Seq(job, slot, picker, context, limit, todo=keep, admitted=time.monotonic())
+        seq.scoring = scoring
+        seq.produced = len(job.sampled)
         if leader is not None:
             seq.leader = leader
             leader.followers.append(seq)
-        else:
+        elif not resuming:
             gen.meter.cached = keep
             self.prompt_cached += keep
-            if gen.prompt_logprobs:
+            if scoring:
                 first = self._m.piece(prompt[0])
                 seq.scored.append(TokenLogprob(first.decode("utf-8", "replace"), math.nan, first))
         self.running.append(seq)
+
+    def _make_room(self) -> None:
+        """Every slot is busy and an account that holds none is waiting: the account holding
+        the most slots (at least two) gives one up — its generating sequence with the shortest
+        context goes back to the queue, keeping what it sampled, and resumes later. So no
+        account waits for another's whole burst or `n`."""
+        if any(not s.busy for s in self.slots):
+            return
+        waiting = self._jobs.waiting_owners(live=lambda job: not job.cancelled.is_set())
+        if not waiting:
+            return
+        holders = Counter(seq.job.gen.owner for seq in self.running)
+        if all(owner in holders for owner in waiting):
+            return
+        owner, held = holders.most_common(1)[0]
+        if held < 2:
+            return
+        victims = [
+            s
+            for s in self.running
+            if s.job.gen.owner == owner and s.next is not None and not s.followers
+        ]
+        if victims:
+            self._preempt(min(victims, key=lambda s: len(s.prompt) + s.produced))
+
+    def _preempt(self, seq: Seq) -> None:
+        self.running.remove(seq)
+        seq.picker.close()
+        seq.slot.busy = False  # its cells stay: resuming in this slot evaluates nothing again
+        self.preempted += 1
+        job = seq.job
+        if not self._jobs.put(job.gen.owner, job, front=True):
+            job.emit(ModelNotReady(f"The model '{self.model_id}' is shutting down."))
+            job.finish_meter()
 
     def _take(self, slot: Slot, keep: int, source: Slot | None) -> int:
         """Claim `slot` with its first `keep` cells (copied from `source` first, if set);
@@ -236,8 +282,11 @@ class Scheduler:
             m.vocab,
             m.n_vocab,
             gen.sampling,
-            seed=job.seed,
+            # A resumed job continues from a seed of its own (fixed for a fixed seed and the
+            # same preemptions) with its sampled tokens replayed into penalties and grammar.
+            seed=(job.seed + len(job.sampled)) & 0xFFFFFFFF,
             piece=m.piece,
+            history=job.sampled,
             grammar=gen.grammar,
             top_logprobs=gen.top_logprobs,
             index=m.first_bytes if gen.grammar is not None else None,
@@ -265,7 +314,7 @@ class Scheduler:
                 break
             if not seq.prefilling:
                 continue
-            scoring = seq.job.gen.prompt_logprobs
+            scoring = seq.scoring
             n = _chunk(len(seq.prompt) - seq.todo, PROMPT_SCORE_BATCH if scoring else budget)
             if n == 0:
                 continue
@@ -301,12 +350,12 @@ class Scheduler:
         seq.slot.cells.extend(seq.prompt[start : start + n])
         seq.todo += n
         self.prompt_evaluated += n
-        if seq.job.gen.prompt_logprobs:
+        if seq.scoring:
             self._score(seq, first, start, n)
         if seq.todo < len(seq.prompt):
             return 0
         row = first + n - 1
-        if seq.job.gen.prompt_logprobs:
+        if seq.scoring:
             seq.job.emit(PromptScored(self._scored(seq)))
         sampled = 0
         c, mem = self._m.c, self._m.memory
@@ -350,6 +399,7 @@ class Scheduler:
             return 1
         entry = seq.picker.logprob(token) if job.gen.top_logprobs is not None else None
         seq.picker.accept(token)
+        job.sampled.append(token)
         job.emit_text(job.decoder.decode(m.piece(token)), entry)
         stops = job.stops
         assert stops is not None
@@ -421,6 +471,6 @@ def _claimed_not(job: Job) -> bool:
 
 def _same_prompt(seq: Seq, prompt: Sequence[int]) -> bool:
     """A choice of the same prompt, still before its first token (the KV copy is of the prompt)."""
-    if seq.leader is not None or seq.job.gen.prompt_logprobs or seq.produced or seq.next:
+    if seq.leader is not None or seq.scoring or seq.produced or seq.next:
         return False
     return seq.prompt is prompt or (len(seq.prompt) == len(prompt) and seq.prompt == prompt)
