@@ -18,6 +18,7 @@ from tokendock.inference.base import (
     ChatTurn,
     Finished,
     Generation,
+    PromptScored,
     Sampling,
     TextDelta,
     TokenLogprob,
@@ -267,3 +268,25 @@ async def test_an_account_holding_every_slot_gives_one_up(engine: LlamaEngine) -
     assert [job.meter.tokens for job in big] == [300, 300]  # the one set aside resumed
     assert all(texts)
     assert engine._scheduler is not None and engine._scheduler.preempted >= 1
+
+
+async def test_prompts_scored_side_by_side(engine: LlamaEngine) -> None:
+    """Two echo + logprobs prompts longer than a step's scoring rows, at once: every prompt
+    token after the BOS gets its logprob, and the same as when scored alone."""
+    text = " ".join(f"word{i}" for i in range(150))
+    prompts_ = [await engine.tokenize(f"{w}: {text}", chat=False) for w in ("one", "two")]
+
+    async def scored(prompt: list[int]) -> list[float]:
+        job = Generation(prompt, 0, sampling=GREEDY, top_logprobs=1, prompt_logprobs=True)
+        out: list[float] = []
+        async for event in engine.generate(job):
+            if isinstance(event, PromptScored):
+                out = [t.logprob for t in event.tokens]
+        return out
+
+    alone = [await scored(p) for p in prompts_]
+    both = await asyncio.gather(*(scored(p) for p in prompts_))
+    for prompt, a, b in zip(prompts_, alone, both, strict=True):
+        assert len(prompt) > 2 * 64
+        assert len(a) == len(b) == len(prompt) - 1  # the BOS has none
+        assert max(abs(x - y) for x, y in zip(a, b, strict=True)) < 0.05

@@ -309,13 +309,16 @@ class Scheduler:
                 cells = len(seq.slot.cells)  # its next position
                 seq.row = batch.add(seq.slot.seq, (seq.next,), cells, logits="last")
         budget = batch.room if batch.size == 0 else min(batch.room, PREFILL_CHUNK)
+        # Rows of logits for prompts being scored, this step (the context has room for these
+        # plus one row per sequence).
+        scores = PROMPT_SCORE_BATCH
         for seq in running:
             if budget <= 0:
                 break
             if not seq.prefilling:
                 continue
             scoring = seq.scoring
-            n = _chunk(len(seq.prompt) - seq.todo, PROMPT_SCORE_BATCH if scoring else budget)
+            n = _chunk(len(seq.prompt) - seq.todo, min(budget, scores) if scoring else budget)
             if n == 0:
                 continue
             done = seq.todo + n == len(seq.prompt)
@@ -323,6 +326,8 @@ class Scheduler:
             mode = "all" if scoring else "last" if done else "none"
             seq.chunk = (batch.add(seq.slot.seq, tokens, seq.todo, logits=mode), n)
             budget -= n
+            if scoring:
+                scores -= n
         if batch.size == 0:
             return
         rc = self._m.c.llama_decode(self._m.ctx, batch.ready())
