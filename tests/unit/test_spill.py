@@ -16,7 +16,7 @@ from tokendock.inference.base import ChatTurn
 from tokendock.inference.embedded import EmbeddedBackend, EmbeddedRun
 from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.router import RetryPolicy, Router
-from tokendock.inference.spill import SpillBackend
+from tokendock.inference.spill import SpillBackend, embedded_of
 from tokendock.inference.transport import UpstreamTransport
 from tokendock.inference.upstream import Deployment
 from tokendock.inference.upstream_backend import UpstreamBackend, UpstreamRun
@@ -173,3 +173,10 @@ def test_registry_builds_the_router_and_lists_the_engine(tmp_path: Path) -> None
     assert router is not None and router is backend.router
     assert [d.name for d in router.deployments] == ["big"]
     assert list(registry.engines()) == [backend.embedded.engine]
+
+
+def test_token_counting_reaches_the_engine_behind_a_spill_model() -> None:
+    backend, _ = spill(0, deployment())
+    assert embedded_of(backend) is backend.embedded
+    assert embedded_of(backend.embedded) is backend.embedded
+    assert embedded_of(backend.upstream) is None

@@ -125,3 +125,11 @@ def can_take(router: Router) -> bool:
         if room and not deployment.health.cooling(now):
             return True
     return False
+
+
+def embedded_of(backend: object) -> EmbeddedBackend | None:
+    """The embedded engine's backend behind `backend` (itself, or a spill-over model's), for
+    exact token counts; None for an upstream-only model."""
+    if isinstance(backend, SpillBackend):
+        return backend.embedded
+    return backend if isinstance(backend, EmbeddedBackend) else None

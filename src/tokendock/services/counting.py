@@ -13,7 +13,7 @@ import orjson
 
 from tokendock.errors import InvalidRequest, ModelNotAllowed, ModelNotReady
 from tokendock.inference.backend import InferenceRequest
-from tokendock.inference.embedded import EmbeddedBackend
+from tokendock.inference.spill import embedded_of
 from tokendock.inference.templates import ChatTemplateError
 from tokendock.inference.tools import offer
 from tokendock.services.pipeline import Backends
@@ -34,12 +34,13 @@ async def input_tokens(backends: Backends, key: KeyRow, req: InferenceRequest) -
             code="model_not_supported",
         )
     backend.bound(req)  # the same 400s as generation (a schema the engine cannot follow …)
-    if not isinstance(backend, EmbeddedBackend):
+    local = embedded_of(backend)
+    if local is None:
         return estimate(req)
-    if not backend.ready:
+    if not local.ready:
         raise ModelNotReady(f"The model '{req.model}' is still loading; retry shortly.")
     try:
-        return len(await backend.engine.tokenize_chat(offer(req.turns, req.tools)))
+        return len(await local.engine.tokenize_chat(offer(req.turns, req.tools)))
     except ChatTemplateError as exc:
         raise InvalidRequest(
             f"The model's chat template rejected the messages: {exc}", param="messages"

@@ -10,7 +10,7 @@ from typing import Any
 from starlette.requests import Request
 
 from tokendock.errors import InvalidRequest, ModelNotAllowed, ModelNotFound, ModelNotReady
-from tokendock.inference.embedded import EmbeddedBackend
+from tokendock.inference.spill import embedded_of
 from tokendock.inference.templates import ChatTemplateError
 from tokendock.inference.tools import offer
 from tokendock.protocol.response_shapes import JSON
@@ -81,12 +81,13 @@ async def input_tokens(request: Request, deps: Services, key: KeyRow, responses:
     items = truncated(req, [*context, *input_items(req.input)], backend.spec)
     inference = inference_request(req, items, stream=False)
     backend.bound(inference)  # the same 400s as a create (schemas the grammar cannot follow)
-    if not isinstance(backend, EmbeddedBackend):
+    local = embedded_of(backend)
+    if local is None:
         return math.ceil(inference.body_bytes / CHARS_PER_TOKEN)
-    if not backend.ready:
+    if not local.ready:
         raise ModelNotReady(f"The model '{req.model}' is still loading.")
     try:
-        tokens = await backend.engine.tokenize_chat(offer(inference.turns, inference.tools))
+        tokens = await local.engine.tokenize_chat(offer(inference.turns, inference.tools))
     except ChatTemplateError as exc:
         raise InvalidRequest(
             f"The model's chat template rejected the input: {exc}", param="input"
