@@ -5,7 +5,6 @@ request gets a 503 envelope with retry-after; /metrics and /ready show the engin
 from __future__ import annotations
 
 import asyncio
-import re
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from tests.e2e.money import verify
 from tests.e2e.server import Server, start_server
 
 MODEL = "gemma-3-270m"
@@ -44,14 +44,6 @@ def four_slots(tmp_path: Path) -> Iterator[Server]:
     srv = serve(tmp_path, 4, 64)
     yield srv
     srv.stop()
-
-
-def verify(server: Server) -> int:
-    out = server.cli("ledger", "verify")
-    assert "ledger OK" in out, out
-    match = re.search(r"open holds: (\d+)", out)
-    assert match, out
-    return int(match.group(1))
 
 
 def usage(server: Server, key: str) -> list[dict[str, object]]:
