@@ -140,6 +140,7 @@ def tokendock_part(
                 bare = None
                 load_part(args, Client(server.base_url, args.model, server.key), run)
             run.peak_rss_mb, run.max_sampled_rss_mb = memory.peak_mb(), memory.max_sampled_mb()
+            run.others_cpu_pct = memory.others_pct()
     finally:
         if bare is not None:
             bare.close()
@@ -153,6 +154,7 @@ def llama_server_part(args: argparse.Namespace, tmp: Path) -> ServerRun:
         with Memory(server.proc) as memory:
             load_part(args, Client(server.base_url, args.model), run)
         run.peak_rss_mb, run.max_sampled_rss_mb = memory.peak_mb(), memory.max_sampled_mb()
+        run.others_cpu_pct = memory.others_pct()
     return run
 
 
@@ -248,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
                     "prefix": [dataclasses.asdict(p) for p in r.prefix],
                     "peak_rss_mb": r.peak_rss_mb,
                     "max_sampled_rss_mb": r.max_sampled_rss_mb,
+                    "others_cpu_pct": r.others_cpu_pct,
                 }
                 for r in runs
             },

@@ -29,6 +29,7 @@ class ServerRun:
     prefix_tokens: int = 0  # max_tokens of the prefix requests
     peak_rss_mb: float = math.nan
     max_sampled_rss_mb: float = math.nan
+    others_cpu_pct: float = math.nan  # CPU the rest of the machine used meanwhile, % of all
 
     def level(self, c: int) -> Level | None:
         return next((lv for lv in self.levels if lv.concurrency == c), None)
@@ -150,7 +151,11 @@ def results_markdown(
         f"(`{m['cpu']}`), load average before the run {m['load']}; Python {m['python']}, "
         f"llama-cpp-python {m['llama_cpp']}, {m['model']} ({m['model_file']}); "
         f"{m['threads']} llama.cpp threads on every side; TokenDock catalog `slots = "
-        f"{m['slots']}`; took {m['took_s']:.0f} s.",
+        f"{m['slots']}`; took {m['took_s']:.0f} s. Other processes on the machine used "
+        + "; ".join(
+            f"{_f(r.others_cpu_pct, 0)} % of the CPUs during the {r.name} part" for r in runs
+        )
+        + ".",
         "",
         f"#### Single stream (median of {m['reps']} alternating repetitions, {m['tokens']} tokens)",
         "",

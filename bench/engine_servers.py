@@ -15,8 +15,10 @@ server's process tree from /proc while the bench talks to it.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
+import time
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway_procs import HOST, Proc, free_port, start, stop, wait_http
+from gateway_procs import CLK_TCK, HOST, Proc, free_port, start, stop, wait_http
 from tokendock_server import TokenDock, start_tokendock
 
 READY_TIMEOUT = 180.0
@@ -104,16 +106,40 @@ def llama_server(tmp: Path, model_path: Path, n_ctx: int, threads: int) -> Itera
         stop(proc)
 
 
+def busy_ticks() -> int:
+    """CPU time spent by everything on the machine (/proc/stat's first line, idle and iowait
+    left out), in clock ticks."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(fields[:3]) + sum(fields[5:8])  # user nice system, irq softirq steal
+
+
+def own_ticks() -> int:
+    times = os.times()
+    return round((times.user + times.system) * CLK_TCK)
+
+
 class Memory:
     """Samples a server's process tree (VmRSS, VmHWM from /proc) every `period` seconds in a
     thread while in use; `peak_mb()` is the largest VmHWM (the kernel's high-water mark,
-    model load included) summed over the tree's processes."""
+    model load included) summed over the tree's processes. Also measures how much CPU the
+    rest of the machine (neither the server nor this process) used meanwhile: `others_pct()`,
+    a share of all cores."""
 
     def __init__(self, proc: Proc, period: float = 0.5):
         self._proc = proc
         self._period = period
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._cpu: list[tuple[float, int, int]] = []  # (time, machine busy, server + bench)
+
+    def _cpu_mark(self) -> None:
+        ours = self._proc.cpu_ticks() + own_ticks()
+        self._cpu.append((time.monotonic(), busy_ticks(), ours))
+
+    def others_pct(self) -> float:
+        (t0, busy0, ours0), (t1, busy1, ours1) = self._cpu[0], self._cpu[-1]
+        capacity = (t1 - t0) * CLK_TCK * (os.cpu_count() or 1)
+        return max(0.0, (busy1 - busy0) - (ours1 - ours0)) / capacity * 100 if capacity else 0.0
 
     def _run(self) -> None:
         while not self._stop.wait(self._period):
@@ -121,6 +147,7 @@ class Memory:
 
     def __enter__(self) -> Memory:
         self._proc.sample_memory()
+        self._cpu_mark()
         self._thread.start()
         return self
 
@@ -128,6 +155,7 @@ class Memory:
         self._stop.set()
         self._thread.join()
         self._proc.sample_memory()
+        self._cpu_mark()
 
     def peak_mb(self) -> float:
         return sum(self._proc.peak_kb.values()) / 1024
