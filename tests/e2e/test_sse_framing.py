@@ -103,9 +103,14 @@ def test_text_completion_stream_bytes(server: Server) -> None:
     assert chunks[-1]["choices"][0]["finish_reason"] in ("stop", "length")
 
 
+ONE_SLOT = Path(__file__).with_name("priced_models.toml")
+
+
 @pytest.fixture(scope="module")
 def pinging_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    srv = start_server(tmp_path_factory.mktemp("ping"), env={"TOKENDOCK_KEEPALIVE_SECONDS": "0.2"})
+    # One slot (priced_models.toml): a request waits behind another's generation.
+    env = {"TOKENDOCK_KEEPALIVE_SECONDS": "0.2", "TOKENDOCK_MODELS_FILE": str(ONE_SLOT)}
+    srv = start_server(tmp_path_factory.mktemp("ping"), env=env)
     yield srv
     srv.stop()
 
