@@ -34,7 +34,8 @@ from tokendock.inference.fair_queue import FairQueue
 from tokendock.inference.job import Job
 from tokendock.inference.model_files import LOAD_LOCK, resolve_gguf
 from tokendock.inference.picker import FirstBytes, check_grammar
-from tokendock.inference.scheduler import PROMPT_SCORE_BATCH, Model, Scheduler
+from tokendock.inference.scheduler import PROMPT_SCORE_BATCH, Scheduler
+from tokendock.inference.sequence import Model
 from tokendock.inference.templates import ChatTemplate, RenderedChat, choose_template
 from tokendock.inference.tokenizer import Tokenizer
 

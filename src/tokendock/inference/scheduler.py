@@ -34,9 +34,6 @@ import math
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -45,7 +42,8 @@ from tokendock.inference.base import Finished, PromptScored, TokenLogprob
 from tokendock.inference.batch import Batch
 from tokendock.inference.fair_queue import FairQueue
 from tokendock.inference.job import Job
-from tokendock.inference.picker import FirstBytes, Picker, score
+from tokendock.inference.picker import Picker, score
+from tokendock.inference.sequence import MIN_CHUNK, Model, Seq, chunk, same_prompt
 from tokendock.inference.slots import Slot, plan
 from tokendock.inference.stops import StopScanner
 
@@ -53,60 +51,10 @@ log = logging.getLogger(__name__)
 
 # Prompt tokens one step takes while other sequences are generating.
 PREFILL_CHUNK = 256
-# A sequence's prompt tokens are decoded in pieces of at least this many (see "Determinism").
-MIN_CHUNK = 8
 # Prompt tokens scored per step for a job that asked for the prompt's logprobs (echo).
 PROMPT_SCORE_BATCH = 64
 # Weight of the newest sample in the moving averages (tokens/s, seconds per job).
 EWMA = 0.2
-
-
-@dataclass(eq=False, slots=True)
-class Seq:
-    """A job in a slot."""
-
-    job: Job
-    slot: Slot
-    picker: Picker
-    prompt: Sequence[int]
-    limit: int  # tokens it may generate
-    todo: int = 0  # prompt tokens decoded so far (from the cache or by this job)
-    next: int | None = None  # sampled, to be decoded in the next step
-    row: int = -1  # its logits row in this step's batch
-    chunk: tuple[int, int] = (0, 0)  # (first row, tokens) of prompt decoded this step
-    leader: Seq | None = None  # the choice of the same prompt whose KV it will copy
-    followers: list[Seq] = field(default_factory=list)
-    produced: int = 0  # tokens sampled (before a preemption too)
-    scoring: bool = False  # the prompt's logprobs were asked for (echo): logits on every row
-    scored: list[TokenLogprob] = field(default_factory=list)
-    admitted: float = 0.0
-
-    @property
-    def prefilling(self) -> bool:
-        return self.leader is None and self.next is None and self.todo < len(self.prompt)
-
-
-class Model:
-    """What the scheduler needs of a loaded model (llama.py makes it)."""
-
-    def __init__(
-        self,
-        llama_cpp: Any,
-        ctx: Any,
-        vocab: Any,
-        n_vocab: int,
-        piece: Callable[[int], bytes],
-        first_bytes: FirstBytes,
-        bos: int | None,
-    ):
-        self.c = llama_cpp
-        self.ctx = ctx
-        self.memory = llama_cpp.llama_get_memory(ctx)
-        self.vocab = vocab
-        self.n_vocab = n_vocab
-        self.piece = piece
-        self.first_bytes = first_bytes
-        self.bos = bos
 
 
 class Scheduler:
@@ -197,7 +145,7 @@ class Scheduler:
         context = [*prompt, *job.sampled] if job.sampled else prompt
         leader = None
         if not scoring and not resuming:
-            leader = next((s for s in self.running if _same_prompt(s, prompt)), None)
+            leader = next((s for s in self.running if same_prompt(s, prompt)), None)
         where = plan(self.slots, context, reuse=not scoring and leader is None, tail=MIN_CHUNK)
         assert where is not None  # only called with a free slot
         slot = where.slot
@@ -318,7 +266,7 @@ class Scheduler:
             if not seq.prefilling:
                 continue
             scoring = seq.scoring
-            n = _chunk(len(seq.prompt) - seq.todo, min(budget, scores) if scoring else budget)
+            n = chunk(len(seq.prompt) - seq.todo, min(budget, scores) if scoring else budget)
             if n == 0:
                 continue
             done = seq.todo + n == len(seq.prompt)
@@ -460,22 +408,5 @@ class Scheduler:
         self._last_step = now
 
 
-def _chunk(remaining: int, budget: int) -> int:
-    """Prompt tokens to decode now: as many as the budget allows, never leaving fewer than
-    `MIN_CHUNK` behind (0: wait for a step with more room)."""
-    n = min(remaining, budget)
-    left = remaining - n
-    if 0 < left < MIN_CHUNK:
-        n = remaining - MIN_CHUNK
-    return n if n >= MIN_CHUNK or n == remaining else 0
-
-
 def _claimed_not(job: Job) -> bool:
     return not job.start()
-
-
-def _same_prompt(seq: Seq, prompt: Sequence[int]) -> bool:
-    """A choice of the same prompt, still before its first token (the KV copy is of the prompt)."""
-    if seq.leader is not None or seq.scoring or seq.produced or seq.next:
-        return False
-    return seq.prompt is prompt or (len(seq.prompt) == len(prompt) and seq.prompt == prompt)
