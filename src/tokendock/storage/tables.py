@@ -154,6 +154,7 @@ stored_chat_completions = Table(
     Column("messages", Text, nullable=False),  # the request's messages, as JSON
     Column("completion", Text, nullable=False),  # the whole chat.completion object, as JSON
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("size", BigInteger, nullable=False, server_default="0"),  # bytes, in account_storage
 )
 Index(
     "ix_stored_chat_completions_account_seq",
@@ -216,8 +217,20 @@ responses = Table(
     Column("metadata", Text, nullable=True),
     Column("error", Text, nullable=True),
     Column("incomplete_reason", String(32), nullable=True),
+    Column("size", BigInteger, nullable=False, server_default="0"),  # bytes, in account_storage
 )
 Index("ix_responses_account_created", responses.c.account_id, responses.c.created_at)
+
+# Bytes each account keeps stored (responses, stored chat completions, files): Σ of its rows'
+# `size`, changed in the same transaction as the rows themselves (storage/quota.py), so the
+# per-account quota is read in one primary-key lookup and never drifts from the rows.
+account_storage = Table(
+    "account_storage",
+    metadata,
+    Column("account_id", Integer, ForeignKey("accounts.id"), primary_key=True),
+    Column("used", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("used >= 0", name="used_non_negative"),
+)
 
 # Operator overrides of catalog models, set on the admin page: a model can be switched off, and
 # its prices changed, without editing the catalog file. NULL prices: the catalog's.
