@@ -26,13 +26,17 @@ from tokendock.inference.spill import SpillBackend
 from tokendock.limits.base import Limiter, Limits
 from tokendock.limits.memory import MemoryLimiter
 from tokendock.observability import Metrics, configure_logging
+from tokendock.services.access import AccessWatch
 from tokendock.services.accounts import AccountService
+from tokendock.services.counting import Counter
 from tokendock.services.gate import Gate
 from tokendock.services.idempotency import Idempotency
 from tokendock.services.models import ModelDirectory
 from tokendock.services.pipeline import Pipeline
 from tokendock.services.responses import Responses
+from tokendock.services.running import Running
 from tokendock.services.stored_chat import StoredChats
+from tokendock.storage.access import AccessEventStore
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.admin import AdminStore
 from tokendock.storage.db import create_engine
@@ -93,19 +97,28 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     tiers = {name: Limits(**values) for name, values in settings.rate_tiers.items()}
     directory = ModelDirectory(registry, ModelSettingsStore(db))
     gate = Gate(directory, ledger, limiter, tiers)
-    pipeline = Pipeline(registry, gate, Idempotency(IdempotencyStore(db)))
+    running = Running()  # this process's calls by account and key, ended when access ends
+    pipeline = Pipeline(registry, gate, Idempotency(IdempotencyStore(db)), running)
+    accounts = AccountService(
+        AccountStore(db),
+        ledger,
+        cache_seconds=settings.key_cache_seconds,
+        changed=lambda: access.wake(),  # a change made here is applied here at once
+    )
+    access = AccessWatch(AccessEventStore(db), running, accounts.forget_keys)
     stored_chats = StoredChats(StoredChatStore(db))
     services = Services(
         settings=settings,
         models=registry,
         pipeline=pipeline,
-        accounts=AccountService(AccountStore(db), ledger, cache_seconds=settings.key_cache_seconds),
+        accounts=accounts,
         metrics=metrics,
         limiter=limiter,
         history=HistoryStore(db),
         admin=AdminStore(db),
         directory=directory,
         stored_chats=stored_chats,
+        counter=Counter(registry, gate),
     )
 
     responses = Responses(ResponseStore(db))  # stored and background Responses API answers
@@ -125,10 +138,13 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         sweeping = asyncio.create_task(_sweep(ledger, settings.sweep_seconds))
         await directory.refresh()
         following = asyncio.create_task(directory.follow(MODEL_SETTINGS_SECONDS))
+        # Accounts disabled, keys revoked on any replica: their running work here ends.
+        await access.start()
+        watching = asyncio.create_task(access.follow())
         try:
             yield
         finally:
-            for task in (loading, sweeping, following, keeping):
+            for task in (loading, sweeping, following, keeping, watching):
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -25,7 +25,8 @@ minContains / maxContains, uniqueItems true, multipleOf other than 1, $dynamicRe
 remote refs, formats ipv6, uri-reference, iri, idn-*, duration, regex, json-pointer,
 uri-template; any keyword not listed above; minLength above 5000, minItems above 1000,
 non-local or unresolvable $ref, a $ref loop with no object/array in between, schemas with no
-finite valid value, more than 10,000 nodes or 64 levels of nesting.
+finite valid value, NaN / Infinity as a number; and what is over a bound of grammar_bounds.py
+(nodes, nesting through $refs, enum sizes, grammar size, parse stacks, conversion time).
 Generated as a subset (still valid): maxItems above 1000 → 1000; maxLength more than 100,000
 above minLength → that; number bounds → integers within them plus k.xxx where [k, k+1] fits;
 format uri → http(s) URLs; a bounded whitespace between tokens (" " or a newline + 24 indent).
@@ -33,22 +34,31 @@ format uri → http(s) URLs; a bounded whitespace between tokens (" " or a newli
 
 from __future__ import annotations
 
+from tokendock.errors import InvalidRequest
+from tokendock.inference.grammar_bounds import MAX_GRAMMAR, MAX_STACKS, Budget, check_stacks
 from tokendock.inference.grammar_schema import SchemaConverter
 from tokendock.inference.grammar_terms import Rules
 from tokendock.inference.grammar_terms import literal as gbnf_literal
 
 
 class GrammarBuilder:
-    """Accumulates rules; one builder makes one grammar."""
+    """Accumulates rules; one builder makes one grammar. `grammar()` refuses one that may keep
+    more than `max_stacks` parse stacks; `budget` is the whole conversion's deadline; `param`
+    names the request field when a bound is broken by the grammar as a whole."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, *, max_stacks: int = MAX_STACKS, budget: Budget | None = None, param: str = ""
+    ) -> None:
         self._rules = Rules()
+        self._max_stacks = max_stacks
+        self._param = param
+        self._budget = budget or Budget(param=param)
 
     def schema(self, schema: object, *, name: str, param: str) -> str:
         """Add rules for values matching `schema` and return the rule name to reference.
         Raises InvalidRequest (param = `param` + the path to the offending keyword) for what the
         grammar cannot enforce; the builder is unchanged then."""
-        converter = SchemaConverter(self._rules.copy(), schema, param=param)
+        converter = SchemaConverter(self._rules.copy(), schema, param=param, budget=self._budget)
         rule = converter.convert(name)
         self._rules = converter.rules
         return rule
@@ -79,13 +89,31 @@ class GrammarBuilder:
         return gbnf_literal(text)
 
     def grammar(self, root: str) -> str:
-        """The whole grammar, `root ::= <root>` first."""
-        return self._rules.text(root)
+        """The whole grammar, `root ::= <root>` first; a 400 when it is over a bound."""
+        text = self._rules.text(root)
+        if len(text) > MAX_GRAMMAR:
+            raise InvalidRequest(
+                f"Invalid '{self._param}': the schema is too large to enforce (its grammar "
+                f"would be over {MAX_GRAMMAR:,} characters).",
+                param=self._param,
+                code="schema_too_complex",
+            )
+        check_stacks(
+            self._rules.bodies,
+            root,
+            careful=self._rules.careful,
+            exclusive=self._rules.exclusive,
+            origins=self._rules.origins,
+            param=self._param,
+            limit=self._max_stacks,
+            budget=self._budget,
+        )
+        return text
 
 
-def schema_grammar(schema: object, *, param: str) -> str:
+def schema_grammar(schema: object, *, param: str, max_stacks: int = MAX_STACKS) -> str:
     """A grammar whose root is one JSON value matching `schema`."""
-    builder = GrammarBuilder()
+    builder = GrammarBuilder(max_stacks=max_stacks, param=param)
     return builder.grammar(builder.schema(schema, name="schema", param=param))
 
 

@@ -68,6 +68,8 @@ def object_rule(conv: SchemaConverter, schema: dict[str, object], path: Path, hi
         kv, needed = members[i]
         head = f"{kv} {after[i + 1]}" if after[i + 1] else kv
         first = rules.add(f"{hint}-props", f"{head} | {first}" if first else head)
+        # Its alternatives start with different quoted keys: one is left after the key.
+        rules.exclusive.add(first)
     inner = f"{first} {ws}"
     if not any(needed for _, needed in members):
         inner = f"( {inner} )?"

@@ -1,5 +1,10 @@
 """`oneOf` is enforced only when its branches cannot match the same value: then the grammar's
-plain alternation (which generates one branch's value) is exactly-one by construction."""
+plain alternation (which generates one branch's value) is exactly-one by construction.
+
+The check runs before admission, so its work is linear in the schema: each schema node's kinds
+are worked out once per depth (memo on the converter) — an anyOf-of-$ref graph walked without
+one is k^depth paths (a 1.5 KB body once froze the server for 18 s) — and each branch's kinds
+once per oneOf, not once per pair."""
 
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ if TYPE_CHECKING:
     from tokendock.inference.grammar_schema import Path, SchemaConverter
 
 MAX_ONE_OF = 64
+MAX_KINDS_DEPTH = 8  # anyOf / oneOf levels looked through; deeper: "could be anything"
 ALL_KINDS = frozenset({"null", "boolean", "object", "array", "string", "number"})
 
 
@@ -17,9 +23,12 @@ def check_disjoint(conv: SchemaConverter, branches: list[object], path: Path) ->
     if len(branches) > MAX_ONE_OF:
         conv.refuse(path, "oneOf", f" with more than {MAX_ONE_OF} branches")
     resolved = [conv.deref(b, path) for b in branches]
-    for i, a in enumerate(resolved):
+    kinds = [_kinds(conv, b, path) for b in resolved]
+    tags = [_tags(conv, b, path) for b in resolved]
+    for i in range(len(resolved)):
         for j in range(i + 1, len(resolved)):
-            if not _disjoint(conv, a, resolved[j], path):
+            shared = kinds[i] & kinds[j]
+            if shared and (shared != {"object"} or not _tagged_apart(tags[i], tags[j])):
                 why = (
                     f"'oneOf' branches {i} and {j} may match the same value (supported: "
                     "branches of different types, or objects with a required property whose "
@@ -29,43 +38,63 @@ def check_disjoint(conv: SchemaConverter, branches: list[object], path: Path) ->
 
 
 def _kinds(conv: SchemaConverter, schema: object, path: Path, depth: int = 0) -> frozenset[str]:
+    """The JSON kinds a value of `schema` may have (ALL_KINDS when unsure). Memoized per
+    (node, depth): the same answer the unmemoized walk gives, in time linear in the schema."""
     schema = conv.deref(schema, path)
-    if not isinstance(schema, dict) or depth > 8:
+    if not isinstance(schema, dict) or depth > MAX_KINDS_DEPTH:
         return ALL_KINDS
+    memo = conv.kinds_memo
+    key = (id(schema), depth)
+    known = memo.get(key)
+    if known is not None:
+        return known
+    conv.tick()
     values = constant_values(schema)
-    if values is not None:
-        return frozenset(_kind(v) for v in values)
     declared = schema.get("type")
     if isinstance(declared, str):
         declared = [declared]
-    if isinstance(declared, list):
-        return frozenset("number" if t == "integer" else str(t) for t in declared)
-    for key in ("anyOf", "oneOf"):
-        if isinstance(schema.get(key), list):
-            return frozenset().union(*(_kinds(conv, s, path, depth + 1) for s in schema[key]))
-    return ALL_KINDS
+    found: frozenset[str] = ALL_KINDS
+    if values is not None:
+        found = frozenset(_kind(v) for v in values)
+    elif isinstance(declared, list):
+        found = frozenset("number" if t == "integer" else str(t) for t in declared)
+    else:
+        for word in ("anyOf", "oneOf"):
+            if isinstance(schema.get(word), list):
+                parts = (_kinds(conv, s, path, depth + 1) for s in schema[word])
+                found = frozenset().union(*parts)
+                break
+    memo[key] = found
+    return found
 
 
-def _disjoint(conv: SchemaConverter, a: object, b: object, path: Path) -> bool:
-    shared = _kinds(conv, a, path) & _kinds(conv, b, path)
-    if not shared:
-        return True
-    if shared != {"object"} or not isinstance(a, dict) or not isinstance(b, dict):
-        return False
-    props_a, props_b = a.get("properties"), b.get("properties")
-    if not isinstance(props_a, dict) or not isinstance(props_b, dict):
-        return False
-    required = set(_strings(a.get("required"))) & set(_strings(b.get("required")))
-    for name in required & props_a.keys() & props_b.keys():
-        va = constant_values(conv.deref(props_a[name], path))
-        vb = constant_values(conv.deref(props_b[name], path))
-        if (
-            va is not None
-            and vb is not None
-            and not {json_key(v) for v in va} & {json_key(v) for v in vb}
-        ):
-            return True
-    return False
+Tags = dict[str, frozenset[str]]
+
+
+def _tags(conv: SchemaConverter, schema: object, path: Path) -> Tags:
+    """An object branch's required properties that have const / enum values: name → the
+    values (as canonical JSON text). Two object branches differing in one are disjoint."""
+    if not isinstance(schema, dict):
+        return {}
+    props = schema.get("properties")
+    if not isinstance(props, dict):
+        return {}
+    tags: Tags = {}
+    for name in _strings(schema.get("required")):
+        if name in props:
+            node = conv.deref(props[name], path)
+            values = constant_values(node)
+            if values is not None:
+                memo = conv.values_memo
+                if id(node) not in memo:
+                    memo[id(node)] = frozenset(json_key(v) for v in values)
+                tags[name] = memo[id(node)]
+    return tags
+
+
+def _tagged_apart(a: Tags, b: Tags) -> bool:
+    small, large = (a, b) if len(a) <= len(b) else (b, a)
+    return any(name in large and values.isdisjoint(large[name]) for name, values in small.items())
 
 
 # --- JSON values ------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from tokendock.inference.grammar_terms import complement, json_char_set, normali
 MAX_PATTERN = 1000
 MAX_REPEAT = 1000
 MAX_NESTED = 1999  # llama.cpp refuses nested repetitions whose counts multiply beyond this
+MAX_GROUPS_DEEP = 32  # groups within groups (the parser recurses once per level)
 
 DIGIT = [(0x30, 0x39)]
 WORD = [(0x30, 0x39), (0x41, 0x5A), (0x5F, 0x5F), (0x61, 0x7A)]
@@ -81,6 +82,7 @@ class _Parser:
         self.text = text
         self.pos = 0
         self.seen = 1  # the largest repetition weight in the group being read
+        self.depth = 0  # groups open around the current position
         self.atom_weight = 1  # the largest repetition weight inside the last atom
 
     def peek(self) -> str:
@@ -114,8 +116,12 @@ class _Parser:
         self.atom_weight = 1
         if ch == "(":
             self._group_prefix()
+            if self.depth >= MAX_GROUPS_DEEP:
+                raise PatternError(f"groups nested more than {MAX_GROUPS_DEEP} deep")
             outer, self.seen = self.seen, 1
+            self.depth += 1
             inner = self.alternation()
+            self.depth -= 1
             self.atom_weight, self.seen = self.seen, outer
             if self.take() != ")":
                 raise PatternError("unbalanced '('")

@@ -11,6 +11,15 @@ from typing import NoReturn
 from urllib.parse import unquote
 
 from tokendock.errors import InvalidRequest
+from tokendock.inference.grammar_bounds import (
+    MAX_CONSTANT_CHARS,
+    MAX_DEPTH,
+    MAX_ENUM_VALUES,
+    MAX_GRAMMAR,
+    MAX_NODES,
+    MAX_VISIT_DEPTH,
+    Budget,
+)
 from tokendock.inference.grammar_containers import array_rule, object_rule
 from tokendock.inference.grammar_oneof import check_disjoint, has_type, json_key
 from tokendock.inference.grammar_productive import productive_rules
@@ -20,14 +29,11 @@ from tokendock.inference.grammar_terms import (
     UNENFORCEABLE_FORMATS,
     Rules,
     int_range,
-    literal,
     repeat,
+    trie,
 )
 
-MAX_NODES = 10_000
-MAX_DEPTH = 64
 MAX_LENGTH = 5000  # minLength / maxLength / minItems / maxItems the grammar spells out
-MAX_GRAMMAR = 2_000_000  # characters of grammar text one schema may produce
 
 ANNOTATIONS = frozenset(
     {"title", "description", "examples", "default", "$schema", "$id", "$comment", "deprecated",
@@ -51,18 +57,35 @@ Path = tuple[str, ...]
 
 
 class SchemaConverter:
-    def __init__(self, rules: Rules, root: object, *, param: str) -> None:
+    def __init__(
+        self, rules: Rules, root: object, *, param: str, budget: Budget | None = None
+    ) -> None:
         self.rules = rules
         self.root = root
         self.param = param
+        self.budget = budget or Budget(param=param)
         self.refs: dict[str, str] = {}
+        self.kinds_memo: dict[tuple[int, int], frozenset[str]] = {}  # grammar_oneof.py
+        self.values_memo: dict[int, frozenset[str]] = {}
+        self.constant_chars = 0  # of enum / const text so far
+        self._depth = 0  # schema levels being visited, through $refs
+
+    def tick(self) -> None:
+        self.budget.tick()
 
     def convert(self, name: str) -> str:
         self._check_size()
         before = sum(len(b) for b in self.rules.bodies.values())
-        rule = self.visit(self.root, (), frozenset(), name)
+        try:
+            rule = self.visit(self.root, (), frozenset(), name)
+        except RecursionError:  # the depth bounds come first; this is the last line
+            self.fail((), None, f"the schema nests deeper than {MAX_VISIT_DEPTH} levels")
         if sum(len(b) for b in self.rules.bodies.values()) - before > MAX_GRAMMAR:
-            self.fail((), None, "the schema is too large to enforce")
+            self.fail(
+                (),
+                None,
+                f"the schema is too large to enforce (over {MAX_GRAMMAR:,} characters of grammar)",
+            )
         if rule not in productive_rules(self.rules.bodies):
             endless = "a reference recurses through required properties or items without end"
             self.fail((), None, f"the schema has no finite valid value ({endless})")
@@ -100,6 +123,19 @@ class SchemaConverter:
     def visit(self, schema: object, path: Path, pending: frozenset[str], hint: str) -> str:
         """The rule for values matching `schema`; `pending` holds the $refs being expanded
         since the last '{' or '[' (meeting one again would be left recursion)."""
+        if self._depth >= MAX_VISIT_DEPTH:
+            why = f"the schema nests deeper than {MAX_VISIT_DEPTH} levels (counting each $ref)"
+            self.fail(path, None, why)
+        self.tick()
+        self._depth += 1
+        try:
+            rule = self._visit(schema, path, pending, hint)
+        finally:
+            self._depth -= 1
+        self.rules.origins.setdefault(rule, ".".join([self.param, *path]))
+        return rule
+
+    def _visit(self, schema: object, path: Path, pending: frozenset[str], hint: str) -> str:
         if schema is True:
             return self.rules.primitive("json-value")
         if schema is False:
@@ -236,8 +272,22 @@ class SchemaConverter:
             values = [v for v in values if any(has_type(v, t) for t in kinds)]
         if not values:
             self.fail(path, "enum", "no value satisfies 'enum' / 'const' and 'type' together")
-        texts = (json.dumps(v, ensure_ascii=False, separators=(",", ":")) for v in values)
-        return self.rules.add(hint, " | ".join(dict.fromkeys(literal(t) for t in texts)))
+        texts = dict.fromkeys(self._constant_text(v, path) for v in values)
+        if len(texts) > MAX_ENUM_VALUES:
+            self.refuse(path, "enum", f" with more than {MAX_ENUM_VALUES} values")
+        self.constant_chars += sum(len(t) for t in texts)
+        if self.constant_chars > MAX_CONSTANT_CHARS:
+            why = (
+                f"the schema's enum / const values total more than {MAX_CONSTANT_CHARS} characters"
+            )
+            self.fail(path, "enum" if "enum" in schema else "const", why)
+        return self.rules.add(hint, trie(self.rules, texts, hint))
+
+    def _constant_text(self, value: object, path: Path) -> str:
+        try:
+            return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        except ValueError:
+            self.fail(path, "enum", "enum / const values must be finite numbers (no NaN, Infinity)")
 
     # --- scalars --------------------------------------------------------------------------
 
@@ -283,7 +333,9 @@ class SchemaConverter:
             except (re.error, PatternError) as exc:
                 why = f"the pattern {json.dumps(pattern)} cannot be enforced ({exc})"
                 self.fail(path, "pattern", why)
-            return self.rules.add(f"{hint}-pattern", f'"\\"" {inner} "\\""')
+            rule = self.rules.add(f"{hint}-pattern", f'"\\"" {inner} "\\""')
+            self.rules.careful.add(rule)  # a user's regex may split text in several ways
+            return rule
         if low is None and high is None:
             return self.rules.primitive("json-string")
         run = repeat(self.rules, char, low or 0, high, hint)
@@ -326,6 +378,8 @@ class SchemaConverter:
                 and (not isinstance(value, (int, float)) or isinstance(value, bool))
             ):
                 self.fail(path, key, f"'{key}' must be a number")
+            if isinstance(value, float) and not math.isfinite(value):
+                self.fail(path, key, f"'{key}' must be a finite number (not NaN or Infinity)")
             if isinstance(value, (int, float)):
                 nums[key] = value
         lows, highs = [], []

@@ -98,16 +98,25 @@ _NAME_RE = re.compile(r"[^a-zA-Z0-9-]+")
 
 
 class Rules:
-    """Named GBNF rules. Equal bodies share one name; names never collide."""
+    """Named GBNF rules. Equal bodies share one name; names never collide. `origins`: where in
+    the request each schema's rule came from (to name it in a 400); `careful`: rules made from a
+    user's regex, which may be ambiguous; `exclusive`: rules whose alternatives part within a
+    bounded prefix (grammar_stacks.py)."""
 
     def __init__(self) -> None:
         self.bodies: dict[str, str] = {}
         self._by_body: dict[str, str] = {}
+        self.origins: dict[str, str] = {}
+        self.careful: set[str] = set()
+        self.exclusive: set[str] = set()
 
     def copy(self) -> Rules:
         other = Rules()
         other.bodies = dict(self.bodies)
         other._by_body = dict(self._by_body)
+        other.origins = dict(self.origins)
+        other.careful = set(self.careful)
+        other.exclusive = set(self.exclusive)
         return other
 
     def add(self, hint: str, body: str) -> str:
@@ -273,6 +282,7 @@ def repeat(rules: Rules, item: str, low: int, high: int | None, hint: str) -> st
         for _ in range(chunks):
             body = f"{item}{{0,{CHUNK - 1}}} | {item}{{{CHUNK}}} {more}".rstrip()
             more = rules.add(f"{hint}-run", body)
+            rules.exclusive.add(more)  # its two branches part after CHUNK items
         parts.append(more)
     return " ".join(parts) or '""'
 
@@ -338,3 +348,48 @@ def _same_width(a: str, b: str) -> str:
 
 def _group(text: str) -> str:
     return f"( {text} )"
+
+
+# --- alternatives of constant texts -----------------------------------------------------------
+
+Trie = dict[str, "Trie"]
+_END = ""  # the key marking that a text ends at a node (characters are never empty)
+
+
+def trie(rules: Rules, texts: Iterable[str], hint: str) -> str:
+    """GBNF for exactly one of `texts`, shared prefixes written once: an enum of M strings as M
+    plain alternatives makes llama.cpp keep M parse stacks through their common prefix (each
+    accepted character then costs O(M²)); as a trie, at most one stack per distinct next
+    character. Each branching point is a rule of its own, so no body nests deeply; built
+    without recursion (a text may be long)."""
+    root: Trie = {}
+    for text in texts:
+        node = root
+        for ch in text:
+            node = node.setdefault(ch, {})
+        node[_END] = {}
+    order: list[Trie] = []  # parents before children
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        order.append(node)
+        stack.extend(child for ch, child in node.items() if ch != _END)
+    expr: dict[int, str] = {}  # what may follow each node, as GBNF ("" = nothing)
+    for node in reversed(order):
+        alts = []
+        for ch, child in node.items():
+            if ch == _END:
+                continue
+            run = ch
+            while len(child) == 1 and _END not in child:  # a chain: one literal
+                ((nxt, child),) = child.items()
+                run += nxt
+            alts.append(f"{literal(run)} {expr[id(child)]}".rstrip())
+        if not alts:
+            expr[id(node)] = ""
+        elif len(alts) == 1 and _END not in node:
+            expr[id(node)] = alts[0]
+        else:
+            name = rules.add(f"{hint}-t", " | ".join(alts))
+            expr[id(node)] = f"{name}?" if _END in node else name
+    return expr[id(root)] or '""'

@@ -20,6 +20,7 @@ from tokendock.observability import Metrics
 from tokendock.protocol.bounds import precheck_lists
 from tokendock.protocol.errors import from_validation_error
 from tokendock.services.accounts import AccountService
+from tokendock.services.counting import Counter
 from tokendock.services.models import ModelDirectory
 from tokendock.services.pipeline import Pipeline
 from tokendock.services.stored_chat import StoredChats
@@ -40,6 +41,7 @@ class Services:
     admin: AdminStore
     directory: ModelDirectory
     stored_chats: StoredChats
+    counter: Counter  # input tokens counted without generating (rate-limited, not billed)
 
 
 def services_of(request: Request) -> Services:
