@@ -35,6 +35,7 @@ from tokendock.services.models import ModelDirectory
 from tokendock.services.pipeline import Pipeline
 from tokendock.services.responses import Responses
 from tokendock.services.running import Running
+from tokendock.services.storage import StorageQuota
 from tokendock.services.stored_chat import StoredChats
 from tokendock.storage.access import AccessEventStore
 from tokendock.storage.accounts import AccountStore
@@ -43,6 +44,7 @@ from tokendock.storage.db import create_engine
 from tokendock.storage.history import HistoryStore
 from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.storage.model_settings import ModelSettingsStore
+from tokendock.storage.quota import StorageUsage
 from tokendock.storage.responses import ResponseStore
 from tokendock.storage.stored_chat import StoredChatStore
 from tokendock.web import errors
@@ -106,7 +108,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         changed=lambda: access.wake(),  # a change made here is applied here at once
     )
     access = AccessWatch(AccessEventStore(db), running, accounts.forget_keys)
-    stored_chats = StoredChats(StoredChatStore(db))
+    storage_quota = StorageQuota(StorageUsage(db), settings.storage_quota_bytes)
+    stored_chats = StoredChats(StoredChatStore(db), storage_quota)
     services = Services(
         settings=settings,
         models=registry,
@@ -121,7 +124,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         counter=Counter(registry, gate),
     )
 
-    responses = Responses(ResponseStore(db))  # stored and background Responses API answers
+    responses = Responses(ResponseStore(db), storage_quota)  # stored and background answers
     shutdown = Shutdown(settings.shutdown_grace_seconds)
 
     @contextlib.asynccontextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import pytest
@@ -40,8 +40,17 @@ def build_app() -> FastAPI:
     async def crash() -> None:
         raise KeyError(f"secret at {__file__}")
 
+    @app.get("/deep")
+    async def deep() -> None:
+        recurse(0)
+
     app.add_middleware(RequestContextMiddleware, max_body_bytes=4096)
     return app
+
+
+def recurse(n: int) -> int:
+    """What a walk of an over-nested input does (a regex compiler, a schema's `$ref`s)."""
+    return recurse(n + 1) + 1
 
 
 @pytest.fixture
@@ -120,3 +129,40 @@ def test_logit_bias_takes_token_ids() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"42": 5}}
     req = ChatCompletionRequest.model_validate(body, strict=True)
     assert req.logit_bias_ids() == {42: 5.0}
+
+
+def no_traceback_logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    assert all(r.exc_info is None and r.stack_info is None for r in caplog.records)
+    return [r.getMessage() for r in caplog.records]
+
+
+async def test_a_recursion_error_is_a_400_and_one_log_line(
+    client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.DEBUG):
+        response = await client.get("/deep")
+    error = error_of(response, 400)
+    assert error["type"] == "invalid_request_error"
+    assert "nested too deeply" in str(error["message"])
+    logged = no_traceback_logged(caplog)
+    lines = [m for m in logged if "RecursionError" in m]
+    assert len(lines) == 1 and response.headers["x-request-id"] in lines[0]
+    assert "test_web_errors.py" in lines[0]  # where it happened, for the operator
+    assert sum(len(m) for m in logged) < 2_000  # not ~150 KB of frames
+
+
+async def test_a_recursion_error_outside_fastapi_is_a_400_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def hot_path(scope: Any, receive: Any, send: Any) -> None:  # like web/hot.py's routes
+        recurse(0)
+
+    app = RequestContextMiddleware(hot_path, max_body_bytes=4096)
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        with caplog.at_level(logging.DEBUG):
+            response = await c.post("/v1/messages", content=b"{}")
+    assert response.status_code == 400
+    assert response.json()["type"] == "error"  # Anthropic's envelope on its route
+    assert "nested too deeply" in response.json()["error"]["message"]
+    no_traceback_logged(caplog)

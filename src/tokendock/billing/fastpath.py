@@ -23,6 +23,7 @@ are part of the normal flow and cheaper that way. `Ledger` turns them into its e
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import datetime
 from typing import Protocol
 
@@ -72,6 +73,16 @@ class FastPath(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def refused_data(exc: Exception) -> bool:
+    """Did the database refuse a value, rather than fail? SQLSTATE class 22 on PostgreSQL
+    (asyncpg's DataError: a NUL, a string too long, a number out of range; asyncpg also
+    raises it for an argument it cannot encode), or a string SQLite's driver cannot encode.
+    The transaction rolled back whole: the ledger may settle again without the bad value."""
+    if isinstance(exc, UnicodeError | sqlite3.DataError):
+        return True
+    return str(getattr(exc, "sqlstate", "") or "").startswith("22")
 
 
 def for_engine(engine: AsyncEngine, load: Load | None = None) -> FastPath:

@@ -19,6 +19,7 @@ from tokendock.limits.base import Limiter
 from tokendock.observability import Metrics
 from tokendock.protocol.bounds import precheck_lists
 from tokendock.protocol.errors import from_validation_error
+from tokendock.protocol.screen import screen
 from tokendock.services.accounts import AccountService
 from tokendock.services.counting import Counter
 from tokendock.services.models import ModelDirectory
@@ -112,9 +113,11 @@ async def parse_body(request: Request, schema: type[M]) -> M:
             record.prompt = body[:8192].decode("utf-8", "replace")
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
+    # One parser policy for every route (NaN, depth, NUL, surrogates: protocol/screen.py).
+    value = screen(body)
     lists: dict[str, int] | None = getattr(schema, "list_bounds", None)
     if lists:
-        precheck_lists(body, lists)
+        precheck_lists(value, lists)
     try:
         parsed = schema.model_validate_json(body, strict=True)
     except ValidationError as exc:

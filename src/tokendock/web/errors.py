@@ -104,9 +104,34 @@ def _note(err: TokenDockError) -> None:
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     """Inside FastAPI, what its ServerErrorMiddleware answers (it re-raises the exception to
     the request middleware, which logs it with the request id)."""
-    err = InternalError(GENERIC)
+    err: TokenDockError = too_deep() if isinstance(exc, RecursionError) else InternalError(GENERIC)
     _note(err)
+    if anthropic_path(request.url.path):
+        body, status = messages.error_envelope(err), messages.error_status(err)
+        return JSONResponse(body, status_code=status)
     return error_response(err)
+
+
+def too_deep() -> InvalidRequest:
+    """A RecursionError while handling a request: something the client sent (a regex, a chain
+    of `$ref`s, a nested schema) went deeper than the code walking it can follow. The client's
+    doing, so a 400; the protocol/screen.py bounds and the grammar's own limits should refuse
+    such input first, with the field named."""
+    return InvalidRequest(
+        "The request is nested too deeply to be processed; simplify its nested structures "
+        "(JSON schemas, patterns, references)."
+    )
+
+
+def recursion_site(exc: BaseException) -> str:
+    """Where a RecursionError was raised (file:line of its innermost frame), for one log line
+    instead of a traceback of a thousand frames."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}"
 
 
 def install(app: FastAPI) -> None:

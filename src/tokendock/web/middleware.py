@@ -4,8 +4,9 @@ request's record (observability.py): one log line and the metrics once the respo
 Every response gets `x-request-id: req_<32 hex>`. A body over the limit is refused with 413
 before the endpoint runs (by Content-Length) or as soon as the streamed body crosses it. Any
 exception that escapes an endpoint becomes a 500 envelope (never a traceback) if the response
-has not started; a 500's own text stays in the log (errors.public). Streaming responses pass
-through untouched.
+has not started; a 500's own text stays in the log (errors.public). A RecursionError is the
+client's over-nested input: a 400 and one log line, never a traceback. Client errors (4xx)
+are never logged with a traceback. Streaming responses pass through untouched.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tokendock import observability
 from tokendock.errors import InternalError, RequestTooLarge, TokenDockError
 from tokendock.observability import Metrics, RequestRecord
-from tokendock.web.errors import GENERIC, public
+from tokendock.web.errors import GENERIC, public, recursion_site, too_deep
 from tokendock.web.headers import of_error
 from tokendock.web.ids import hex_id
 from tokendock.web.responses import for_path
@@ -102,6 +103,18 @@ class RequestContextMiddleware:
         except TokenDockError as exc:
             if not started:
                 await _send_error(send_with_id, public(exc), record.path)
+        except RecursionError as exc:
+            # The client's input nested past what some walk of it can follow: a 400 (already
+            # sent by FastAPI's handler inside FastAPI) and one line, not ~150 KB of frames.
+            log.warning(
+                "request %s (%s %s) nested too deeply: RecursionError at %s",
+                request_id,
+                scope["method"],
+                scope["path"],
+                recursion_site(exc),
+            )
+            if not started:
+                await _send_error(send_with_id, too_deep(), record.path)
         except Exception:
             log.exception(
                 "unhandled error for %s %s (%s)", scope["method"], scope["path"], request_id
