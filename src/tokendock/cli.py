@@ -4,6 +4,8 @@ tokendock serve                         start the server (migrates and bootstrap
 tokendock migrate                       apply database migrations
 tokendock models fetch | list           assemble / show catalog models
 tokendock accounts create EMAIL         [--password P] [--admin] [--grant CREDITS]
+tokendock accounts disable | enable EMAIL   disabled: its keys stop working and its running
+                                        requests end, on every replica, within a second
 tokendock keys create EMAIL             [--name N] [--expires-days D] [--spend-limit C]
                                         [--allow-models a,b]
 tokendock keys list EMAIL
@@ -83,6 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--password", help="default: random, printed")
     create.add_argument("--admin", action="store_true")
     create.add_argument("--grant", default="0", help="starting credits")
+    for verb, what in (
+        ("disable", "disable an account (ends its running work)"),
+        ("enable", "enable a disabled account"),
+    ):
+        accounts.add_parser(verb, parents=[common], help=what).add_argument("email")
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="sub", required=True)
     kcreate = keys.add_parser("create", parents=[common], help="create a key (shown once)")
@@ -232,6 +239,13 @@ def _run_admin(command: str, args: argparse.Namespace, settings: Settings) -> in
                 f"account {account_id} {args.email}"
                 + ("" if args.password else f" password {password}")
             )
+        elif command in ("accounts disable", "accounts enable"):
+            account_id = await svc.account_id(args.email)
+            disabled = command == "accounts disable"
+            await svc.set_disabled(account_id, disabled)
+            if disabled:  # as on the admin page: its dashboard sessions end too
+                await svc.sessions.end_all(account_id)
+            print(f"account {account_id} {args.email} {'disabled' if disabled else 'enabled'}")
         elif command == "keys create":
             expires = (
                 datetime.now(UTC) + timedelta(days=args.expires_days) if args.expires_days else None

@@ -1,14 +1,17 @@
 """Accounts, API keys, credits and redemption: the use cases behind the CLI and /v1 auth.
 
 Key lookups are cached in memory for `cache_seconds` (default 1 s): the hot path does not touch
-the database on every request, and a revocation takes effect everywhere within that time.
+the database on every request. Revoking a key or disabling an account writes an access event in
+the same transaction; every replica reads those within a second (services/access.py), drops
+its key cache and ends the running work of that key or account. `changed` wakes this process's
+reader at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -46,9 +49,17 @@ def too_long(email: str, password: str) -> str | None:
 
 
 class AccountService:
-    def __init__(self, store: AccountStore, ledger: Ledger, *, cache_seconds: float = 1.0):
+    def __init__(
+        self,
+        store: AccountStore,
+        ledger: Ledger,
+        *,
+        cache_seconds: float = 1.0,
+        changed: Callable[[], None] | None = None,
+    ):
         self.store = store
         self.ledger = ledger
+        self._changed = changed
         self._cache_seconds = cache_seconds
         self._cache: dict[str, tuple[float, KeyRow | None]] = {}
         self._lookups: dict[str, asyncio.Future[KeyRow | None]] = {}
@@ -135,9 +146,23 @@ class AccountService:
         return NewKey(key_id, secret)
 
     async def revoke_key(self, account_id: int, key_id: int) -> None:
+        """The key stops working, and its running requests end, on every replica."""
         if not await self.store.revoke_key(account_id, key_id):
             raise NotFound(f"No live API key {key_id} on this account.")
+        self._access_changed()
+
+    async def set_disabled(self, account_id: int, disabled: bool) -> bool:
+        """Disable (or enable) an account; False when there is none. Disabled, its keys stop
+        working and its running requests end, on every replica."""
+        found = await self.store.set_disabled(account_id, disabled)
+        if found:
+            self._access_changed()
+        return found
+
+    def _access_changed(self) -> None:
         self.forget_keys()
+        if self._changed is not None:
+            self._changed()
 
     async def playground_key(self, account_id: int) -> KeyRow:
         """The account's "Playground" key, made on first use: the dashboard's playground calls

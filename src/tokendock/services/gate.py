@@ -13,6 +13,12 @@ record in the same transaction, the rest of the hold released, the unused token 
 returned to the rate limiter. A request refused with a client error (or left by its client)
 before the backend took it and did any work is released without a usage record. The settlement
 is shielded from the caller's cancellation and tracked, so `drain()` waits for it at shutdown.
+
+`access(key, model)` is THE model check of a key — unknown or switched-off model 404, a model
+outside the key's allow-list 403 — for admission and for counting tokens alike. Counting
+(`counting`) generates nothing and is not billed, but is limited like any request: one request
+of RPM, the worst-case prompt tokens reserved against TPM (settled to the tokens counted) and a
+concurrency slot held until the count is done.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from types import TracebackType
 
 from tokendock.billing.ledger import Hold, Ledger, Settlement, UsageRow
 from tokendock.billing.pricing import Price
-from tokendock.errors import ModelNotAllowed, ModelNotFound, TokenDockError
+from tokendock.catalog import ModelSpec
+from tokendock.errors import ModelNotAllowed, TokenDockError
 from tokendock.inference.backend import Bound, Tally
 from tokendock.limits.base import Admission, Limiter, Limits, Subject
 from tokendock.services.models import ModelDirectory
@@ -87,6 +94,31 @@ class Admitted:
         await self._gate._to_the_end(self._gate._conclude(ticket))
 
 
+class Counting:
+    """The `counting` block: admitted by the limiter alone; `admission` says the windows."""
+
+    __slots__ = ("_gate", "_key", "_request_id", "_tokens", "admission", "counted")
+
+    def __init__(self, gate: Gate, key: KeyRow, tokens: int, request_id: str):
+        self._gate, self._key, self._tokens, self._request_id = gate, key, tokens, request_id
+        self.admission: Admission | None = None
+        self.counted: int | None = None  # set by the caller once counted
+
+    async def __aenter__(self) -> Counting:
+        limiter = self._gate._limiter
+        subjects = self._gate.subjects(self._key)
+        self.admission = await limiter.admit(subjects, self._tokens, self._request_id)
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        assert self.admission is not None, "entered once"
+        # A failed count (the template refused, the client left) did its work: no refund.
+        used = self._tokens if self.counted is None else self.counted
+        await self._gate._to_the_end(self._gate._limiter.settle(self.admission, used))
+
+
 class Gate:
     def __init__(
         self,
@@ -108,13 +140,18 @@ class Gate:
         """`async with` it: admission on entry, the settlement on exit."""
         return Admitted(self, key, model, bound, request_id, user)
 
+    def access(self, key: KeyRow, model: str) -> ModelSpec:
+        """The model's spec if `key` may use it: 404 when unknown or switched off by the
+        operator, 403 when outside the key's allow-list."""
+        spec = self._models.check(model)
+        if key.allowed_models is not None and model not in key.allowed_models:
+            raise ModelNotAllowed(f"This API key may not use the model '{model}'.", param="model")
+        return spec
+
     async def _admit(
         self, key: KeyRow, model: str, bound: Bound, request_id: str, user: str | None
     ) -> Ticket:
-        if not self._models.enabled(model):
-            raise ModelNotFound(model)
-        if key.allowed_models is not None and model not in key.allowed_models:
-            raise ModelNotAllowed(f"This API key may not use the model '{model}'.", param="model")
+        self.access(key, model)
         price = self._models.price(model)
         worst = bound.prompt_tokens + bound.completion_tokens
         # Rate limits first: a refused request reserves nothing and holds no credit.
@@ -129,12 +166,11 @@ class Gate:
             raise
         return Ticket(hold, price, rate, request_id, model, user)
 
-    async def request_only(self, key: KeyRow, request_id: str) -> None:
-        """A request that generates nothing and is not billed (counting input tokens): only
-        the request rates (RPM) of the key and its account apply — one request spent, 429
-        past the limit; no tokens reserved, no concurrency slot, so nothing to settle."""
-        subjects = tuple(Subject(s.name, Limits(rpm=s.limits.rpm)) for s in self.subjects(key))
-        await self._limiter.admit(subjects, 0, request_id)
+    def counting(self, key: KeyRow, bound: Bound, request_id: str) -> Counting:
+        """`async with` it around counting a request's input tokens (nothing billed): RPM,
+        TPM (the bound's prompt tokens reserved) and concurrency on entry (429 past a limit),
+        and on exit the tokens `counted` (all reserved ones when the count failed) settled."""
+        return Counting(self, key, bound.prompt_tokens, request_id)
 
     async def _conclude(self, ticket: Ticket) -> None:
         """THE settlement: exactly once per admitted request (the `admitted` block's exit)."""

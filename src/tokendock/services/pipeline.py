@@ -17,16 +17,22 @@ A web adapter parses its wire format into one `InferenceRequest` and authenticat
 A `Call` ends once: its events run out or fail, the consumer closes them, or `abandon()` (the
 client left before reading). Each of those leaves the same `admitted` block, so the settlement
 has one entry point. `collect()` reads a whole (non-streamed) answer.
+
+Running calls are registered by account and key (services/running.py) from admission to their
+end: `stop(error)` — an account disabled, a key revoked — makes the call raise `error` where it
+is read (a stream's error event), ending the backend's work; it settles as any failure does.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from tokendock.billing.ledger import Settlement
-from tokendock.errors import InvalidRequest
+from tokendock.errors import InvalidRequest, TokenDockError
 from tokendock.inference.backend import (
     JSON,
     Backend,
@@ -39,6 +45,7 @@ from tokendock.inference.backend import (
 )
 from tokendock.services.gate import Admitted, Gate, Ticket
 from tokendock.services.idempotency import Idempotency, Replay
+from tokendock.services.running import Running
 from tokendock.storage.accounts import KeyRow
 
 
@@ -99,11 +106,17 @@ class Answer:
 
 
 class Pipeline:
-    def __init__(self, backends: Backends, gate: Gate, idempotency: Idempotency):
+    def __init__(
+        self,
+        backends: Backends,
+        gate: Gate,
+        idempotency: Idempotency,
+        running: Running | None = None,
+    ):
         self._backends = backends
         self._gate = gate
-        self.gate = gate  # for requests that are admitted without a call (Gate.request_only)
         self._idempotency = idempotency
+        self.running = Running() if running is None else running
 
     async def start(
         self,
@@ -139,7 +152,9 @@ class Pipeline:
                 await self._idempotency.failed(*claim)
             raise
         ticket.tally = execution.tally
-        return Call(self._idempotency, admitted, ticket, execution, req, claim)
+        call = Call(self._idempotency, admitted, ticket, execution, req, claim, key, self.running)
+        self.running.add(call)  # until it ends; stopped at once if the key was just revoked
+        return call
 
 
 class Call:
@@ -153,6 +168,8 @@ class Call:
         execution: Execution,
         req: InferenceRequest,
         claim: tuple[int, str] | None,
+        key: KeyRow | None = None,
+        running: Running | None = None,
     ):
         self._idempotency = idempotency
         self._admitted = admitted
@@ -162,6 +179,18 @@ class Call:
         self._claim = claim
         self._reading = False
         self._ended = False
+        self.account_id = 0 if key is None else key.account_id
+        self.key_id = 0 if key is None else key.id
+        self._running = running
+        # stop(): the error to raise instead of the work; `_waiting` while the reading task is
+        # awaiting the backend (only then is it cancelled to interrupt it); `_cancelled` when
+        # stop() did cancel it, so that cancellation is taken back and `_stop` raised instead.
+        self._stop: TokenDockError | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._waiting = False
+        self._cancelled = False
+        self._iterator: AsyncIterator[Output] | None = None
+        self._closing: asyncio.Future[None] | None = None  # stop()'s closing of the events
 
     @property
     def ticket(self) -> Ticket:
@@ -184,10 +213,19 @@ class Call:
         """What must precede the first event (tokenize; route until an upstream commits). A
         failure or a cancellation (the client left) ends the call before it propagates."""
         try:
-            await self._execution.begin()
+            self._raise_if_stopped()
+            self._task = asyncio.current_task()
+            self._waiting = True
+            try:
+                await self._execution.begin()
+            finally:
+                self._waiting = False
         except BaseException as exc:
+            instead = self._instead()
             self._execution.abandon()
-            await self._end("error", exc)
+            await self._end("error", instead or exc)
+            if instead is not None:
+                raise instead from None
             raise
         self._ticket.begun = True
 
@@ -199,14 +237,32 @@ class Call:
             await self._idempotency.streamed(*claim)  # streams are not replayed
         status = "client_disconnected"
         failure: BaseException | None = None
+        iterator = self._iterator = aiter(self._execution.events())
+        self._task = asyncio.current_task()
         try:
-            async for event in self._execution.events():
+            while True:
+                self._raise_if_stopped()
+                self._waiting = True
+                try:
+                    event = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    self._waiting = False
                 yield event
             status = "ok"
-        except Exception as exc:
-            status, failure = "error", exc
+        except BaseException as exc:
+            instead = self._instead()
+            if instead is not None:  # stop() interrupted the backend: its error, not ours
+                status, failure = "error", instead
+                raise instead from None
+            if isinstance(exc, Exception):
+                status, failure = "error", exc
             raise
         finally:
+            # Closing it stops the backend's work (stop() may be closing it already).
+            with contextlib.suppress(RuntimeError):
+                await iterator.aclose()  # type: ignore[attr-defined]
             await self._end(status, failure)
 
     async def collect(self) -> Answer:
@@ -231,10 +287,42 @@ class Call:
             self._execution.abandon()
         await self._end("client_disconnected", None)
 
+    def stop(self, error: TokenDockError) -> None:
+        """End the call with `error` (services/running.py): raised where the call is read. A
+        reader awaiting the backend is interrupted; a reader busy elsewhere (writing the last
+        event to a slow client) finds it when it comes back, and the backend stops now."""
+        if self._ended or self._stop is not None:
+            return
+        self._stop = error
+        task = self._task
+        if self._waiting and task is not None and not task.done():
+            self._cancelled = True
+            task.cancel()
+        elif self._iterator is not None:
+            self._closing = asyncio.ensure_future(_close(self._iterator))
+
+    def _raise_if_stopped(self) -> None:
+        if self._stop is not None:
+            self._instead()  # a cancellation the backend swallowed is taken back too
+            raise self._stop
+
+    def _instead(self) -> TokenDockError | None:
+        """When `stop()` cancelled the reading task: take that cancellation back and return
+        the error to raise instead (None when someone else cancelled the task too)."""
+        if not self._cancelled or self._stop is None:
+            return None
+        self._cancelled = False
+        task = asyncio.current_task()
+        if task is not None and task.uncancel() > 0:
+            return None  # also cancelled by someone else (the client left, shutdown)
+        return self._stop
+
     async def _end(self, status: str, failure: BaseException | None) -> None:
         if self._ended:
             return
         self._ended = True
+        if self._running is not None:
+            self._running.discard(self)
         self._ticket.status = status
         try:
             if failure is None:
@@ -245,6 +333,11 @@ class Call:
             if self._claim is not None and status != "ok":
                 claim, self._claim = self._claim, None
                 await self._idempotency.failed(*claim)
+
+
+async def _close(iterator: AsyncIterator[Output]) -> None:
+    with contextlib.suppress(Exception):
+        await iterator.aclose()  # type: ignore[attr-defined]
 
 
 def _merge_calls(have: list[JSON], more: Sequence[JSON]) -> list[JSON]:

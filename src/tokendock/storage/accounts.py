@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import RowMapping, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokendock.storage import access
 from tokendock.storage.db import reader
 from tokendock.storage.tables import accounts, api_keys, redemption_codes, usage_records
 
@@ -205,7 +206,8 @@ class AccountStore:
             return [_key(r) for r in (await conn.execute(query)).mappings().all()]
 
     async def revoke_key(self, account_id: int, key_id: int) -> bool:
-        """Only the owner's key, only once; False when there is no such live key."""
+        """Only the owner's key, only once; False when there is no such live key. Every
+        replica learns of it (`access_events`) and ends the key's running work."""
         async with self._engine.begin() as conn:
             row = await conn.execute(
                 update(api_keys)
@@ -216,7 +218,23 @@ class AccountStore:
                 )
                 .values(revoked_at=datetime.now(UTC))
             )
-            return row.rowcount == 1
+            if row.rowcount != 1:
+                return False
+            await access.record(conn, account_id, key_id, "key_revoked")
+            return True
+
+    async def set_disabled(self, account_id: int, disabled: bool) -> bool:
+        """Disable (or enable) an account; False when there is none. Every replica learns of
+        it (`access_events`): disabled, its running work ends."""
+        async with self._engine.begin() as conn:
+            row = await conn.execute(
+                update(accounts).where(accounts.c.id == account_id).values(disabled=disabled)
+            )
+            if row.rowcount != 1:
+                return False
+            reason = "account_disabled" if disabled else "account_enabled"
+            await access.record(conn, account_id, None, reason)
+            return True
 
     async def create_code(self, digest: str, last4: str, amount: int) -> None:
         async with self._engine.begin() as conn:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokendock.storage.db import reader
@@ -49,13 +49,6 @@ class AdminStore:
             )
             for r in rows
         ]
-
-    async def set_disabled(self, account_id: int, disabled: bool) -> bool:
-        async with self._engine.begin() as conn:
-            result = await conn.execute(
-                update(accounts).where(accounts.c.id == account_id).values(disabled=disabled)
-            )
-        return result.rowcount == 1
 
     async def codes(self, limit: int = 200) -> list[dict[str, Any]]:
         query = (

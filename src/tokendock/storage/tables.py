@@ -268,3 +268,17 @@ throttle_events = Table(
     Column("at", DateTime(timezone=True), nullable=False, index=True),
 )
 Index("ix_throttle_events_subject_at", throttle_events.c.subject, throttle_events.c.at)
+
+# Who may no longer run work: an account disabled / deleted / re-enabled, a key revoked — one
+# row per change, written in the same transaction as the change. Every replica reads the rows
+# past the last id it has seen (a primary-key range, every ~0.5 s) and ends the running work
+# they cover (services/access.py). No foreign key: a deleted account's row must outlive it.
+access_events = Table(
+    "access_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("account_id", Integer, nullable=False),
+    Column("key_id", Integer, nullable=True),  # NULL: the whole account
+    Column("reason", String(32), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)

@@ -41,7 +41,6 @@ from tokendock.protocol.messages import (
     tool_use_block,
     tool_use_id,
 )
-from tokendock.services.counting import input_tokens
 from tokendock.services.pipeline import Answer
 from tokendock.storage.accounts import KeyRow
 from tokendock.web.api.messages_stream import message_id, stream_events
@@ -263,8 +262,7 @@ async def count_tokens(request: Request) -> Response:
         record = observability.current()
         if record is not None:
             record.model = req.model
-        await deps.pipeline.gate.request_only(key, request_id(request))  # the key's RPM: 429
-        tokens = await input_tokens(deps.models, key, counted)
+        tokens = await deps.counter.count(key, counted, request_id(request), "messages")
         return JSONResponse({"input_tokens": tokens})
     except TokenDockError as exc:
         return error_response(exc)

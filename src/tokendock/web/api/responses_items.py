@@ -3,16 +3,12 @@ POST /v1/responses/input_tokens (a request's input tokens, counted without gener
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
 
-from tokendock.errors import InvalidRequest, ModelNotAllowed, ModelNotFound, ModelNotReady
-from tokendock.inference.spill import embedded_of
-from tokendock.inference.templates import ChatTemplateError
-from tokendock.inference.tools import offer
+from tokendock.errors import InvalidRequest
 from tokendock.protocol.response_shapes import JSON
 from tokendock.protocol.responses import InputTokensRequest, input_items
 from tokendock.services.responses import Responses
@@ -22,7 +18,6 @@ from tokendock.web.deps import Services, parse_body, request_id
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
-CHARS_PER_TOKEN = 4  # the estimate for an upstream model (as upstream_backend.py estimates)
 
 
 def list_input_items(items: list[JSON], query: Mapping[str, str]) -> dict[str, Any]:
@@ -56,40 +51,18 @@ def list_input_items(items: list[JSON], query: Mapping[str, str]) -> dict[str, A
 
 
 async def input_tokens(request: Request, deps: Services, key: KeyRow, responses: Responses) -> int:
-    """Exact for the embedded engine (its tokenizer, the prompt the engine would read, tools
-    included); an estimate (characters / 4 of the chat request) for an upstream model."""
+    """The request's input tokens (services/counting.py: exact for the embedded engine, an
+    estimate for an upstream model); limited like a generation, not billed. The model access is
+    checked before the stored conversation a `previous_response_id` names is read."""
     req = await parse_body(request, InputTokensRequest)
     req.check()
-    await deps.pipeline.gate.request_only(key, request_id(request))  # the key's RPM: 429
-    if not deps.directory.enabled(req.model):
-        raise ModelNotFound(req.model)
-    if key.allowed_models is not None and req.model not in key.allowed_models:
-        raise ModelNotAllowed(f"This API key may not use the model '{req.model}'.", param="model")
-    backend = deps.models.backend(req.model)
-    if backend.spec.task == "embedding":
-        raise InvalidRequest(
-            f"The model '{req.model}' is an embedding model: it has no input tokens to count here.",
-            param="model",
-            code="model_not_supported",
-        )
+    spec = deps.counter.model(key, req.model)  # 404 / 403 / 400, before anything is read
     context: list[JSON] = []
     if req.previous_response_id is not None:
         previous = await responses.get(
             key.account_id, req.previous_response_id, param="previous_response_id"
         )
         context = previous.history()
-    items = truncated(req, [*context, *input_items(req.input)], backend.spec)
+    items = truncated(req, [*context, *input_items(req.input)], spec)
     inference = inference_request(req, items, stream=False)
-    backend.bound(inference)  # the same 400s as a create (schemas the grammar cannot follow)
-    local = embedded_of(backend)
-    if local is None:
-        return math.ceil(inference.body_bytes / CHARS_PER_TOKEN)
-    if not local.ready:
-        raise ModelNotReady(f"The model '{req.model}' is still loading.")
-    try:
-        tokens = await local.engine.tokenize_chat(offer(inference.turns, inference.tools))
-    except ChatTemplateError as exc:
-        raise InvalidRequest(
-            f"The model's chat template rejected the input: {exc}", param="input"
-        ) from exc
-    return len(tokens)
+    return await deps.counter.count(key, inference, request_id(request), "input")

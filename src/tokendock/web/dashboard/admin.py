@@ -133,8 +133,8 @@ async def _set_disabled(request: Request, account_id: int, disabled: bool) -> Re
         return await _page(
             request, services, session, admin, status=400, error="You cannot disable yourself."
         )
-    await services.admin.set_disabled(account_id, disabled)
-    services.accounts.forget_keys()  # keys of a disabled account stop working at once
+    # Its keys stop working and its running requests end, on every replica.
+    await services.accounts.set_disabled(account_id, disabled)
     if disabled:  # its sessions end too, so enabling it again revives none of them
         await services.accounts.sessions.end_all(account_id)
     return redirect("/admin")
