@@ -125,6 +125,13 @@ class Settings(BaseSettings):
     signups_per_hour_per_address: int = Field(
         10, ge=0, description="Dashboard sign-ups per hour per client address (0 = no cap)."
     )
+    storage_quota_bytes: int = Field(
+        100_000_000,
+        ge=0,
+        description="Bytes each account may keep stored (responses, stored chat completions, "
+        "files); a request that would store more gets a 400 storage_quota_exceeded "
+        "(0 = no quota).",
+    )
     upstream_retries: int = Field(
         2, ge=0, description="Upstream failures retried on another deployment (before 1st byte)."
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from tokendock.errors import InvalidRequest
 from tokendock.protocol.bounds import (
@@ -27,6 +27,7 @@ from tokendock.protocol.bounds import (
 )
 from tokendock.protocol.common import Temperature, TopP
 from tokendock.protocol.response_shapes import JSON, new_id
+from tokendock.protocol.stored import MAX_ID_CHARS, Metadata, is_object_id, storable_text
 from tokendock.protocol.tools import (
     CALL_PROMPT_BYTES,
     MAX_TOOLS,
@@ -36,14 +37,10 @@ from tokendock.protocol.tools import (
 )
 
 MAX_OUTPUT_TOKENS = 2**31 - 1  # far above any model's cap; JSON-safe (the upstream body)
-MAX_METADATA = 16
-MAX_METADATA_KEY = 64
-MAX_METADATA_VALUE = 512
 ROLES = ("user", "assistant", "system", "developer")
 TEXT_PARTS = ("input_text", "output_text", "refusal")
 
-MetadataValue = Annotated[str, Field(max_length=MAX_METADATA_VALUE)]
-ResponseId = Annotated[str, Field(min_length=1, max_length=64)]
+FORMAT_KEYS = ("type", "name", "schema", "strict", "description")  # what `text.format` keeps
 
 
 class ResponseRequest(BaseModel):
@@ -62,21 +59,14 @@ class ResponseRequest(BaseModel):
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     text: dict[str, Any] | None = None
-    metadata: Annotated[dict[str, MetadataValue], Field(max_length=MAX_METADATA)] | None = None
+    metadata: Metadata | None = None
     store: bool | None = None
-    previous_response_id: ResponseId | None = None
+    # Any string: one that is not a response id is not found (404), never looked up.
+    previous_response_id: str | None = None
     truncation: Literal["auto", "disabled"] | None = None
     user: UserField | None = None
     stream: bool | None = None
     background: bool | None = None
-
-    @field_validator("metadata")
-    @classmethod
-    def _metadata_keys(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for key in value or {}:
-            if len(key) > MAX_METADATA_KEY:
-                raise ValueError(f"keys are at most {MAX_METADATA_KEY} characters")
-        return value
 
     def check(self) -> None:
         if self.input is None and self.previous_response_id is None:
@@ -156,7 +146,8 @@ class ResponseRequest(BaseModel):
         return name
 
     def text_format(self) -> JSON:
-        """`text.format`: {"type": "text"} (the default), json_object, or json_schema."""
+        """`text.format`: {"type": "text"} (the default), json_object, or json_schema — only
+        the fields the API defines (the response stores and echoes it: nothing else is kept)."""
         fmt = (self.text or {}).get("format")
         if fmt is None:
             return {"type": "text"}
@@ -181,7 +172,8 @@ class ResponseRequest(BaseModel):
                     "Invalid 'text.format.schema': expected a JSON schema object.",
                     param="text.format.schema",
                 )
-        return fmt
+            return {k: fmt[k] for k in FORMAT_KEYS if fmt.get(k) is not None}
+        return {"type": fmt["type"]}
 
     def tools_echoed(self) -> list[JSON]:
         return [
@@ -244,9 +236,9 @@ def _item(item: JSON, where: str) -> JSON:
         return _message(str(role), _parts(item.get("content"), str(role), f"{where}.content"))
     if kind == "function_call":
         return {
-            "id": item.get("id") if isinstance(item.get("id"), str) else new_id("fc"),
+            "id": _item_id(item, where, "fc"),
             "type": "function_call",
-            "call_id": _string(item, "call_id", where),
+            "call_id": _call_id(item, where),
             "name": _string(item, "name", where),
             "arguments": _string(item, "arguments", where),
             "status": "completed",
@@ -261,9 +253,9 @@ def _item(item: JSON, where: str) -> JSON:
                 param=f"{where}.output",
             )
         return {
-            "id": item.get("id") if isinstance(item.get("id"), str) else new_id("fco"),
+            "id": _item_id(item, where, "fco"),
             "type": "function_call_output",
-            "call_id": _string(item, "call_id", where),
+            "call_id": _call_id(item, where),
             "output": output,
             "status": "completed",
         }
@@ -271,6 +263,31 @@ def _item(item: JSON, where: str) -> JSON:
         f"Invalid '{where}.type': expected 'message', 'function_call' or 'function_call_output'.",
         param=f"{where}.type",
     )
+
+
+def _item_id(item: JSON, where: str, prefix: str) -> str:
+    """The client's id of an item it sends back (a stored id: at most 64 characters of
+    letters, digits, '_' and '-'), or a new one."""
+    given = item.get("id")
+    if given is None:
+        return new_id(prefix)
+    if not isinstance(given, str) or not is_object_id(given):
+        raise InvalidRequest(
+            f"Invalid '{where}.id': expected 1 to {MAX_ID_CHARS} letters, digits, '_' or '-'.",
+            param=f"{where}.id",
+        )
+    return given
+
+
+def _call_id(item: JSON, where: str) -> str:
+    """A tool call's id, as the model (or an upstream) made it: bounded, storable."""
+    call_id = _string(item, "call_id", where)
+    if not 1 <= len(call_id) <= MAX_ID_CHARS or not storable_text(call_id):
+        raise InvalidRequest(
+            f"Invalid '{where}.call_id': expected 1 to {MAX_ID_CHARS} characters.",
+            param=f"{where}.call_id",
+        )
+    return call_id
 
 
 def _parts(content: Any, role: str, where: str) -> list[JSON]:

@@ -3,19 +3,52 @@ shapes of what the stored-completion endpoints answer (OpenAI's)."""
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 MAX_PAIRS, MAX_KEY_CHARS, MAX_VALUE_CHARS = 16, 64, 512  # OpenAI's limits
-NO_NUL = r"^[^\x00]*$"  # a NUL character cannot be stored (PostgreSQL text)
-Metadata = Annotated[
-    dict[
-        Annotated[str, Field(max_length=MAX_KEY_CHARS, pattern=NO_NUL)],
-        Annotated[str, Field(max_length=MAX_VALUE_CHARS, pattern=NO_NUL)],
-    ],
-    Field(max_length=MAX_PAIRS),
-]
+MAX_ID_CHARS = 64
+# A stored object's id (responses, their items, stored completions): what the server mints and
+# all a client may name. Anything else in a path or a field is "not found" before any query —
+# a NUL, say, is refused by PostgreSQL even in a WHERE clause.
+OBJECT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def is_object_id(value: str) -> bool:
+    return OBJECT_ID.fullmatch(value) is not None
+
+
+def storable_text(value: str) -> bool:
+    """No NUL (PostgreSQL text cannot hold it) and no lone surrogate (not UTF-8)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _bounded(meta: dict[str, str]) -> dict[str, str]:
+    """OpenAI's bounds on `metadata`; every failure is a 400 naming `metadata`."""
+    if len(meta) > MAX_PAIRS:
+        raise ValueError(f"at most {MAX_PAIRS} key-value pairs are allowed, got {len(meta)}")
+    for key, value in meta.items():
+        if len(key) > MAX_KEY_CHARS:
+            raise ValueError(f"keys are at most {MAX_KEY_CHARS} characters (got {len(key)})")
+        if len(value) > MAX_VALUE_CHARS:
+            raise ValueError(
+                f"the value of '{key}' has {len(value)} characters; at most {MAX_VALUE_CHARS} "
+                "are allowed"
+            )
+        if not (storable_text(key) and storable_text(value)):
+            raise ValueError("keys and values cannot hold NUL characters or lone surrogates")
+    return meta
+
+
+Metadata = Annotated[dict[str, str], AfterValidator(_bounded)]
 MAX_LIST = 100  # a page of a list: 1 … 100 items (OpenAI's bound), 20 when not asked
 
 

@@ -13,6 +13,11 @@ Replicas share only the database: a cancel (or delete) that reaches another repl
 every `watch_every` seconds (one primary-key read) and stops when the row has ended or gone;
 its final write (output, usage: what was billed) replaces that `cancelled`.
 
+Stored ids are looked up only when they look like ids (`is_object_id`): anything else — a NUL,
+a character outside the alphabet, over 64 characters — is not found before any query. Every
+store counts against the account's storage quota (services/storage.py): `check_quota` before
+admission; a background response's queued row is inserted under the quota atomically.
+
 At shutdown a response still running ends `failed` with the error "The server shut down.":
 `cancelled` would say a client asked for it, and `incomplete` (incomplete_details) is OpenAI's
 for a cut by max_output_tokens or a content filter; `failed` with an error is the terminal
@@ -29,8 +34,11 @@ from collections.abc import AsyncIterator, Callable
 from tokendock.errors import InternalError, InvalidRequest, NotFound, TokenDockError
 from tokendock.inference.backend import Delta, Finish
 from tokendock.protocol.response_shapes import JSON, OutputBuilder, ResponseRecord, response_usage
+from tokendock.protocol.stored import is_object_id
 from tokendock.services.pipeline import Call
-from tokendock.storage.responses import RUNNING, ResponseStore
+from tokendock.services.storage import StorageQuota
+from tokendock.storage.quota import QuotaExceeded
+from tokendock.storage.responses import RUNNING, ResponseStore, stored_size
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +100,11 @@ WATCH_EVERY = 0.5  # seconds between a background task's reads of its row's stat
 
 
 class Responses:
-    def __init__(self, store: ResponseStore, *, watch_every: float = WATCH_EVERY):
+    def __init__(
+        self, store: ResponseStore, quota: StorageQuota, *, watch_every: float = WATCH_EVERY
+    ):
         self.store = store
+        self.quota = quota
         self.watch_every = watch_every
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
@@ -101,10 +112,22 @@ class Responses:
     async def get(
         self, account_id: int, response_id: str, param: str | None = None
     ) -> ResponseRecord:
-        rec = await self.store.get(account_id, response_id)
+        rec = await self.store.get(account_id, response_id) if is_object_id(response_id) else None
         if rec is None:
-            raise NotFound(f"No response found with id '{response_id}'.", param=param)
+            raise NotFound(f"No response found with id '{_shown(response_id)}'.", param=param)
         return rec
+
+    async def check_quota(self, rec: ResponseRecord) -> None:
+        """Before admission: a 400 `storage_quota_exceeded` when storing what this request
+        sends (its input and the conversation it continues) would pass the account's quota."""
+        await self.quota.check(rec.account_id, stored_size(rec))
+
+    async def insert_queued(self, rec: ResponseRecord) -> None:
+        """A background response's row, before it runs: refused atomically over the quota."""
+        try:
+            await self.store.insert(rec, limit=self.quota.limit)
+        except QuotaExceeded as exc:
+            raise self.quota.refused(exc) from None
 
     def launch(self, call: Call, rec: ResponseRecord) -> None:
         """Run an admitted call in the background; the record (stored, queued) follows it."""
@@ -182,7 +205,7 @@ class Responses:
         await self.get(account_id, response_id)
         await self._stop(response_id)
         if not await self.store.delete(account_id, response_id):
-            raise NotFound(f"No response found with id '{response_id}'.")
+            raise NotFound(f"No response found with id '{_shown(response_id)}'.")
 
     async def _stop(self, response_id: str) -> bool:
         """Cancel this process's task of the response and wait until it has written its end."""
@@ -201,3 +224,9 @@ class Responses:
             task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+
+
+def _shown(response_id: str) -> str:
+    """An id as an error message repeats it: bounded, and printable (never a NUL)."""
+    shown = response_id[:80]
+    return shown if shown.isprintable() else repr(shown)[1:-1]

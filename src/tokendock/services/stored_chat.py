@@ -7,6 +7,11 @@ a whole answer; after `[DONE]` for a stream). Its write is a tracked task the ca
 cancellation (the client leaving after `[DONE]`) does not stop, which `drain()` waits for at
 shutdown; a failure is logged with the completion's id, never raised. Requests without `store`
 never reach this module.
+
+Every stored completion counts against the account's storage quota (services/storage.py):
+`check_quota` before admission refuses a request whose messages would pass it; an answer
+already paid for is always kept. Deleting one frees its bytes. An id that is not an id (a NUL,
+a character outside [A-Za-z0-9_-], over 64 characters) is not found before any query.
 """
 
 from __future__ import annotations
@@ -20,8 +25,10 @@ from typing import Any
 import orjson
 
 from tokendock.errors import InvalidRequest, NotFound
-from tokendock.protocol.stored import deleted, page, store_message
+from tokendock.protocol.stored import deleted, is_object_id, page, store_message
+from tokendock.services.storage import StorageQuota
 from tokendock.storage.accounts import KeyRow
+from tokendock.storage.quota import size_of
 from tokendock.storage.stored_chat import StoredChat, StoredChatStore, UnknownCursor
 
 log = logging.getLogger(__name__)
@@ -30,14 +37,23 @@ JSON = dict[str, Any]
 
 
 class StoredChats:
-    def __init__(self, store: StoredChatStore):
+    def __init__(self, store: StoredChatStore, quota: StorageQuota):
         self._store = store
+        self.quota = quota
         self._writing: set[asyncio.Future[None]] = set()
 
-    async def keep(
-        self, key: KeyRow, messages: list[Any], meta: Mapping[str, str] | None, completion: JSON
+    async def check_quota(
+        self, account_id: int, messages: str, meta: Mapping[str, str] | None
     ) -> None:
-        """Store a finished completion; done when it is written (or its failure logged)."""
+        """Before admission: a 400 `storage_quota_exceeded` when keeping these messages (JSON
+        text) and metadata would pass the account's quota."""
+        await self.quota.check(account_id, size_of(messages, _meta_text(meta)))
+
+    async def keep(
+        self, key: KeyRow, messages: str, meta: Mapping[str, str] | None, completion: JSON
+    ) -> None:
+        """Store a finished completion (`messages`: the request's, as JSON text); done when it
+        is written (or its failure logged)."""
         writing = asyncio.ensure_future(self._write(key, messages, meta, completion))
         self._writing.add(writing)
         writing.add_done_callback(self._writing.discard)
@@ -49,7 +65,7 @@ class StoredChats:
             await asyncio.gather(*self._writing, return_exceptions=True)
 
     async def _write(
-        self, key: KeyRow, messages: list[Any], meta: Mapping[str, str] | None, completion: JSON
+        self, key: KeyRow, messages: str, meta: Mapping[str, str] | None, completion: JSON
     ) -> None:
         chat_id = str(completion.get("id", ""))
         try:
@@ -58,8 +74,8 @@ class StoredChats:
                 account_id=key.account_id,
                 key_id=key.id,
                 model=str(completion.get("model", "")),
-                meta=None if meta is None else orjson.dumps(dict(meta)).decode(),
-                messages=orjson.dumps(messages).decode(),
+                meta=_meta_text(meta),
+                messages=messages,
                 completion=orjson.dumps(completion).decode(),
                 created_at=datetime.now(UTC),
             )
@@ -68,7 +84,7 @@ class StoredChats:
             log.exception("the stored chat completion %s could not be written", chat_id)
 
     async def get(self, key: KeyRow, chat_id: str) -> JSON:
-        row = await self._store.get(key.account_id, chat_id)
+        row = await self._store.get(key.account_id, chat_id) if is_object_id(chat_id) else None
         if row is None:
             raise _not_found(chat_id)
         return _completion(row)
@@ -100,13 +116,16 @@ class StoredChats:
         return page([_completion(r) for r in found.rows], found.has_more)
 
     async def update(self, key: KeyRow, chat_id: str, meta: Mapping[str, str] | None) -> JSON:
-        text = None if meta is None else orjson.dumps(dict(meta)).decode()
-        if not await self._store.set_metadata(key.account_id, chat_id, text, meta or {}):
+        if not is_object_id(chat_id):
+            raise _not_found(chat_id)
+        if not await self._store.set_metadata(
+            key.account_id, chat_id, _meta_text(meta), meta or {}
+        ):
             raise _not_found(chat_id)
         return await self.get(key, chat_id)
 
     async def delete(self, key: KeyRow, chat_id: str) -> JSON:
-        if not await self._store.delete(key.account_id, chat_id):
+        if not is_object_id(chat_id) or not await self._store.delete(key.account_id, chat_id):
             raise _not_found(chat_id)
         return deleted(chat_id)
 
@@ -114,7 +133,7 @@ class StoredChats:
         self, key: KeyRow, chat_id: str, *, after: str | None, limit: int, order: str
     ) -> JSON:
         """The stored request's messages, a page at a time (ids `<completion id>-<index>`)."""
-        row = await self._store.get(key.account_id, chat_id)
+        row = await self._store.get(key.account_id, chat_id) if is_object_id(chat_id) else None
         if row is None:
             raise _not_found(chat_id)
         sent = orjson.loads(row.messages)
@@ -138,5 +157,10 @@ def _completion(row: StoredChat) -> JSON:
     return completion
 
 
+def _meta_text(meta: Mapping[str, str] | None) -> str | None:
+    return None if meta is None else orjson.dumps(dict(meta)).decode()
+
+
 def _not_found(chat_id: str) -> NotFound:
-    return NotFound(f"No chat completion found with id '{chat_id}'.", param="completion_id")
+    shown = chat_id[:80] if chat_id[:80].isprintable() else repr(chat_id[:80])[1:-1]
+    return NotFound(f"No chat completion found with id '{shown}'.", param="completion_id")

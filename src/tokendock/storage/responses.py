@@ -1,5 +1,9 @@
 """Stored responses of the Responses API, always read and written for one account: a response
-of another account is never found (the caller answers 404, never 403)."""
+of another account is never found (the caller answers 404, never 403).
+
+Each row records its `size` (the bytes of its JSON text) and changes the account's storage
+counter by it in the same transaction (storage/quota.py): an insert adds it, an update the
+difference, a delete frees it."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokendock.protocol.response_shapes import ResponseRecord
+from tokendock.storage import quota
 from tokendock.storage.db import reader
 from tokendock.storage.tables import responses as t
 
@@ -26,6 +31,16 @@ def _load(text: str | None) -> Any:
     return None if text is None else orjson.loads(text)
 
 
+def _fixed(rec: ResponseRecord) -> dict[str, Any]:
+    """The text columns written once, at insert."""
+    return {
+        "request": _dump(rec.request),
+        "input_items": _dump(rec.input_items),
+        "context": _dump(rec.context),
+        "metadata": None if rec.metadata is None else _dump(rec.metadata),
+    }
+
+
 def _values(rec: ResponseRecord) -> dict[str, Any]:
     return {
         "status": rec.status,
@@ -36,12 +51,25 @@ def _values(rec: ResponseRecord) -> dict[str, Any]:
     }
 
 
+def _size(fixed: dict[str, Any], values: dict[str, Any]) -> int:
+    return quota.size_of(*fixed.values(), values["output"], values["usage"], values["error"])
+
+
+def stored_size(rec: ResponseRecord) -> int:
+    """The bytes the record would take stored as it is now."""
+    return _size(_fixed(rec), _values(rec))
+
+
 class ResponseStore:
     def __init__(self, engine: AsyncEngine):
         self._engine = engine
         self._reader = reader(engine)
 
-    async def insert(self, rec: ResponseRecord) -> None:
+    async def insert(self, rec: ResponseRecord, *, limit: int | None = None) -> None:
+        """Store the record and count its bytes; `limit`: the account's storage quota, which
+        this insert may not pass (QuotaExceeded, nothing stored)."""
+        fixed, values = _fixed(rec), _values(rec)
+        size = _size(fixed, values)
         async with self._engine.begin() as conn:
             await conn.execute(
                 insert(t).values(
@@ -51,13 +79,12 @@ class ResponseStore:
                     background=rec.background,
                     created_at=datetime.fromtimestamp(rec.created_at, UTC),
                     previous_response_id=rec.previous_response_id,
-                    request=_dump(rec.request),
-                    input_items=_dump(rec.input_items),
-                    context=_dump(rec.context),
-                    metadata=None if rec.metadata is None else _dump(rec.metadata),
-                    **_values(rec),
+                    size=size,
+                    **fixed,
+                    **values,
                 )
             )
+            await quota.add(conn, rec.account_id, size, limit=limit)
 
     async def update(
         self, rec: ResponseRecord, *, only_running: bool = False, ending: bool = False
@@ -71,9 +98,17 @@ class ResponseStore:
             where.append(t.c.status.in_(ENDING))
         elif only_running:
             where.append(t.c.status.in_(RUNNING))
+        values = _values(rec)
+        size = _size(_fixed(rec), values)
         async with self._engine.begin() as conn:
-            result = await conn.execute(update(t).where(*where).values(**_values(rec)))
-        return bool(result.rowcount)
+            # The old size under the row's lock (SQLite: the write lock taken at BEGIN).
+            query = select(t.c.size).where(*where).with_for_update()
+            old = (await conn.execute(query)).scalar()
+            if old is None:
+                return False
+            await conn.execute(update(t).where(*where).values(size=size, **values))
+            await quota.add(conn, rec.account_id, size - old)
+        return True
 
     async def status(self, account_id: int, response_id: str) -> str | None:
         """The stored status alone (one primary-key read); None once deleted."""
@@ -110,8 +145,12 @@ class ResponseStore:
         )
 
     async def delete(self, account_id: int, response_id: str) -> bool:
+        """Delete the response and free its bytes; False when the account has no such one."""
+        where = (t.c.id == response_id, t.c.account_id == account_id)
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                delete(t).where(t.c.id == response_id, t.c.account_id == account_id)
-            )
-        return bool(result.rowcount)
+            size = (await conn.execute(select(t.c.size).where(*where).with_for_update())).scalar()
+            if size is None:
+                return False
+            await conn.execute(delete(t).where(*where))
+            await quota.add(conn, account_id, -size)
+        return True

@@ -1,6 +1,8 @@
 """Stored chat completions (`store: true`), per account: the request's messages, the whole
 completion object, the metadata (a JSON copy on the row, and one pair a row for the filters).
-Every query names the account: another account's id is simply not found."""
+Every query names the account: another account's id is simply not found. Each row records its
+`size` (bytes of its JSON text) and changes the account's storage counter by it in the same
+transaction (storage/quota.py): insert adds, a metadata change adjusts, delete frees."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from datetime import datetime
 from sqlalchemy import RowMapping, and_, delete, exists, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from tokendock.storage import quota
 from tokendock.storage.db import reader
 from tokendock.storage.tables import stored_chat_completions as t
 from tokendock.storage.tables import stored_chat_metadata as m
@@ -49,6 +52,7 @@ class StoredChatStore:
         self._reader = reader(engine)
 
     async def insert(self, row: StoredChat, meta: Mapping[str, str]) -> None:
+        size = quota.size_of(row.meta, row.messages, row.completion)
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 insert(t).values(
@@ -60,8 +64,10 @@ class StoredChatStore:
                     messages=row.messages,
                     completion=row.completion,
                     created_at=row.created_at,
+                    size=size,
                 )
             )
+            await quota.add(conn, row.account_id, size)
             assert result.inserted_primary_key is not None
             seq = result.inserted_primary_key[0]
             if meta:
@@ -120,14 +126,19 @@ class StoredChatStore:
         if not _storable(chat_id):
             return False
         async with self._engine.begin() as conn:
-            seq = (
+            found = (
                 await conn.execute(
-                    select(t.c.seq).where(t.c.id == chat_id, t.c.account_id == account_id)
+                    select(t.c.seq, t.c.meta, t.c.size)
+                    .where(t.c.id == chat_id, t.c.account_id == account_id)
+                    .with_for_update()
                 )
-            ).scalar()
-            if seq is None:
+            ).first()
+            if found is None:
                 return False
-            await conn.execute(update(t).where(t.c.seq == seq).values(meta=meta_json))
+            seq, old_meta, old_size = found
+            size = old_size - quota.size_of(old_meta) + quota.size_of(meta_json)
+            await conn.execute(update(t).where(t.c.seq == seq).values(meta=meta_json, size=size))
+            await quota.add(conn, account_id, size - old_size)
             await conn.execute(delete(m).where(m.c.seq == seq))
             if meta:
                 await conn.execute(
@@ -139,15 +150,19 @@ class StoredChatStore:
         if not _storable(chat_id):
             return False
         async with self._engine.begin() as conn:
-            seq = (
+            found = (
                 await conn.execute(
-                    select(t.c.seq).where(t.c.id == chat_id, t.c.account_id == account_id)
+                    select(t.c.seq, t.c.size)
+                    .where(t.c.id == chat_id, t.c.account_id == account_id)
+                    .with_for_update()
                 )
-            ).scalar()
-            if seq is None:
+            ).first()
+            if found is None:
                 return False
+            seq, size = found
             await conn.execute(delete(m).where(m.c.seq == seq))
             await conn.execute(delete(t).where(t.c.seq == seq))
+            await quota.add(conn, account_id, -size)
         return True
 
 

@@ -87,7 +87,7 @@ def endpoint(
     to_request: Callable[[S, bytes], InferenceRequest],
     wire: Wire,
     *,
-    keep: Callable[[Services, KeyRow, S, bytes], Keep | None] | None = None,
+    keep: Callable[[Services, KeyRow, S, bytes], Awaitable[Keep | None]] | None = None,
 ) -> Callable[[Request], Awaitable[Response]]:
     """A plain Starlette handler (the hot path skips FastAPI's dependency solving): key, body,
     the schema's own rules, then the pipeline. `keep`: what stores this request's answer, if
@@ -99,7 +99,7 @@ def endpoint(
         req = await parse_body(request, schema)
         req.check()
         body = await request.body()
-        keeping = None if keep is None else keep(deps, key, req, body)
+        keeping = None if keep is None else await keep(deps, key, req, body)
         return await serve(request, deps, key, to_request(req, body), wire, keep=keeping)
 
     return handle

@@ -39,7 +39,7 @@ from tokendock.storage.accounts import KeyRow
 from tokendock.web import headers
 from tokendock.web.api.respond import ClientGone, cancel_on_disconnect, note, start
 from tokendock.web.api.responses_items import input_tokens, list_input_items
-from tokendock.web.api.responses_request import inference_request, truncated
+from tokendock.web.api.responses_request import inference_request, kept_parts, truncated
 from tokendock.web.deps import Services, current_key, parse_body, request_id, services_of
 from tokendock.web.responses import JSONResponse
 from tokendock.web.shutdown import CLIENT_GONE
@@ -67,6 +67,7 @@ async def create(request: Request) -> Response:
         context = previous.history()
     own = input_items(req.input)
     items = truncated(req, [*context, *own], deps.models.spec(req.model))
+    context, own = kept_parts(context, own, items)  # only what the prompt reads is stored
     stream = bool(req.stream)
     inference = inference_request(req, items, stream=stream)
     rec = ResponseRecord(
@@ -84,13 +85,15 @@ async def create(request: Request) -> Response:
     record = observability.current()
     if record is not None:
         record.model = req.model
+    store = req.store is not False
+    if store:
+        await responses.check_quota(rec)  # before admission: nothing billed when refused
     if req.background:
         return await _background(request, deps, key, inference, rec)
     call = await start(request, deps, key, inference)
     if isinstance(call, Response):
         return call
     builder = OutputBuilder()
-    store = req.store is not False
     try:
         await cancel_on_disconnect(request, call.begin() if stream else _whole(call, builder, rec))
     except ClientGone:
@@ -128,10 +131,18 @@ def echoed(req: ResponseRequest) -> JSON:
         "parallel_tool_calls": req.parallel_tool_calls is not False,
         "store": req.store is not False,
         "format": req.text_format(),
-        "tool_choice": req.tool_choice or "auto",
+        "tool_choice": _choice_echoed(req),
         "tools": req.tools_echoed(),
         "truncation": req.truncation or "disabled",
     }
+
+
+def _choice_echoed(req: ResponseRequest) -> str | JSON:
+    """`tool_choice` as OpenAI echoes it — only its defined fields are stored."""
+    choice = req.choice()
+    if isinstance(req.tool_choice, dict):
+        return {"type": "function", "name": choice}
+    return choice
 
 
 async def _whole(call: Call, builder: OutputBuilder, rec: ResponseRecord) -> None:
@@ -148,7 +159,7 @@ async def _background(
     assert isinstance(call, Call)  # no idempotency key: never a replay
     rec.status = "queued"
     try:
-        await responses_of(request).store.insert(rec)
+        await responses_of(request).insert_queued(rec)  # over the quota: 400, hold released
         responses_of(request).launch(call, rec)
     except BaseException:
         await call.abandon()  # nothing ran: the hold is released

@@ -85,6 +85,17 @@ def truncated(req: ResponseRequest, items: list[JSON], spec: ModelSpec) -> list[
     return kept
 
 
+def kept_parts(
+    context: list[JSON], own: list[JSON], kept: list[JSON]
+) -> tuple[list[JSON], list[JSON]]:
+    """`kept` (what `truncated` left of [*context, *own]: a suffix) split back into the
+    previous conversation's part and this request's. A response stores these — what its prompt
+    read and was billed for — so a chain's stored size grows with what it paid, and the next
+    continuation loads one row of at most a context window's items."""
+    mine = min(len(own), len(kept))
+    return kept[: len(kept) - mine], kept[len(kept) - mine :]
+
+
 def inference_request(req: ResponseRequest, items: list[JSON], *, stream: bool) -> InferenceRequest:
     turns = turns_of(req.instructions, items)
     fmt = req.text_format()["type"]

@@ -10,7 +10,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 
 from tokendock.errors import InvalidRequest
-from tokendock.protocol.chat import ChatCompletionRequest
+from tokendock.protocol.chat import ChatCompletionRequest, Message
 from tokendock.protocol.stored import (
     MAX_KEY_CHARS,
     MAX_LIST,
@@ -30,18 +30,56 @@ Order = Annotated[Literal["asc", "desc"], Query()]
 After = Annotated[str | None, Query(max_length=200)]
 
 
-def keeping(deps: Services, key: KeyRow, req: ChatCompletionRequest, body: bytes) -> Keep | None:
+async def keeping(
+    deps: Services, key: KeyRow, req: ChatCompletionRequest, body: bytes
+) -> Keep | None:
     """What stores this request's answer when it asks `store: true` (else None: nothing more
-    is done for the request). The messages are kept as sent."""
+    is done for the request). Before admission: a 400 `storage_quota_exceeded` when the
+    messages alone would pass the account's storage quota."""
     if req.store is not True:
         return None
-    messages: list[Any] = orjson.loads(body)["messages"]
+    messages = orjson.dumps([defined_fields(m) for m in req.messages]).decode()
     meta = req.metadata
+    await deps.stored_chats.check_quota(key.account_id, messages, meta)
 
     async def keep(completion: dict[str, Any]) -> None:
         await deps.stored_chats.keep(key, messages, meta, completion)
 
     return keep
+
+
+PART_FIELDS = ("type", "text", "refusal", "image_url", "input_audio", "file")
+CALL_FIELDS = ("id", "type", "function")
+
+
+def defined_fields(message: Message) -> dict[str, Any]:
+    """A request message as stored: only the fields the API defines (what the model reads),
+    never whatever else a client put in it."""
+    out: dict[str, Any] = {"role": message.role}
+    content = message.content
+    if isinstance(content, list):
+        parts = []
+        for part in content:
+            given = {"type": part.type, "text": part.text, **(part.model_extra or {})}
+            parts.append({k: given[k] for k in PART_FIELDS if given.get(k) is not None})
+        out["content"] = parts
+    else:
+        out["content"] = content
+    if message.name is not None:
+        out["name"] = message.name
+    if message.tool_call_id is not None:
+        out["tool_call_id"] = message.tool_call_id
+    if message.tool_calls:
+        out["tool_calls"] = [_call(c) for c in message.tool_calls]
+    return out
+
+
+def _call(call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function")
+    kept: dict[str, Any] = {k: call[k] for k in CALL_FIELDS[:2] if k in call}
+    if isinstance(fn, dict):
+        kept["function"] = {k: fn[k] for k in ("name", "arguments") if k in fn}
+    return kept
 
 
 @router.get("")

@@ -1,6 +1,6 @@
 """The usage page: per day, model and endpoint (the API the requests came in by), filterable by
-dates and key, as a chart, a table and a CSV file. Only the signed-in account's records are ever
-read."""
+dates and key, as a chart, a table and a CSV file; and the bytes the account keeps stored
+against its storage quota. Only the signed-in account's records are ever read."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tokendock.billing.money import format_credits
+from tokendock.services.storage import megabytes
 from tokendock.storage.history import UsageLine
 from tokendock.web.dashboard.views import render, signed_in
 
@@ -108,6 +109,8 @@ async def usage_page(request: Request) -> Response:
         "completion": sum(x.completion_tokens for x in lines),
         "cost": sum(x.cost for x in lines),
     }
+    quota = services.stored_chats.quota  # the one quota every stored object counts against
+    used = await quota.used(account.id)
     return render(
         request,
         "usage.html",
@@ -125,6 +128,8 @@ async def usage_page(request: Request) -> Response:
         chart_w=CHART_W,
         chart_h=CHART_H,
         error=filters.problem,
+        storage_used=megabytes(used),
+        storage_quota=None if quota.limit is None else megabytes(quota.limit),
     )
 
 
