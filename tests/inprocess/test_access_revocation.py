@@ -140,7 +140,7 @@ async def test_a_background_response_ends_failed_and_billed(app: App) -> None:
             break
         await asyncio.sleep(0.01)
     assert rec.status == "failed"
-    assert rec.error is not None and "disabled" in rec.error["message"]
+    assert rec.error is not None and rec.error["code"] == "account_disabled"
     run = app.backend.runs[0]
     assert run.closed and run.emitted < PIECES
     assert rec.usage is not None and rec.usage["output_tokens"] == run.emitted

@@ -36,6 +36,7 @@ from tokendock.inference.backend import Delta, Finish
 from tokendock.protocol.response_shapes import JSON, OutputBuilder, ResponseRecord, response_usage
 from tokendock.protocol.stored import is_object_id
 from tokendock.services.pipeline import Call
+from tokendock.services.running import ENDED_BY_ACCESS
 from tokendock.services.storage import StorageQuota
 from tokendock.storage.quota import QuotaExceeded
 from tokendock.storage.responses import RUNNING, ResponseStore, stored_size
@@ -93,7 +94,10 @@ def conclude(
     if failure is not None:
         public = isinstance(failure, TokenDockError) and not isinstance(failure, InternalError)
         message = str(failure) if public else "The server had an error while generating."
-        rec.error = {"code": "server_error", "message": message}
+        # Disabled / revoked mid-run (services/running.py): the error says so.
+        code = failure.code if isinstance(failure, TokenDockError) else None
+        ended = code is not None and code in ENDED_BY_ACCESS
+        rec.error = {"code": code if ended else "server_error", "message": message}
 
 
 WATCH_EVERY = 0.5  # seconds between a background task's reads of its row's status

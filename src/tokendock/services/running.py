@@ -25,6 +25,7 @@ ACCOUNT_DISABLED = "account_disabled"
 ACCOUNT_DELETED = "account_deleted"
 ACCOUNT_ENABLED = "account_enabled"  # clears a remembered disable (re-enabled at once)
 KEY_REVOKED = "key_revoked"
+ENDED_BY_ACCESS = frozenset({ACCOUNT_DISABLED, ACCOUNT_DELETED, KEY_REVOKED})  # error codes
 REMEMBER_SECONDS = 10.0  # > the key cache's lifetime + an admission's database round trips
 
 
