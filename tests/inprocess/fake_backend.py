@@ -110,7 +110,9 @@ class FakeBackend:
         choices = req.n * max(1, len(req.prompts))
         return Bound(PROMPT_TOKENS, (req.max_tokens or 16) * choices)
 
-    def run(self, req: InferenceRequest, *, owner: str, request_id: str) -> FakeRun:
+    def run(
+        self, req: InferenceRequest, *, owner: str, request_id: str, bound: Bound | None = None
+    ) -> FakeRun:
         run = FakeRun(req, self.script)
         self.runs.append(run)
         return run

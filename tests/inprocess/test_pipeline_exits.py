@@ -197,7 +197,7 @@ async def test_concurrent_calls_each_settle_once(world: World) -> None:
 async def test_backend_refusing_to_make_a_run_releases_the_hold(world: World) -> None:
     """`backend.run()` raising after admission: the hold is released, once; nothing billed."""
 
-    def broken(req: InferenceRequest, *, owner: str, request_id: str) -> None:
+    def broken(req: InferenceRequest, *, owner: str, request_id: str, bound: object) -> None:
         raise GenerationFailed("no run")
 
     world.backend.run = broken  # type: ignore[assignment, method-assign]

@@ -29,7 +29,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tokendock.catalog import ModelSpec
-from tokendock.inference.base import ChatTurn, Sampling
+from tokendock.inference.base import ChatTurn, Grammar, Sampling
 from tokendock.inference.structured import OutputFormat, ToolUse
 from tokendock.inference.upstream_reply import strict_payload
 
@@ -154,10 +154,13 @@ Output = Event | Embedding
 
 @dataclass(frozen=True, slots=True)
 class Bound:
-    """A request's worst case before any tokenizing: what admission holds credit for."""
+    """A request's worst case before any tokenizing: what admission holds credit for.
+    `grammar`: backend-private, what `bound` already built for `run` (the embedded engine's
+    grammar: made once per request, off the event loop, before admission)."""
 
     prompt_tokens: int
     completion_tokens: int
+    grammar: Grammar | None = None
 
 
 @dataclass(slots=True)
@@ -210,8 +213,11 @@ class Backend(Protocol):
         """Cheap checks and the worst case; a 400 for what this backend cannot do."""
         ...
 
-    def run(self, req: InferenceRequest, *, owner: str, request_id: str) -> Execution:
-        """A run of `req` (nothing done yet). `owner` is whom the backend is fair between."""
+    def run(
+        self, req: InferenceRequest, *, owner: str, request_id: str, bound: Bound | None = None
+    ) -> Execution:
+        """A run of `req` (nothing done yet). `owner` is whom the backend is fair between;
+        `bound` is what this backend's `bound(req)` returned (None: work it out again)."""
         ...
 
     @property

@@ -34,6 +34,7 @@ from tokendock.inference.base import (
     ChatTurn,
     Engine,
     Generation,
+    Grammar,
     PromptScored,
     Sampling,
     TextDelta,
@@ -80,16 +81,40 @@ class EmbeddedBackend:
         for prompt in req.prompts:
             if not isinstance(prompt, str):
                 _check_token_ids(prompt, vocab)
-        answer_grammar(req.tools, req.output)  # a schema it cannot enforce: a 400, now
+        grammar = self.grammar(req)  # a schema it cannot enforce (or over a bound): a 400, now
         window = self.engine.context_length
-        return Bound(sum(min(b, window) for b in req.prompt_bytes), per * choices)
+        return Bound(sum(min(b, window) for b in req.prompt_bytes), per * choices, grammar)
 
-    def run(self, req: InferenceRequest, *, owner: str, request_id: str) -> EmbeddedRun:
-        return EmbeddedRun(self, req, owner, request_id)
+    def grammar(self, req: InferenceRequest) -> Grammar | None:
+        """The answer's grammar, made once per request (in `bound`, which the pipeline runs off
+        the event loop for a request with a schema), checked by llama.cpp's parser too."""
+        grammar = answer_grammar(req.tools, req.output, logprobs=req.features.logprobs)
+        engine = self.engine
+        if grammar is not None and engine.ready and not engine.check_grammar(grammar.text):
+            log.error("llama.cpp refused a generated grammar:\n%s", grammar.text)
+            raise InvalidRequest(
+                "The schema could not be turned into a grammar this model can follow.",
+                param="tools" if req.tools is not None else "response_format",
+            )
+        return grammar
+
+    def run(
+        self, req: InferenceRequest, *, owner: str, request_id: str, bound: Bound | None = None
+    ) -> EmbeddedRun:
+        grammar = bound.grammar if bound is not None else self.grammar(req)
+        return EmbeddedRun(self, req, owner, request_id, grammar)
 
 
 class EmbeddedRun:
-    def __init__(self, backend: EmbeddedBackend, req: InferenceRequest, owner: str, rid: str):
+    def __init__(
+        self,
+        backend: EmbeddedBackend,
+        req: InferenceRequest,
+        owner: str,
+        rid: str,
+        grammar: Grammar | None = None,
+    ):
+        self._grammar = grammar
         self._engine = backend.engine
         self._spec = backend.spec
         self._req = req
@@ -109,13 +134,7 @@ class EmbeddedRun:
     async def begin(self) -> None:
         req, engine = self._req, self._engine
         sampling = default_sampling(self._spec, req)
-        grammar = answer_grammar(req.tools, req.output)
-        if grammar is not None and not engine.check_grammar(grammar.text):
-            log.error("llama.cpp refused a generated grammar:\n%s", grammar.text)
-            raise InvalidRequest(
-                "The schema could not be turned into a grammar this model can follow.",
-                param="tools" if req.tools is not None else "response_format",
-            )
+        grammar = self._grammar  # made and checked once, in bound (EmbeddedBackend.grammar)
         top = req.features.top_logprobs if req.features.logprobs else None
         if req.features.logprobs and top is None:
             top = 0

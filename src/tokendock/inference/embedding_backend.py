@@ -71,7 +71,9 @@ class EmbeddingBackend:
             check_dimensions(self.spec, req.dimensions, self.embedder.dimensions)
         return Bound(sum(min(b, limit) for b in req.prompt_bytes), 0)
 
-    def run(self, req: InferenceRequest, *, owner: str, request_id: str) -> EmbeddingRun:
+    def run(
+        self, req: InferenceRequest, *, owner: str, request_id: str, bound: Bound | None = None
+    ) -> EmbeddingRun:
         return EmbeddingRun(self.embedder, req, owner, request_id)
 
 
@@ -146,7 +148,9 @@ class UpstreamEmbeddingBackend:
         window = self.spec.context_length
         return Bound(sum(min(b, window) for b in req.prompt_bytes), 0)
 
-    def run(self, req: InferenceRequest, *, owner: str, request_id: str) -> UpstreamEmbeddingRun:
+    def run(
+        self, req: InferenceRequest, *, owner: str, request_id: str, bound: Bound | None = None
+    ) -> UpstreamEmbeddingRun:
         return UpstreamEmbeddingRun(self.router, req, request_id)
 
 

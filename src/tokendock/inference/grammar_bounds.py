@@ -23,11 +23,11 @@ from tokendock.inference.grammar_stacks import UNBOUNDED, Estimator
 MAX_NODES = 10_000
 MAX_DEPTH = 64  # JSON nesting of the schema document
 MAX_VISIT_DEPTH = 64  # schema levels, counted through $ref (a chain of 400 refs: refused)
-MAX_GRAMMAR = 500_000  # characters of grammar text
+MAX_GRAMMAR = 200_000  # characters of grammar text (llama.cpp parses it for every choice)
 MAX_ENUM_VALUES = 1000
 MAX_CONSTANT_CHARS = 30_000
 MAX_STACKS = 128
-MAX_STACKS_LOGPROBS = 16
+MAX_STACKS_LOGPROBS = 32  # json_object mode (any JSON object) keeps 26
 DEADLINE_SECONDS = 1.0
 CHECK_EVERY = 64  # units of work between clock reads
 

@@ -92,6 +92,7 @@ class SpillBackend:
         return Bound(
             max(local.prompt_tokens, remote.prompt_tokens),
             max(local.completion_tokens, remote.completion_tokens),
+            local.grammar,  # the engine's, if the request stays here
         )
 
     def should_spill(self) -> bool:
@@ -105,14 +106,16 @@ class SpillBackend:
             busy = load.saturated
         return busy and can_take(self.router)
 
-    def run(self, req: InferenceRequest, *, owner: str, request_id: str) -> Execution:
+    def run(
+        self, req: InferenceRequest, *, owner: str, request_id: str, bound: Bound | None = None
+    ) -> Execution:
         if self.should_spill():
             self.spilled += 1
             log.info("request %s: %s spills over to its deployments", request_id, self.spec.id)
             if self.on_spill is not None:
                 self.on_spill(self.spec.id)
-            return self.upstream.run(req, owner=owner, request_id=request_id)
-        return self.embedded.run(req, owner=owner, request_id=request_id)
+            return self.upstream.run(req, owner=owner, request_id=request_id, bound=bound)
+        return self.embedded.run(req, owner=owner, request_id=request_id, bound=bound)
 
 
 def can_take(router: Router) -> bool:

@@ -17,9 +17,12 @@ picker.py). `response_format` json_object / json_schema constrain the whole answ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tokendock.inference.base import Grammar
+
+if TYPE_CHECKING:
+    from tokendock.inference.grammar import GrammarBuilder
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
@@ -68,26 +71,38 @@ class OutputFormat:
     param: str = "response_format.json_schema.schema"
 
 
-def answer_grammar(tools: ToolUse | None, output: OutputFormat | None) -> Grammar | None:
+def answer_grammar(
+    tools: ToolUse | None, output: OutputFormat | None, *, logprobs: bool = False
+) -> Grammar | None:
     """The grammar for a request's answer, or None when it is free text. A schema the grammar
-    cannot enforce is a 400 naming it (InvalidRequest from the builder)."""
+    cannot enforce, or over a bound of grammar_bounds.py (stricter with `logprobs`, which mask
+    the whole vocabulary with the grammar at every step), is a 400 naming it. Bounded work
+    (well under the 1 s deadline it checks), but not a trivial amount for a big schema: the
+    pipeline runs it off the event loop."""
     from tokendock.inference.grammar import GrammarBuilder
+    from tokendock.inference.grammar_bounds import MAX_STACKS, MAX_STACKS_LOGPROBS
 
+    stacks = MAX_STACKS_LOGPROBS if logprobs else MAX_STACKS
     if tools is not None and tools.active:
-        return _tools_grammar(tools)
+        return _tools_grammar(tools, GrammarBuilder(max_stacks=stacks, param="tools"))
     if output is None:
         return None
-    builder = GrammarBuilder()
+    builder = GrammarBuilder(max_stacks=stacks, param=output.param)
     if output.kind == "json_object":
         return Grammar(builder.grammar(builder.any_object()))
     value = builder.schema(output.schema, name="answer", param=output.param)
     return Grammar(builder.grammar(value))
 
 
-def _tools_grammar(use: ToolUse) -> Grammar:
-    from tokendock.inference.grammar import GrammarBuilder
+def carries_schema(tools: ToolUse | None, output: OutputFormat | None) -> bool:
+    """Does the request ask for a grammar made from a client's schema (the work worth a
+    thread)? json_object mode and free text do not."""
+    return (tools is not None and tools.active) or (
+        output is not None and output.kind == "json_schema"
+    )
 
-    b = GrammarBuilder()
+
+def _tools_grammar(use: ToolUse, b: GrammarBuilder) -> Grammar:
     ws = b.rule("tdk-ws", "[ \\n]{0,2}")
     alternatives = []
     for i, tool in enumerate(use.offered()):

@@ -71,7 +71,9 @@ class UpstreamBackend:
             prompt = sum(min(b, window) for b in req.prompt_bytes)
         return Bound(prompt, per * choices)
 
-    def run(self, req: InferenceRequest, *, owner: str, request_id: str) -> UpstreamRun:
+    def run(
+        self, req: InferenceRequest, *, owner: str, request_id: str, bound: Bound | None = None
+    ) -> UpstreamRun:
         return UpstreamRun(self, req, request_id)
 
 

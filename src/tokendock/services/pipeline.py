@@ -43,6 +43,7 @@ from tokendock.inference.backend import (
     Output,
     Tally,
 )
+from tokendock.services import bounding
 from tokendock.services.gate import Admitted, Gate, Ticket
 from tokendock.services.idempotency import Idempotency, Replay
 from tokendock.services.running import Running
@@ -128,7 +129,7 @@ class Pipeline:
     ) -> Call | Replay:
         backend = self._backends.backend(req.model)
         _check_task(backend, req)
-        bound = backend.bound(req)
+        bound = await bounding.bound(backend, req)  # a schema's grammar: off the event loop
         claim = None
         if idempotency is not None:
             replay = await self._idempotency.begin(key.id, idempotency.key, idempotency.body)
@@ -145,7 +146,7 @@ class Pipeline:
         ticket.endpoint = req.endpoint or None
         try:
             owner = f"account:{key.account_id}"  # the backend is fair between accounts
-            execution = backend.run(req, owner=owner, request_id=request_id)
+            execution = backend.run(req, owner=owner, request_id=request_id, bound=bound)
         except BaseException as exc:  # nothing ran: the block's exit releases the hold
             await admitted.__aexit__(type(exc), exc, exc.__traceback__)
             if claim is not None:
