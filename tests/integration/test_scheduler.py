@@ -37,7 +37,7 @@ WORDS = ["cat", "dog", "ship", "tree", "king", "robot", "river", "bird"]
 pytestmark = pytest.mark.skipif(not GGUF.exists(), reason="run `tokendock models fetch` first")
 
 
-def make(slots: int, max_queue: int = 64) -> LlamaEngine:
+def make(slots: int, max_queue: int = 64, per_account: int | None = None) -> LlamaEngine:
     spec = ModelSpec(
         id="gemma",
         path=GGUF,
@@ -46,6 +46,7 @@ def make(slots: int, max_queue: int = 64) -> LlamaEngine:
         chat_template="gemma",
         slots=slots,
         max_queue=max_queue,
+        max_queue_per_account=per_account,
     )
     return LlamaEngine(spec, ROOT / "data")
 
@@ -141,7 +142,7 @@ async def test_at_most_slots_run_and_every_request_completes(engine: LlamaEngine
 
 
 async def test_the_wait_queue_is_bounded_with_a_503() -> None:
-    eng = make(1, max_queue=2)
+    eng = make(1, max_queue=2, per_account=2)  # the global bound, here
     await eng.start()
     try:
         prompt = await eng.tokenize_chat([ChatTurn("user", "Tell me a long story.")])

@@ -243,3 +243,22 @@ def test_prices_are_bounded_like_every_amount() -> None:
     with pytest.raises(ValueError, match="at most"):
         PriceSpec(input="1000000001", output="0")
     assert PriceSpec(input="1000000000", output="0").input == "1000000000"
+
+
+# --- the per-account wait bound -------------------------------------------------------------
+
+
+def test_the_per_account_queue_defaults_to_a_quarter_of_the_queue() -> None:
+    spec = ModelSpec(id="m", path=Path("/m.gguf"), max_queue=256)
+    assert spec.account_queue == 64
+    assert ModelSpec(id="m", path=Path("/m.gguf"), max_queue=2).account_queue == 1
+    assert ModelSpec(id="m", path=Path("/m.gguf"), max_queue=0).account_queue == 0
+    set_ = ModelSpec(id="m", path=Path("/m.gguf"), max_queue=256, max_queue_per_account=10)
+    assert set_.account_queue == 10
+    # Never more than the whole queue.
+    big = ModelSpec(id="m", path=Path("/m.gguf"), max_queue=8, max_queue_per_account=100)
+    assert big.account_queue == 8
+    with pytest.raises(ValidationError):
+        ModelSpec(id="m", path=Path("/m.gguf"), max_queue_per_account=-1)
+    default = Catalog.load(DEFAULT_CATALOG).get("gemma-3-270m")
+    assert default is not None and default.account_queue == 64

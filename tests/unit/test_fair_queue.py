@@ -128,3 +128,27 @@ def test_others_waiting_counts_only_live_items_of_other_owners() -> None:
     q.put("b", "b0-cancelled")
     assert q.others_waiting("a")
     assert not q.others_waiting("a", live=lambda item: not item.endswith("cancelled"))
+
+
+def test_count_is_per_owner_and_remove_frees_at_once() -> None:
+    q: FairQueue[str] = FairQueue()
+    for i in range(3):
+        q.put("a", f"a{i}")
+    q.put("b", "b0")
+    assert (q.count("a"), q.count("b"), q.count("c")) == (3, 1, 0)
+    assert q.remove("a", "a1")
+    assert not q.remove("a", "a1")  # already gone
+    assert not q.remove("c", "a0")  # not that owner's
+    assert q.count("a") == 2 and len(q) == 3
+    assert q.remove("b", "b0")
+    assert q.count("b") == 0 and q.waiting_owners() == {"a"}
+    assert drain(q) == ["a0", "a2"]  # the removed one is never served
+
+
+def test_an_owner_removed_entirely_leaves_the_ring() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.put("a", "a0")
+    q.put("b", "b0")
+    assert q.remove("a", "a0")
+    assert q.get(block=False) == "b0"
+    assert q.get(block=False) is None

@@ -12,7 +12,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
+
+if TYPE_CHECKING:
+    from tokendock.inference.job import Job
 
 FinishReason = Literal["stop", "length"]
 
@@ -81,6 +84,15 @@ class Meter:
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
+@dataclass(eq=False, slots=True)
+class PromptScores:
+    """The scored prompt tokens (echo + logprobs), shared by the n choices of one prompt of one
+    request: the first choice the engine takes scores the prompt, the others reuse these (and
+    its KV cells), so the engine's work is the prompt once — what is billed."""
+
+    tokens: tuple[TokenLogprob, ...] | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Generation:
     """One choice to generate. `prompt` are token ids, already counted by the caller. `owner`
@@ -95,6 +107,7 @@ class Generation:
     grammar: Grammar | None = None
     top_logprobs: int | None = None  # None: no logprobs; else how many alternatives (0–20)
     prompt_logprobs: bool = False  # score the prompt's tokens too (PromptScored, first)
+    scores: PromptScores | None = None  # shared by the choices of one prompt (scored once)
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,8 +191,21 @@ class Engine(Protocol):
 
     def generate(self, job: Generation) -> AsyncIterator[Event]: ...
 
-    def check_queue(self, choices: int) -> None:
-        """Raise a 503 (with retry-after) when `choices` more would wait beyond the bound."""
+    def submit(self, jobs: Sequence[Generation], owner: str) -> list[Job]:
+        """Queue a request's choices, after `check_queue` — atomically (503 when over)."""
+        ...
+
+    def stream(self, job: Job) -> AsyncIterator[Event]:
+        """A submitted job's events; closing the iterator cancels the job."""
+        ...
+
+    def cancel(self, job: Job) -> None:
+        """Stop a submitted job: out of the queue now, out of its slot within a step."""
+        ...
+
+    def check_queue(self, choices: int, owner: str = "") -> None:
+        """Raise a 503 (with retry-after) when `choices` more would wait beyond the bound,
+        or beyond `owner`'s own bound."""
         ...
 
     def estimated_wait(self) -> float:

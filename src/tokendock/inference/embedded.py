@@ -36,10 +36,12 @@ from tokendock.inference.base import (
     Generation,
     Grammar,
     PromptScored,
+    PromptScores,
     Sampling,
     TextDelta,
 )
 from tokendock.inference.budget import check_request_cap, completion_budget, per_choice
+from tokendock.inference.job import Job
 from tokendock.inference.shaping import ChoiceShaper
 from tokendock.inference.structured import answer_grammar
 from tokendock.inference.templates import ChatTemplateError
@@ -70,6 +72,7 @@ class EmbeddedBackend:
         per = per_choice(self.spec, req.max_tokens, req.max_tokens_param)
         choices = req.n * (1 if req.kind == "chat" else len(req.prompts))
         check_request_cap(self.spec, per, choices, req.n, req.max_tokens_param)
+        check_choices(self.spec, choices, req.n)
         vocab = self.engine.vocab_size
         for token in req.logit_bias:
             if token >= vocab:
@@ -121,6 +124,8 @@ class EmbeddedRun:
         self._owner = owner
         self._request_id = rid
         self.jobs: list[Generation] = []
+        self._queued: list[Job] = []  # the jobs as the engine queued them (begin)
+        self._submitted = False
         self.prefixes: list[str] = []  # echoed prompt text per choice
         self.shapers: list[ChoiceShaper] = []
         self._prompt_tokens = 0
@@ -155,6 +160,8 @@ class EmbeddedRun:
             max_tokens = completion_budget(
                 engine.context_length, len(tokens), req.max_tokens, self._spec.output_cap, param
             )
+            scoring = req.echo and top is not None
+            scores = PromptScores() if scoring else None  # the n choices score it once
             for _ in range(req.n):
                 seeded = _seeded(sampling, len(self.jobs))
                 self.jobs.append(
@@ -166,14 +173,17 @@ class EmbeddedRun:
                         owner=self._owner,
                         grammar=grammar,
                         top_logprobs=top,
-                        prompt_logprobs=req.echo and top is not None,
+                        prompt_logprobs=scoring,
+                        scores=scores,
                     )
                 )
                 self.prefixes.append(text if req.echo else "")
                 self.shapers.append(
                     ChoiceShaper(len(self.shapers), req.kind, req.tools, top is not None)
                 )
-        engine.check_queue(len(self.jobs))  # a 503 now, not a wait without end
+        # Checked and queued at once: a 503 now, not a wait without end.
+        self._queued = engine.submit(self.jobs, self._owner)
+        self._submitted = True
 
     async def events(self) -> AsyncIterator[Event]:
         """Events of all choices, merged; each choice ends with one Finish. Closing this
@@ -181,11 +191,11 @@ class EmbeddedRun:
         merged: asyncio.Queue[Event | BaseException] = asyncio.Queue()
         engine = self._engine
 
-        async def pump(index: int, job: Generation) -> None:
+        async def pump(index: int, job: Job) -> None:
             shaper = self.shapers[index]
             put = merged.put_nowait
             try:
-                async for event in engine.generate(job):
+                async for event in engine.stream(job):
                     if isinstance(event, TextDelta):
                         for delta in shaper.text(event.text, event.logprobs):
                             put(delta)
@@ -199,7 +209,8 @@ class EmbeddedRun:
             except Exception as exc:
                 put(exc)
 
-        tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(self.jobs)]
+        queued, self._queued = self._queued, []  # from here on the pumps own them
+        tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(queued)]
         try:
             for i, prefix in enumerate(self.prefixes):
                 if prefix and not self.jobs[i].prompt_logprobs:
@@ -220,13 +231,22 @@ class EmbeddedRun:
         finally:
             for task in tasks:
                 task.cancel()
+            for job in queued:  # a pump cancelled before it began reading: stop its job too
+                engine.cancel(job)
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
     def abandon(self) -> None:
-        for job in self.jobs:  # never submitted: the engine will not set these
-            job.meter.done.set()
+        """Nobody will read the events: queued jobs leave the queue now, running ones their
+        slots within a step (billed for what they made); jobs never submitted are done."""
+        if self._submitted:
+            for job in self._queued:  # (none left once events() took them)
+                self._engine.cancel(job)
+            self._queued = []
+            return
+        for gen in self.jobs:
+            gen.meter.done.set()
 
     async def tally(self) -> Tally:
         meters = [job.meter for job in self.jobs]
@@ -251,6 +271,18 @@ class EmbeddedRun:
             started=started,
             finish=finish,
             first_token=self._first_token,
+        )
+
+
+def check_choices(spec: ModelSpec, choices: int, n: int) -> None:
+    """A request with more choices than the slots plus one account's wait bound could never be
+    queued, however idle the engine: a 400 naming `n` (a 503 would invite retries)."""
+    most = spec.slots + spec.account_queue
+    if choices > most:
+        raise InvalidRequest(
+            f"Invalid 'n': this request asks for {choices} choices (n = {n} per prompt); the "
+            f"model '{spec.id}' takes at most {most} at once from one account.",
+            param="n",
         )
 
 

@@ -58,6 +58,28 @@ class FairQueue(Generic[T]):
                 for other, items in self._pending.items()
             )
 
+    def count(self, owner: str) -> int:
+        """Items `owner` has queued (the per-owner wait bound reads this)."""
+        with self._cond:
+            items = self._pending.get(owner)
+            return len(items) if items is not None else 0
+
+    def remove(self, owner: str, item: T) -> bool:
+        """Take `item` out of the queue now (its request went away): it stops counting against
+        the bounds at once instead of when a consumer would have skipped it. False if it was
+        not queued (already taken)."""
+        with self._cond:
+            items = self._pending.get(owner)
+            if items is None:
+                return False
+            try:
+                items.remove(item)
+            except ValueError:
+                return False
+            if not items:
+                del self._pending[owner], self._turn[owner]
+            return True
+
     def waiting_owners(self, live: Callable[[T], bool] = lambda item: True) -> set[str]:
         """The owners with a `live` item queued."""
         with self._cond:

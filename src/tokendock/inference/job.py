@@ -16,10 +16,11 @@ import threading
 from dataclasses import dataclass, field
 
 from tokendock.inference.base import Event, Generation, TextDelta, TokenLogprob
+from tokendock.inference.picker import Picker
 from tokendock.inference.stops import StopScanner
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)  # a job is itself: the queue finds it by identity
 class Job:
     gen: Generation
     loop: asyncio.AbstractEventLoop
@@ -31,6 +32,8 @@ class Job:
     # back with them as part of its context.
     sampled: list[int] = field(default_factory=list)
     stops: StopScanner | None = None
+    # Its sampler state while it waits to resume (kept whole: resuming replays nothing).
+    picker: Picker | None = None
     decoder: codecs.IncrementalDecoder = field(
         default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace")
     )
@@ -45,11 +48,19 @@ class Job:
         while it waited to resume is done now (it is billed for the tokens it made)."""
         with self.lock:
             if self.cancelled.is_set():
-                if self.gen.meter.started:
-                    self.finish_meter()
+                self.drop()
                 return False
             self.gen.meter.started = True
             return True
+
+    def drop(self) -> None:
+        """It leaves the queue for good: free a kept sampler; one that had started is done
+        now (billed for the tokens it made)."""
+        if self.picker is not None:
+            self.picker.close()
+            self.picker = None
+        if self.gen.meter.started:
+            self.finish_meter()
 
     def cancel(self) -> None:
         """Event loop: stop the job; one never started is done at once (nothing to bill)."""

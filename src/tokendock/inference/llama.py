@@ -6,9 +6,13 @@ scheduler (scheduler.py), which decodes every running request's next token in on
 same way (prefix caching, slots.py). The event loop hands it jobs through a `FairQueue` (round
 robin between owners — accounts — not first come first served) and receives events through
 `call_soon_threadsafe`, so generation never blocks the loop. Each job carries a cancel flag
-checked every step: a client that goes away frees its slot within one step. Jobs cancelled while
-still queued are skipped without touching the model. Beyond `max_queue` waiting choices a request
-is refused with a 503 and a retry-after.
+checked every step: a client that goes away frees its slot within one step, and its jobs still
+queued leave the queue at once. A request's choices are checked against the wait bounds and
+queued in one synchronous call (`submit`), so concurrent requests cannot all pass the check
+before any is queued: beyond `max_queue` waiting choices, or beyond `max_queue_per_account` of
+one account's (`ModelSpec.account_queue`), a request is refused with a 503 and a retry-after —
+the per-account bound refuses only that account, so one account's burst never takes the queue
+from everyone else.
 
 The KV cache holds context_length cells for each slot; a shared prefix (n choices, a common
 system prompt) is copied between slots, never recomputed.
@@ -28,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tokendock.catalog import ModelSpec
-from tokendock.errors import GenerationFailed, ModelNotReady, ServiceUnavailable
+from tokendock.errors import GenerationFailed, ModelNotReady, ServiceUnavailable, TokenDockError
 from tokendock.inference.base import ChatTurn, EngineLoad, Event, Finished, Generation
 from tokendock.inference.fair_queue import FairQueue
 from tokendock.inference.job import Job
@@ -171,7 +175,7 @@ class LlamaEngine:
         if self._thread is not None:
             for job in self._jobs.close():
                 job.emit(ModelNotReady(f"The model '{self.model_id}' is shutting down."))
-                job.finish_meter()
+                job.drop()
             await asyncio.to_thread(self._thread.join, 30)
             self._thread = None
         if self._ctx is not None:
@@ -216,17 +220,20 @@ class LlamaEngine:
             return 0.0
         return max(0.001, ahead / load.slots * load.seconds_per_job)
 
-    def check_queue(self, choices: int) -> None:
-        """Refuse (503 with retry-after) a request whose choices would wait beyond the bound."""
+    def check_queue(self, choices: int, owner: str = "") -> None:
+        """Refuse (503 with retry-after) a request whose choices would wait beyond the bound,
+        or beyond `owner`'s own bound (then only that owner is refused)."""
         load = self.load()
         free = max(0, load.slots - load.running)
         if load.waiting + choices - free > self.spec.max_queue:
-            error = ServiceUnavailable(
-                f"The model '{self.model_id}' has too many requests waiting; try again shortly.",
-                code="engine_overloaded",
-            )
-            error.retry_after = max(1.0, self.estimated_wait())
-            raise error
+            message = f"The model '{self.model_id}' has too many requests waiting"
+        elif self._jobs.count(owner) + choices - free > self.spec.account_queue:
+            message = f"Too many of this account's choices are waiting for '{self.model_id}'"
+        else:
+            return
+        error = ServiceUnavailable(f"{message}; try again shortly.", code="engine_overloaded")
+        error.retry_after = max(1.0, self.estimated_wait())
+        raise error
 
     # -- text <-> tokens -----------------------------------------------------------------
 
@@ -305,21 +312,56 @@ class LlamaEngine:
 
     # -- generation ----------------------------------------------------------------------
 
-    async def generate(self, job: Generation) -> AsyncIterator[Event]:
+    def submit(self, jobs: Sequence[Generation], owner: str) -> list[Job]:
+        """Check the wait bounds for all of a request's choices and queue them, in one
+        synchronous call on the event loop (no other request is checked in between). Each
+        returned job is read with `stream`, or dropped with `cancel`."""
         self._require_ready()
-        pending = Job(job, asyncio.get_running_loop())
-        if not self._jobs.put(job.owner, pending):
-            raise ModelNotReady(f"The model '{self.model_id}' is shutting down.")
+        self.check_queue(len(jobs), owner)
+        loop = asyncio.get_running_loop()
+        queued: list[Job] = []
+        for gen in jobs:
+            job = Job(gen, loop)
+            if not self._jobs.put(gen.owner, job):
+                for done in queued:
+                    self.cancel(done)
+                raise ModelNotReady(f"The model '{self.model_id}' is shutting down.")
+            queued.append(job)
+        return queued
+
+    async def stream(self, job: Job) -> AsyncIterator[Event]:
+        """A submitted job's events; closing this iterator cancels the job."""
         try:
             while True:
-                item = await pending.events.get()
+                item = await job.events.get()
+                if isinstance(item, TokenDockError):  # already says what the client is told
+                    raise item
                 if isinstance(item, BaseException):
                     raise GenerationFailed(f"Generation failed: {item}") from item
                 yield item
                 if isinstance(item, Finished):
                     return
         finally:
-            pending.cancel()
+            self.cancel(job)
+
+    def cancel(self, job: Job) -> None:
+        """Stop a job: one still queued leaves the queue now (it stops counting against the
+        bounds); one in a slot frees it at the worker's next step."""
+        job.cancel()
+        if self._jobs.remove(job.gen.owner, job):
+            job.drop()
+
+    async def generate(self, job: Generation) -> AsyncIterator[Event]:
+        """One job, queued without the wait bounds (`submit` checks them for requests)."""
+        self._require_ready()
+        pending = Job(job, asyncio.get_running_loop())
+        if not self._jobs.put(job.owner, pending):
+            raise ModelNotReady(f"The model '{self.model_id}' is shutting down.")
+        try:
+            async for event in self.stream(pending):
+                yield event
+        finally:
+            self.cancel(pending)
 
     def check_grammar(self, text: str) -> bool:
         self._require_ready()

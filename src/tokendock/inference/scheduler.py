@@ -16,34 +16,48 @@ One worker thread owns the context (llama.cpp contexts are not thread-safe). Eac
 Requests join between steps and leave the moment they finish. n choices of one prompt evaluate
 it once: the later choices wait ("follow") until the first has decoded the prompt, then get a
 copy of its KV cells and sample from the same logits row. A job whose every prompt token must be
-scored (echo + logprobs) asks for logits on each of them, `PROMPT_SCORE_BATCH` per step.
+scored (echo + logprobs) asks for logits on each of them, `PROMPT_SCORE_BATCH` per step — once
+per prompt of a request: its other choices follow the scoring one, or, admitted later, reuse
+its scores (`PromptScores`) and its cells (`prompts_scored` counts the scorings).
 
-Determinism: at temperature 0 a request gets exactly the tokens it gets alone, whatever runs
-beside it and whatever the cache held. Measured on llama.cpp's CPU kernels, a row's logits do
-not depend on the other sequences' rows in the batch, nor on how a prompt is cut into pieces of
-8 tokens or more — as long as each sequence has KV cells of its own (no unified cache), weights
-are not repacked for batched kernels, and attention is not flash attention (llama.py sets all
-three). Pieces of 1 to 7 tokens do change the numbers, so a cached prefix always leaves at least
-`MIN_CHUNK` prompt tokens to evaluate and no chunk leaves a remainder below it.
+Tenants: cells are reused, copied and followed only within one owner (slots.py); another
+owner's slot is cleared when taken. A preempted job keeps its sampler (`Job.picker`): resuming
+replays nothing. The step watchdog: each sequence's pick is timed in this thread's CPU seconds
+(`clock`); one over `step_limit` (sequence.py) gets its token, then an `engine_step_timeout`
+error, and leaves, billed for what it produced. The others go on.
+
+Determinism (at temperature 0 the tokens a request gets alone, whatever runs beside it and
+whatever the cache held): see sequence.py.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import secrets
 import time
-from collections import Counter
-
-import numpy as np
 
 from tokendock.errors import GenerationFailed, ModelNotReady
 from tokendock.inference.base import Finished, PromptScored, TokenLogprob
 from tokendock.inference.batch import Batch
 from tokendock.inference.fair_queue import FairQueue
 from tokendock.inference.job import Job
-from tokendock.inference.picker import Picker, score
-from tokendock.inference.sequence import MIN_CHUNK, Model, Seq, chunk, same_prompt
+from tokendock.inference.picker import Picker
+from tokendock.inference.sequence import (
+    MIN_CHUNK,
+    STEP_LIMIT,
+    Model,
+    Seq,
+    chunk,
+    first_entry,
+    hand_over,
+    new_picker,
+    same_prompt,
+    score_rows,
+    scored_prompt,
+    step_timeout,
+    take,
+    victim,
+)
 from tokendock.inference.slots import Slot, plan
 from tokendock.inference.stops import StopScanner
 
@@ -81,15 +95,16 @@ class Scheduler:
         self.prompt_evaluated = 0  # prompt tokens decoded, all time
         self.prompt_cached = 0  # prompt tokens reused from the cache, all time
         self.preempted = 0  # sequences sent back to the queue for another account
+        self.prompts_scored = 0  # prompts whose every token was scored (echo + logprobs)
+        self.cut = 0  # sequences the step watchdog ended
+        # The watchdog's clock (this thread's CPU time) and limit; tests inject their own.
+        self.clock = time.thread_time
+        self.step_limit = STEP_LIMIT
         self.tokens_per_second = 0.0
         self.seconds_per_job = 0.0
         self._last_step = 0.0
 
     # -- state, for the event loop ------------------------------------------------------
-
-    @property
-    def busy_slots(self) -> int:
-        return sum(1 for s in self.slots if s.busy)
 
     @property
     def kv_tokens(self) -> int:
@@ -137,21 +152,28 @@ class Scheduler:
             job.seed = seed if seed is not None else secrets.randbits(32)
         prompt = gen.prompt
         limit = min(gen.max_tokens, self.context_length - len(prompt))
-        if not prompt or (limit <= 0 and not gen.prompt_logprobs):
+        scoring = gen.prompt_logprobs and not resuming
+        shared = gen.scores.tokens if scoring and gen.scores is not None else None
+        if shared is not None:  # another choice of this prompt scored it: reuse its scores
+            job.emit(PromptScored(shared))
+            scoring = False
+        if not prompt or (limit <= 0 and not scoring):
             job.emit(Finished("length", 0))
             job.finish_meter()
             return
-        scoring = gen.prompt_logprobs and not resuming
         context = [*prompt, *job.sampled] if job.sampled else prompt
         leader = None
-        if not scoring and not resuming:
-            leader = next((s for s in self.running if same_prompt(s, prompt)), None)
-        where = plan(self.slots, context, reuse=not scoring and leader is None, tail=MIN_CHUNK)
+        if not resuming:
+            leader = next((s for s in self.running if same_prompt(s, gen, scoring)), None)
+        reuse = not scoring and leader is None
+        where = plan(self.slots, context, owner=gen.owner, reuse=reuse, tail=MIN_CHUNK)
         assert where is not None  # only called with a free slot
         slot = where.slot
-        keep = self._take(slot, where.keep, where.source)
+        slot.used = self.steps
+        keep = take(self._m, slot, where.keep, where.source, gen.owner)
+        picker, job.picker = job.picker, None  # a resumed job goes on with its own sampler
         try:
-            picker = self._picker(job)
+            picker = picker or self._timed_picker(job)
         except Exception as exc:
             slot.busy = False
             job.emit(exc)
@@ -167,8 +189,7 @@ class Scheduler:
             gen.meter.cached = keep
             self.prompt_cached += keep
             if scoring:
-                first = self._m.piece(prompt[0])
-                seq.scored.append(TokenLogprob(first.decode("utf-8", "replace"), math.nan, first))
+                seq.scored.append(first_entry(self._m, prompt[0]))
         self.running.append(seq)
 
     def _make_room(self) -> None:
@@ -179,67 +200,32 @@ class Scheduler:
         if any(not s.busy for s in self.slots):
             return
         waiting = self._jobs.waiting_owners(live=lambda job: not job.cancelled.is_set())
-        if not waiting:
-            return
-        holders = Counter(seq.job.gen.owner for seq in self.running)
-        if all(owner in holders for owner in waiting):
-            return
-        owner, held = holders.most_common(1)[0]
-        if held < 2:
-            return
-        victims = [
-            s
-            for s in self.running
-            if s.job.gen.owner == owner and s.next is not None and not s.followers
-        ]
-        if victims:
-            self._preempt(min(victims, key=lambda s: len(s.prompt) + s.produced))
+        seq = victim(self.running, waiting) if waiting else None
+        if seq is not None:
+            self._preempt(seq)
 
     def _preempt(self, seq: Seq) -> None:
         self.running.remove(seq)
-        seq.picker.close()
         seq.slot.busy = False  # its cells stay: resuming in this slot evaluates nothing again
         self.preempted += 1
         job = seq.job
+        job.picker = seq.picker  # kept whole: resuming replays nothing into it
         if not self._jobs.put(job.gen.owner, job, front=True):
             job.emit(ModelNotReady(f"The model '{self.model_id}' is shutting down."))
-            job.finish_meter()
-
-    def _take(self, slot: Slot, keep: int, source: Slot | None) -> int:
-        """Claim `slot` with its first `keep` cells (copied from `source` first, if set);
-        returns how many cells it kept."""
-        c, mem = self._m.c, self._m.memory
-        slot.busy = True
-        slot.used = self.steps
-        if source is not None:
-            # Copies between sequences are whole (each has its own cells): copy, then trim.
-            c.llama_memory_seq_cp(mem, source.seq, slot.seq, 0, -1)
-            c.llama_memory_seq_rm(mem, slot.seq, keep, -1)
-            slot.cells = source.cells[:keep]
-            return keep
-        if not c.llama_memory_seq_rm(mem, slot.seq, keep, -1):
-            c.llama_memory_seq_rm(mem, slot.seq, 0, -1)
-            keep = 0
-        del slot.cells[keep:]
-        return keep
+            job.drop()
 
     def _picker(self, job: Job) -> Picker:
-        gen, m = job.gen, self._m
-        return Picker(
-            m.c,
-            m.vocab,
-            m.n_vocab,
-            gen.sampling,
-            # A resumed job continues from a seed of its own (fixed for a fixed seed and the
-            # same preemptions) with its sampled tokens replayed into penalties and grammar.
-            seed=(job.seed + len(job.sampled)) & 0xFFFFFFFF,
-            piece=m.piece,
-            history=job.sampled,
-            grammar=gen.grammar,
-            top_logprobs=gen.top_logprobs,
-            index=m.first_bytes if gen.grammar is not None else None,
-            ctx=m.ctx,
-        )
+        return new_picker(self._m, job)
+
+    def _timed_picker(self, job: Job) -> Picker:
+        """A new job's picker, under the watchdog too (a grammar too costly to even set up)."""
+        started = self.clock()
+        picker = self._picker(job)
+        took = self.clock() - started
+        if took > self.step_limit:
+            picker.close()
+            raise step_timeout(took, self.step_limit)
+        return picker
 
     def _sweep(self) -> None:
         """Sequences whose client went away leave now: their slots are free this step."""
@@ -304,54 +290,46 @@ class Scheduler:
         seq.todo += n
         self.prompt_evaluated += n
         if seq.scoring:
-            self._score(seq, first, start, n)
+            score_rows(self._m, seq, first, start, n)
         if seq.todo < len(seq.prompt):
             return 0
         row = first + n - 1
+        scored: tuple[TokenLogprob, ...] = ()
         if seq.scoring:
-            seq.job.emit(PromptScored(self._scored(seq)))
+            scored = scored_prompt(seq, self._m.bos)
+            self.prompts_scored += 1
+            share = seq.job.gen.scores
+            if share is not None:  # the request's later choices reuse them
+                share.tokens = scored
+            seq.job.emit(PromptScored(scored))
+            seq.scoring = False
         sampled = 0
-        c, mem = self._m.c, self._m.memory
         for follower in seq.followers:
-            c.llama_memory_seq_cp(mem, seq.slot.seq, follower.slot.seq, 0, -1)
-            follower.slot.cells = list(seq.slot.cells)
-            follower.todo = len(seq.prompt)
-            follower.leader = None
+            hand_over(self._m, seq, follower)
+            if follower.scoring:  # it followed the scoring: the same scores, computed once
+                follower.job.emit(PromptScored(scored))
+                follower.scoring = False
             if follower in self.running:
                 sampled += self._sample(follower, row)
         seq.followers = []
         return sampled + self._sample(seq, row)
-
-    def _score(self, seq: Seq, first: int, start: int, n: int) -> None:
-        top = seq.job.gen.top_logprobs or 0
-        prompt, m = seq.prompt, self._m
-        for i in range(n):
-            target = start + i + 1
-            if target < len(prompt):
-                logits = m.c.llama_get_logits_ith(m.ctx, first + i)
-                values = np.ctypeslib.as_array(logits, shape=(m.n_vocab,))
-                seq.scored.append(score(values, prompt[target], top, m.piece))
-
-    def _scored(self, seq: Seq) -> tuple[TokenLogprob, ...]:
-        entries = seq.scored
-        if seq.prompt[0] == self._m.bos:  # not text the client sent: the next one counts
-            entries = entries[1:]
-        return tuple(entries)
 
     def _sample(self, seq: Seq, row: int) -> int:
         """Pick the sequence's next token from logits row `row`; 1 if a token was sampled."""
         if seq.limit <= 0:  # scoring the prompt was all it asked for
             self._finish(seq, "length")
             return 0
-        m, job = self._m, seq.job
-        token = seq.picker.pick(m.c.llama_get_logits_ith(m.ctx, row), row)
+        m, job, picker, clock = self._m, seq.job, seq.picker, self.clock
+        started = clock()
+        token = picker.pick(m.c.llama_get_logits_ith(m.ctx, row), row)
         seq.produced += 1
         job.gen.meter.tokens = seq.produced
         if m.c.llama_vocab_is_eog(m.vocab, token):
             self._finish(seq, "stop")
             return 1
-        entry = seq.picker.logprob(token) if job.gen.top_logprobs is not None else None
-        seq.picker.accept(token)
+        entry = picker.logprob(token) if job.gen.top_logprobs is not None else None
+        picker.accept(token)
+        took = clock() - started
         job.sampled.append(token)
         job.emit_text(job.decoder.decode(m.piece(token)), entry)
         stops = job.stops
@@ -360,9 +338,21 @@ class Scheduler:
             self._finish(seq, "stop")
         elif seq.produced >= seq.limit or job.cancelled.is_set():
             self._finish(seq, "length")
+        elif took > self.step_limit:
+            self._cut(seq, took)
         else:
             seq.next = token
         return 1
+
+    def _cut(self, seq: Seq, took: float) -> None:
+        """The watchdog: the sequence's pick took too long. It gets the text it produced, then
+        the error; it is billed for its tokens; the others go on."""
+        ms, limit = took * 1000, self.step_limit * 1000
+        log.warning("model %s: a step took %.0f ms (limit %.0f): cut", self.model_id, ms, limit)
+        self.cut += 1
+        job = seq.job
+        job.emit_text(job.decoder.decode(b"", final=True), None, final=True)
+        self._fail(seq, step_timeout(took, self.step_limit))
 
     def _finish(self, seq: Seq, reason: str) -> None:
         job = seq.job
@@ -385,13 +375,10 @@ class Scheduler:
         seq.slot.busy = False
         if seq.leader is not None:
             seq.leader.followers.remove(seq)
-        c, mem = self._m.c, self._m.memory
         for follower in seq.followers:  # the leader left early: they start from what it did
-            keep = len(seq.slot.cells)
-            c.llama_memory_seq_cp(mem, seq.slot.seq, follower.slot.seq, 0, -1)
-            follower.slot.cells = list(seq.slot.cells)
-            follower.todo = keep
-            follower.leader = None
+            hand_over(self._m, seq, follower)
+            if follower.scoring:  # and with the scores it had made so far
+                follower.scored = list(seq.scored)
         seq.followers = []
         took = time.monotonic() - seq.admitted
         self.seconds_per_job += EWMA * (took - self.seconds_per_job)

@@ -1,21 +1,37 @@
 """What the scheduler (scheduler.py) works with: a job in its slot (`Seq`), the loaded model's
-handles (`Model`), and the rules for cutting a prompt into pieces (`chunk`) and for choices of
-one prompt sharing its evaluation (`same_prompt`)."""
+handles (`Model`), the rules for cutting a prompt into pieces (`chunk`) and for choices of one
+prompt sharing its evaluation (`same_prompt`), and the step watchdog's limit and error."""
 
 from __future__ import annotations
 
+import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tokendock.inference.base import TokenLogprob
+import numpy as np
+
+from tokendock.errors import GenerationFailed
+from tokendock.inference.base import Generation, TokenLogprob
 from tokendock.inference.job import Job
-from tokendock.inference.picker import FirstBytes, Picker
+from tokendock.inference.picker import FirstBytes, Picker, score
 from tokendock.inference.slots import Slot
 
-# A sequence's prompt tokens are decoded in pieces of at least this many (scheduler.py,
-# "Determinism").
+# Determinism: at temperature 0 a request gets exactly the tokens it gets alone, whatever runs
+# beside it and whatever the cache held. Measured on llama.cpp's CPU kernels, a row's logits do
+# not depend on the other sequences' rows in the batch, nor on how a prompt is cut into pieces
+# of 8 tokens or more — as long as each sequence has KV cells of its own (no unified cache),
+# weights are not repacked for batched kernels, and attention is not flash attention (llama.py
+# sets all three). Pieces of 1 to 7 tokens do change the numbers, so a cached prefix always
+# leaves at least `MIN_CHUNK` prompt tokens to evaluate and no chunk leaves a remainder below it.
 MIN_CHUNK = 8
+
+# The step watchdog: CPU seconds one sequence's share of a step (picking its token: sampler
+# chain, grammar, logprobs) may take. The pre-admission bounds on grammars keep a step far
+# below this; a sequence over it is ended (`step_timeout`), as a second line of defence, so no
+# single request holds the one engine thread that every account's tokens go through.
+STEP_LIMIT = 0.100
 
 
 @dataclass(eq=False, slots=True)
@@ -76,8 +92,114 @@ def chunk(remaining: int, budget: int) -> int:
     return n if n >= MIN_CHUNK or n == remaining else 0
 
 
-def same_prompt(seq: Seq, prompt: Sequence[int]) -> bool:
-    """A choice of the same prompt, still before its first token (the KV copy is of the prompt)."""
-    if seq.leader is not None or seq.scoring or seq.produced or seq.next:
+def same_prompt(seq: Seq, gen: Generation, scoring: bool) -> bool:
+    """`seq` can lead `gen`: a choice of the same prompt and owner (never another account's),
+    still before its first token (the KV copy is of the prompt). A choice that must score the
+    prompt follows only the choice scoring it for the same request (it shares the scores)."""
+    if seq.leader is not None or seq.produced or seq.next is not None:
         return False
+    if seq.job.gen.owner != gen.owner:
+        return False
+    if scoring or seq.scoring:
+        return (
+            scoring and seq.scoring and gen.scores is not None and seq.job.gen.scores is gen.scores
+        )
+    prompt = gen.prompt
     return seq.prompt is prompt or (len(seq.prompt) == len(prompt) and seq.prompt == prompt)
+
+
+def step_timeout(took: float, limit: float = STEP_LIMIT) -> GenerationFailed:
+    """The error a sequence ended by the watchdog gets: a 500 `engine_step_timeout` that the
+    SDKs are told not to retry (the same request would be cut again)."""
+    error = GenerationFailed(
+        f"Generation stopped: choosing one token took {took * 1000:.0f} ms, over the engine's "
+        f"limit of {limit * 1000:.0f} ms per step (usually a response_format or tool "
+        "schema too costly to follow). The tokens produced so far are billed.",
+        code="engine_step_timeout",
+    )
+    error.retry_after = math.inf
+    return error
+
+
+def victim(running: Sequence[Seq], waiting: set[str]) -> Seq | None:
+    """Who gives up a slot for an owner waiting with none (every slot busy): the owner holding
+    the most (at least two) gives its generating sequence with the shortest context."""
+    holders = Counter(seq.job.gen.owner for seq in running)
+    if all(owner in holders for owner in waiting):
+        return None
+    owner, held = holders.most_common(1)[0]
+    if held < 2:
+        return None
+    victims = [
+        s for s in running if s.job.gen.owner == owner and s.next is not None and not s.followers
+    ]
+    return min(victims, key=lambda s: len(s.prompt) + s.produced) if victims else None
+
+
+def new_picker(m: Model, job: Job) -> Picker:
+    gen = job.gen
+    return Picker(
+        m.c,
+        m.vocab,
+        m.n_vocab,
+        gen.sampling,
+        seed=job.seed,
+        piece=m.piece,
+        grammar=gen.grammar,
+        top_logprobs=gen.top_logprobs,
+        index=m.first_bytes if gen.grammar is not None else None,
+        ctx=m.ctx,
+    )
+
+
+def first_entry(m: Model, token: int) -> TokenLogprob:
+    """A scored prompt's first token: nothing precedes it, so no logprob."""
+    raw = m.piece(token)
+    return TokenLogprob(raw.decode("utf-8", "replace"), math.nan, raw)
+
+
+def score_rows(m: Model, seq: Seq, first: int, start: int, n: int) -> None:
+    """Score the prompt tokens after positions start…start+n-1 from batch rows first…."""
+    top = seq.job.gen.top_logprobs or 0
+    prompt = seq.prompt
+    for i in range(n):
+        target = start + i + 1
+        if target < len(prompt):
+            logits = m.c.llama_get_logits_ith(m.ctx, first + i)
+            values = np.ctypeslib.as_array(logits, shape=(m.n_vocab,))
+            seq.scored.append(score(values, prompt[target], top, m.piece))
+
+
+def scored_prompt(seq: Seq, bos: int | None) -> tuple[TokenLogprob, ...]:
+    entries = seq.scored
+    if seq.prompt[0] == bos:  # not text the client sent: the next one counts
+        entries = entries[1:]
+    return tuple(entries)
+
+
+def hand_over(m: Model, leader: Seq, follower: Seq) -> None:
+    """The follower gets a copy of the leader's cells (the prompt, or what it had decoded when
+    it left early) and goes on from there."""
+    m.c.llama_memory_seq_cp(m.memory, leader.slot.seq, follower.slot.seq, 0, -1)
+    follower.slot.cells = list(leader.slot.cells)
+    follower.todo = len(leader.slot.cells)
+    follower.leader = None
+
+
+def take(m: Model, slot: Slot, keep: int, source: Slot | None, owner: str) -> int:
+    """Claim `slot` for `owner` with its first `keep` cells (copied from `source` first, if
+    set); returns how many cells it kept. (`plan` keeps none of another owner's.)"""
+    c, mem = m.c, m.memory
+    slot.busy = True
+    slot.owner = owner
+    if source is not None:
+        # Copies between sequences are whole (each has its own cells): copy, then trim.
+        c.llama_memory_seq_cp(mem, source.seq, slot.seq, 0, -1)
+        c.llama_memory_seq_rm(mem, slot.seq, keep, -1)
+        slot.cells = source.cells[:keep]
+        return keep
+    if not c.llama_memory_seq_rm(mem, slot.seq, keep, -1):
+        c.llama_memory_seq_rm(mem, slot.seq, 0, -1)
+        keep = 0
+    del slot.cells[keep:]
+    return keep

@@ -7,6 +7,12 @@ share the longest prefix with its prompt — or, when a busy slot shares a longe
 one prompt, many users with one system prompt), a free slot that gets a copy of those cells
 (llama.cpp copies the source's KV buffer; nothing is recomputed).
 
+Tenants are isolated: a slot's cells belong to the owner (account) whose prompt filled them, and
+only that owner's prompts are ever compared with them, reused or copied from them — as OpenAI
+does, caches are not shared between accounts. Another owner's slot counts as empty: whoever
+takes it starts from no cells (the scheduler clears them), so a cached count, a time to first
+token or a choice of slot never depends on whether another account's prompt matched.
+
 Pure bookkeeping: the scheduler does the llama.cpp calls the plan asks for.
 """
 
@@ -24,7 +30,10 @@ class Slot:
     seq: int  # the llama.cpp sequence id
     cells: list[int] = field(default_factory=list)  # tokens at positions 0… in its KV cells
     busy: bool = False
-    used: int = 0  # when it was last taken (a step count): the least recently used goes first
+    used: int = (
+        0  # when it was last taken (a step count): empty, then least recently used, go first
+    )
+    owner: str = ""  # whose prompt the cells hold: nobody else's prompt is compared with them
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,30 +59,45 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 def plan(
-    slots: Sequence[Slot], prompt: Sequence[int], *, reuse: bool = True, tail: int = 1
+    slots: Sequence[Slot],
+    prompt: Sequence[int],
+    *,
+    owner: str,
+    reuse: bool = True,
+    tail: int = 1,
 ) -> Plan | None:
-    """The free slot for `prompt` (None when every slot is busy). At least the prompt's last
-    `tail` tokens are always evaluated again (the last one's logits start the answer).
-    `reuse=False`: no cached cells (a prompt whose every token must be scored)."""
+    """The free slot for `owner`'s `prompt` (None when every slot is busy). At least the
+    prompt's last `tail` tokens are always evaluated again (the last one's logits start the
+    answer). `reuse=False`: no cached cells (a prompt whose every token must be scored).
+    Only `owner`'s own cells are ever matched; any other slot is taken as if empty."""
     free = [s for s in slots if not s.busy]
     if not free:
         return None
     limit = len(prompt) - tail
     if not reuse or limit <= 0:
-        return Plan(min(free, key=lambda s: s.used), 0)
+        return Plan(min(free, key=_unused), 0)
+
+    def shared(s: Slot) -> int:
+        return min(common_prefix(s.cells, prompt), limit) if s.owner == owner else 0
+
     best, keep = free[0], -1
     for s in free:
-        n = min(common_prefix(s.cells, prompt), limit)
-        if n > keep or (n == keep and s.used < best.used):
+        n = shared(s)
+        if n > keep or (n == keep and _unused(s) < _unused(best)):
             best, keep = s, n
     source, copied = None, keep
     for s in slots:
         if s.busy:
-            n = min(common_prefix(s.cells, prompt), limit)
+            n = shared(s)
             if n >= copied + MIN_COPY:
                 source, copied = s, n
     if source is None:
         return Plan(best, keep)
     # Copying replaces the target's cells: take the free slot whose cache is least useful now.
-    target = min(free, key=lambda s: (common_prefix(s.cells, prompt) > 0, s.used))
+    target = min(free, key=lambda s: (shared(s) > 0, *_unused(s)))
     return Plan(target, copied, source)
+
+
+def _unused(s: Slot) -> tuple[bool, int]:
+    """Which slot to overwrite first: an empty one, then the least recently used."""
+    return bool(s.cells), s.used
