@@ -23,7 +23,7 @@ from sqlalchemy import select
 from tests.e2e.server import POSTGRES_URL, new_database
 from tests.integration.conftest import BACKENDS, Db
 from tests.integration.test_ledger import new_account, new_key
-from tokendock.billing import ledger as ledger_module
+from tokendock.billing import settling
 from tokendock.billing.ledger import Ledger, UsageRow
 from tokendock.billing.records import INT32_MAX, TEXT_WIDTHS
 from tokendock.storage.accounts import AccountStore
@@ -80,8 +80,10 @@ async def settle_once(url: str, texts: dict[str, str | None], charge: int) -> No
     try:
         store = AccountStore(engine)
         account = await store.create_account(f"t-{secrets.token_hex(6)}@example.com", "x", False)
-        assert await ledger.credit(account, START, kind="grant", idempotency_key=f"g{account}",
-                                   reference="test")  # fmt: skip
+        granted = await ledger.credit(
+            account, START, kind="grant", idempotency_key=f"g{account}", reference="test"
+        )
+        assert granted
         hold = await ledger.hold(account, None, HOLD, "r")
         request_id = "req_" + secrets.token_hex(8)
         settlement = await ledger.settle(hold, charge, usage_row(request_id, texts))
@@ -156,11 +158,11 @@ async def test_a_row_the_database_refuses_is_written_bare_and_charged(
     """Should a row get past the cutting and still be refused (here: the cutting switched off,
     and a lone surrogate neither driver can encode), the settlement is made again without the
     row's free text: charged, with its row, and logged."""
-    monkeypatch.setattr(ledger_module, "storable", lambda usage: (usage, []))
+    monkeypatch.setattr(settling, "storable", lambda usage: (usage, []))
     account = await new_account(db, balance=START)
     hold = await db.ledger.hold(account, None, HOLD, "r")
     texts = {**dict.fromkeys(TEXT_WIDTHS, None), "user": "\ud800\x00", "endpoint": "responses"}
-    with caplog.at_level(logging.ERROR, logger="tokendock.billing.ledger"):
+    with caplog.at_level(logging.ERROR, logger="tokendock.billing.settling"):
         settlement = await db.ledger.settle(hold, 777, usage_row("req_bare", texts))
     assert settlement is not None and settlement.charged == 777
     assert await db.ledger.balance(account) == START - 777
@@ -183,4 +185,30 @@ async def test_counts_past_an_integer_column_are_charged(db: Db) -> None:
     row = await row_of(db.engine, "req_big")
     assert row.prompt_tokens == (2**31 if db.backend == "sqlite" else INT32_MAX)
     assert await db.ledger.balance(account) == START - 500
+    assert await db.ledger.verify() == []
+
+
+async def test_a_settlement_whose_connection_failed_is_made_again(
+    db: Db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not left for the sweep: tried once more, charged once."""
+    monkeypatch.setattr(settling, "RETRY_PAUSE", 0)
+    account = await new_account(db, balance=START)
+    hold = await db.ledger.hold(account, None, HOLD, "r")
+    fast = db.ledger.fastpath
+    real = fast.settle
+    calls: list[int] = []
+
+    async def flaky(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionResetError("the connection was lost")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(fast, "settle", flaky)
+    texts: dict[str, str | None] = dict.fromkeys(TEXT_WIDTHS, None)
+    settlement = await db.ledger.settle(hold, 4_321, usage_row("req_flaky", texts))
+    assert settlement is not None and settlement.charged == 4_321 and len(calls) == 2
+    assert await db.ledger.balance(account) == START - 4_321
+    assert (await row_of(db.engine, "req_flaky")).cost == 4_321
     assert await db.ledger.verify() == []

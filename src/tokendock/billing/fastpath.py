@@ -85,6 +85,17 @@ def refused_data(exc: Exception) -> bool:
     return str(getattr(exc, "sqlstate", "") or "").startswith("22")
 
 
+def transient(exc: Exception) -> bool:
+    """A failure that trying again may cure: the connection (OSError, SQLSTATE class 08 or
+    asyncpg's InterfaceError), a serialization failure or deadlock (40), resources (53), an
+    operator's intervention (57), SQLite's lock. Settling again is safe: exactly once holds."""
+    if isinstance(exc, OSError | TimeoutError | sqlite3.OperationalError):
+        return True
+    if type(exc).__name__ == "InterfaceError":  # asyncpg: the connection was lost or closed
+        return True
+    return str(getattr(exc, "sqlstate", "") or "")[:2] in ("08", "40", "53", "57")
+
+
 def for_engine(engine: AsyncEngine, load: Load | None = None) -> FastPath:
     """The hot path for the database behind `engine` (the same database, its own connections).
     `load.quiet()` tells SQLite's writer whether the process is calm enough to run a job

@@ -13,7 +13,8 @@ Invariants (also enforced by the schema in storage/tables.py):
    debits the excess up to the available balance and the key's spend-limit room (never below
    zero; the shortfall is recorded). The usage record is written in the same transaction, so a
    charge never exists without its usage row or vice versa. The row's free text is cut to
-   fit, or left out should the database refuse it: the charge never waits on it.
+   fit, or left out should the database refuse it: the charge never waits on it
+   (billing/settling.py).
 5. Holds live while their request runs: the owning process renews `expires_at` of its open
    holds every third of the TTL (`renew`, one statement). A sweeper releases only holds past
    `expires_at`, i.e. of a process that stopped renewing (gone), as `swept`. Should such a
@@ -50,21 +51,11 @@ from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from tokendock.billing import fastpath
+from tokendock.billing import fastpath, settling
 from tokendock.billing.fastpath import FastPath
 from tokendock.billing.load import Load
 from tokendock.billing.money import MAX_BALANCE, format_credits
-from tokendock.billing.records import (
-    NO_CREDIT,
-    OPEN,
-    OVER_LIMIT,
-    Hold,
-    Settled,
-    Settlement,
-    UsageRow,
-    storable,
-    stripped,
-)
+from tokendock.billing.records import NO_CREDIT, OPEN, OVER_LIMIT, Hold, Settlement, UsageRow
 from tokendock.errors import InsufficientCredit, InvalidRequest, SpendLimitReached
 from tokendock.storage.tables import accounts, holds, ledger_entries, redemption_codes
 
@@ -149,7 +140,7 @@ class Ledger:
         is debited now on the same terms (`late`), logged as an error."""
         charge = max(0, min(charge, hold.amount + MAX_BALANCE))
         try:
-            result = await self._settle(hold, charge, usage)
+            result = await settling.settle(self.fastpath, hold, charge, usage, now())
         finally:
             self._open.discard(hold.id)
         if result is None:
@@ -177,33 +168,6 @@ class Ledger:
                 format_credits(settlement.uncollected),
             )
         return settlement
-
-    async def _settle(self, hold: Hold, charge: int, usage: UsageRow | None) -> Settled | None:
-        """Money never depends on an auxiliary write: the row's free text is cut to fit, and
-        should the database refuse the row anyway, the transaction rolled back whole (the hold
-        is still open: settling again is still exactly once) and the row goes without it."""
-        if usage is not None:
-            usage, changed = storable(usage)
-            if changed:
-                log.warning("request %s: usage fields %s cut to fit", usage.request_id, changed)
-        at = now()
-        try:
-            return await self.fastpath.settle(
-                hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, usage
-            )
-        except Exception as exc:
-            if usage is None or not fastpath.refused_data(exc):
-                raise
-            log.error(
-                "request %s: the database refused its usage row (%s: %s); charged with the "
-                "row's free-text fields left out",
-                usage.request_id,
-                type(exc).__name__,
-                str(exc)[:200],
-            )
-            return await self.fastpath.settle(
-                hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, stripped(usage)
-            )
 
     async def renew(self) -> int:
         """Keep the holds of this process's running requests alive: one UPDATE moving their
