@@ -279,9 +279,9 @@ def test_a_402_still_carries_the_limit_headers(limited: Server) -> None:
 
 def test_counting_input_tokens_spends_the_keys_request_rate(limited: Server) -> None:
     """count_tokens and input_tokens generate nothing and are not billed, but tokenizing is
-    work: each spends one request of the key's RPM (not its TPM), and past it the endpoint's
-    own 429 (Anthropic's envelope on /v1/messages…) with retry-after."""
-    key = key_with_limits(limited, rpm=3, tpm=1)  # no generation fits 1 token a minute
+    work: each spends one request of the key's RPM, and past it the endpoint's own 429
+    (Anthropic's envelope on /v1/messages…) with retry-after."""
+    key = key_with_limits(limited, rpm=3)
     ask = [{"role": "user", "content": "Count my tokens."}]
     claude = anthropic.Anthropic(base_url=limited.base_url, api_key=key, max_retries=0)
     gpt = openai.OpenAI(base_url=limited.v1, api_key=key, max_retries=0)
@@ -299,3 +299,46 @@ def test_counting_input_tokens_spends_the_keys_request_rate(limited: Server) -> 
     error = also.value.response.json()["error"]
     assert error["type"] == "requests" and error["code"] == "rate_limit_exceeded", error
     assert 1 <= int(also.value.response.headers["retry-after"]) <= 60
+
+
+def test_counting_reserves_tokens_per_minute(limited: Server) -> None:
+    """A count reserves its worst case (the prompt's bytes) against TPM, like a generation's
+    prompt: one that can never fit is a 429 that says not to retry; a small one is counted."""
+    key = key_with_limits(limited, tpm=300)
+    claude = anthropic.Anthropic(base_url=limited.base_url, api_key=key, max_retries=0)
+    gpt = openai.OpenAI(base_url=limited.v1, api_key=key, max_retries=0)
+    small = [{"role": "user", "content": "Count my tokens."}]
+    assert claude.messages.count_tokens(model=MODEL, messages=small).input_tokens > 0  # type: ignore[arg-type]
+    big = "word " * 200  # 1,000 bytes: more than the whole minute's 300 tokens
+    with pytest.raises(anthropic.RateLimitError) as refused:
+        claude.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": big}])
+    assert "300 tokens per minute" in refused.value.response.json()["error"]["message"]
+    assert refused.value.response.headers["x-should-retry"] == "false"
+    with pytest.raises(openai.RateLimitError) as also:
+        gpt.responses.input_tokens.count(model=MODEL, input=big)
+    error = also.value.response.json()["error"]
+    assert error["type"] == "tokens" and error["code"] == "rate_limit_exceeded", error
+
+
+def test_counting_takes_a_concurrency_slot(limited: Server) -> None:
+    """While the account's one concurrent request streams, a count is refused (429); once the
+    stream is over, counting works again."""
+    key = key_with_limits(limited, concurrent=1)
+    headers = {"Authorization": f"Bearer {key}"}
+    ask = {"model": MODEL, "messages": [{"role": "user", "content": "Count my tokens."}]}
+    body = {**ask, "max_tokens": 200, "stream": True}
+    with httpx.stream(
+        "POST", limited.v1 + "/chat/completions", json=body, headers=headers, timeout=60
+    ) as stream:
+        assert stream.status_code == 200
+        next(stream.iter_lines())  # under way
+        busy = httpx.post(limited.v1 + "/messages/count_tokens", json=ask, headers=headers)
+        assert busy.status_code == 429, busy.text
+        assert "1 concurrent requests" in busy.json()["error"]["message"]
+        assert busy.headers["retry-after"]
+    for _ in range(100):  # the stream's slot is given back as it settles
+        counted = httpx.post(limited.v1 + "/messages/count_tokens", json=ask, headers=headers)
+        if counted.status_code == 200:
+            break
+        time.sleep(0.1)
+    assert counted.status_code == 200 and counted.json()["input_tokens"] > 0
