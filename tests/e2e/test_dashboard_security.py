@@ -210,3 +210,35 @@ def test_admin_switches_a_model_off_and_reprices_it(site: Server) -> None:
     finally:
         admin.post(path, {"enabled": "on", "input": "0.05", "output": "0.10"})
     assert MODEL in [m.id for m in client.models.list()]
+
+
+def test_nul_in_forms_and_queries_never_reaches_the_database(site: Server) -> None:
+    """PostgreSQL refuses a NUL in text: a form field or a query parameter holding one is
+    cleaned or refused, never a 500 (the same on SQLite)."""
+    visitor = Visitor(site.base_url)
+    visitor.get("/signup")
+    assert visitor.signup(f"nul\x00{email()}").status_code in (303, 400)
+    visitor = Visitor(site.base_url)
+    assert visitor.signup(email()).status_code == 303
+    secret = visitor.new_key("with\x00nul")
+    assert secret.startswith("td-")
+    assert "withnul" in visitor.get("/dashboard/keys").text
+    for path in (
+        "/dashboard/usage?key=1%00",
+        "/dashboard/usage?model=x%00y",
+        "/dashboard/usage.csv?model=%00",
+        "/dashboard/usage?day=2026-01-01%00",
+    ):
+        assert visitor.get(path).status_code < 500, path
+    client = openai.OpenAI(base_url=site.v1, api_key=secret, max_retries=0)
+    for call in (
+        lambda: client.chat.completions.list(model="x\x00y"),
+        lambda: client.chat.completions.list(metadata={"k\x00": "v\x00"}),
+        lambda: client.chat.completions.list(after="chatcmpl-\x00"),
+    ):
+        status = 200
+        try:
+            call()
+        except openai.APIStatusError as exc:
+            status = exc.status_code
+        assert status < 500

@@ -115,7 +115,8 @@ async def create_key(request: Request) -> Response:
 
 
 def _all_values(body: bytes, name: str) -> list[str]:
-    return parse_qs(body.decode("utf-8", "replace")).get(name, [])
+    values = parse_qs(body.decode("utf-8", "replace")).get(name, [])
+    return [v.replace("\x00", "") for v in values]  # no column can hold a NUL
 
 
 def _end_of_day(text: str) -> datetime | None:

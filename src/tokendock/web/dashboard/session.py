@@ -92,7 +92,13 @@ async def form(request: Request) -> dict[str, str]:
     body = b"".join(chunks)
     request._body = body  # later request.body() calls see the same bytes
     text = body.decode("utf-8", "replace")
-    return {k: v[-1] for k, v in parse_qs(text, keep_blank_values=True).items()}
+    return {_clean(k): _clean(v[-1]) for k, v in parse_qs(text, keep_blank_values=True).items()}
+
+
+def _clean(text: str) -> str:
+    """Without NUL: no database column can hold one (PostgreSQL refuses it), and no form field
+    means one. Invalid UTF-8 was already replaced while decoding."""
+    return text.replace("\x00", "")
 
 
 def csrf_ok(fields: dict[str, str], session: Session) -> bool:
