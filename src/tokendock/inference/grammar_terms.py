@@ -109,6 +109,7 @@ class Rules:
         self.origins: dict[str, str] = {}
         self.careful: set[str] = set()
         self.exclusive: set[str] = set()
+        self._next: dict[str, int] = {}  # the next suffix to try per base name
 
     def copy(self) -> Rules:
         other = Rules()
@@ -117,6 +118,7 @@ class Rules:
         other.origins = dict(self.origins)
         other.careful = set(self.careful)
         other.exclusive = set(self.exclusive)
+        other._next = dict(self._next)
         return other
 
     def add(self, hint: str, body: str) -> str:
@@ -130,10 +132,15 @@ class Rules:
         base = _NAME_RE.sub("-", hint).strip("-")[:48].rstrip("-") or "r"
         if base == "root" or base in PRIMITIVES:
             base = f"{base}-x"
-        name, i = base, 1
+        # Suffixes continue where the last one of this base stopped: a schema with thousands of
+        # rules of one base (an object's "-rest" chain) would otherwise probe quadratically.
+        name, i = base, self._next.get(base, 1)
+        if i > 1:
+            name = f"{base}-{i}"
         while name in self.bodies:
             i += 1
             name = f"{base}-{i}"
+        self._next[base] = i
         self.bodies[name] = ""
         return name
 
