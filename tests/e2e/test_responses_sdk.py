@@ -5,16 +5,20 @@ input items), background + poll + cancel, input token counts, and another accoun
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import jsonschema
 import openai
 import pytest
 
 from tests.e2e.conftest import MODEL
-from tests.e2e.server import Server
+from tests.e2e.server import BACKENDS, Server, start_server
 from tests.e2e.test_structured_sdk import PERSON_SCHEMA, WEATHER_PARAMS
 
 STORY = "Write a long story about a dragon who loves books."
@@ -282,27 +286,82 @@ def test_input_tokens_count_what_a_response_reads(client: openai.OpenAI) -> None
     assert 0 < plain.input_tokens < counted.input_tokens  # the tools are in the prompt
 
 
-def test_another_accounts_ids_are_not_found(client: openai.OpenAI, server: Server) -> None:
-    mine = client.responses.create(model=MODEL, input=STORY, max_output_tokens=400, background=True)
+# One slot (priced_models.toml): a request waits while another holds the engine.
+ONE_SLOT = Path(__file__).with_name("priced_models.toml")
+NEVER_STOP = {"1": -100, "106": -100}  # Gemma 3's <eos> and <end_of_turn>: run to max_tokens
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def one_slot(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    srv = start_server(
+        tmp_path_factory.mktemp(f"one-slot-{request.param}"),
+        env={"TOKENDOCK_MODELS_FILE": str(ONE_SLOT)},
+        backend=request.param,
+    )
+    yield srv
+    srv.stop()
+
+
+@contextlib.contextmanager
+def slot_held(server: Server, key: str) -> Iterator[None]:
+    """While open, a stream of `key`'s account holds the engine's only slot: it cannot end on
+    its own before thousands of tokens (minutes), and closing it ends it. Returns once it
+    generates, so a later request of the same account waits behind it until then."""
+    body = {
+        "model": MODEL,
+        "prompt": "Once upon a time",
+        "max_tokens": 3000,
+        "logit_bias": NEVER_STOP,
+        "temperature": 0,
+        "stream": True,
+    }
+    headers = {"Authorization": f"Bearer {key}"}
+    with (
+        httpx.Client(timeout=120) as http,
+        http.stream("POST", server.v1 + "/completions", json=body, headers=headers) as stream,
+    ):
+        assert stream.status_code == 200, stream.read()
+        # Kept until the end: a line iterator collected early closes the connection with it.
+        lines = stream.iter_lines()
+        for line in lines:
+            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
+                break  # a generated token: the blocker holds the slot
+        yield
+        lines.close()
+
+
+def test_another_accounts_ids_are_not_found(one_slot: Server) -> None:
+    key = one_slot.new_key(f"mine-{time.monotonic_ns()}@example.com", "5")
+    client = openai.OpenAI(base_url=one_slot.v1, api_key=key, max_retries=0, timeout=120)
     other = openai.OpenAI(
-        base_url=server.v1,
-        api_key=server.new_key(f"other-{time.monotonic_ns()}@example.com", "5"),
+        base_url=one_slot.v1,
+        api_key=one_slot.new_key(f"other-{time.monotonic_ns()}@example.com", "5"),
         max_retries=0,
     )
-    for attempt in (
-        lambda: other.responses.retrieve(mine.id),
-        lambda: other.responses.delete(mine.id),
-        lambda: other.responses.cancel(mine.id),
-        lambda: other.responses.input_items.list(mine.id),
-        lambda: other.responses.create(
-            model=MODEL, input="Hi", previous_response_id=mine.id, max_output_tokens=2
-        ),
-        lambda: other.responses.retrieve("resp_" + "0" * 48),
-    ):
-        with pytest.raises(openai.NotFoundError) as refused:
-            attempt()
-        assert refused.value.status_code == 404
-    assert client.responses.cancel(mine.id).status == "cancelled"  # still there, still mine
+    with slot_held(one_slot, key):  # `mine` stays queued behind it until cancelled
+        mine = client.responses.create(
+            model=MODEL, input=STORY, max_output_tokens=400, background=True
+        )
+        for attempt in (
+            lambda: other.responses.retrieve(mine.id),
+            lambda: other.responses.delete(mine.id),
+            lambda: other.responses.cancel(mine.id),
+            lambda: other.responses.input_items.list(mine.id),
+            lambda: other.responses.create(
+                model=MODEL, input="Hi", previous_response_id=mine.id, max_output_tokens=2
+            ),
+            lambda: other.responses.retrieve("resp_" + "0" * 48),
+        ):
+            with pytest.raises(openai.NotFoundError) as refused:
+                attempt()
+            assert refused.value.status_code == 404
+        assert client.responses.retrieve(mine.id).status in ("queued", "in_progress")
+        assert client.responses.cancel(mine.id).status == "cancelled"  # still there, still mine
+    done = client.responses.retrieve(mine.id)
+    assert done.status == "cancelled"
+    assert done.usage is None or done.usage.output_tokens == 0  # it never reached the engine
 
 
 def test_truncation_auto_drops_the_oldest_items(client: openai.OpenAI) -> None:
