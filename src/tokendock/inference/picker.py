@@ -11,14 +11,17 @@ slow Python callback, top-k/min-p defaults are always on), so the chain is built
 llama.cpp's samplers.
 
 A grammar is checked on the picked token first (what llama.cpp's common sampler does): masking
-all 262,144 candidates costs ~35 ms, twice the model's step. Only when it refuses that token is
-the pick made again among the tokens it allows — narrowed first to tokens whose text starts
-with a byte the grammar can take next (`FirstBytes`), and of those to the most likely
-`SHORTLIST`. With logprobs the grammar is applied first, so the probabilities are those of what
-may be sampled.
+all 262,144 candidates costs 35-170 ms, more than the model's step and more than the engine's
+step watchdog allows. Only when it refuses that token is the pick made again among the tokens
+it allows — narrowed first to tokens whose text starts with a byte the grammar can take next
+(`FirstBytes`), and of those to the most likely `SHORTLIST` (all of that byte group only when
+the grammar allows none of them). With logprobs the grammar's narrowed mask comes first, so the
+probabilities are those of what may be sampled.
 
-Logprobs: the log-softmax of the shaped (and grammar-masked) logits at the request's temperature
-(1 when greedy) — the distribution the token is drawn from, before top-k / top-p truncation.
+Logprobs: the log-softmax of the shaped logits at the request's temperature (1 when greedy) —
+the distribution the token is drawn from, before top-k / top-p truncation. Under a grammar it is
+taken over the allowed tokens among the `SHORTLIST` most likely (tokens further down carry a
+negligible share, and sampling never reaches them with the catalog's top-k).
 
 A lazy grammar (`Grammar.trigger`) is started here, not by llama.cpp's lazy sampler: that one
 matches a regex over all text so far at every token and aborts the process when the text after
@@ -176,53 +179,71 @@ class Picker:
         values = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
         cand = self._cand
         cand.load(values)
-        self._apply(self._shape, cand)
-        eager = self._grammar is not None and self._top is not None
-        if eager:
-            self._apply_grammar(cand)
-        if self._top is not None:
-            self._scores = cand.data["logit"] / np.float32(self._temperature)
-        self._apply(self._pick, cand)
-        token = cand.selected()
-        if self._grammar is not None and not eager and not self._allows(token):
-            self.rejected += 1
-            token = self._pick_allowed(values)
-        return token
-
-    def _pick_allowed(self, values: np.ndarray[Any, Any]) -> int:
-        """The grammar refused the picked token: pick again among the tokens it allows.
-        Masking the whole vocabulary costs ~35 ms, so the candidates are narrowed first: only
-        tokens whose text starts with a byte the grammar can take next (one probe token per
-        byte), and of those the `SHORTLIST` most likely — all of them if it allows none."""
-        index = self._index
-        if index is None:
-            cand = self._cand
-            cand.load(values)
-            self._apply(self._shape, cand)
-            self._apply_grammar(cand)
+        self._apply(self._shape, cand)  # in place, in token order
+        if self._grammar is None:
+            if self._top is not None:
+                self._scores = cand.data["logit"] / np.float32(self._temperature)
             self._apply(self._pick, cand)
             return cand.selected()
-        probe = self._probe
-        probe.data["id"] = index.probes
-        probe.data["logit"] = 0.0
-        probe.reset(len(index.probes))
-        self._apply_grammar(probe)
-        fits = index.unprobed.copy()
-        fits[index.probe_bytes] = np.isfinite(probe.data["logit"])
-        ids = np.flatnonzero(fits[index.first])
-        cand = _Candidates.of(self._c, ids, values[ids])
-        self._apply(self._shape, cand)
-        if len(ids) > SHORTLIST:
-            logits = cand.data["logit"]
-            best = np.argpartition(logits, len(ids) - SHORTLIST)[-SHORTLIST:]
-            short = _Candidates.of(self._c, ids[best], logits[best])
-            self._apply_grammar(short)
-            if np.isfinite(short.data["logit"][:SHORTLIST]).any():
-                self._apply(self._pick, short)
-                return short.selected()
-        self._apply_grammar(cand)
+        shaped = cand.data["logit"].copy()
+        if self._top is not None:
+            # Logprobs under a grammar: the distribution of what may be sampled, over the
+            # allowed tokens among the most likely (never a mask of the whole vocabulary).
+            allowed = self._allowed(shaped)
+            size = allowed.array.size
+            scores = np.full(self._n_vocab, -np.inf, dtype=np.float32)
+            scores[allowed.data["id"][:size]] = allowed.data["logit"][:size] / np.float32(
+                self._temperature
+            )
+            self._scores = scores
+            self._apply(self._pick, allowed)
+            return allowed.selected()
         self._apply(self._pick, cand)
-        return cand.selected()
+        token = cand.selected()
+        if not self._allows(token):
+            self.rejected += 1
+            allowed = self._allowed(shaped)
+            self._apply(self._pick, allowed)
+            token = allowed.selected()
+        return token
+
+    def _allowed(self, shaped: np.ndarray[Any, Any]) -> _Candidates:
+        """Candidates the grammar has masked, from the shaped logits (in token order), never
+        all 262,144 of them when it can be helped (that mask costs 35-170 ms): the `SHORTLIST`
+        most likely first; when the grammar allows none of those, the tokens whose text starts
+        with a byte it can take next (one probe token per byte) — their most likely
+        `SHORTLIST`, then all of them."""
+        short = self._masked(np.argpartition(shaped, -SHORTLIST)[-SHORTLIST:], shaped)
+        if short is not None:
+            return short
+        index = self._index
+        if index is None:
+            ids = np.arange(len(shaped))
+        else:
+            probe = self._probe
+            probe.data["id"] = index.probes
+            probe.data["logit"] = 0.0
+            probe.reset(len(index.probes))
+            self._apply_grammar(probe)
+            fits = index.unprobed.copy()
+            fits[index.probe_bytes] = np.isfinite(probe.data["logit"])
+            ids = np.flatnonzero(fits[index.first])
+        if len(ids) > SHORTLIST:
+            logits = shaped[ids]
+            short = self._masked(ids[np.argpartition(logits, -SHORTLIST)[-SHORTLIST:]], shaped)
+            if short is not None:
+                return short
+        cand = _Candidates.of(self._c, ids, shaped[ids])
+        self._apply_grammar(cand)
+        return cand
+
+    def _masked(
+        self, ids: np.ndarray[Any, Any], shaped: np.ndarray[Any, Any]
+    ) -> _Candidates | None:
+        """`ids` as candidates the grammar has masked; None when it allows none of them."""
+        cand = _Candidates.of(self._c, ids, shaped[ids])
+        self._apply_grammar(cand)
+        return cand if np.isfinite(cand.data["logit"]).any() else None
 
     def logprob(self, token: int) -> TokenLogprob:
         """The picked token's logprob and the top alternatives (after `pick`, with logprobs)."""

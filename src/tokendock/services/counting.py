@@ -25,6 +25,7 @@ from tokendock.inference.backend import Backend, InferenceRequest
 from tokendock.inference.spill import embedded_of
 from tokendock.inference.templates import ChatTemplateError
 from tokendock.inference.tools import offer
+from tokendock.services import bounding
 from tokendock.services.gate import Gate
 from tokendock.services.pipeline import Backends
 from tokendock.storage.accounts import KeyRow
@@ -55,7 +56,9 @@ class Counter:
         template's refusal names ("messages", "input")."""
         self.model(key, req.model)
         backend = self._backends.backend(req.model)
-        bound = backend.bound(req)  # the same 400s as generation (a schema it cannot follow …)
+        # The same 400s as generation (a schema it cannot follow …); a schema's grammar is
+        # made off the event loop, as for generation.
+        bound = await bounding.bound(backend, req)
         async with self._gate.counting(key, bound, request_id) as counting:
             counting.counted = await _count(backend, req, param)
         return counting.counted

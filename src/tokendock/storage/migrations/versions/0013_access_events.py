@@ -5,9 +5,9 @@
   past the last id it saw (a primary-key range, every ~0.5 s) and ends the running requests of
   that account or key (services/access.py). No foreign key: it outlives a deleted account.
 
-Revision ID: 0014
+Revision ID: 0013
 Revises: 0012
-Create Date: 2026-12-16 12:00:00.000000
+Create Date: 2026-12-07 12:00:00.000000
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0014"
+revision = "0013"
 down_revision = "0012"
 branch_labels = None
 depends_on = None
