@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: serve test check fmt lint types contracts bench-engine bench-money bench-limits bench-gateway \
-	bench-soak bench-refusals bench-embeddings bench-grammar clean
+	bench-soak bench-refusals bench-embeddings bench-grammar bench-abuse clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -93,6 +93,13 @@ bench-grammar: $(STAMP)
 bench-refusals: $(STAMP)
 	$(BIN)/tokendock models fetch
 	$(BIN)/python bench/refusals.py $(BENCH_ARGS)
+
+# Issue 18's adversarial catalogue while a canary account sends a request every 0.5 s: server
+# CPU, engine-thread seconds, RSS, database growth, credits billed and the canary's p50 / p95 per
+# row, judged against the targets. Writes the "Abuse" section of docs/reliability.md.
+bench-abuse: $(STAMP)
+	$(BIN)/tokendock models fetch
+	$(BIN)/python bench/abuse.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
