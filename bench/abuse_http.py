@@ -36,9 +36,13 @@ class Outcome:
     xhits: int | None = None  # prefix-cache rows: probes another account's cells answered
     notes: list[str] = field(default_factory=list)
     judged: dict[str, bool] = field(default_factory=dict)  # a row's own targets
+    errors: Counter[str] = field(default_factory=Counter)  # "status code (param)" of refusals
 
     def saw(self, status: int, body: Any = None) -> None:
         self.statuses[status] += 1
+        if isinstance(body, dict) and isinstance(body.get("error"), dict):
+            err = body["error"]
+            self.errors[f"{status} {err.get('code') or err.get('type')} ({err.get('param')})"] += 1
         if isinstance(body, dict):
             usage = body.get("usage") or {}
             self.delivered += int(usage.get("completion_tokens") or usage.get("output_tokens") or 0)
@@ -46,6 +50,7 @@ class Outcome:
     def add(self, other: Outcome) -> None:
         """Another run of the same attack: its answers counted in, its checks all kept."""
         self.statuses.update(other.statuses)
+        self.errors.update(other.errors)
         self.delivered += other.delivered
         if other.xhits is not None:
             self.xhits = (self.xhits or 0) + other.xhits

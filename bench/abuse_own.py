@@ -44,8 +44,9 @@ async def wide_logprobs(ctx: Ctx) -> Outcome:
 async def long_prompts(ctx: Ctx) -> Outcome:
     """Prefill: the longest prompts the window allows, as many at once as the tier lets in."""
     out = Outcome()
-    words = ctx.size(3000, 100)
-    text = " ".join(f"fact{i}" for i in range(words))
+    # ~3,300 tokens (digits are a token each in Gemma's vocabulary: none here), the window 4,096.
+    sentences = ctx.size(330, 10)
+    text = "The quick brown fox jumps over the lazy dog. " * sentences
     many = ctx.size(4, 2)
     bodies = [
         {"model": MODEL, "messages": [{"role": "user", "content": f"{i} {text}"}], "max_tokens": 1}
@@ -54,7 +55,7 @@ async def long_prompts(ctx: Ctx) -> Outcome:
     await asyncio.gather(
         *(ctx.send("attacker", "/v1/chat/completions", b, out=out) for b in bodies)
     )
-    out.notes.append(f"{many} × {words:,} words")
+    out.notes.append(f"{many} × {sentences * 9:,} words")
     return out
 
 

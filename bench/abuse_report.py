@@ -101,6 +101,11 @@ def judge(row: RowResult, cal: Calibration, plain_step_ms: float) -> None:
     checks.update(row.outcome.judged)
 
 
+def row_notes(r: RowResult) -> list[str]:
+    refusals = ", ".join(f"{n}× {e}" for e, n in r.outcome.errors.most_common(4))
+    return r.outcome.notes + ([f"refusals: {refusals}"] if refusals else [])
+
+
 def table(rows: list[RowResult], cal: Calibration, judged: bool) -> str:
     head = (
         "| # | attack | answers | kind | server CPU s | engine s | RSS Δ MB | DB Δ MB | log Δ KB "
@@ -122,7 +127,7 @@ def table(rows: list[RowResult], cal: Calibration, judged: bool) -> str:
         f" a plain chat request's engine time {cal.per_prompt * 1000:.2f} ms per prompt token,"
         f" {cal.per_completion * 1000:.1f} ms per completion token."
     )
-    notes = [f"- **{r.ident}**: " + "; ".join(r.outcome.notes) for r in rows if r.outcome.notes]
+    notes = [f"- **{r.ident}**: " + "; ".join(row_notes(r)) for r in rows if row_notes(r)]
     return "\n".join(out + (["", *notes] if notes else []))
 
 

@@ -121,7 +121,8 @@ async def generating(
 async def responses_chain(ctx: Ctx) -> Outcome:
     """Chained responses with truncation "auto", each with a near-maximal input."""
     out = Outcome()
-    items, size = ctx.size(90, 4), ctx.size(6000, 2000)
+    # Items under the window's bytes each (truncation keeps whole items), ~0.9 MB in all.
+    items, size = ctx.size(300, 4), ctx.size(3000, 1000)
     previous = None
     for i in range(ctx.size(8, 2)):
         said = [
@@ -329,6 +330,7 @@ async def disabled_account(ctx: Ctx) -> Outcome:
         f" ({rec.error or 'no error event'}); {late} tokens after +1 s"
     )
     out.judged["disabled account's stream ends within 1 s"] = late == 0
+    out.notes.append("a disabled key reads no balance or usage: billed shows 0")
     return out
 
 
