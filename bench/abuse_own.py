@@ -25,6 +25,7 @@ async def worst_accepted_schema(ctx: Ctx) -> Outcome:
 
 
 async def wide_logprobs(ctx: Ctx) -> Outcome:
+    """Chat, n = 8 x 32 tokens (EOS banned), logprobs with top_logprobs 20 on every token."""
     out = Outcome()
     ask = [{"role": "user", "content": "Count to fifty."}]
     body = {
@@ -60,6 +61,7 @@ async def long_prompts(ctx: Ctx) -> Outcome:
 
 
 async def deep_nesting(ctx: Ctx) -> Outcome:
+    """100,000 nested JSON arrays in a body to chat, Messages and Responses (zero-credit key)."""
     out = Outcome()
     depth = ctx.size(100_000, 10_000)
     nested = b"[" * depth + b"]" * depth

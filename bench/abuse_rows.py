@@ -37,6 +37,8 @@ def chat_schema(schema: dict[str, Any], **extra: Any) -> dict[str, Any]:
 
 
 async def stalling_anyof(ctx: Ctx) -> Outcome:
+    """Chat with a json_schema answer: anyOf of K = 60 arrays, each starting with a $ref to one
+    enum of M = 1,000 strings (K x M parse stacks in llama.cpp's grammar), 16 tokens."""
     out = Outcome()
     k, m = ctx.size(60, 4), ctx.size(1000, 4)
     body = chat_schema(schemas.stalling_anyof(k, m), max_tokens=ctx.size(16, 4))
@@ -46,6 +48,8 @@ async def stalling_anyof(ctx: Ctx) -> Outcome:
 
 
 async def huge_enum_logprobs(ctx: Ctx) -> Outcome:
+    """Chat with a json_schema answer: one enum of 9,000 strings sharing a long prefix, with
+    logprobs (top 5), 8 tokens."""
     out = Outcome()
     n = ctx.size(9000, 20)
     body = chat_schema(schemas.huge_enum(n), max_tokens=8, logprobs=True, top_logprobs=5)
@@ -119,7 +123,8 @@ async def generating(
 
 
 async def responses_chain(ctx: Ctx) -> Outcome:
-    """Chained responses with truncation "auto", each with a near-maximal input."""
+    """8 chained /v1/responses (previous_response_id), truncation "auto", store: true, each
+    input 300 items of 3,000 characters (~0.9 MB), max_output_tokens 1."""
     out = Outcome()
     # Items under the window's bytes each (truncation keeps whole items), ~0.9 MB in all.
     items, size = ctx.size(300, 4), ctx.size(3000, 1000)
@@ -147,7 +152,8 @@ async def responses_chain(ctx: Ctx) -> Outcome:
 
 
 async def chain_input_tokens(ctx: Ctx) -> Outcome:
-    """Free counting over the whole chain, several at once."""
+    """8 /v1/responses/input_tokens at once over the chain of row 4a (its last response as
+    previous_response_id): free, so bounded by the rate limits."""
     out = Outcome()
     last = ctx.shared.get("chain_last")
     if last is None:
@@ -163,7 +169,8 @@ async def chain_input_tokens(ctx: Ctx) -> Outcome:
 
 
 async def fill_the_queue(ctx: Ctx) -> Outcome:
-    """One account's streams with n = 128, 128, 8; meanwhile another account's requests."""
+    """One account (default tier) opens chat streams with n = 128, 128 and 8 (32 tokens each,
+    EOS banned); meanwhile another account sends 5 short requests: none may get a 503."""
     out = Outcome()
     stop = asyncio.Event()
     ask = [{"role": "user", "content": "Tell me a story."}]
@@ -191,6 +198,8 @@ async def fill_the_queue(ctx: Ctx) -> Outcome:
 
 
 async def nul_in_user(ctx: Ctx) -> Outcome:
+    """A NUL character in chat's `user`, in Messages' `metadata.user_id` and in Responses'
+    `user`: refused, or billed for every token delivered."""
     out = Outcome()
     ask = [{"role": "user", "content": "Say hi."}]
     await ctx.send(
@@ -212,6 +221,8 @@ async def nul_in_user(ctx: Ctx) -> Outcome:
 
 
 async def echo_logprobs(ctx: Ctx) -> Outcome:
+    """/v1/completions with a ~1,500-token prompt, echo + logprobs, n = 4, max_tokens 1: the
+    prompt scored once per request (or billed per scoring)."""
     out = Outcome()
     words, n = ctx.size(500, 30), ctx.size(4, 2)
     prompt = " ".join(f"word{i}" for i in range(words))
@@ -246,6 +257,8 @@ async def parser_500s(ctx: Ctx) -> Outcome:
 
 
 async def unbilled_storage(ctx: Ctx) -> Outcome:
+    """/v1/responses with store: true, three times each: a 3.9 MB field the API does not define;
+    an input item whose id has 100,000 characters."""
     out = Outcome()
     junk = "x" * ctx.size(3_900_000, 20_000)
     body = {"model": MODEL, "input": "Hi", "max_output_tokens": 1, "store": True, "junk": junk}
@@ -269,6 +282,8 @@ async def unbilled_storage(ctx: Ctx) -> Outcome:
 
 
 async def free_tokenizing(ctx: Ctx) -> Outcome:
+    """20 count_tokens and 20 input_tokens requests at once, each 1 M characters, from a
+    zero-credit key on the default tier."""
     out = Outcome()
     text = "lorem ipsum " * (ctx.size(1_000_000, 10_000) // 12)
     count = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
@@ -285,6 +300,7 @@ async def free_tokenizing(ctx: Ctx) -> Outcome:
 
 
 async def nul_in_ids(ctx: Ctx) -> Outcome:
+    """GET /v1/responses/abc%00, GET /v1/chat/completions/abc%00, previous_response_id "abc\\0"."""
     out = Outcome()
     await ctx.send("attacker", "/v1/responses/abc%00", method="GET", out=out)
     await ctx.send("attacker", "/v1/chat/completions/abc%00", method="GET", out=out)
@@ -299,7 +315,8 @@ async def nul_in_ids(ctx: Ctx) -> Outcome:
 
 
 async def disabled_account(ctx: Ctx) -> Outcome:
-    """A stream and a background response of an account an operator disables meanwhile."""
+    """A chat stream (400 tokens, EOS banned) and a background response of an account that
+    `tokendock accounts disable` disables meanwhile: no token more than 1 s later."""
     out = Outcome()
     stop = asyncio.Event()
     ask = [{"role": "user", "content": "Tell me a very long story."}]
