@@ -8,8 +8,8 @@ One worker thread owns the context (llama.cpp contexts are not thread-safe). Eac
    holding the most gives one up (`_make_room`): that sequence goes back to the queue with what
    it sampled and resumes later from its cached cells;
 2. builds ONE batch: the last sampled token of every generating sequence, then prompt tokens of
-   sequences still being prefilled, in chunks (`PREFILL_CHUNK` while others generate, so a long
-   prompt never stalls running streams for more than a short step);
+   sequences still being prefilled, shortest prompt first, in chunks (`prefill_budget`: small
+   beside another account's stream, so a long prompt never stalls it for more than a short step);
 3. calls `llama_decode` once, and samples each sequence's next token from its own row of logits
    with its own picker (sampling parameters, seed, grammar, logprobs — picker.py).
 
@@ -64,7 +64,14 @@ from tokendock.inference.stops import StopScanner
 log = logging.getLogger(__name__)
 
 # Prompt tokens one step takes while other sequences are generating.
+# Prompt tokens per step (each costs ~2.5-3 ms of a 2-core CPU, a step that decodes only one
+# token per sequence ~22 ms): alone, chunks big enough to be efficient yet short enough that a
+# request arriving meanwhile waits little; beside streams of the same account, larger chunks
+# (its own latency against its own throughput); beside another account's stream, small ones,
+# so that account's tokens keep coming at about its fair share of the engine.
+PREFILL_ALONE = 128
 PREFILL_CHUNK = 256
+PREFILL_SHARED = 16
 # Prompt tokens scored per step for a job that asked for the prompt's logprobs (echo).
 PROMPT_SCORE_BATCH = 64
 # Weight of the newest sample in the moving averages (tokens/s, seconds per job).
@@ -242,15 +249,17 @@ class Scheduler:
             if seq.next is not None:
                 cells = len(seq.slot.cells)  # its next position
                 seq.row = batch.add(seq.slot.seq, (seq.next,), cells, logits="last")
-        budget = batch.room if batch.size == 0 else min(batch.room, PREFILL_CHUNK)
+        # The shortest prompts first: a short request is never queued behind long prompts.
+        prefilling = sorted(
+            (seq for seq in running if seq.prefilling), key=lambda s: len(s.prompt) - s.todo
+        )
+        budget = min(batch.room, prefill_budget(running, prefilling))
         # Rows of logits for prompts being scored, this step (the context has room for these
         # plus one row per sequence).
         scores = PROMPT_SCORE_BATCH
-        for seq in running:
+        for seq in prefilling:
             if budget <= 0:
                 break
-            if not seq.prefilling:
-                continue
             scoring = seq.scoring
             n = chunk(len(seq.prompt) - seq.todo, min(budget, scores) if scoring else budget)
             if n == 0:
@@ -397,3 +406,13 @@ class Scheduler:
 
 def _claimed_not(job: Job) -> bool:
     return not job.start()
+
+
+def prefill_budget(running: list[Seq], prefilling: list[Seq]) -> int:
+    """Prompt tokens this step may evaluate (see PREFILL_ALONE)."""
+    decoding = {seq.job.gen.owner for seq in running if seq.row >= 0}
+    if not decoding:
+        return PREFILL_ALONE
+    if any(owner != seq.job.gen.owner for seq in prefilling for owner in decoding):
+        return PREFILL_SHARED
+    return PREFILL_CHUNK
