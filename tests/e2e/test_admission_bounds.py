@@ -71,7 +71,7 @@ def test_zero_credit_is_refused_before_the_tokenizer(server: Server, broke: dict
     for path, body in [
         (CHAT, {"model": MODEL, "messages": messages, "max_tokens": 1}),
         (CHAT, {"model": MODEL, "messages": messages, "stream": True}),
-        (TEXT, {"model": MODEL, "prompt": ["hello there"] * 64, "max_tokens": 1}),
+        (TEXT, {"model": MODEL, "prompt": ["hello there"] * 100, "max_tokens": 1}),
     ]:
         error = error_of(post(server, path, body, broke), 402, None)
         assert error["code"] == "insufficient_credit_balance"
