@@ -6,7 +6,6 @@ from types import SimpleNamespace
 from typing import Any
 
 from tokendock.inference.scheduler import (
-    PREFILL_ALONE,
     PREFILL_CHUNK,
     PREFILL_SHARED,
     prefill_budget,
@@ -21,7 +20,7 @@ def seq(owner: str, *, decoding: bool) -> Any:
 
 def test_alone_a_prompt_gets_efficient_chunks() -> None:
     prompt = seq("account:1", decoding=False)
-    assert prefill_budget([prompt], [prompt]) == PREFILL_ALONE
+    assert prefill_budget([prompt], [prompt]) == PREFILL_CHUNK
 
 
 def test_beside_its_own_streams_larger_chunks() -> None:
@@ -34,4 +33,4 @@ def test_beside_another_accounts_stream_small_chunks() -> None:
     assert prefill_budget([stream, prompt], [prompt]) == PREFILL_SHARED
     mine = seq("account:2", decoding=False)  # the streaming account's own prompt beside it
     assert prefill_budget([stream, prompt, mine], [mine, prompt]) == PREFILL_SHARED
-    assert PREFILL_SHARED < PREFILL_ALONE <= PREFILL_CHUNK
+    assert PREFILL_SHARED < PREFILL_CHUNK
