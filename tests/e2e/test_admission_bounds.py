@@ -67,7 +67,9 @@ def test_huge_prompt_lists_are_refused_before_any_planning(
 
 def test_zero_credit_is_refused_before_the_tokenizer(server: Server, broke: dict[str, str]) -> None:
     before = tokenizer_calls(server)
-    messages = [{"role": "user", "content": "word " * 2000}] * 100
+    # ~350 KB: under what could still fit the window (2 x 4,096 tokens x 48 bytes, the longest
+    # token), so it reaches the credit check
+    messages = [{"role": "user", "content": "word " * 700}] * 100
     for path, body in [
         (CHAT, {"model": MODEL, "messages": messages, "max_tokens": 1}),
         (CHAT, {"model": MODEL, "messages": messages, "stream": True}),
@@ -75,6 +77,30 @@ def test_zero_credit_is_refused_before_the_tokenizer(server: Server, broke: dict
     ]:
         error = error_of(post(server, path, body, broke), 402, None)
         assert error["code"] == "insufficient_credit_balance"
+    assert tokenizer_calls(server) == before
+
+
+def test_a_prompt_certain_to_overflow_the_window_is_never_tokenized(
+    server: Server, broke: dict[str, str]
+) -> None:
+    """1 MB of text cannot fit 4,096 tokens of at most 48 bytes each: a 400 naming the field
+    before admission (so before the 402 too) and before the tokenizer — and counting it is
+    refused the same way, whatever the key's credit."""
+    before = tokenizer_calls(server)
+    messages = [{"role": "user", "content": "word " * 2000}] * 100
+    error = error_of(
+        post(server, CHAT, {"model": MODEL, "messages": messages}, broke), 400, "messages"
+    )
+    assert error["code"] == "context_length_exceeded"
+    body = {"model": MODEL, "prompt": "word " * 200_000, "max_tokens": 1}
+    assert (
+        error_of(post(server, TEXT, body, broke), 400, "prompt")["code"]
+        == "context_length_exceeded"
+    )
+    count = {"model": MODEL, "messages": messages}
+    resp = httpx.post(server.v1 + "/messages/count_tokens", json=count, headers=broke, timeout=30)
+    assert resp.status_code == 400, resp.text
+    assert "maximum context length is 4096 tokens" in resp.json()["error"]["message"]
     assert tokenizer_calls(server) == before
 
 

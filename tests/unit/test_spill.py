@@ -60,6 +60,7 @@ class FakeEngine:
     model_id = "m"
     context_length = 2048
     vocab_size = 1000
+    max_token_bytes = 48
 
     def __init__(self) -> None:
         self.ready = True
@@ -180,3 +181,23 @@ def test_token_counting_reaches_the_engine_behind_a_spill_model() -> None:
     assert embedded_of(backend) is backend.embedded
     assert embedded_of(backend.embedded) is backend.embedded
     assert embedded_of(backend.upstream) is None
+
+
+def test_a_prompt_certain_to_overflow_the_window_is_refused_unread() -> None:
+    """Bytes / the longest token's bytes is a floor on tokens: twice the window's worth of
+    that many bytes is a 400 in `bound`, before admission and the tokenizer."""
+    from tokendock.errors import ContextLengthExceeded
+    from tokendock.inference.embedded import check_prompt_bytes
+
+    req = InferenceRequest(kind="chat", model="m", prompt_bytes=(2 * 2048 * 48 + 1,))
+    with pytest.raises(ContextLengthExceeded) as refused:
+        check_prompt_bytes(req, 2048, 48)
+    assert refused.value.param == "messages"
+    check_prompt_bytes(
+        InferenceRequest(kind="chat", model="m", prompt_bytes=(2 * 2048 * 48,)), 2048, 48
+    )
+    text = InferenceRequest(kind="text", model="m", prompt_bytes=(10, 10**7))
+    with pytest.raises(ContextLengthExceeded) as refused:
+        check_prompt_bytes(text, 2048, 48)
+    assert refused.value.param == "prompt"
+    check_prompt_bytes(text, 2048, 0)  # not loaded yet: nothing is known, nothing refused

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from tokendock.catalog import ModelSpec
-from tokendock.errors import InvalidRequest, UnsupportedParameter
+from tokendock.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
 from tokendock.inference.backend import (
     Bound,
     Event,
@@ -84,8 +84,9 @@ class EmbeddedBackend:
         for prompt in req.prompts:
             if not isinstance(prompt, str):
                 _check_token_ids(prompt, vocab)
-        grammar = self.grammar(req)  # a schema it cannot enforce (or over a bound): a 400, now
         window = self.engine.context_length
+        check_prompt_bytes(req, window, self.engine.max_token_bytes)
+        grammar = self.grammar(req)  # a schema it cannot enforce (or over a bound): a 400, now
         return Bound(sum(min(b, window) for b in req.prompt_bytes), per * choices, grammar)
 
     def grammar(self, req: InferenceRequest) -> Grammar | None:
@@ -333,4 +334,22 @@ def _check_token_ids(tokens: Sequence[int], vocab: int) -> None:
                 f"Invalid 'prompt': token id {token} is outside the model's vocabulary "
                 f"(0..{vocab - 1}).",
                 param="prompt",
+            )
+
+
+def check_prompt_bytes(req: InferenceRequest, window: int, longest: int) -> None:
+    """A prompt certain to be over the context window is a 400 before admission, untokenized:
+    its tokens are at least its bytes / the longest token's bytes; twice that bound, so the
+    template's overhead (counted as bytes there) can never make a prompt that fits refused.
+    The tokenizer's work on any prompt that passes is bounded by the window, not the body."""
+    if longest <= 0:
+        return
+    most = 2 * window * longest
+    for b in req.prompt_bytes:
+        if b > most:
+            param = "messages" if req.kind == "chat" else "prompt"
+            raise ContextLengthExceeded(
+                f"This model's maximum context length is {window} tokens; the {param} is "
+                f"{b:,} bytes, so certainly more than that. Shorten it.",
+                param=param,
             )

@@ -90,6 +90,10 @@ class LlamaEngine:
         return int(self._model.n_vocab()) if self._model is not None else 0
 
     @property
+    def max_token_bytes(self) -> int:
+        return self._first_bytes.longest if self._first_bytes is not None else 0
+
+    @property
     def template_name(self) -> str:
         return self._template.name if self._template else "none"
 

@@ -98,13 +98,16 @@ class FirstBytes:
     def __init__(self, n_vocab: int, piece: Callable[[int], bytes]):
         first = np.full(n_vocab, 256, dtype=np.int16)
         probe = np.full(256, -1, dtype=np.int64)
+        longest = 0
         for token in range(n_vocab):
             text = piece(token)
+            longest = max(longest, len(text))
             if text:
                 first[token] = text[0]
                 if len(text) == 1 and probe[text[0]] < 0:
                     probe[text[0]] = token
         self.first = first
+        self.longest = longest  # bytes of the longest token's text
         self.probe_bytes = np.flatnonzero(probe >= 0)
         self.probes = probe[self.probe_bytes].astype(np.intc)
         # Bytes without a probe token, and "no text": always candidates.
