@@ -37,6 +37,9 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
     judged: dict[str, bool] = field(default_factory=dict)  # a row's own targets
     errors: Counter[str] = field(default_factory=Counter)  # "status code (param)" of refusals
+    # Server errors that are the designed answer to this attack (the attacker's own 503
+    # `engine_overloaded` past its share of the queue), not a failure of the server.
+    expected: frozenset[str] = frozenset()
 
     def saw(self, status: int, body: Any = None) -> None:
         self.statuses[status] += 1

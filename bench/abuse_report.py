@@ -78,7 +78,13 @@ def judge(row: RowResult, cal: Calibration, plain_step_ms: float) -> None:
     """The issue's targets for this row (and its own checks), into `row.checks`."""
     checks = row.checks
     statuses = row.outcome.statuses
-    checks["every request answered, none 5xx"] = all(0 < s < 500 for s in statuses)
+    server_errors = sum(n for s, n in statuses.items() if s >= 500)
+    designed = sum(
+        n for what, n in row.outcome.errors.items() if what.split(" (")[0] in row.outcome.expected
+    )
+    checks["every request answered, no 5xx but the row's designed ones"] = (
+        all(s > 0 for s in statuses) and server_errors <= designed
+    )
     checks["no traceback logged"] = not row.traceback_logged
     if row.kind == "refused":  # outside the engine: its threads' spinning is the canary's
         per = row.outside_engine / max(1, row.outcome.requests)
