@@ -132,7 +132,11 @@ class Ctx:
             ) as resp:
                 rec.status = resp.status_code
                 if resp.status_code != 200:
-                    await resp.aread()
+                    raw = await resp.aread()
+                    with contextlib.suppress(ValueError):
+                        err = orjson.loads(raw).get("error") or {}
+                        kind = err.get("code") or err.get("type")
+                        out.errors[f"{resp.status_code} {kind} ({err.get('param')})"] += 1
                     return rec
                 lines = resp.aiter_lines()
                 while not until.is_set():
