@@ -49,12 +49,21 @@ def kinds() -> list[Kind]:
     turns = [{"role": "user", "content": ""}] * 20_000
     # 1,000,000 characters of 3 UTF-8 bytes each: a 3 MB body within every bound.
     big = [{"role": "user", "content": "€" * 40_000}] * 25
+    # 100,000 characters, 300 KB: under what could still fit the window (2 x 4,096 tokens x 48
+    # bytes, the longest token), so only the credit check refuses it.
+    fits = [{"role": "user", "content": "€" * 4_000}] * 25
     return [
         Kind(
-            "402: 3 MB chat, zero credit",
+            "402: 300 KB chat, zero credit",
+            "/v1/chat/completions",
+            {"model": MODEL, "messages": fits},
+            402,
+        ),
+        Kind(
+            "400: 3 MB chat, certainly over the context window",
             "/v1/chat/completions",
             {"model": MODEL, "messages": big},
-            402,
+            400,
         ),
         Kind(
             "402: 128 prompts of 7,800 characters, zero credit",
