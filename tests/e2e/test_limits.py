@@ -333,7 +333,10 @@ def test_counting_takes_a_concurrency_slot(limited: Server) -> None:
         "POST", limited.v1 + "/chat/completions", json=body, headers=headers, timeout=60
     ) as stream:
         assert stream.status_code == 200
-        next(stream.iter_lines())  # under way
+        # Kept referenced: a generator dropped after next() is closed, and closing it closes
+        # the connection (the server would see the client leave and end the stream).
+        lines = stream.iter_lines()
+        next(lines)  # under way
         busy = httpx.post(limited.v1 + "/messages/count_tokens", json=ask, headers=headers)
         assert busy.status_code == 429, busy.text
         assert "1 concurrent requests" in busy.json()["error"]["message"]
