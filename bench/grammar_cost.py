@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 from schemas import huge_enum, stalling_anyof, worst_accepted  # noqa: E402
-from tokendock.inference.grammar import schema_grammar  # noqa: E402
-from tokendock.inference.model_files import resolve_gguf  # noqa: E402
+from tokendock.inference.grammar.builder import schema_grammar  # noqa: E402
+from tokendock.inference.weights.files import resolve_gguf  # noqa: E402
 
 TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
 

@@ -1,5 +1,5 @@
 """Adversarial JSON schemas for the abuse benchmark (issue 18, rows 1, 2 and 8), and the worst
-schema the converter's bounds accept (inference/grammar_bounds.py). Import-light on purpose:
+schema the converter's bounds accept (inference/grammar/bounds.py). Import-light on purpose:
 plain dicts, no tokendock imports, so a benchmark can build request bodies without the server's
 code.
 

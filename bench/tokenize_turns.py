@@ -20,9 +20,9 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp import Llama
 
-from tokendock.inference.base import ChatTurn
-from tokendock.inference.templates import GEMMA, ChatTemplate
-from tokendock.inference.tokenizer import Tokenizer
+from tokendock.inference.engine.templates import GEMMA, ChatTemplate
+from tokendock.inference.engine.tokenizer import Tokenizer
+from tokendock.inference.vocabulary import ChatTurn
 
 GGUF = Path("data/models/gemma-3-270m-q4_k_m.gguf")
 

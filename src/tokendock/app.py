@@ -21,8 +21,8 @@ from tokendock.billing.load import FewInFlight
 from tokendock.catalog import Catalog
 from tokendock.config import Settings
 from tokendock.inference.registry import ModelRegistry
-from tokendock.inference.router import RetryPolicy
 from tokendock.inference.spill import SpillBackend
+from tokendock.inference.upstream.router import RetryPolicy
 from tokendock.limits.base import Limiter, Limits
 from tokendock.limits.memory import MemoryLimiter
 from tokendock.observability import Metrics, configure_logging

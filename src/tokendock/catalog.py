@@ -19,7 +19,7 @@ a hosted API) lists its deployments instead of a GGUF; prices stay on the public
     api_key_env = "VLLM_A_KEY"
 
 An embedding model (POST /v1/embeddings only) says `task = "embedding"`; its `package` may ship
-a BERT model as safetensors, converted to a GGUF once at set-up (inference/bert_gguf.py):
+a BERT model as safetensors, converted to a GGUF once at set-up (inference/weights/bert_gguf.py):
 
     [models."all-minilm-l6-v2"]
     task = "embedding"

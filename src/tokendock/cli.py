@@ -45,7 +45,7 @@ from tokendock.billing.money import AmountError, format_credits, parse_credits
 from tokendock.catalog import Catalog, CatalogError
 from tokendock.config import Settings
 from tokendock.errors import TokenDockError
-from tokendock.inference.model_files import ModelFileError, resolve_gguf
+from tokendock.inference.weights.files import ModelFileError, resolve_gguf
 from tokendock.observability import configure_logging
 from tokendock.services.accounts import AccountService
 from tokendock.storage import backup as backup_store

@@ -333,7 +333,7 @@ def configure_logging(level: str, fmt: str) -> None:
 
 
 class Engine(Protocol):
-    """An embedded engine as the metrics see it (inference/base.py Engine: this layer may not
+    """An embedded engine as the metrics see it (inference/engine/base.py Engine: this layer may not
     import it): `load()` gives an EngineLoad."""
 
     model_id: str

@@ -15,7 +15,7 @@ import pytest
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import DATA_DIR, Server, free_port, start_server
 from tests.e2e.upstreams import Upstream, cost, model_entry, start_process, usage_row
-from tokendock.inference.model_files import resolve_gguf
+from tokendock.inference.weights.files import resolve_gguf
 
 MESSAGES = [{"role": "user", "content": "Name three colours."}]
 

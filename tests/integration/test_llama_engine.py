@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from tokendock.catalog import ModelSpec
-from tokendock.inference.base import ChatTurn, Finished, Generation, Sampling
-from tokendock.inference.llama import LlamaEngine
+from tokendock.inference.engine.base import Finished, Generation
+from tokendock.inference.engine.llama import LlamaEngine
+from tokendock.inference.vocabulary import ChatTurn, Sampling
 
 ROOT = Path(__file__).resolve().parents[2]
 GGUF = ROOT / "data" / "models" / "gemma-3-270m-q4_k_m.gguf"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from tokendock.catalog import ModelSpec
-from tokendock.inference.embedder import LlamaEmbedder
-from tokendock.inference.llama import LlamaEngine
+from tokendock.inference.embeddings.embedder import LlamaEmbedder
+from tokendock.inference.engine.llama import LlamaEngine
 
 ROOT = Path(__file__).resolve().parents[2]
 GGUF = ROOT / "data" / "models" / "gemma-3-270m-q4_k_m.gguf"

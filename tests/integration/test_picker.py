@@ -13,10 +13,10 @@ import llama_cpp
 import numpy as np
 import pytest
 
-from tokendock.inference.base import Grammar, Sampling
-from tokendock.inference.model_files import resolve_gguf
-from tokendock.inference.picker import FirstBytes, Picker
+from tokendock.inference.engine.picker import FirstBytes, Picker
 from tokendock.inference.structured import CALL_OPEN, Tool, ToolUse, answer_grammar
+from tokendock.inference.vocabulary import Grammar, Sampling
+from tokendock.inference.weights.files import resolve_gguf
 
 REPO = Path(__file__).resolve().parents[2]
 

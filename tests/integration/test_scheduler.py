@@ -14,17 +14,10 @@ import pytest
 
 from tokendock.catalog import ModelSpec
 from tokendock.errors import ServiceUnavailable
-from tokendock.inference.base import (
-    ChatTurn,
-    Finished,
-    Generation,
-    PromptScored,
-    Sampling,
-    TextDelta,
-    TokenLogprob,
-)
-from tokendock.inference.llama import LlamaEngine
+from tokendock.inference.engine.base import Finished, Generation, PromptScored, TextDelta
+from tokendock.inference.engine.llama import LlamaEngine
 from tokendock.inference.structured import OutputFormat, answer_grammar
+from tokendock.inference.vocabulary import ChatTurn, Sampling, TokenLogprob
 
 ROOT = Path(__file__).resolve().parents[2]
 GGUF = ROOT / "data" / "models" / "gemma-3-270m-q4_k_m.gguf"

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tokendock.inference.templates import GEMMA
-from tokendock.inference.tokenizer import TokenizeCancelled, Tokenizer
+from tokendock.inference.engine.templates import GEMMA
+from tokendock.inference.engine.tokenizer import TokenizeCancelled, Tokenizer
 
 ROOT = Path(__file__).resolve().parents[2]
 GGUF = ROOT / "data" / "models" / "gemma-3-270m-q4_k_m.gguf"

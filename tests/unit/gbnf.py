@@ -1,7 +1,8 @@
 """A small GBNF reader for tests: `matches(grammar, text)` (does the grammar accept exactly
 `text`?) and `generate(grammar, rng)` (a random string the grammar accepts). It understands
-what llama.cpp grammars written by tokendock.inference.grammar use: literals, character classes,
-rule references, groups, alternation and the quantifiers ? * + {m} {m,} {m,n}."""
+what llama.cpp grammars written by tokendock.inference.grammar.builder use:
+literals, character classes, rule references, groups, alternation and the quantifiers
+? * + {m} {m,} {m,n}."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pytest
 from gguf import GGUFReader
 
-from tokendock.inference.bert_gguf import (
+from tokendock.inference.weights.bert_gguf import (
     ConversionError,
     converted,
     gguf_name,

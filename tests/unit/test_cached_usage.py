@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tokendock.inference.upstream_reply import Seen, answer_seen, cached_count, observe
+from tokendock.inference.upstream.reply import Seen, answer_seen, cached_count, observe
 from tokendock.protocol.common import usage_dict
 from tokendock.protocol.messages import message_body, usage
 from tokendock.protocol.response_shapes import response_usage

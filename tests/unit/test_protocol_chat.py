@@ -13,7 +13,7 @@ from tokendock.errors import (
     TokenDockError,
     UnsupportedParameter,
 )
-from tokendock.inference.embedded import refuse_unsupported
+from tokendock.inference.engine.embedded import refuse_unsupported
 from tokendock.protocol.chat import (
     ChatCompletionRequest,
     delta_choice,

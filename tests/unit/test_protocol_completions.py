@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from tokendock.errors import InvalidRequest, TokenDockError, UnsupportedParameter
-from tokendock.inference.embedded import refuse_unsupported
+from tokendock.inference.engine.embedded import refuse_unsupported
 from tokendock.protocol.common import response_body, usage_dict
 from tokendock.protocol.completions import (
     CompletionRequest,

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tokendock.errors import InvalidRequest, UpstreamError
-from tokendock.inference.embedding_backend import upstream_vectors
+from tokendock.inference.upstream.embeddings import upstream_vectors
 from tokendock.protocol.embeddings import EmbeddingRequest, embedding_body
 
 

@@ -16,9 +16,9 @@ from tokendock.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from tokendock.inference.router import RetryPolicy, Router, _pick
-from tokendock.inference.transport import UpstreamTransport
-from tokendock.inference.upstream import Answer, ClientFault, Deployment, UpstreamFailure
+from tokendock.inference.upstream.client import Answer, ClientFault, Deployment, UpstreamFailure
+from tokendock.inference.upstream.router import RetryPolicy, Router, _pick
+from tokendock.inference.upstream.transport import UpstreamTransport
 from tokendock.web.headers import of_error
 
 POLICY = RetryPolicy(retries=2, deadline=5, backoff=0.001, allowed_fails=2, cooldown=30)

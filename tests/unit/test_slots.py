@@ -3,7 +3,7 @@ cells of the same owner — and nothing of another owner's, whose slots count as
 
 from __future__ import annotations
 
-from tokendock.inference.slots import MIN_COPY, Slot, plan
+from tokendock.inference.engine.slots import MIN_COPY, Slot, plan
 
 SYSTEM = list(range(100, 200))  # a 100-token system prompt
 PROMPT = [*SYSTEM, 7, 8, 9]

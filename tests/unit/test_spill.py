@@ -12,14 +12,14 @@ import pytest
 from tokendock.catalog import Catalog, CatalogError, DeploymentSpec, ModelSpec
 from tokendock.errors import UnsupportedParameter
 from tokendock.inference.backend import Features, InferenceRequest, Passthrough
-from tokendock.inference.base import ChatTurn
-from tokendock.inference.embedded import EmbeddedBackend, EmbeddedRun
+from tokendock.inference.engine.embedded import EmbeddedBackend, EmbeddedRun
 from tokendock.inference.registry import ModelRegistry
-from tokendock.inference.router import RetryPolicy, Router
 from tokendock.inference.spill import SpillBackend, embedded_of
-from tokendock.inference.transport import UpstreamTransport
-from tokendock.inference.upstream import Deployment
-from tokendock.inference.upstream_backend import UpstreamBackend, UpstreamRun
+from tokendock.inference.upstream.backend import UpstreamBackend, UpstreamRun
+from tokendock.inference.upstream.client import Deployment
+from tokendock.inference.upstream.router import RetryPolicy, Router
+from tokendock.inference.upstream.transport import UpstreamTransport
+from tokendock.inference.vocabulary import ChatTurn
 
 DEPLOYMENT = '[[models."m".deployments]]\nname = "big"\nbase_url = "http://h/v1"\n'
 
@@ -187,7 +187,7 @@ def test_a_prompt_certain_to_overflow_the_window_is_refused_unread() -> None:
     """Bytes / the longest token's bytes is a floor on tokens: twice the window's worth of
     that many bytes is a 400 in `bound`, before admission and the tokenizer."""
     from tokendock.errors import ContextLengthExceeded
-    from tokendock.inference.embedded import check_prompt_bytes
+    from tokendock.inference.engine.embedded import check_prompt_bytes
 
     req = InferenceRequest(kind="chat", model="m", prompt_bytes=(2 * 2048 * 48 + 1,))
     with pytest.raises(ContextLengthExceeded) as refused:

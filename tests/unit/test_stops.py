@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from tokendock.inference.stops import StopScanner
+from tokendock.inference.engine.stops import StopScanner
 
 
 def run(stops: tuple[str, ...], pieces: Iterable[str]) -> tuple[list[str], str, bool]:

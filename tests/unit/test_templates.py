@@ -4,8 +4,7 @@ import datetime
 
 import pytest
 
-from tokendock.inference.base import ChatTurn
-from tokendock.inference.templates import (
+from tokendock.inference.engine.templates import (
     BUILTIN,
     CHATML,
     GEMMA,
@@ -14,6 +13,7 @@ from tokendock.inference.templates import (
     ChatTemplateError,
     choose_template,
 )
+from tokendock.inference.vocabulary import ChatTurn
 
 
 def gemma() -> ChatTemplate:

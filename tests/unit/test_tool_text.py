@@ -6,9 +6,9 @@ import orjson
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tokendock.inference.base import ChatTurn, ToolCall
+from tokendock.inference.engine.tools import CallArguments, CallParser, CallStart, Piece, offer
 from tokendock.inference.structured import Tool, ToolUse
-from tokendock.inference.tools import CallArguments, CallParser, CallStart, Piece, offer
+from tokendock.inference.vocabulary import ChatTurn, ToolCall
 
 WEATHER = Tool("get_weather", "Weather now", {"type": "object"})
 

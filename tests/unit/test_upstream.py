@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tokendock.inference.upstream import UpstreamFailure, _error_of, _seconds, sse_events
+from tokendock.inference.upstream.client import UpstreamFailure, _error_of, _seconds, sse_events
 
 
 class Lines:

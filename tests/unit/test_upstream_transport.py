@@ -14,10 +14,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tokendock.catalog import DeploymentSpec
-from tokendock.inference.pool import UpstreamPool
-from tokendock.inference.router import RetryPolicy, Router
-from tokendock.inference.transport import UpstreamTransport
-from tokendock.inference.upstream import Deployment
+from tokendock.inference.upstream.client import Deployment
+from tokendock.inference.upstream.pool import UpstreamPool
+from tokendock.inference.upstream.router import RetryPolicy, Router
+from tokendock.inference.upstream.transport import UpstreamTransport
 
 POLICY = RetryPolicy(retries=0, deadline=5, probe_every=0)
 

@@ -1,8 +1,9 @@
 """The backend seam: one typed request in, typed events out — for every model, wherever it runs.
 
-A public model id maps to one `Backend`: the embedded llama.cpp engine (inference/embedded.py) or
-a router over upstream deployments (inference/upstream_backend.py). Every endpoint's wire adapter
-produces the same `InferenceRequest`; every backend answers with the same events:
+A public model id maps to one `Backend`: the embedded llama.cpp engine
+(inference/engine/embedded.py) or a router over upstream deployments
+(inference/upstream/backend.py). Every endpoint's wire adapter produces the same
+`InferenceRequest`; every backend answers with the same events:
 
     Delta(index, text, tool_calls, logprobs)   a piece of choice `index`
     Finish(index, reason)                      choice `index` ended (exactly one per choice)
@@ -27,11 +28,12 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 from tokendock.catalog import ModelSpec
-from tokendock.inference.base import ChatTurn, Grammar, Sampling
+from tokendock.errors import InvalidRequest
 from tokendock.inference.structured import OutputFormat, ToolUse
-from tokendock.inference.upstream_reply import strict_payload
+from tokendock.inference.vocabulary import ChatTurn, Grammar, Sampling
 
 JSON = dict[str, Any]
 Kind = Literal["chat", "text", "embed"]
@@ -245,3 +247,18 @@ def default_sampling(spec: ModelSpec, req: InferenceRequest) -> Sampling:
         seed=None if req.seed is None else req.seed & 0xFFFFFFFF,
         logit_bias=dict(req.logit_bias),
     )
+
+
+def strict_payload(body: bytes) -> JSON:
+    """The body as the upstream gets it, parsed once before admission. Strict JSON (RFC 8259):
+    NaN, Infinity or a number out of float range anywhere is a 400, never a failure later."""
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request ({exc}). The body must be "
+            "valid JSON: NaN, Infinity and numbers out of range are not allowed."
+        ) from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    return payload

@@ -1,6 +1,6 @@
 """Public model ids → backends (inference/backend.py): the embedded llama.cpp engine, a router
 over upstream deployments, or both (spill-over: inference/spill.py; embedding models:
-inference/embedding_backend.py) — built once from the catalog by the composition root, or
+inference/embeddings/backend.py) — built once from the catalog by the composition root, or
 handed in whole (tests pass their own backends)."""
 
 from __future__ import annotations
@@ -13,17 +13,18 @@ from pathlib import Path
 from tokendock.catalog import Catalog, ModelSpec
 from tokendock.errors import ModelNotFound
 from tokendock.inference.backend import Backend
-from tokendock.inference.base import Engine
-from tokendock.inference.embedded import EmbeddedBackend
-from tokendock.inference.embedder import LlamaEmbedder
-from tokendock.inference.embedding_backend import EmbeddingBackend, UpstreamEmbeddingBackend
-from tokendock.inference.llama import LlamaEngine
-from tokendock.inference.pool import UpstreamPool
-from tokendock.inference.router import RetryPolicy, Router
+from tokendock.inference.embeddings.backend import EmbeddingBackend
+from tokendock.inference.embeddings.embedder import LlamaEmbedder
+from tokendock.inference.engine.base import Engine
+from tokendock.inference.engine.embedded import EmbeddedBackend
+from tokendock.inference.engine.llama import LlamaEngine
 from tokendock.inference.spill import SpillBackend
-from tokendock.inference.transport import UpstreamTransport
-from tokendock.inference.upstream import Deployment
-from tokendock.inference.upstream_backend import UpstreamBackend
+from tokendock.inference.upstream.backend import UpstreamBackend
+from tokendock.inference.upstream.client import Deployment
+from tokendock.inference.upstream.embeddings import UpstreamEmbeddingBackend
+from tokendock.inference.upstream.pool import UpstreamPool
+from tokendock.inference.upstream.router import RetryPolicy, Router
+from tokendock.inference.upstream.transport import UpstreamTransport
 
 log = logging.getLogger(__name__)
 

@@ -32,15 +32,15 @@ from typing import Protocol
 
 from tokendock.catalog import ModelSpec
 from tokendock.inference.backend import Bound, Execution, InferenceRequest
-from tokendock.inference.embedded import EmbeddedBackend
-from tokendock.inference.router import Router
-from tokendock.inference.upstream_backend import UpstreamBackend
+from tokendock.inference.engine.embedded import EmbeddedBackend
+from tokendock.inference.upstream.backend import UpstreamBackend
+from tokendock.inference.upstream.router import Router
 
 log = logging.getLogger(__name__)
 
 
 class Load(Protocol):
-    """What spill-over reads of the engine (inference/llama.py `LlamaEngine`)."""
+    """What spill-over reads of the engine (inference/engine/llama.py `LlamaEngine`)."""
 
     @property
     def ready(self) -> bool: ...
@@ -80,7 +80,7 @@ class SpillBackend:
         return self.embedded.ready
 
     async def open(self) -> None:
-        """Loads the engine; the shared pool (inference/pool.py) opens the upstreams."""
+        """Loads the engine; the shared pool (inference/upstream/pool.py) opens the upstreams."""
         await self.embedded.open()
 
     async def close(self) -> None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from tokendock.inference.base import Grammar
+from tokendock.inference.vocabulary import Grammar
 
 if TYPE_CHECKING:
-    from tokendock.inference.grammar import GrammarBuilder
+    from tokendock.inference.grammar.builder import GrammarBuilder
 
 CALL_OPEN = "<tool_call>"
 CALL_CLOSE = "</tool_call>"
@@ -79,8 +79,8 @@ def answer_grammar(
     the whole vocabulary with the grammar at every step), is a 400 naming it. Bounded work
     (well under the 1 s deadline it checks), but not a trivial amount for a big schema: the
     pipeline runs it off the event loop."""
-    from tokendock.inference.grammar import GrammarBuilder
-    from tokendock.inference.grammar_bounds import MAX_STACKS, MAX_STACKS_LOGPROBS
+    from tokendock.inference.grammar.bounds import MAX_STACKS, MAX_STACKS_LOGPROBS
+    from tokendock.inference.grammar.builder import GrammarBuilder
 
     stacks = MAX_STACKS_LOGPROBS if logprobs else MAX_STACKS
     if tools is not None and tools.active:

@@ -3,7 +3,7 @@
 `Backend.bound` is cheap by contract, and for most requests it is: a few comparisons, run
 inline (a thread hop would cost more). A request that carries a client's JSON schema (tools,
 `response_format` json_schema) also has its grammar made there, on the embedded engine — bounded
-work (inference/grammar_bounds.py: under a second by its deadline, milliseconds in practice),
+work (inference/grammar/bounds.py: under a second by its deadline, milliseconds in practice),
 but more than the loop should carry while every other request waits; that one runs in a worker
 thread. Every caller of `bound` before admission (the pipeline, token counting) goes through
 here, so a schema never runs on the loop.

@@ -8,7 +8,7 @@ worst-case prompt tokens reserved against TPM (settled to the tokens counted) an
 slot until the count is done — so counting cannot buy the tokenizer's CPU for free.
 
 The embedded engine counts exactly — the conversation with its tools, as the model reads it
-(inference/tools.py `offer`), through the model's chat template and tokenizer, off the event
+(inference/engine/tools.py `offer`), through the model's chat template and tokenizer, off the event
 loop when large; an upstream model's count is an estimate (`estimate`: 4 characters a token
 plus a few tokens a turn for what a chat template adds).
 """
@@ -22,9 +22,9 @@ import orjson
 from tokendock.catalog import ModelSpec
 from tokendock.errors import InvalidRequest, ModelNotReady
 from tokendock.inference.backend import Backend, InferenceRequest
+from tokendock.inference.engine.templates import ChatTemplateError
+from tokendock.inference.engine.tools import offer
 from tokendock.inference.spill import embedded_of
-from tokendock.inference.templates import ChatTemplateError
-from tokendock.inference.tools import offer
 from tokendock.services import bounding
 from tokendock.services.gate import Gate
 from tokendock.services.pipeline import Backends

@@ -137,7 +137,7 @@ async def parse_body(request: Request, schema: type[M]) -> M:
 
 # Integers beyond 64 bits (19+ digits): the typed fields refuse them with a 400 naming the field;
 # anywhere else (a tool's JSON schema, metadata) they are refused here, as an upstream-bound
-# body is (strict JSON, inference/upstream_reply.py), so every JSON written later can hold them.
+# body is (strict JSON, inference/upstream/reply.py), so every JSON written later can hold them.
 LONG_DIGITS = re.compile(rb"[0-9]{19}")
 
 

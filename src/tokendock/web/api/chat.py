@@ -8,8 +8,8 @@ from typing import Any
 from starlette.routing import Route
 
 from tokendock.inference.backend import Delta, Event, Features, InferenceRequest, Passthrough
-from tokendock.inference.base import ChatTurn, ToolCall
 from tokendock.inference.structured import OutputFormat, Tool, ToolUse
+from tokendock.inference.vocabulary import ChatTurn, ToolCall
 from tokendock.protocol.chat import (
     ChatCompletionRequest,
     Message,

@@ -24,8 +24,8 @@ from starlette.routing import Route
 from tokendock import observability
 from tokendock.errors import TokenDockError
 from tokendock.inference.backend import Event, Features, InferenceRequest, Passthrough
-from tokendock.inference.base import ChatTurn, ToolCall
 from tokendock.inference.structured import Tool, ToolUse
+from tokendock.inference.vocabulary import ChatTurn, ToolCall
 from tokendock.protocol.messages import (
     MessagesInput,
     MessagesRequest,

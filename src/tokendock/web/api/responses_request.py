@@ -12,8 +12,8 @@ import orjson
 from tokendock.catalog import ModelSpec
 from tokendock.errors import ContextLengthExceeded
 from tokendock.inference.backend import Features, InferenceRequest, Passthrough
-from tokendock.inference.base import ChatTurn, ToolCall
 from tokendock.inference.structured import OutputFormat, Tool, ToolUse
+from tokendock.inference.vocabulary import ChatTurn, ToolCall
 from tokendock.protocol.response_shapes import JSON
 from tokendock.protocol.responses import ResponseRequest, item_bound, prompt_bound
 

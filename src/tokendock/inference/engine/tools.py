@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from tokendock.inference.base import ChatTurn
 from tokendock.inference.structured import CALL_CLOSE, CALL_OPEN, ToolUse
+from tokendock.inference.vocabulary import ChatTurn
 
 RESULT_OPEN = "<tool_response>"
 RESULT_CLOSE = "</tool_response>"

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from tokendock.inference.backend import Delta, Event, Finish, Kind
-from tokendock.inference.base import TokenLogprob
+from tokendock.inference.engine.tools import CallArguments, CallParser, CallStart, Piece
 from tokendock.inference.structured import ToolUse
-from tokendock.inference.tools import CallArguments, CallParser, CallStart, Piece
+from tokendock.inference.vocabulary import TokenLogprob
 
 JSON = dict[str, Any]
 

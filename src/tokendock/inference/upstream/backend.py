@@ -1,4 +1,4 @@
-"""Upstream deployments (inference/router.py) as a `Backend` (inference/backend.py).
+"""Upstream deployments (inference/upstream/router.py) as a `Backend` (inference/backend.py).
 
 - `bound`: the model's output caps, and the prompt bounded before anything is sent — by the
   whole body's bytes for a conversation (tools and schemas count as prompt upstream), per
@@ -23,7 +23,6 @@ from collections.abc import AsyncIterator
 
 from tokendock.catalog import ModelSpec
 from tokendock.errors import InvalidRequest, RequestTooLarge, TokenDockError, UpstreamError
-from tokendock.inference import upstream_reply as reply
 from tokendock.inference.backend import (
     JSON,
     Bound,
@@ -34,9 +33,10 @@ from tokendock.inference.backend import (
     Tally,
 )
 from tokendock.inference.budget import check_request_cap, per_choice
-from tokendock.inference.router import Router
-from tokendock.inference.upstream import Answer, ClientFault, UpstreamFailure
-from tokendock.inference.upstream_reply import Seen
+from tokendock.inference.upstream import reply
+from tokendock.inference.upstream.client import Answer, ClientFault, UpstreamFailure
+from tokendock.inference.upstream.reply import Seen
+from tokendock.inference.upstream.router import Router
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class UpstreamBackend:
         return True  # an upstream's health is not this process's readiness (see registry)
 
     async def open(self) -> None:
-        """The shared pool (inference/pool.py) opens the connections and probes."""
+        """The shared pool (inference/upstream/pool.py) opens the connections and probes."""
 
     async def close(self) -> None:
         """The shared pool closes them."""
@@ -105,7 +105,7 @@ class UpstreamRun:
             self._produced = True
             raise
         except ClientFault as fault:
-            raise _client_error(fault) from None
+            raise client_error(fault) from None
         self._produced = True
 
     async def events(self) -> AsyncIterator[Event]:
@@ -253,7 +253,7 @@ def _function_call(value: object) -> JSON | None:
     return kept or None
 
 
-def _client_error(fault: ClientFault) -> TokenDockError:
+def client_error(fault: ClientFault) -> TokenDockError:
     message = str(fault.error.get("message") or "The upstream server refused the request.")
     if fault.status == 413:
         return RequestTooLarge(message)

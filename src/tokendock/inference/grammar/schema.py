@@ -11,7 +11,7 @@ from typing import NoReturn
 from urllib.parse import unquote
 
 from tokendock.errors import InvalidRequest
-from tokendock.inference.grammar_bounds import (
+from tokendock.inference.grammar.bounds import (
     MAX_CONSTANT_CHARS,
     MAX_DEPTH,
     MAX_ENUM_VALUES,
@@ -20,11 +20,11 @@ from tokendock.inference.grammar_bounds import (
     MAX_VISIT_DEPTH,
     Budget,
 )
-from tokendock.inference.grammar_containers import array_rule, object_rule
-from tokendock.inference.grammar_oneof import check_disjoint, has_type, json_key
-from tokendock.inference.grammar_productive import productive_rules
-from tokendock.inference.grammar_regex import PatternError, pattern_gbnf
-from tokendock.inference.grammar_terms import (
+from tokendock.inference.grammar.containers import array_rule, object_rule
+from tokendock.inference.grammar.oneof import check_disjoint, has_type, json_key
+from tokendock.inference.grammar.productive import productive_rules
+from tokendock.inference.grammar.regex import PatternError, pattern_gbnf
+from tokendock.inference.grammar.terms import (
     FORMATS,
     UNENFORCEABLE_FORMATS,
     Rules,

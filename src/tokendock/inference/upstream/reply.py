@@ -9,10 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import orjson
-
-from tokendock.errors import InvalidRequest
-
 JSON = dict[str, Any]
 MAX_COUNT = 2**31 - 1  # tokens an upstream may report for one request; more is not believed
 
@@ -34,21 +30,6 @@ def answer_seen(body: JSON) -> Seen:
         seen.chars += len(choice_text(choice))
         seen.finish = finish_of(choice) or seen.finish
     return seen
-
-
-def strict_payload(body: bytes) -> JSON:
-    """The body as the upstream gets it, parsed once before admission. Strict JSON (RFC 8259):
-    NaN, Infinity or a number out of float range anywhere is a 400, never a failure later."""
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(
-            f"We could not parse the JSON body of your request ({exc}). The body must be "
-            "valid JSON: NaN, Infinity and numbers out of range are not allowed."
-        ) from None
-    if not isinstance(payload, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return payload
 
 
 def observe(seen: Seen, item: JSON) -> bool:

@@ -32,9 +32,9 @@ import numpy.typing as npt
 
 from tokendock.catalog import ModelSpec
 from tokendock.errors import GenerationFailed, ModelNotReady
-from tokendock.inference.base import Meter
 from tokendock.inference.fair_queue import FairQueue
-from tokendock.inference.model_files import LOAD_LOCK, resolve_gguf
+from tokendock.inference.vocabulary import Meter
+from tokendock.inference.weights.files import LOAD_LOCK, resolve_gguf
 
 log = logging.getLogger(__name__)
 

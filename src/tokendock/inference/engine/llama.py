@@ -33,15 +33,16 @@ from typing import Any
 
 from tokendock.catalog import ModelSpec
 from tokendock.errors import GenerationFailed, ModelNotReady, ServiceUnavailable, TokenDockError
-from tokendock.inference.base import ChatTurn, EngineLoad, Event, Finished, Generation
+from tokendock.inference.engine.base import EngineLoad, Event, Finished, Generation
+from tokendock.inference.engine.job import Job
+from tokendock.inference.engine.picker import FirstBytes, check_grammar
+from tokendock.inference.engine.scheduler import PROMPT_SCORE_BATCH, Scheduler
+from tokendock.inference.engine.sequence import Model
+from tokendock.inference.engine.templates import ChatTemplate, RenderedChat, choose_template
+from tokendock.inference.engine.tokenizer import Tokenizer
 from tokendock.inference.fair_queue import FairQueue
-from tokendock.inference.job import Job
-from tokendock.inference.model_files import LOAD_LOCK, resolve_gguf
-from tokendock.inference.picker import FirstBytes, check_grammar
-from tokendock.inference.scheduler import PROMPT_SCORE_BATCH, Scheduler
-from tokendock.inference.sequence import Model
-from tokendock.inference.templates import ChatTemplate, RenderedChat, choose_template
-from tokendock.inference.tokenizer import Tokenizer
+from tokendock.inference.vocabulary import ChatTurn
+from tokendock.inference.weights.files import LOAD_LOCK, resolve_gguf
 
 log = logging.getLogger(__name__)
 

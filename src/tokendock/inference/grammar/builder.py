@@ -35,10 +35,10 @@ format uri → http(s) URLs; a bounded whitespace between tokens (" " or a newli
 from __future__ import annotations
 
 from tokendock.errors import InvalidRequest
-from tokendock.inference.grammar_bounds import MAX_GRAMMAR, MAX_STACKS, Budget, check_stacks
-from tokendock.inference.grammar_schema import SchemaConverter
-from tokendock.inference.grammar_terms import Rules
-from tokendock.inference.grammar_terms import literal as gbnf_literal
+from tokendock.inference.grammar.bounds import MAX_GRAMMAR, MAX_STACKS, Budget, check_stacks
+from tokendock.inference.grammar.schema import SchemaConverter
+from tokendock.inference.grammar.terms import Rules
+from tokendock.inference.grammar.terms import literal as gbnf_literal
 
 
 class GrammarBuilder:

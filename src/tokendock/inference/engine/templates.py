@@ -22,7 +22,7 @@ from datetime import datetime
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from tokendock.inference.base import ChatTurn
+from tokendock.inference.vocabulary import ChatTurn
 
 GEMMA = (
     "{{ bos_token }}"

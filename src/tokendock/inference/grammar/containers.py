@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING
 
-from tokendock.inference.grammar_terms import literal
+from tokendock.inference.grammar.terms import literal
 
 if TYPE_CHECKING:
-    from tokendock.inference.grammar_schema import Path, SchemaConverter
+    from tokendock.inference.grammar.schema import Path, SchemaConverter
 
 MAX_ITEMS = 1000  # maxItems above this is generated as this many (still valid)
 

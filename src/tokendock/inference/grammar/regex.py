@@ -15,7 +15,7 @@ knows.
 
 from __future__ import annotations
 
-from tokendock.inference.grammar_terms import complement, json_char_set, normalize
+from tokendock.inference.grammar.terms import complement, json_char_set, normalize
 
 MAX_PATTERN = 1000
 MAX_REPEAT = 1000

@@ -30,22 +30,20 @@ from tokendock.inference.backend import (
     Tally,
     default_sampling,
 )
-from tokendock.inference.base import (
-    ChatTurn,
+from tokendock.inference.budget import check_request_cap, completion_budget, per_choice
+from tokendock.inference.engine.base import (
     Engine,
     Generation,
-    Grammar,
     PromptScored,
     PromptScores,
-    Sampling,
     TextDelta,
 )
-from tokendock.inference.budget import check_request_cap, completion_budget, per_choice
-from tokendock.inference.job import Job
-from tokendock.inference.shaping import ChoiceShaper
+from tokendock.inference.engine.job import Job
+from tokendock.inference.engine.shaping import ChoiceShaper
+from tokendock.inference.engine.templates import ChatTemplateError
+from tokendock.inference.engine.tools import offer
 from tokendock.inference.structured import answer_grammar
-from tokendock.inference.templates import ChatTemplateError
-from tokendock.inference.tools import offer
+from tokendock.inference.vocabulary import ChatTurn, Grammar, Sampling
 
 log = logging.getLogger(__name__)
 

@@ -37,12 +37,11 @@ import secrets
 import time
 
 from tokendock.errors import GenerationFailed, ModelNotReady
-from tokendock.inference.base import Finished, PromptScored, TokenLogprob
-from tokendock.inference.batch import Batch
-from tokendock.inference.fair_queue import FairQueue
-from tokendock.inference.job import Job
-from tokendock.inference.picker import Picker
-from tokendock.inference.sequence import (
+from tokendock.inference.engine.base import Finished, PromptScored
+from tokendock.inference.engine.batch import Batch
+from tokendock.inference.engine.job import Job
+from tokendock.inference.engine.picker import Picker
+from tokendock.inference.engine.sequence import (
     MIN_CHUNK,
     STEP_LIMIT,
     Model,
@@ -58,8 +57,10 @@ from tokendock.inference.sequence import (
     take,
     victim,
 )
-from tokendock.inference.slots import Slot, plan
-from tokendock.inference.stops import StopScanner
+from tokendock.inference.engine.slots import Slot, plan
+from tokendock.inference.engine.stops import StopScanner
+from tokendock.inference.fair_queue import FairQueue
+from tokendock.inference.vocabulary import TokenLogprob
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """The upstream side of the process: the routers and the one transport (HTTP session) they
 share, opened on the running loop at start-up and closed at shutdown, with the active health
-probes. The transport is made before the routers and handed to each (inference/transport.py)."""
+probes. The transport is made before the routers and handed to each
+(inference/upstream/transport.py)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import asyncio
 import contextlib
 import logging
 
-from tokendock.inference.router import Router
-from tokendock.inference.transport import UpstreamTransport
+from tokendock.inference.upstream.router import Router
+from tokendock.inference.upstream.transport import UpstreamTransport
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from tokendock.inference.base import Grammar, Sampling, TokenLogprob
+from tokendock.inference.vocabulary import Grammar, Sampling, TokenLogprob
 
 # When the grammar refuses a picked token, the next pick is among this many of the most likely
 # tokens that may come next (the grammar masks them); only when it allows none of them are all

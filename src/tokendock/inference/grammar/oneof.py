@@ -12,7 +12,7 @@ import json
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from tokendock.inference.grammar_schema import Path, SchemaConverter
+    from tokendock.inference.grammar.schema import Path, SchemaConverter
 
 MAX_ONE_OF = 64
 MAX_KINDS_DEPTH = 8  # anyOf / oneOf levels looked through; deeper: "could be anything"

@@ -15,9 +15,10 @@ import contextlib
 import threading
 from dataclasses import dataclass, field
 
-from tokendock.inference.base import Event, Generation, TextDelta, TokenLogprob
-from tokendock.inference.picker import Picker
-from tokendock.inference.stops import StopScanner
+from tokendock.inference.engine.base import Event, Generation, TextDelta
+from tokendock.inference.engine.picker import Picker
+from tokendock.inference.engine.stops import StopScanner
+from tokendock.inference.vocabulary import TokenLogprob
 
 
 @dataclass(slots=True, eq=False)  # a job is itself: the queue finds it by identity

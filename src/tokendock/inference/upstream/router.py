@@ -39,8 +39,8 @@ from tokendock.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from tokendock.inference.transport import UpstreamTransport
-from tokendock.inference.upstream import Answer, ClientFault, Deployment, UpstreamFailure
+from tokendock.inference.upstream.client import Answer, ClientFault, Deployment, UpstreamFailure
+from tokendock.inference.upstream.transport import UpstreamTransport
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ class RetryPolicy:
 
 
 class Router:
-    """`transport`: the HTTP client shared by every router (inference/transport.py), made by the
-    composition root before the routers; the pool opens it at start-up."""
+    """`transport`: the HTTP client shared by every router (inference/upstream/transport.py),
+    made by the composition root before the routers; the pool opens it at start-up."""
 
     def __init__(
         self,

@@ -13,10 +13,11 @@ from typing import Any
 import numpy as np
 
 from tokendock.errors import GenerationFailed
-from tokendock.inference.base import Generation, TokenLogprob
-from tokendock.inference.job import Job
-from tokendock.inference.picker import FirstBytes, Picker, score
-from tokendock.inference.slots import Slot
+from tokendock.inference.engine.base import Generation
+from tokendock.inference.engine.job import Job
+from tokendock.inference.engine.picker import FirstBytes, Picker, score
+from tokendock.inference.engine.slots import Slot
+from tokendock.inference.vocabulary import TokenLogprob
 
 # Determinism: at temperature 0 a request gets exactly the tokens it gets alone, whatever runs
 # beside it and whatever the cache held. Measured on llama.cpp's CPU kernels, a row's logits do

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 
 from tokendock.errors import InvalidRequest
-from tokendock.inference.grammar_stacks import UNBOUNDED, Estimator
+from tokendock.inference.grammar.stacks import UNBOUNDED, Estimator
 
 MAX_NODES = 10_000
 MAX_DEPTH = 64  # JSON nesting of the schema document

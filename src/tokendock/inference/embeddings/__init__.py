@@ -1,0 +1,1 @@
+"""Embedding models: the embedded llama.cpp embedder and its backend."""

@@ -1,0 +1,1 @@
+"""JSON Schema → GBNF grammars for structured outputs and tool calls, bounded before admission."""
