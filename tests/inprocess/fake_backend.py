@@ -106,6 +106,10 @@ class FakeBackend:
     async def close(self) -> None:
         return None
 
+    async def count(self, req: InferenceRequest) -> int:
+        """The fake's count: what its runs bill as prompt tokens."""
+        return PROMPT_TOKENS
+
     def bound(self, req: InferenceRequest) -> Bound:
         choices = req.n * max(1, len(req.prompts))
         return Bound(PROMPT_TOKENS, (req.max_tokens or 16) * choices)

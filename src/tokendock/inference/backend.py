@@ -222,6 +222,13 @@ class Backend(Protocol):
         `bound` is what this backend's `bound(req)` returned (None: work it out again)."""
         ...
 
+    async def count(self, req: InferenceRequest) -> int:
+        """The input tokens of `req` as this backend's model reads them, generating nothing:
+        exact on the embedded engine; upstream, the estimate billing uses when a deployment
+        reports no usage (so a count and a bill agree). A 400 the generation would also give
+        (a chat template's refusal names `messages`)."""
+        ...
+
     @property
     def ready(self) -> bool: ...
 

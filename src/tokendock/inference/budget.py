@@ -53,3 +53,13 @@ def completion_budget(
             param=what,
         )
     return requested
+
+
+def not_counted(spec: ModelSpec) -> InvalidRequest:
+    """Embedding models have no input tokens to count (/v1/messages/count_tokens and
+    /v1/responses/input_tokens are about conversations)."""
+    return InvalidRequest(
+        f"The model '{spec.id}' is an embedding model: it has no input tokens to count.",
+        param="model",
+        code="model_not_supported",
+    )

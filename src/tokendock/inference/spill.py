@@ -95,6 +95,10 @@ class SpillBackend:
             local.grammar,  # the engine's, if the request stays here
         )
 
+    async def count(self, req: InferenceRequest) -> int:
+        """Counted exactly by the embedded engine, wherever the request would run."""
+        return await self.embedded.count(req)
+
     def should_spill(self) -> bool:
         """The rule: the engine is loaded and too busy, and a deployment can take the request.
         (An engine still loading is not spilled from: the model is not ready yet.)"""

@@ -15,23 +15,13 @@ plus a few tokens a turn for what a chat template adds).
 
 from __future__ import annotations
 
-import math
-
-import orjson
-
 from tokendock.catalog import ModelSpec
-from tokendock.errors import InvalidRequest, ModelNotReady
+from tokendock.errors import InvalidRequest
 from tokendock.inference.backend import Backend, InferenceRequest
-from tokendock.inference.engine.templates import ChatTemplateError
-from tokendock.inference.engine.tools import offer
-from tokendock.inference.spill import embedded_of
 from tokendock.services import bounding
 from tokendock.services.gate import Gate
 from tokendock.services.pipeline import Backends
 from tokendock.storage.accounts import KeyRow
-
-CHARS_PER_TOKEN = 4
-TOKENS_PER_TURN = 4  # an estimate of what a chat template adds around each message
 
 
 class Counter:
@@ -65,27 +55,13 @@ class Counter:
 
 
 async def _count(backend: Backend, req: InferenceRequest, param: str) -> int:
-    local = embedded_of(backend)
-    if local is None:
-        return estimate(req)
-    if not local.ready:
-        raise ModelNotReady(f"The model '{req.model}' is still loading; retry shortly.")
+    """The backend's count; a refusal that names the conversation names it as the caller's
+    API does (`input` for the Responses API)."""
     try:
-        return len(await local.engine.tokenize_chat(offer(req.turns, req.tools)))
-    except ChatTemplateError as exc:
-        raise InvalidRequest(
-            f"The model's chat template rejected the {param}: {exc}", param=param
-        ) from exc
-
-
-def estimate(req: InferenceRequest) -> int:
-    """An upstream model's count: its characters / 4, and a few tokens a turn."""
-    chars = 0
-    for turn in req.turns:
-        chars += len(turn.content)
-        chars += sum(len(c.name) + len(c.arguments) for c in turn.tool_calls)
-    if req.tools is not None and req.tools.active:
-        for tool in req.tools.tools:
-            chars += len(tool.name) + len(tool.description)
-            chars += len(orjson.dumps(tool.parameters)) if tool.parameters is not None else 0
-    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_TURN * (len(req.turns) + 1)
+        return await backend.count(req)
+    except InvalidRequest as exc:
+        if exc.param == "messages" and param != "messages":
+            exc.param = param
+            exc.message = exc.message.replace("the messages", f"the {param}")
+            exc.args = (exc.message,)
+        raise

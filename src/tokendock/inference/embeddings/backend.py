@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Sequence
 from tokendock.catalog import ModelSpec
 from tokendock.errors import InvalidRequest
 from tokendock.inference.backend import Bound, Embedding, InferenceRequest, Tally
+from tokendock.inference.budget import not_counted
 from tokendock.inference.embeddings.embedder import LlamaEmbedder, Vectors, truncate
 from tokendock.inference.vocabulary import Meter
 
@@ -46,6 +47,9 @@ class EmbeddingBackend:
 
     async def close(self) -> None:
         await self.embedder.close()
+
+    async def count(self, req: InferenceRequest) -> int:
+        raise not_counted(self.spec)
 
     def bound(self, req: InferenceRequest) -> Bound:
         limit = self.embedder.max_input_tokens

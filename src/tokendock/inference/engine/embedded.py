@@ -20,7 +20,12 @@ import time
 from collections.abc import AsyncIterator, Sequence
 
 from tokendock.catalog import ModelSpec
-from tokendock.errors import ContextLengthExceeded, InvalidRequest, UnsupportedParameter
+from tokendock.errors import (
+    ContextLengthExceeded,
+    InvalidRequest,
+    ModelNotReady,
+    UnsupportedParameter,
+)
 from tokendock.inference.backend import (
     Bound,
     Event,
@@ -86,6 +91,22 @@ class EmbeddedBackend:
         check_prompt_bytes(req, window, self.engine.max_token_bytes)
         grammar = self.grammar(req)  # a schema it cannot enforce (or over a bound): a 400, now
         return Bound(sum(min(b, window) for b in req.prompt_bytes), per * choices, grammar)
+
+    async def count(self, req: InferenceRequest) -> int:
+        """Exact: the conversation with its tools as the model reads it (tools.offer), through
+        the chat template and tokenizer (off the event loop when long); a text prompt's ids."""
+        if not self.ready:
+            raise ModelNotReady(f"The model '{self.spec.id}' is still loading; retry shortly.")
+        if req.kind == "chat":
+            return len(await _chat_tokens(self.engine, offer(req.turns, req.tools)))
+        total = 0
+        for prompt in req.prompts:
+            total += (
+                len(prompt)
+                if not isinstance(prompt, str)
+                else len(await self.engine.tokenize(prompt, chat=False))
+            )
+        return total
 
     def grammar(self, req: InferenceRequest) -> Grammar | None:
         """The answer's grammar, made once per request (in `bound`, which the pipeline runs off

@@ -21,6 +21,8 @@ import math
 import time
 from collections.abc import AsyncIterator
 
+import orjson
+
 from tokendock.catalog import ModelSpec
 from tokendock.errors import InvalidRequest, RequestTooLarge, TokenDockError, UpstreamError
 from tokendock.inference.backend import (
@@ -41,6 +43,7 @@ from tokendock.inference.upstream.router import Router
 log = logging.getLogger(__name__)
 
 CHARS_PER_TOKEN = 4  # for estimates only, when an upstream reports no usage
+TOKENS_PER_TURN = 4  # an estimate of what a chat template adds around each message
 
 
 class UpstreamBackend:
@@ -57,6 +60,11 @@ class UpstreamBackend:
 
     async def close(self) -> None:
         """The shared pool closes them."""
+
+    async def count(self, req: InferenceRequest) -> int:
+        """An estimate (no upstream has a counting route we can rely on): the one billing uses
+        when a deployment reports no usage, so a count and such a bill agree."""
+        return estimate_prompt(req)
 
     def bound(self, req: InferenceRequest) -> Bound:
         req.payload.json()  # strict JSON, before admission (a 400 now, never a failure later)
@@ -171,7 +179,7 @@ class UpstreamRun:
             # No usage from upstream: estimate what was seen. A streamed piece is one token on
             # every server we know; a whole answer is estimated from its length.
             estimated = True
-            prompt = math.ceil(_prompt_chars(self._req) / CHARS_PER_TOKEN)
+            prompt = estimate_prompt(self._req)
             completion = seen.pieces or math.ceil(seen.chars / CHARS_PER_TOKEN)
         else:
             prompt = completion = 0
@@ -203,10 +211,23 @@ def _payload(spec: ModelSpec, req: InferenceRequest) -> JSON:
     return payload
 
 
-def _prompt_chars(req: InferenceRequest) -> int:
-    if req.kind == "chat":
-        return sum(len(turn.content) for turn in req.turns)
-    return sum(len(p) if isinstance(p, str) else len(p) * CHARS_PER_TOKEN for p in req.prompts)
+def estimate_prompt(req: InferenceRequest) -> int:
+    """A prompt's tokens without a tokenizer: 4 characters a token over the turns' text, their
+    tool calls and the offered tools, plus a few tokens a turn for what a chat template adds;
+    a text prompt's characters / 4, a token-id prompt's ids."""
+    if req.kind != "chat":
+        chars = sum(len(p) for p in req.prompts if isinstance(p, str))
+        ids = sum(len(p) for p in req.prompts if not isinstance(p, str))
+        return ids + math.ceil(chars / CHARS_PER_TOKEN)
+    chars = 0
+    for turn in req.turns:
+        chars += len(turn.content)
+        chars += sum(len(c.name) + len(c.arguments) for c in turn.tool_calls)
+    if req.tools is not None and req.tools.active:
+        for tool in req.tools.tools:
+            chars += len(tool.name) + len(tool.description)
+            chars += len(orjson.dumps(tool.parameters)) if tool.parameters is not None else 0
+    return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_TURN * (len(req.turns) + 1)
 
 
 def _choice_events(item: JSON, field: str) -> list[Event]:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import math
 from collections.abc import AsyncIterator
 
 import numpy as np
@@ -16,8 +15,9 @@ import numpy as np
 from tokendock.catalog import ModelSpec
 from tokendock.errors import UpstreamError
 from tokendock.inference.backend import JSON, Bound, Embedding, InferenceRequest, Tally
+from tokendock.inference.budget import not_counted
 from tokendock.inference.upstream import reply
-from tokendock.inference.upstream.backend import CHARS_PER_TOKEN, client_error
+from tokendock.inference.upstream.backend import client_error, estimate_prompt
 from tokendock.inference.upstream.client import Answer, ClientFault
 from tokendock.inference.upstream.router import Router
 
@@ -36,6 +36,9 @@ class UpstreamEmbeddingBackend:
 
     async def close(self) -> None:
         """The shared pool closes them."""
+
+    async def count(self, req: InferenceRequest) -> int:
+        raise not_counted(self.spec)
 
     def bound(self, req: InferenceRequest) -> Bound:
         req.payload.json()  # strict JSON, before admission (a 400 now, never a failure later)
@@ -97,9 +100,7 @@ class UpstreamEmbeddingRun:
         if self._usage is not None:
             prompt, estimated = self.prompt_tokens, False
         elif self._produced:
-            chars = sum(len(p) if isinstance(p, str) else 0 for p in self._req.prompts)
-            ids = sum(0 if isinstance(p, str) else len(p) for p in self._req.prompts)
-            prompt, estimated = ids + math.ceil(chars / CHARS_PER_TOKEN), True
+            prompt, estimated = estimate_prompt(self._req), True
         else:
             prompt, estimated = 0, False
         answer = self._answer
