@@ -57,49 +57,49 @@ check: lint types contracts test
 # judged, nothing written to docs/: what tests/smoke runs in `make test`).
 bench-engine: $(STAMP)
 	$(BIN)/tokendock models fetch
-	$(BIN)/python bench/engine.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.engine $(BENCH_ARGS)
 
 bench-money: $(STAMP)
-	$(BIN)/python bench/money.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.money $(BENCH_ARGS)
 
 bench-limits: $(STAMP)
-	$(BIN)/python bench/limits.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.limits $(BENCH_ARGS)
 
 # Mock upstream direct vs TokenDock vs LiteLLM's proxy (installed into bench/.venv-litellm on
 # first use); needs wrk (installed with apt-get when missing). Writes docs/benchmarks.md.
 bench-gateway: $(STAMP)
-	$(BIN)/python bench/gateway.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.gateway $(BENCH_ARGS)
 
 # 10 minutes of mixed traffic (embedded model + mock upstream; 402s, 429s, disconnects): RSS,
 # open files and p99 flat, ledger verified. Writes the "Soak" section of docs/reliability.md.
 bench-soak: $(STAMP)
 	$(BIN)/tokendock models fetch
-	$(BIN)/python bench/soak.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.soak $(BENCH_ARGS)
 
 # Embeddings per second over HTTP (batches of 1 and 32) against llama.cpp's own throughput
 # without HTTP. Writes the "Embeddings" section of docs/benchmarks.md.
 bench-embeddings: $(STAMP)
 	$(BIN)/tokendock models fetch
-	$(BIN)/python bench/embeddings.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.embeddings $(BENCH_ARGS)
 
 # Grammar-constrained generation (a json_schema answer, a required tool call) against free
 # generation on the same prompt and seeds, over HTTP and in the engine. Writes the
 # "Grammar-constrained generation" section of docs/benchmarks.md.
 bench-grammar: $(STAMP)
 	$(BIN)/tokendock models fetch
-	$(BIN)/python bench/grammar.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.grammar $(BENCH_ARGS)
 
 # What a refused request costs the server: CPU per request and tokenizer calls (must be 0).
 bench-refusals: $(STAMP)
 	$(BIN)/tokendock models fetch
-	$(BIN)/python bench/refusals.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.refusals $(BENCH_ARGS)
 
 # Issue 18's adversarial catalogue while a canary account sends a request every 0.5 s: server
 # CPU, engine-thread seconds, RSS, database growth, credits billed and the canary's p50 / p95 per
 # row, judged against the targets. Writes the "Abuse" section of docs/reliability.md.
 bench-abuse: $(STAMP)
 	$(BIN)/tokendock models fetch
-	$(BIN)/python bench/abuse.py $(BENCH_ARGS)
+	$(BIN)/python -m bench.abuse $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

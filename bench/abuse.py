@@ -30,7 +30,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -38,15 +37,13 @@ from typing import Any
 
 import httpx
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from abuse_http import MODEL, NEVER_STOP, Account, Ctx, Outcome
-from abuse_own import OWN_ROWS
-from abuse_probe import Canary, Probe, find_engine_threads, thread_cpu
-from abuse_report import Calibration, RowResult, judge, pct, render, table, update_doc
-from abuse_rows import ROWS, Row
-from gateway_procs import ROOT, stop
-from tokendock_server import TokenDock, start_tokendock
+from bench.abuse_http import MODEL, NEVER_STOP, Account, Ctx, Outcome
+from bench.abuse_own import OWN_ROWS
+from bench.abuse_probe import Canary, Probe, find_engine_threads, thread_cpu
+from bench.abuse_report import Calibration, RowResult, judge, pct, render, table, update_doc
+from bench.abuse_rows import ROWS, Row
+from bench.harness import TokenDock, start_tokendock
+from bench.procs import ROOT, stop
 
 DOCS = ROOT / "docs" / "reliability.md"
 DEFAULT_TIER = {"default": {"rpm": 60, "tpm": 100_000, "concurrent": 4}}  # the built-in one
@@ -285,7 +282,6 @@ def start(tmp: Path, args: argparse.Namespace) -> tuple[TokenDock, Probe, str]:
     env = {"TOKENDOCK_RATE_TIERS": json.dumps(DEFAULT_TIER), "TOKENDOCK_LOG_LEVEL": "warning"}
     pg_url = None
     if args.postgres:
-        sys.path.insert(0, str(ROOT))
         from tests.e2e.server import new_database
 
         env["TOKENDOCK_DATABASE_URL"] = new_database("postgres", tmp)

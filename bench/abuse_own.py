@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
-import schemas
-from abuse_http import MODEL, NEVER_STOP, Ctx, Outcome
-from abuse_rows import Row, chat_schema
+from bench import schemas
+from bench.abuse_http import MODEL, NEVER_STOP, Ctx, Outcome
+from bench.abuse_rows import Row, chat_schema
 
 
 async def worst_accepted_schema(ctx: Ctx) -> Outcome:

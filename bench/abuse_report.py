@@ -9,8 +9,8 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from abuse_http import Outcome
-from machine import commit, cpu_model
+from bench.abuse_http import Outcome
+from bench.harness import commit, cpu_model
 
 BEGIN, END = "<!-- abuse:results:begin -->", "<!-- abuse:results:end -->"
 REFUSED_CPU = 0.050  # s of server CPU per refused request at most

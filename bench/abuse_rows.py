@@ -15,8 +15,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import schemas
-from abuse_http import MODEL, NEVER_STOP, Ctx, Outcome, StreamRecord
+from bench import schemas
+from bench.abuse_http import MODEL, NEVER_STOP, Ctx, Outcome, StreamRecord
 
 Attack = Callable[[Ctx], Awaitable[Outcome]]
 

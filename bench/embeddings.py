@@ -30,11 +30,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from gateway_procs import ROOT, stop
-from machine import commit, cpu_model
-from tokendock_server import start_tokendock
+from bench.harness import commit, cpu_model, start_tokendock
+from bench.procs import ROOT, stop
 
 MODEL = "all-minilm-l6-v2"
 BATCHES = (1, 32)

@@ -42,10 +42,10 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-from engine_load import SYSTEM_REPEATS, Client, Level, prefix_pairs, sweep
-from engine_report import SVG, ServerRun, results_markdown, svg, targets, write_doc
-from engine_servers import Memory, llama_server, slots_in_catalog, tokendock
-from engine_single import (
+from bench.engine_load import SYSTEM_REPEATS, Client, Level, prefix_pairs, sweep
+from bench.engine_report import SVG, ServerRun, results_markdown, svg, targets, write_doc
+from bench.engine_servers import Memory, llama_server, slots_in_catalog, tokendock
+from bench.engine_single import (
     MODEL_ID,
     MODEL_PATH,
     PROSE_REPEATS,
@@ -58,8 +58,8 @@ from engine_single import (
     run_all,
     summarize,
 )
-from gateway_procs import stop_all
-from machine import commit, cpu_model
+from bench.harness import commit, cpu_model
+from bench.procs import stop_all
 
 LEVELS = [1, 2, 4, 8, 16]
 SMOKE_LEVELS = [1, 2]

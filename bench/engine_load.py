@@ -34,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from engine_single import PROSE, REQUEST_TIMEOUT, short_prompt
+from bench.engine_single import PROSE, REQUEST_TIMEOUT, short_prompt
 
 SYSTEM_REPEATS = 5  # PROSE is 68 tokens: with the header, a 400-token system prompt
 

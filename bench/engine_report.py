@@ -10,8 +10,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from engine_load import Level, PrefixPair, median_ms
-from engine_single import markdown_table
+from bench.engine_load import Level, PrefixPair, median_ms
+from bench.engine_single import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"

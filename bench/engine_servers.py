@@ -1,6 +1,6 @@
 """The two servers bench/engine.py compares, started one at a time, and their memory.
 
-* TokenDock: `python -m tokendock serve` from a fresh data directory (bench/tokendock_server.py)
+* TokenDock: `python -m tokendock serve` from a fresh data directory (bench/harness.py)
   with a catalog of its own: the default catalog's entry for the model, with `slots` (sequences
   decoded together) and `threads` set by the bench, and nothing else (no embedding model
   loaded next to it, so both servers hold one model).
@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway_procs import CLK_TCK, HOST, Proc, free_port, start, stop, wait_http
-from tokendock_server import TokenDock, start_tokendock
+from bench.harness import TokenDock, start_tokendock
+from bench.procs import CLK_TCK, HOST, Proc, free_port, start, stop, wait_http
 
 READY_TIMEOUT = 180.0
 

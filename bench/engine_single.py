@@ -29,7 +29,7 @@ from typing import Any
 
 import httpx
 
-from tokendock_server import TokenDock
+from bench.harness import TokenDock
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"

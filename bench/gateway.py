@@ -32,12 +32,10 @@ gateway could not be started or checked.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
 import json
 import os
-import platform
 import resource
 import shutil
 import signal
@@ -46,26 +44,25 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import gateway_report as report
-import machine
-from gateway_load import build_request, ensure_wrk, run_wrk, stream_ramp, ttft_series, wrk_version
-from gateway_procs import (
-    CLK_TCK,
-    HOST,
-    ROOT,
-    http_json,
-    raise_fd_limit,
-    status_kb,
-    stop,
-    stop_all,
+from bench import gateway_report as report
+from bench.gateway_load import (
+    body,
+    build_request,
+    ensure_wrk,
+    run_wrk,
+    stream_ramp,
+    ttft_series,
+    wrk_version,
 )
-from gateway_targets import (
+from bench.gateway_smoke import run_smoke
+from bench.gateway_targets import (
     Mocks,
     Target,
+    check_target,
     direct,
     ensure_litellm,
     start_litellm,
@@ -73,28 +70,20 @@ from gateway_targets import (
     start_tokendock,
     tokendock_integrity,
 )
+from bench.harness import machine_facts, run_async
+from bench.procs import (
+    CLK_TCK,
+    HOST,
+    ROOT,
+    raise_fd_limit,
+    status_kb,
+    stop,
+    stop_all,
+)
 
 T = TypeVar("T")
-PROMPT = [{"role": "user", "content": "Say hello in one short sentence."}]
 CONCURRENCY = (1, 16, 64)
 STREAM_LEVELS = (250, 500, 1000, 1500)
-
-
-def body(model: str, stream: bool = False, max_tokens: int = 64) -> dict[str, Any]:
-    out: dict[str, Any] = {"model": model, "messages": PROMPT, "max_tokens": max_tokens}
-    if stream:
-        out["stream"] = True
-        out["stream_options"] = {"include_usage": True}
-    return out
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        import uvloop
-
-        return uvloop.run(coro)  # type: ignore[no-any-return]
-    except ImportError:
-        return asyncio.run(coro)
 
 
 def machine_busy() -> tuple[int, int]:
@@ -106,28 +95,6 @@ def machine_busy() -> tuple[int, int]:
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
-
-
-# -- checks ---------------------------------------------------------------------------------
-
-
-def smoke(target: Target) -> list[str]:
-    """One plain and one streamed request; the problems found (empty: fine)."""
-    problems = []
-    model = target.endpoints["fast"][1]
-    status, headers, raw = http_json(target.url("fast"), body(model), target.headers)
-    if status != 200:
-        return [f"plain request: HTTP {status}: {raw[:300]!r}"]
-    doc = json.loads(raw)
-    usage = doc.get("usage") or {}
-    if usage.get("completion_tokens") != 16:
-        problems.append(f"plain request: usage {usage}")
-    status, _, raw = http_json(target.url("fast"), body(model, stream=True), target.headers)
-    if status != 200 or b"[DONE]" not in raw or b'"completion_tokens"' not in raw:
-        problems.append(f"streamed request: HTTP {status}, no [DONE] or no usage: {raw[-300:]!r}")
-    if target.name == "tokendock" and "x-tokendock-cost" not in {k.lower() for k in headers}:
-        problems.append("no x-tokendock-cost header: is billing on?")
-    return problems
 
 
 # -- the measurements -----------------------------------------------------------------------
@@ -303,20 +270,12 @@ def profile(pyspy: str, pid: int, seconds: float, out: Path, work: Callable[[], 
 
 
 def meta_info(args: argparse.Namespace, wrk: str) -> dict[str, Any]:
-    cpu = machine.cpu_model()
-    commit = machine.commit()
     return {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
+        **machine_facts(),
         "wrk": wrk_version(wrk),
-        "commit": commit or "?",
-        "command": " ".join(["python", "bench/gateway.py", *sys.argv[1:]]),
+        "command": " ".join(["python", "-m", "bench.gateway", *sys.argv[1:]]),
         "seconds": args.seconds,
         "slow_ms": args.slow_ms,
-        "loadavg_before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
 
 
@@ -345,7 +304,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         except Exception as exc:
             failures["litellm"] = f"did not start: {exc}"
     for t in list(targets):
-        problems = smoke(t)
+        problems = check_target(t)
         print(
             f"{t.label}: {problems or 'OK'} " + (f"(pid {t.proc.pid})" if t.proc else ""),
             flush=True,
@@ -510,8 +469,6 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     if args.smoke:
-        from gateway_smoke import run_smoke
-
         return run_smoke(args)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
     logs = ROOT / "bench" / "results" / f"gateway-{stamp}-logs"

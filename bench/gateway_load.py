@@ -43,6 +43,17 @@ end
 """
 
 
+PROMPT = [{"role": "user", "content": "Say hello in one short sentence."}]
+
+
+def body(model: str, stream: bool = False, max_tokens: int = 64) -> dict[str, Any]:
+    out: dict[str, Any] = {"model": model, "messages": PROMPT, "max_tokens": max_tokens}
+    if stream:
+        out["stream"] = True
+        out["stream_options"] = {"include_usage": True}
+    return out
+
+
 def ensure_wrk(install: bool) -> str:
     """The wrk binary; installed from Debian with apt-get when missing and allowed."""
     path = shutil.which("wrk")

@@ -20,19 +20,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from gateway_load import ensure_wrk, run_wrk
-from gateway_procs import CLK_TCK, stop_all
-from gateway_targets import Target, direct, start_mocks, start_tokendock
-
-PROMPT = [{"role": "user", "content": "Say hello in one short sentence."}]
+from bench.gateway_load import body, ensure_wrk, run_wrk
+from bench.gateway_targets import Target, direct, start_mocks, start_tokendock
+from bench.procs import CLK_TCK, stop_all
 
 
 def point(wrk: str, target: Target, scenario: str, c: int, seconds: float) -> dict[str, float]:
-    body = {"model": target.endpoints[scenario][1], "messages": PROMPT, "max_tokens": 64}
+    payload = body(target.endpoints[scenario][1])
     url, proc = target.url(scenario), target.proc
-    run_wrk(wrk, url, body, target.headers, c, 1)  # warm-up
+    run_wrk(wrk, url, payload, target.headers, c, 1)  # warm-up
     ticks = proc.cpu_ticks() if proc else 0
-    res = run_wrk(wrk, url, body, target.headers, c, seconds)
+    res = run_wrk(wrk, url, payload, target.headers, c, seconds)
     cpu = ((proc.cpu_ticks() - ticks) / CLK_TCK) if proc else 0.0
     return {
         "p50": res["p50"] / 1000,

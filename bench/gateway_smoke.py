@@ -23,11 +23,17 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import gateway_report as report
-from gateway import body, run_async, smoke
-from gateway_load import build_request, stream_ramp, ttft_series
-from gateway_procs import HOST, stop, stop_all
-from gateway_targets import direct, start_mocks, start_tokendock, tokendock_integrity
+from bench import gateway_report as report
+from bench.gateway_load import body, build_request, stream_ramp, ttft_series
+from bench.gateway_targets import (
+    check_target,
+    direct,
+    start_mocks,
+    start_tokendock,
+    tokendock_integrity,
+)
+from bench.harness import run_async
+from bench.procs import HOST, stop, stop_all
 
 TTFT_REQUESTS, TTFT_WARMUP = 10, 2
 STREAMS, STREAM_CHUNKS, STREAM_RAMP_S = 20, 10, 0.5
@@ -42,7 +48,7 @@ def run_smoke(args: argparse.Namespace) -> int:
         td = start_tokendock(tmp, mocks, sys.executable)
         assert td.proc is not None and td.server is not None
         for target in (direct(mocks), td):
-            found = smoke(target)
+            found = check_target(target)
             print(f"{target.label}: plain + streamed request: {found or 'OK'}", flush=True)
             problems += [f"{target.name}: {p}" for p in found]
 

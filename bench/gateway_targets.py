@@ -22,9 +22,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gateway_procs import HOST, ROOT, Proc, first_json_line, free_port, http_json, start, wait_http
-from tokendock_server import TokenDock
-from tokendock_server import start_tokendock as start_tokendock_server
+from bench.gateway_load import body
+from bench.harness import TokenDock
+from bench.harness import start_tokendock as start_tokendock_server
+from bench.procs import HOST, ROOT, Proc, first_json_line, free_port, http_json, start, wait_http
 
 MOCK = Path(__file__).with_name("mock_upstream.py")
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
@@ -227,3 +228,22 @@ def start_litellm(tmp: Path, mocks: Mocks, version: str, venv: Path = LITELLM_VE
     )
     target.notes.append(f"started in {time.monotonic() - t0:.0f} s; config {config.name}")
     return target
+
+
+def check_target(target: Target) -> list[str]:
+    """One plain and one streamed request; the problems found (empty: fine)."""
+    problems = []
+    model = target.endpoints["fast"][1]
+    status, headers, raw = http_json(target.url("fast"), body(model), target.headers)
+    if status != 200:
+        return [f"plain request: HTTP {status}: {raw[:300]!r}"]
+    doc = json.loads(raw)
+    usage = doc.get("usage") or {}
+    if usage.get("completion_tokens") != 16:
+        problems.append(f"plain request: usage {usage}")
+    status, _, raw = http_json(target.url("fast"), body(model, stream=True), target.headers)
+    if status != 200 or b"[DONE]" not in raw or b'"completion_tokens"' not in raw:
+        problems.append(f"streamed request: HTTP {status}, no [DONE] or no usage: {raw[-300:]!r}")
+    if target.name == "tokendock" and "x-tokendock-cost" not in {k.lower() for k in headers}:
+        problems.append("no x-tokendock-cost header: is billing on?")
+    return problems

@@ -38,11 +38,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from gateway_procs import ROOT, stop
-from machine import commit, cpu_model
-from tokendock_server import start_tokendock
+from bench.harness import commit, cpu_model, start_tokendock
+from bench.procs import ROOT, stop
 
 MODEL = "gemma-3-270m"
 DOC = ROOT / "docs" / "benchmarks.md"

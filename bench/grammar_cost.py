@@ -7,14 +7,13 @@ picker.py's first try), to mask the 768 candidates of a refused pick (probes + s
 to mask the whole vocabulary (what a pick with logprobs does every step). The step's worst is
 the largest accept + mask along the prefix.
 
-    .venv/bin/python bench/grammar_cost.py
+    .venv/bin/python -m bench.grammar_cost
 """
 
 from __future__ import annotations
 
 import ctypes
 import json
-import sys
 import time
 from collections.abc import Callable
 from functools import partial
@@ -24,13 +23,11 @@ from typing import Any
 import llama_cpp
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT))
+from bench.schemas import huge_enum, stalling_anyof, worst_accepted
+from tokendock.inference.grammar.builder import schema_grammar
+from tokendock.inference.weights.files import resolve_gguf
 
-from schemas import huge_enum, stalling_anyof, worst_accepted  # noqa: E402
-from tokendock.inference.grammar.builder import schema_grammar  # noqa: E402
-from tokendock.inference.weights.files import resolve_gguf  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 TOKEN_DATA = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -27,10 +26,8 @@ from typing import Any
 import httpx
 import orjson
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from gateway_procs import stop
-from tokendock_server import start_tokendock
+from bench.harness import start_tokendock
+from bench.procs import stop
 
 MODEL = "gemma-3-270m"
 TICKS = os.sysconf("SC_CLK_TCK")

@@ -7,7 +7,7 @@ and the ledger must add up at the end.
 
 Setup (everything on 127.0.0.1, stopped by PID at the end, also on errors and SIGTERM):
 TokenDock (`python -m tokendock serve`, one process, SQLite) from a fresh data directory
-(bench/tokendock_server.py) serving the embedded model `gemma-3-270m` and `mock-chat`, an
+(bench/harness.py) serving the embedded model `gemma-3-270m` and `mock-chat`, an
 upstream model backed by bench/mock_upstream.py (24 tokens, streams 5-15 ms per chunk). Keys,
 made with the `tokendock` CLI: the bootstrap admin and three more paying accounts, one account
 with zero credits (its requests get 402) and one key limited to `--limited-rpm` requests per
@@ -45,8 +45,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import soak_report as report
-from gateway_procs import (
+from bench import soak_report as report
+from bench.harness import TokenDock, start_tokendock
+from bench.procs import (
     CLK_TCK,
     ROOT,
     cpu_ticks,
@@ -57,8 +58,7 @@ from gateway_procs import (
     stop_all,
     wait_http,
 )
-from soak_traffic import Keys, Plan, run_traffic
-from tokendock_server import TokenDock, start_tokendock
+from bench.soak_traffic import Keys, Plan, run_traffic
 
 MOCK = Path(__file__).with_name("mock_upstream.py")
 DOCS = ROOT / "docs" / "reliability.md"

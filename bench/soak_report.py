@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
 from typing import Any
 
-import machine
-from gateway_report import log_problems
+from bench.gateway_report import log_problems
+from bench.harness import machine_facts
 
 BEGIN, END = "<!-- soak:results:begin -->", "<!-- soak:results:end -->"
 FLAT = 0.05  # RSS and open files: per-minute medians within ±5 % of the first judged minute
@@ -25,17 +23,10 @@ __all__ = ["log_problems", "meta", "render", "summarize", "update_doc"]
 
 
 def meta(args: argparse.Namespace, started: dt.datetime) -> dict[str, Any]:
-    cpu = machine.cpu_model()
-    commit = machine.commit()
     return {
+        **machine_facts(),
         "date": started.strftime("%Y-%m-%d %H:%M UTC"),
-        "nproc": os.cpu_count(),
-        "cpu": cpu,
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "commit": commit or "?",
-        "command": " ".join([".venv/bin/python", "bench/soak.py", *sys.argv[1:]]),
-        "loadavg_before": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
+        "command": " ".join([".venv/bin/python", "-m", "bench.soak", *sys.argv[1:]]),
     }
 
 
