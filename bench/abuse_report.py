@@ -10,9 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.abuse_http import Outcome
-from bench.harness import commit, cpu_model
+from bench.harness import commit, cpu_model, write_section
 
-BEGIN, END = "<!-- abuse:results:begin -->", "<!-- abuse:results:end -->"
 REFUSED_CPU = 0.050  # s of server CPU per refused request at most
 ENGINE_FACTOR = 3.0  # an admitted request's engine time: at most 3x its billed tokens' plain cost
 ENGINE_FLOOR = 0.3  # s: below this the canary's estimated share is the larger error
@@ -169,11 +168,4 @@ def render(rows: list[RowResult], cal: Calibration, catalogue: str, db: str, spe
 
 def update_doc(path: Path, text: str, intro: str) -> None:
     """Replace the results block of the "Abuse" section (created with `intro` when missing)."""
-    block = f"{BEGIN}\n\n{text}\n\n{END}"
-    doc = path.read_text() if path.exists() else "# Reliability\n"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + block + rest.split(END, 1)[1]
-    else:
-        doc = doc.rstrip() + f"\n\n## Abuse\n\n{intro}\n\n### Latest run\n\n{block}\n"
-    path.write_text(doc)
+    write_section(path, "abuse", text, intro=f"## Abuse\n\n{intro}\n\n### Latest run")

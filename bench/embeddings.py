@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.harness import commit, cpu_model, start_tokendock
+from bench.harness import commit, cpu_model, start_tokendock, write_section
 from bench.procs import ROOT, stop
 
 MODEL = "all-minilm-l6-v2"
@@ -129,8 +129,6 @@ def server_round(seconds: float, threads: int, tmp: Path) -> dict[int, float]:
 
 def report(library: list[dict[int, float]], server: list[dict[int, float]], args: str) -> str:
     lines = [
-        HEADING,
-        "",
         f"`make bench-embeddings{args}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, "
         f"{cpu_model()} ({os.cpu_count()} cores), commit {commit() or '-'}; "
         f"{len(library)} alternating rounds, the median of each. all-MiniLM-L6-v2 (f16 GGUF "
@@ -158,17 +156,6 @@ def report(library: list[dict[int, float]], server: list[dict[int, float]], args
     return "\n".join(lines)
 
 
-def write_section(text: str) -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    start = doc.find(HEADING)
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(HEADING))
-        doc = doc[:start] + text + ("" if end < 0 else doc[end:])
-    DOC.write_text(doc, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="per batch size and round")
@@ -192,7 +179,7 @@ def main() -> None:
     if args.smoke or args.no_write:
         print(f"{'smoke' if args.smoke else 'this'} run: docs/benchmarks.md left as it is")
         return
-    write_section(text)
+    write_section(DOC, "embeddings", text, intro=HEADING)
     print(f"wrote the section to {DOC}")
 
 

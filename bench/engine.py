@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.engine_load import SYSTEM_REPEATS, Client, Level, prefix_pairs, sweep
-from bench.engine_report import SVG, ServerRun, results_markdown, svg, targets, write_doc
+from bench.engine_report import DOC, SVG, ServerRun, results_markdown, svg, targets
 from bench.engine_servers import Memory, llama_server, slots_in_catalog, tokendock
 from bench.engine_single import (
     MODEL_ID,
@@ -58,7 +58,7 @@ from bench.engine_single import (
     run_all,
     summarize,
 )
-from bench.harness import commit, cpu_model
+from bench.harness import commit, cpu_model, write_section
 from bench.procs import stop_all
 
 LEVELS = [1, 2, 4, 8, 16]
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{info['date']}, {info['cpu']}"
         )
         SVG.write_text(svg(runs, "Aggregate generation tokens/s vs concurrency", subtitle))
-        write_doc(text)
+        write_section(DOC, "engine", text)
         print(f"wrote docs/benchmarks.md (engine results) and {SVG.relative_to(SVG.parents[1])}")
     return 0  # the PASS/FAIL lines are the verdict, as in the other benches
 

@@ -16,8 +16,6 @@ from bench.engine_single import markdown_table
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 SVG = ROOT / "docs" / "bench-engine-concurrency.svg"
-BEGIN = "<!-- bench/engine.py writes the results below; edits between these markers are lost -->"
-END = "<!-- end of bench/engine.py results -->"
 COLORS = {"TokenDock": "#1f6feb", "llama_cpp.server": "#d1242f"}
 
 
@@ -186,15 +184,6 @@ def results_markdown(
         "",
     ]
     return "\n".join(out)
-
-
-def write_doc(results: str) -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    begin, end = doc.find(BEGIN), doc.find(END)
-    if begin < 0 or end < begin:
-        raise RuntimeError(f"{DOC}: the markers of bench/engine.py's results are missing")
-    doc = doc[: begin + len(BEGIN)] + "\n\n" + results.strip("\n") + "\n\n" + doc[end:]
-    DOC.write_text(doc, encoding="utf-8")
 
 
 # -- the plot -------------------------------------------------------------------------------

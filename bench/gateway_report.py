@@ -10,9 +10,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from bench.harness import write_section
+
 SECTION = "## Gateway (bench/gateway.py)"
-BEGIN = "<!-- gateway-bench:results:begin -->"
-END = "<!-- gateway-bench:results:end -->"
 NAMES = {"direct": "direct (mock)", "tokendock": "TokenDock", "litellm": "LiteLLM"}
 
 
@@ -370,19 +370,9 @@ def render(results: dict[str, Any]) -> str:
 
 
 def update_docs(md: Path, text: str, png_name: str) -> None:
-    block = f"{BEGIN}\n\n{text}\n\n![Gateway benchmark]({png_name})\n\n{END}"
-    doc = md.read_text() if md.exists() else "# Benchmarks\n"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + block + rest.split(END, 1)[1]
-    elif SECTION in doc:
-        head, rest = doc.split(SECTION, 1)
-        nxt = rest.find("\n## ")
-        body, tail = (rest, "") if nxt < 0 else (rest[:nxt], rest[nxt:])
-        doc = head + SECTION + body.rstrip() + "\n\n### Results\n\n" + block + "\n" + tail
-    else:
-        doc = doc.rstrip() + f"\n\n{SECTION}\n\n### Results\n\n{block}\n"
-    md.write_text(doc)
+    """The results and the plot into the "gateway" section of `md` (made when missing)."""
+    block = f"{text}\n\n![Gateway benchmark]({png_name})"
+    write_section(md, "gateway", block, intro=f"{SECTION}\n\n### Results")
 
 
 # -- log scan, py-spy -----------------------------------------------------------------------

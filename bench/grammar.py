@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.harness import commit, cpu_model, start_tokendock
+from bench.harness import commit, cpu_model, start_tokendock, write_section
 from bench.procs import ROOT, stop
 
 MODEL = "gemma-3-270m"
@@ -273,8 +273,6 @@ def report(
     constrained = sum(r[k].tokens for r in engine for k in ("schema", "tool"))
     prompts = {k: sorted(http[0][k].prompt_tokens | engine[0][k].prompt_tokens) for k in KINDS}
     lines = [
-        HEADING,
-        "",
         f"`{cmd}` on {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cpu_model()} "
         f"({os.cpu_count()} cores), commit {commit() or '-'}; {len(http)} alternating rounds "
         "(HTTP, then the engine), the median of each; gemma-3-270m Q4_K_M, llama.cpp threads: "
@@ -298,17 +296,6 @@ def report(
         "",
     ]
     return "\n".join(lines)
-
-
-def write_section(text: str) -> None:
-    doc = DOC.read_text(encoding="utf-8")
-    start = doc.find(HEADING)
-    if start < 0:
-        doc = doc.rstrip("\n") + "\n\n" + text
-    else:
-        end = doc.find("\n## ", start + len(HEADING))
-        doc = doc[:start] + text + ("" if end < 0 else doc[end:])
-    DOC.write_text(doc, encoding="utf-8")
 
 
 async def run(
@@ -377,7 +364,7 @@ def main() -> None:
     if args.smoke or args.no_write:
         print(f"{'smoke' if args.smoke else 'this'} run: docs/benchmarks.md left as it is")
         return
-    write_section(text)
+    write_section(DOC, "grammar", text, intro=HEADING)
     print(f"wrote the section to {DOC}")
 
 

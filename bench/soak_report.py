@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.gateway_report import log_problems
-from bench.harness import machine_facts
+from bench.harness import machine_facts, write_section
 
-BEGIN, END = "<!-- soak:results:begin -->", "<!-- soak:results:end -->"
 FLAT = 0.05  # RSS and open files: per-minute medians within ±5 % of the first judged minute
 P99_SLACK = 0.20  # the last minute's p99 at most 20 % above the first judged minute's
 UPSTREAM_KINDS = {"up", "up_stream", "limited"}
@@ -245,16 +244,4 @@ def render(results: dict[str, Any], summary: dict[str, Any], args: argparse.Name
 
 def update_doc(path: Path, text: str) -> None:
     """Replace the results block of the "Soak" section (created when missing)."""
-    block = f"{BEGIN}\n\n{text}\n\n{END}"
-    doc = path.read_text() if path.exists() else "# Reliability\n"
-    if BEGIN in doc and END in doc:
-        head, rest = doc.split(BEGIN, 1)
-        doc = head + block + rest.split(END, 1)[1]
-    elif "\n## Soak\n" in doc:
-        head, rest = doc.split("\n## Soak\n", 1)
-        nxt = rest.find("\n## ")
-        body, tail = (rest, "") if nxt < 0 else (rest[:nxt], rest[nxt:])
-        doc = f"{head}\n## Soak\n{body.rstrip()}\n\n### Latest run\n\n{block}\n{tail}"
-    else:
-        doc = doc.rstrip() + f"\n\n## Soak\n\n### Latest run\n\n{block}\n"
-    path.write_text(doc)
+    write_section(path, "soak", text, intro="## Soak\n\n### Latest run")
