@@ -42,7 +42,7 @@ from bench.abuse_own import OWN_ROWS
 from bench.abuse_probe import Canary, Probe, find_engine_threads, thread_cpu
 from bench.abuse_report import Calibration, RowResult, judge, pct, render, table, update_doc
 from bench.abuse_rows import ROWS, Row
-from bench.harness import TokenDock, start_tokendock
+from bench.harness import TokenDock, metric_total, start_tokendock
 from bench.procs import ROOT, stop
 
 DOCS = ROOT / "docs" / "reliability.md"
@@ -105,7 +105,7 @@ async def engine_delta(probe: Probe, ctx: Ctx, body: dict[str, Any]) -> tuple[fl
 async def calibrate(probe: Probe, ctx: Ctx, smoke: bool) -> tuple[float, float]:
     """Find the engine threads, then a plain request's engine s per prompt / completion token."""
     story = [{"role": "user", "content": "Tell me a long story."}]
-    gen = {"model": MODEL, "messages": story, "max_tokens": 8 if smoke else 64}
+    gen: dict[str, Any] = {"model": MODEL, "messages": story, "max_tokens": 8 if smoke else 64}
     gen |= {"logit_bias": NEVER_STOP, "temperature": 0}
     before = thread_cpu(probe.pid)
     await ctx.send("calib", "/v1/chat/completions", gen)
@@ -151,11 +151,8 @@ async def engine_idle(ctx: Ctx, seconds: float) -> bool:
             text = (await ctx.http.get("/metrics", timeout=BOOKKEEPING_WAIT)).text
         except httpx.HTTPError:
             continue
-        busy = sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith(("tokendock_engine_running{", "tokendock_engine_waiting{"))
-        )
+        busy = metric_total(text, "tokendock_engine_running")
+        busy += metric_total(text, "tokendock_engine_waiting")
         if busy <= 1:
             return True
         await asyncio.sleep(0.5)

@@ -30,8 +30,8 @@ from pathlib import Path
 import httpx
 import orjson
 
-from bench.harness import commit, cpu_model, start_tokendock, write_section
-from bench.procs import ROOT, stop
+from bench.harness import commit, cpu_model, tokendock_running, write_section
+from bench.procs import ROOT
 
 MODEL = "all-minilm-l6-v2"
 BATCHES = (1, 32)
@@ -110,9 +110,8 @@ def server_round(seconds: float, threads: int, tmp: Path) -> dict[int, float]:
     tmp.mkdir(parents=True, exist_ok=True)
     catalog = tmp / "models.toml"
     catalog.write_text(CATALOG.format(threads=threads, batch=PACK_TOKENS), encoding="utf-8")
-    server = start_tokendock(tmp, catalog=catalog, name=f"td-{time.monotonic_ns()}")
-    headers = {"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"}
-    try:
+    with tokendock_running(tmp, catalog=catalog, name=f"td-{time.monotonic_ns()}") as server:
+        headers = {"Authorization": f"Bearer {server.key}", "Content-Type": "application/json"}
         with httpx.Client(base_url=server.base_url, headers=headers, timeout=60) as client:
 
             def embed(texts: list[str]) -> object:
@@ -123,8 +122,6 @@ def server_round(seconds: float, threads: int, tmp: Path) -> dict[int, float]:
                 return reply
 
             return {b: rate(embed, b, seconds) for b in BATCHES}
-    finally:
-        stop(server.proc)
 
 
 def report(library: list[dict[int, float]], server: list[dict[int, float]], args: str) -> str:

@@ -75,6 +75,7 @@ from bench.procs import (
     CLK_TCK,
     HOST,
     ROOT,
+    machine_jiffies,
     raise_fd_limit,
     status_kb,
     stop,
@@ -84,12 +85,6 @@ from bench.procs import (
 T = TypeVar("T")
 CONCURRENCY = (1, 16, 64)
 STREAM_LEVELS = (250, 500, 1000, 1500)
-
-
-def machine_busy() -> tuple[int, int]:
-    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    idle = fields[3] + fields[4]
-    return sum(fields) - idle, sum(fields)
 
 
 def children_cpu() -> float:
@@ -157,10 +152,10 @@ def wrk_point(
     up0 = mocks.stats(scenario, reset=True)["requests"]
     mock_proc = mocks.procs[scenario]
     g0 = target.proc.cpu_ticks() if target.proc else 0
-    m0, (b0, t0), w0, wall0 = mock_proc.cpu_ticks(), machine_busy(), children_cpu(), time.time()
+    m0, (b0, t0), w0, wall0 = mock_proc.cpu_ticks(), machine_jiffies(), children_cpu(), time.time()
     res = run_wrk(wrk, target.url(scenario), payload, target.headers, c, args.seconds)
     g1 = target.proc.cpu_ticks() if target.proc else 0
-    m1, (b1, t1), w1, wall1 = mock_proc.cpu_ticks(), machine_busy(), children_cpu(), time.time()
+    m1, (b1, t1), w1, wall1 = mock_proc.cpu_ticks(), machine_jiffies(), children_cpu(), time.time()
     up = mocks.stats(scenario)
     wall = wall1 - wall0
     res.update(

@@ -174,7 +174,7 @@ class Conn(asyncio.Protocol):
         self.got = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = transport  # type: ignore[assignment]  # a stream connection: a Transport
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

@@ -32,9 +32,10 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def point(results: dict[str, Any], target: str, scenario: str, c: int) -> dict[str, Any] | None:
-    for p in results["points"]:
+    points: list[dict[str, Any]] = results["points"]
+    for p in points:
         if (p["target"], p["scenario"], p["concurrency"]) == (target, scenario, c):
-            return p  # type: ignore[no-any-return]
+            return p
     return None
 
 

@@ -75,7 +75,7 @@ def start_mocks(tmp: Path, slow_ms: float, python: str, stream_chunks: int = 100
         cmd = [python, str(MOCK), "--port", "0", "--models", UPSTREAM_MODEL, *extra]
         procs[name] = start(f"mock-{name}", cmd, tmp / f"mock-{name}.log")
     for name, proc in procs.items():
-        ports[name] = int(first_json_line(proc, 20)["port"])  # type: ignore[call-overload]
+        ports[name] = int(first_json_line(proc, 20)["port"])
         wait_http(f"http://{HOST}:{ports[name]}/health", proc, 20)
     return Mocks(procs, ports)
 

@@ -173,13 +173,13 @@ class Engine:
         self.spec = spec
         self.engine = LlamaEngine(spec, ROOT / "data")
         self.rejected = 0
-        close = picker.Picker.close
+        close, bench = picker.Picker.close, self
 
-        def counted(picked: Any) -> None:
-            self.rejected += picked.rejected
-            close(picked)
+        def counted(self: picker.Picker) -> None:  # the picker's close(), counting its rejects
+            bench.rejected += self.rejected
+            close(self)
 
-        picker.Picker.close = counted  # type: ignore[method-assign]
+        picker.Picker.close = counted  # type: ignore[method-assign]  # counting, bench only
 
     async def start(self) -> None:
         from tokendock.inference.engine.tools import offer

@@ -415,7 +415,8 @@ def new_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
 
-        return uvloop.new_event_loop()  # type: ignore[no-any-return]
+        loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+        return loop
     except ImportError:  # pragma: no cover
         return asyncio.new_event_loop()
 
@@ -425,9 +426,14 @@ def serve(sock: socket.socket, cfg: Config, mem: mmap.mmap, slot: int) -> None:
     asyncio.set_event_loop(loop)
     cache = Cache(cfg)
     counters = Counters(mem, slot)
-    stop = loop.create_future()
+    stop: asyncio.Future[None] = loop.create_future()
+
+    def on_signal() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+        loop.add_signal_handler(sig, on_signal)
 
     async def main() -> None:
         server = await loop.create_server(

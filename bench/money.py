@@ -54,6 +54,7 @@ from sqlalchemy import event, func, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bench.procs import machine_jiffies
 from tokendock.app import QUIET_REQUESTS
 from tokendock.billing.fastpath_sqlite import SqliteWriter
 from tokendock.billing.ledger import Ledger, UsageRow
@@ -144,16 +145,6 @@ class RunResult:
         return self.completed_in_window / self.seconds
 
 
-def _cpu_busy() -> tuple[int, int]:
-    """(busy, total) jiffies over all CPUs, from /proc/stat."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    except (OSError, ValueError):
-        return 0, 0
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
-    return sum(fields) - idle, sum(fields)
-
-
 def _process_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -223,9 +214,9 @@ async def run_load(b: Backend, concurrency: int, seconds: float, label: str) -> 
 
     async def monitor() -> tuple[float, float]:
         await asyncio.sleep(max(0.0, start - time.perf_counter()))
-        cpu0, (busy0, total0), wall0 = _process_cpu(), _cpu_busy(), time.perf_counter()
+        cpu0, (busy0, total0), wall0 = _process_cpu(), machine_jiffies(), time.perf_counter()
         await asyncio.sleep(max(0.0, end - time.perf_counter()))
-        cpu1, (busy1, total1), wall1 = _process_cpu(), _cpu_busy(), time.perf_counter()
+        cpu1, (busy1, total1), wall1 = _process_cpu(), machine_jiffies(), time.perf_counter()
         process = 100.0 * (cpu1 - cpu0) / (wall1 - wall0)
         machine = 100.0 * (busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0
         return process, machine
@@ -326,7 +317,7 @@ def counting(
             counts[phase[0] + ":thread_hops"] += 1
             return await original(self, fn, *args, **kwargs)
 
-        aiosqlite.core.Connection._execute = hop  # type: ignore[method-assign]
+        aiosqlite.core.Connection._execute = hop  # type: ignore[method-assign]  # counts thread hops
         patched = (aiosqlite.core.Connection, original)
     fast: Any = ledger.fastpath
     originals = {name: getattr(fast, name) for name in ("hold", "settle")}

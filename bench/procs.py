@@ -23,6 +23,7 @@ import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -70,6 +71,17 @@ def cpu_ticks(pid: int) -> int:
     """utime + stime of every thread of `pid` (0 when it is gone)."""
     fields = _stat_fields(pid)
     return int(fields[11]) + int(fields[12]) if fields else 0  # fields 14, 15
+
+
+def machine_jiffies() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat (idle and iowait are not
+    busy); (0, 0) where there is no /proc."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)
+    return sum(fields) - idle, sum(fields)
 
 
 def descendants(pid: int) -> list[int]:
@@ -259,7 +271,7 @@ def wait_http(
     )
 
 
-def first_json_line(proc: Proc, timeout: float) -> dict[str, object]:
+def first_json_line(proc: Proc, timeout: float) -> dict[str, Any]:
     """The first line of `proc`'s log parsed as JSON (the mock prints its port there)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

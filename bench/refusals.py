@@ -16,7 +16,6 @@ Results land in docs/reliability.md by hand; --smoke sends 3 requests of each ki
 from __future__ import annotations
 
 import argparse
-import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -26,11 +25,9 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.harness import start_tokendock
-from bench.procs import stop
+from bench.harness import cpu_seconds, metric_total, tokendock_running
 
 MODEL = "gemma-3-270m"
-TICKS = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -96,24 +93,14 @@ def kinds() -> list[Kind]:
     ]
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
-
 def tokenizer_calls(base_url: str) -> float:
     text = httpx.get(base_url + "/metrics", timeout=10).text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("tokendock_tokenizer_calls_total{")
-    )
+    return metric_total(text, "tokendock_tokenizer_calls_total")
 
 
 def run(requests: int, tmp: Path) -> list[tuple[str, float, float, float, int]]:
-    server = start_tokendock(tmp)
     rows = []
-    try:
+    with tokendock_running(tmp) as server:
         _, broke = server.new_key("broke@example.com", "0")
         with httpx.Client(base_url=server.base_url, timeout=120) as client:
             for kind in kinds():
@@ -131,8 +118,6 @@ def run(requests: int, tmp: Path) -> list[tuple[str, float, float, float, int]]:
                 spent = (cpu_seconds(server.pid) - cpu) / requests
                 grew = tokenizer_calls(server.base_url) - calls
                 rows.append((kind.name, len(content) / 1e6, spent * 1000, wall * 1000, int(grew)))
-    finally:
-        stop(server.proc)
     return rows
 
 

@@ -142,7 +142,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     mock_cmd = [sys.executable, str(MOCK), "--port", "0", "--models", "mock-model"]
     mock_cmd += ["--delay-ms", "5", "--chunks", "24", "--interval-ms", "5-15"]
     mock = start("mock", mock_cmd, tmp / "mock.log")
-    mock_port = int(first_json_line(mock, 20)["port"])  # type: ignore[call-overload]
+    mock_port = int(first_json_line(mock, 20)["port"])
     wait_http(f"http://127.0.0.1:{mock_port}/health", mock, 20)
     catalog = tmp / "soak-models.toml"
     catalog.write_text(catalog_text(mock_port))

@@ -25,6 +25,8 @@ from typing import Any
 
 import httpx
 
+from bench.harness import run_async
+
 UPSTREAM_MIX = {"up": 45, "up_stream": 25, "up_disconnect": 8, "broke": 7, "limited": 15}
 EMBEDDED_MIX = {"emb": 45, "emb_stream": 40, "emb_disconnect": 15}
 UPSTREAM_THINK_S = (0.02, 0.08)
@@ -190,9 +192,4 @@ async def _run(plan: Plan, keys: Keys, t0: float, progress_every: float) -> list
 
 
 def run_traffic(plan: Plan, keys: Keys, t0: float, progress_every: float) -> list[Record]:
-    try:
-        import uvloop
-
-        return uvloop.run(_run(plan, keys, t0, progress_every))  # type: ignore[no-any-return]
-    except ImportError:
-        return asyncio.run(_run(plan, keys, t0, progress_every))
+    return run_async(_run(plan, keys, t0, progress_every))
