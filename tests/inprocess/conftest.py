@@ -5,10 +5,13 @@ fake backend, driven by the official openai SDK through httpx's ASGI transport).
 from __future__ import annotations
 
 import secrets
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import openai
@@ -33,6 +36,9 @@ from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.storage.migrate import upgrade_async
 from tokendock.storage.model_settings import ModelSettingsStore
 
+if TYPE_CHECKING:
+    from tests.inprocess.site import Site
+
 GRANT = 1_000_000  # micro-credits: one credit
 
 
@@ -55,10 +61,18 @@ def registry_of(*backends: Backend) -> ModelRegistry:
     return ModelRegistry({b.spec.id: b.spec for b in backends}, {b.spec.id: b for b in backends})
 
 
+_TEMPLATE: list[Path] = []  # a database migrated once per test process, copied for each test
+
+
 async def migrated(tmp_path: Path) -> str:
-    url = f"sqlite+aiosqlite:///{tmp_path / 'tokendock.db'}"
-    await upgrade_async(url)
-    return url
+    """A fresh, fully migrated SQLite database in `tmp_path` (a copy of one migrated once)."""
+    target = tmp_path / "tokendock.db"
+    if not _TEMPLATE:
+        template = Path(tempfile.mkdtemp(prefix="tokendock-template-")) / "tokendock.db"
+        await upgrade_async(f"sqlite+aiosqlite:///{template}")
+        _TEMPLATE.append(template)
+    shutil.copyfile(_TEMPLATE[0], target)
+    return f"sqlite+aiosqlite:///{target}"
 
 
 @pytest.fixture
@@ -121,3 +135,13 @@ async def app(tmp_path: Path) -> AsyncIterator[App]:
                 api_key=new.secret, base_url="http://tokendock/v1", http_client=http, max_retries=0
             )
             yield App(application, backend, client, http, new.secret, account)
+
+
+@pytest.fixture
+async def site(tmp_path: Path) -> AsyncIterator[Site]:
+    """The whole app (tests/inprocess/site.py): a fake chat and a fake embedding model, tenants
+    made as the CLI makes them, the ledger read back directly."""
+    from tests.inprocess.site import running_site
+
+    async with running_site(tmp_path) as each:
+        yield each

@@ -2,7 +2,12 @@
 
 It answers every choice with `pieces` (one token each), after `begin_delay` seconds of "work"
 in `begin` and `delay` seconds per piece; `begin_error` fails `begin`, `fail_after` fails the
-events after that many pieces. Its tally counts what it emitted, like the real backends."""
+events after that many pieces. Its tally counts what it emitted, like the real backends.
+
+A test that needs a request still running when it acts holds it running instead of racing it:
+`Script.hold` is an `asyncio.Event` the run waits on after `hold_after` pieces (the run's
+`holding` event says it got there); the test sets it to let the run go on. A request of kind
+"embed" gets one `Embedding` per input (`DIMENSIONS` floats), its tokens `PROMPT_TOKENS` each."""
 
 from __future__ import annotations
 
@@ -10,20 +15,34 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from tokendock.catalog import ModelSpec, PriceSpec
 from tokendock.errors import GenerationFailed
-from tokendock.inference.backend import Bound, Delta, Event, Finish, InferenceRequest, Tally
+from tokendock.inference.backend import (
+    Bound,
+    Delta,
+    Embedding,
+    Finish,
+    InferenceRequest,
+    Output,
+    Tally,
+)
 
 PROMPT_TOKENS = 7
+DIMENSIONS = 4
 
 
-def spec(model: str = "fake-model", price: tuple[str, str] = ("1", "2")) -> ModelSpec:
+def spec(
+    model: str = "fake-model", price: tuple[str, str] = ("1", "2"), task: str = "generation"
+) -> ModelSpec:
     return ModelSpec(
         id=model,
         package="fake-model-never-loaded",  # the fake answers instead of an engine
         context_length=4096,
         max_output_tokens=256,
         price=PriceSpec(input=price[0], output=price[1]),
+        task=task,  # type: ignore[arg-type]
     )
 
 
@@ -36,6 +55,8 @@ class Script:
     fail_after: int | None = None
     error_text: str = "the fake engine broke"
     cached: int = 0  # of the prompt's tokens, those its tally says a KV cache served
+    hold: asyncio.Event | None = None  # set by the test: the run goes on past `hold_after`
+    hold_after: int = 0
 
 
 @dataclass
@@ -47,10 +68,13 @@ class FakeRun:
     emitted: int = 0
     closed: bool = False
     finishes: list[str] = field(default_factory=list)
+    holding: asyncio.Event = field(default_factory=asyncio.Event)  # waiting on `script.hold`
 
     @property
     def prompt_tokens(self) -> int:
-        return PROMPT_TOKENS if self.begun else 0
+        if not self.begun:
+            return 0
+        return PROMPT_TOKENS * (len(self.req.prompts) if self.req.kind == "embed" else 1)
 
     async def begin(self) -> None:
         await asyncio.sleep(self.script.begin_delay)
@@ -58,11 +82,23 @@ class FakeRun:
             raise self.script.begin_error
         self.begun = True
 
-    async def events(self) -> AsyncIterator[Event]:
+    async def wait_if_held(self) -> None:
+        hold = self.script.hold
+        if hold is not None and self.emitted == self.script.hold_after and not hold.is_set():
+            self.holding.set()
+            await hold.wait()
+
+    async def events(self) -> AsyncIterator[Output]:
+        if self.req.kind == "embed":
+            for index in range(len(self.req.prompts)):
+                yield Embedding(index, np.full(DIMENSIONS, index + 1, dtype=np.float32))
+            self.closed = True
+            return
         choices = self.req.n * max(1, len(self.req.prompts))
         try:
             for piece in self.script.pieces:
                 for index in range(choices):
+                    await self.wait_if_held()
                     await asyncio.sleep(self.script.delay)
                     if (
                         self.script.fail_after is not None
@@ -95,6 +131,16 @@ class FakeBackend:
         self.spec = model_spec or spec()
         self.script = script or Script()
         self.runs: list[FakeRun] = []
+        self._made = asyncio.Event()  # set as each run is made
+
+    async def held(self, index: int = 0) -> FakeRun:
+        """Run `index` (in the order made), once it waits on its script's `hold`."""
+        while len(self.runs) <= index:
+            self._made.clear()
+            await self._made.wait()
+        run = self.runs[index]
+        await run.holding.wait()
+        return run
 
     @property
     def ready(self) -> bool:
@@ -111,6 +157,8 @@ class FakeBackend:
         return PROMPT_TOKENS
 
     def bound(self, req: InferenceRequest) -> Bound:
+        if req.kind == "embed":
+            return Bound(PROMPT_TOKENS * len(req.prompts), 0)
         choices = req.n * max(1, len(req.prompts))
         return Bound(PROMPT_TOKENS, (req.max_tokens or 16) * choices)
 
@@ -119,4 +167,5 @@ class FakeBackend:
     ) -> FakeRun:
         run = FakeRun(req, self.script)
         self.runs.append(run)
+        self._made.set()
         return run
