@@ -13,6 +13,7 @@ from tokendock.catalog import ModelSpec
 from tokendock.errors import InvalidRequest, ServiceUnavailable
 from tokendock.inference.engine.base import Generation
 from tokendock.inference.engine.embedded import check_choices
+from tokendock.inference.engine.inbox import Inbox
 from tokendock.inference.engine.job import Job
 from tokendock.inference.engine.llama import LlamaEngine
 
@@ -29,8 +30,8 @@ def engine(slots: int = 2, max_queue: int = 16, per_account: int | None = None) 
 
 
 def queue(eng: LlamaEngine, owner: str, count: int) -> list[Job]:
-    loop = asyncio.get_running_loop()
-    jobs = [Job(Generation([1, 2], 4, owner=owner), loop) for _ in range(count)]
+    inbox = Inbox(asyncio.get_running_loop())
+    jobs = [Job(Generation([1, 2], 4, owner=owner), inbox, i) for i in range(count)]
     for job in jobs:
         assert eng._jobs.put(owner, job)
     return jobs

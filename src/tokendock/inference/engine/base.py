@@ -1,8 +1,9 @@
 """The embedded engine's own interface: one choice to generate (`Generation`) in, `TextDelta`
-events followed by exactly one `Finished` out. Stop sequences are the engine's job: a
-`TextDelta` never contains one. Closing the async iterator early (client gone) cancels the
-generation within one step. The engine batches many jobs (inference/engine/scheduler.py)
-behind the `Backend` seam (inference/backend.py); the service and web layers never see it.
+events followed by exactly one `Finished` out; a request's choices all put theirs into the
+run's one queue (inbox.py). Stop sequences are the engine's job: a `TextDelta` never contains
+one. Closing the reader early (client gone) cancels the generation within one step. The engine
+batches many jobs (inference/engine/scheduler.py) behind the `Backend` seam
+(inference/backend.py); the service and web layers never see it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tokendock.inference.vocabulary import (
 )
 
 if TYPE_CHECKING:
+    from tokendock.inference.engine.inbox import Inbox
     from tokendock.inference.engine.job import Job
 
 
@@ -135,14 +137,13 @@ class Engine(Protocol):
         """Does the engine's grammar parser accept this GBNF grammar?"""
         ...
 
-    def generate(self, job: Generation) -> AsyncIterator[Event]: ...
-
-    def submit(self, jobs: Sequence[Generation], owner: str) -> list[Job]:
-        """Queue a request's choices, after `check_queue` — atomically (503 when over)."""
+    def generate(self, job: Generation) -> AsyncIterator[Event]:
+        """One job's events (no wait bounds); closing the iterator cancels it."""
         ...
 
-    def stream(self, job: Job) -> AsyncIterator[Event]:
-        """A submitted job's events; closing the iterator cancels the job."""
+    def submit(self, jobs: Sequence[Generation], owner: str, inbox: Inbox) -> list[Job]:
+        """Queue a request's choices, after `check_queue` — atomically (503 when over). Choice
+        `i` puts its events (or an error) into the run's one `inbox`, tagged `i`."""
         ...
 
     def cancel(self, job: Job) -> None:

@@ -4,7 +4,8 @@
 caps and bounds the prompt from its bytes (≤ the context window) — no tokenizer. `begin`
 renders and tokenizes (exact counts; a prompt + max_tokens over the window is a 400), makes
 one engine job per choice (per prompt × n) and refuses with a 503 when the engine's wait queue
-is full; `events` runs them all at once and merges their events; `tally` waits until the engine
+is full; `events` reads the run's one queue, which every job puts its events into (tagged by
+choice), and shapes them; `tally` waits until the engine
 has stopped every job and counts what it did: prompt + sampled tokens (and how many prompt
 tokens came from the prefix cache), nothing if no job ever started.
 """
@@ -12,7 +13,6 @@ tokens came from the prefix cache), nothing if no job ever started.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import secrets
@@ -28,6 +28,7 @@ from tokendock.errors import (
 )
 from tokendock.inference.backend import (
     Bound,
+    Delta,
     Event,
     Features,
     Finish,
@@ -38,11 +39,13 @@ from tokendock.inference.backend import (
 from tokendock.inference.budget import check_request_cap, completion_budget, per_choice
 from tokendock.inference.engine.base import (
     Engine,
+    Finished,
     Generation,
     PromptScored,
     PromptScores,
     TextDelta,
 )
+from tokendock.inference.engine.inbox import Arrival, Inbox, raised
 from tokendock.inference.engine.job import Job
 from tokendock.inference.engine.shaping import ChoiceShaper
 from tokendock.inference.engine.templates import ChatTemplateError
@@ -145,6 +148,7 @@ class EmbeddedRun:
         self._request_id = rid
         self.jobs: list[Generation] = []
         self._queued: list[Job] = []  # the jobs as the engine queued them (begin)
+        self._inbox: Inbox | None = None  # where they all put their events (begin)
         self._submitted = False
         self.prefixes: list[str] = []  # echoed prompt text per choice
         self.shapers: list[ChoiceShaper] = []
@@ -202,60 +206,53 @@ class EmbeddedRun:
                     ChoiceShaper(len(self.shapers), req.kind, req.tools, top is not None)
                 )
         # Checked and queued at once: a 503 now, not a wait without end.
-        self._queued = engine.submit(self.jobs, self._owner)
+        self._inbox = Inbox(asyncio.get_running_loop())
+        self._queued = engine.submit(self.jobs, self._owner, self._inbox)
         self._submitted = True
 
     async def events(self) -> AsyncIterator[Event]:
-        """Events of all choices, merged; each choice ends with one Finish. Closing this
-        iterator cancels every choice still running."""
-        merged: asyncio.Queue[Event | BaseException] = asyncio.Queue()
-        engine = self._engine
-
-        async def pump(index: int, job: Job) -> None:
-            shaper = self.shapers[index]
-            put = merged.put_nowait
-            try:
-                async for event in engine.stream(job):
-                    if isinstance(event, TextDelta):
-                        for delta in shaper.text(event.text, event.logprobs):
-                            put(delta)
-                    elif isinstance(event, PromptScored):
-                        prefix = shaper.prefix(self.prefixes[index], event.tokens)
-                        if prefix is not None:
-                            put(prefix)
-                    else:
-                        for item in shaper.finish(event.reason, event.stop_sequence):
-                            put(item)
-            except Exception as exc:
-                put(exc)
-
-        queued, self._queued = self._queued, []  # from here on the pumps own them
-        tasks = [asyncio.create_task(pump(i, job)) for i, job in enumerate(queued)]
+        """Events of all choices, as the engine made them; each choice ends with one Finish.
+        Every job puts its events into the run's one inbox, tagged by choice: this coroutine
+        reads it and shapes each event (no task per choice). Closing it cancels every choice
+        still running."""
+        queued, self._queued = self._queued, []  # from here on this reader owns them
+        inbox, shapers = self._inbox, self.shapers
         try:
             for i, prefix in enumerate(self.prefixes):
                 if prefix and not self.jobs[i].prompt_logprobs:
-                    delta = self.shapers[i].prefix(prefix)
+                    delta = shapers[i].prefix(prefix)
                     if delta is not None:
                         yield delta
-            remaining = len(tasks)
-            while remaining:
-                item = await merged.get()
-                if isinstance(item, BaseException):
-                    raise item
-                if isinstance(item, Finish):
-                    remaining -= 1
-                    self._reasons.append(item.reason)
-                elif self._first_token is None and (item.text or item.tool_calls):
-                    self._first_token = time.monotonic()
-                yield item
+            remaining = len(queued)
+            while remaining and inbox is not None:
+                for choice, item in await inbox.take():
+                    for event in self._shape(choice, item):
+                        if isinstance(event, Finish):
+                            remaining -= 1
+                            self._reasons.append(event.reason)
+                        yield event
         finally:
-            for task in tasks:
-                task.cancel()
-            for job in queued:  # a pump cancelled before it began reading: stop its job too
-                engine.cancel(job)
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            for job in queued:  # finished ones too: a no-op for them
+                self._engine.cancel(job)
+
+    def _shape(self, choice: int, item: Arrival) -> Sequence[Event]:
+        """One engine event of choice `choice` as the run's events (an engine error raises)."""
+        shaper = self.shapers[choice]
+        out: Sequence[Event]
+        if isinstance(item, TextDelta):
+            out = shaper.text(item.text, item.logprobs)
+        elif isinstance(item, Finished):
+            out = shaper.finish(item.reason, item.stop_sequence)
+        elif isinstance(item, PromptScored):  # the echoed prompt: not generated text
+            prefix = shaper.prefix(self.prefixes[choice], item.tokens)
+            return [prefix] if prefix is not None else []
+        else:
+            raise raised(item)
+        if self._first_token is None and any(
+            isinstance(e, Delta) and (e.text or e.tool_calls) for e in out
+        ):
+            self._first_token = time.monotonic()
+        return out
 
     def abandon(self) -> None:
         """Nobody will read the events: queued jobs leave the queue now, running ones their

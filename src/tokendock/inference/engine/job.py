@@ -1,6 +1,7 @@
 """One generation job inside the embedded engine's scheduler: its cancel flag, its progress (kept
 when it leaves its slot to resume later), its stop scanner and decoder, and the text (with
-logprobs) it hands back to the event loop.
+logprobs) it hands back to the event loop — into its run's one `Inbox` (inbox.py), tagged with
+its choice index.
 
 `emit_text` runs the text through the stop scanner: each token's logprob goes out with the
 delta that completes its text, so the tokens of a stop sequence never do.
@@ -8,7 +9,6 @@ delta that completes its text, so the tokens of a stop sequence never do.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import collections
 import contextlib
@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 
 from tokendock.inference.engine.base import Event, Generation, TextDelta
+from tokendock.inference.engine.inbox import Inbox
 from tokendock.inference.engine.picker import Picker
 from tokendock.inference.engine.stops import StopScanner
 from tokendock.inference.vocabulary import TokenLogprob
@@ -24,8 +25,8 @@ from tokendock.inference.vocabulary import TokenLogprob
 @dataclass(slots=True, eq=False)  # a job is itself: the queue finds it by identity
 class Job:
     gen: Generation
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue[Event | BaseException] = field(default_factory=asyncio.Queue)
+    inbox: Inbox  # its run's one queue: every choice of the request puts its events there
+    choice: int = 0  # its index among the run's choices (the tag on its events)
     cancelled: threading.Event = field(default_factory=threading.Event)
     # Guards the queued → started transition against a concurrent cancel.
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -71,14 +72,12 @@ class Job:
                 self.gen.meter.done.set()
 
     def emit(self, item: Event | BaseException) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.events.put_nowait, item)
-        except RuntimeError:  # the loop closed under us (shutdown): nobody is listening
+        if not self.inbox.put(self.choice, item):  # the loop closed (shutdown): nobody listens
             self.cancelled.set()
 
     def finish_meter(self) -> None:
         with contextlib.suppress(RuntimeError):
-            self.loop.call_soon_threadsafe(self.gen.meter.done.set)
+            self.inbox.loop.call_soon_threadsafe(self.gen.meter.done.set)
 
     def emit_text(self, text: str, entry: TokenLogprob | None, *, final: bool = False) -> None:
         """Text through the stop scanner; each token's logprob goes out with the delta that

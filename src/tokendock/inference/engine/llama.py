@@ -5,14 +5,15 @@ scheduler (scheduler.py), which decodes every running request's next token in on
 (continuous batching) and keeps finished requests' KV cells for the next prompt that starts the
 same way (prefix caching, slots.py). The event loop hands it jobs through a `FairQueue` (round
 robin between owners — accounts — not first come first served) and receives events through
-`call_soon_threadsafe`, so generation never blocks the loop. Each job carries a cancel flag
-checked every step: a client that goes away frees its slot within one step, and its jobs still
-queued leave the queue at once. A request's choices are checked against the wait bounds and
-queued in one synchronous call (`submit`), so concurrent requests cannot all pass the check
-before any is queued: beyond `max_queue` waiting choices, or beyond `max_queue_per_account` of
-one account's (`ModelSpec.account_queue`), a request is refused with a 503 and a retry-after —
-the per-account bound refuses only that account, so one account's burst never takes the queue
-from everyone else.
+its run's one `Inbox` (inbox.py: `call_soon_threadsafe` when the reader waits), so generation
+never blocks the loop. Each job carries a cancel flag checked every step: a client that goes
+away frees its slot within one step, and its jobs still queued leave the queue at once. A
+request's choices are checked against the wait bounds and queued in one synchronous call
+(`submit`), so concurrent requests cannot all pass the check before any is queued: beyond
+`max_queue` waiting choices, or beyond `max_queue_per_account` of one account's
+(`ModelSpec.account_queue`), a request is refused with a 503 and a retry-after — the
+per-account bound refuses only that account, so one account's burst never takes the queue from
+everyone else.
 
 The KV cache holds context_length cells for each slot; a shared prefix (n choices, a common
 system prompt) is copied between slots, never recomputed.
@@ -32,8 +33,9 @@ from pathlib import Path
 from typing import Any
 
 from tokendock.catalog import ModelSpec
-from tokendock.errors import GenerationFailed, ModelNotReady, ServiceUnavailable, TokenDockError
+from tokendock.errors import ModelNotReady, ServiceUnavailable
 from tokendock.inference.engine.base import EngineLoad, Event, Finished, Generation
+from tokendock.inference.engine.inbox import Inbox, raised
 from tokendock.inference.engine.job import Job
 from tokendock.inference.engine.picker import FirstBytes, check_grammar
 from tokendock.inference.engine.scheduler import PROMPT_SCORE_BATCH, Scheduler
@@ -317,37 +319,22 @@ class LlamaEngine:
 
     # -- generation ----------------------------------------------------------------------
 
-    def submit(self, jobs: Sequence[Generation], owner: str) -> list[Job]:
+    def submit(self, jobs: Sequence[Generation], owner: str, inbox: Inbox) -> list[Job]:
         """Check the wait bounds for all of a request's choices and queue them, in one
-        synchronous call on the event loop (no other request is checked in between). Each
-        returned job is read with `stream`, or dropped with `cancel`."""
+        synchronous call on the event loop (no other request is checked in between). Choice
+        `i`'s events come into the run's one `inbox`, tagged `i`; a job is dropped with
+        `cancel`."""
         self._require_ready()
         self.check_queue(len(jobs), owner)
-        loop = asyncio.get_running_loop()
         queued: list[Job] = []
-        for gen in jobs:
-            job = Job(gen, loop)
+        for i, gen in enumerate(jobs):
+            job = Job(gen, inbox, i)
             if not self._jobs.put(gen.owner, job):
                 for done in queued:
                     self.cancel(done)
                 raise ModelNotReady(f"The model '{self.model_id}' is shutting down.")
             queued.append(job)
         return queued
-
-    async def stream(self, job: Job) -> AsyncIterator[Event]:
-        """A submitted job's events; closing this iterator cancels the job."""
-        try:
-            while True:
-                item = await job.events.get()
-                if isinstance(item, TokenDockError):  # already says what the client is told
-                    raise item
-                if isinstance(item, BaseException):
-                    raise GenerationFailed(f"Generation failed: {item}") from item
-                yield item
-                if isinstance(item, Finished):
-                    return
-        finally:
-            self.cancel(job)
 
     def cancel(self, job: Job) -> None:
         """Stop a job: one still queued leaves the queue now (it stops counting against the
@@ -357,14 +344,20 @@ class LlamaEngine:
             job.drop()
 
     async def generate(self, job: Generation) -> AsyncIterator[Event]:
-        """One job, queued without the wait bounds (`submit` checks them for requests)."""
+        """One job, queued without the wait bounds (`submit` checks them for requests);
+        closing this iterator cancels it."""
         self._require_ready()
-        pending = Job(job, asyncio.get_running_loop())
+        pending = Job(job, Inbox(asyncio.get_running_loop()))
         if not self._jobs.put(job.owner, pending):
             raise ModelNotReady(f"The model '{self.model_id}' is shutting down.")
         try:
-            async for event in self.stream(pending):
-                yield event
+            while True:
+                for _, item in await pending.inbox.take():
+                    if isinstance(item, BaseException):
+                        raise raised(item)
+                    yield item
+                    if isinstance(item, Finished):
+                        return
         finally:
             self.cancel(pending)
 
