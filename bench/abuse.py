@@ -19,8 +19,8 @@ stays below 2× its baseline and it is never refused; 0 cross-tenant cache hits;
 traceback in the log, no tokens delivered unbilled. Prints the table; a full run writes it with
 the catalogue into docs/reliability.md ("Abuse"), dated, with the machine.
 
-    .venv/bin/python bench/abuse.py [--rows 1a,3,...] [--postgres] [--no-docs]
-    .venv/bin/python bench/abuse.py --smoke     # a few rows, tiny sizes: seconds, nothing judged
+    .venv/bin/python -m bench.abuse [--rows 1a,3,...] [--postgres] [--no-docs]
+    .venv/bin/python -m bench.abuse --smoke     # a few rows, tiny sizes: seconds, nothing judged
 """
 
 from __future__ import annotations

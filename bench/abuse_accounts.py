@@ -1,7 +1,7 @@
 """Many accounts and keys for the abuse bench in one process (the `tokendock` CLI makes one per
 start-up, seconds each on a busy machine).
 
-    python bench/abuse_accounts.py SPEC_JSON     (with the server's TOKENDOCK_* settings)
+    python -m bench.abuse_accounts SPEC_JSON     (with the server's TOKENDOCK_* settings)
 
 SPEC_JSON is a list of {"email", "grant" (credits, a string), "unlimited" (bool)}; an unlimited
 account and its key get every rate limit lifted (0), the others keep the server's default

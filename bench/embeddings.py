@@ -10,7 +10,7 @@ In one run, alternating rounds (library, then server, `--rounds` times; the medi
   (base64, what the official SDKs ask for), batches of 1 and of 32 short sentences.
 No other work runs meanwhile; the client shares the machine with the server.
 
-    .venv/bin/python bench/embeddings.py [--seconds 10] [--rounds 3] [--smoke]
+    .venv/bin/python -m bench.embeddings [--seconds 10] [--rounds 3] [--smoke]
 
 Writes the "Embeddings" section of docs/benchmarks.md (not with --smoke: a second per case).
 """

@@ -19,7 +19,7 @@ llama-cpp-python and TTFT added < 5 ms; the repeat reaches its first token ≥ 3
 the cold request. Writes the results between the markers of docs/benchmarks.md's engine section
 and the plot docs/bench-engine-concurrency.svg (not with --smoke or --no-write).
 
-Run from the repository root: `make bench-engine` (= `.venv/bin/python bench/engine.py`).
+Run from the repository root: `make bench-engine` (= `.venv/bin/python -m bench.engine`).
 `--smoke` runs seconds of each part (concurrency 1 and 2, a few tokens) and judges no target.
 Servers bind 127.0.0.1 and are stopped by PID at the end, on errors, on SIGTERM and when the
 run exceeds `--deadline` seconds.

@@ -1,9 +1,9 @@
 """Gateway benchmark: the mock upstream directly, TokenDock in front of it, and LiteLLM's proxy in
 front of it, side by side in one run on this machine.
 
-    make bench-gateway          # = .venv/bin/python bench/gateway.py
+    make bench-gateway          # = .venv/bin/python -m bench.gateway
     make bench-gateway BENCH_ARGS=--smoke   # seconds: TokenDock end to end, no wrk/LiteLLM
-    .venv/bin/python bench/gateway.py --seconds 10 --targets direct,tokendock,litellm
+    .venv/bin/python -m bench.gateway --seconds 10 --targets direct,tokendock,litellm
 
 What one run does (every server on 127.0.0.1, on free ports; everything it starts is stopped
 by PID at the end, also on errors, Ctrl-C and SIGTERM):

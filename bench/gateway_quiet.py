@@ -1,9 +1,9 @@
 """The quiet-server experiment of issue 10: latency TokenDock adds at c=1 against the 0 ms and the
 20 ms mock, and its CPU time per request, in a few seconds (no LiteLLM, no streams).
 
-    .venv/bin/python bench/gateway_quiet.py                   # 5 s per point, c=1
-    .venv/bin/python bench/gateway_quiet.py --seconds 10 -c 1 -c 64
-    .venv/bin/python bench/gateway_quiet.py --hold 120        # keep the servers up for py-spy
+    .venv/bin/python -m bench.gateway_quiet                   # 5 s per point, c=1
+    .venv/bin/python -m bench.gateway_quiet --seconds 10 -c 1 -c 64
+    .venv/bin/python -m bench.gateway_quiet --hold 120        # keep the servers up for py-spy
 
 Each point: wrk (1 thread) straight to the mock, then through TokenDock; the added p50/p99 is
 TokenDock's minus the mock's, CPU-ms/request is TokenDock's process tree (utime + stime) over the

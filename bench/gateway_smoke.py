@@ -1,4 +1,4 @@
-"""`bench/gateway.py --smoke`: the gateway path end to end in seconds, no targets judged.
+"""`python -m bench.gateway --smoke`: the gateway path end to end in seconds, no targets judged.
 
 Starts the mocks and TokenDock exactly as the full run does (a fresh data directory, its own
 account and key), then drives TokenDock through the gateway path:

@@ -19,7 +19,7 @@ Each at two levels, in one run, alternating rounds, the same seeds on both sides
 Within a round the order is free(schema prompt), free(tool prompt), schema, tool, per seed, so
 no request finds its own prompt in the engine's KV cache (each follows a different prompt).
 
-    .venv/bin/python bench/grammar.py [--rounds 3] [--seeds 4] [--max-tokens 128] [--smoke]
+    .venv/bin/python -m bench.grammar [--rounds 3] [--seeds 4] [--max-tokens 128] [--smoke]
 
 Writes the "Grammar-constrained generation" section of docs/benchmarks.md (not with --smoke).
 """

@@ -1,6 +1,6 @@
 """How much dearer the same Python work is after a pause, on this machine (no server involved).
 
-    .venv/bin/python bench/idle_penalty.py
+    .venv/bin/python -m bench.idle_penalty
 
 One unit of work (parse a chat request with pydantic, one SQLite transaction, an orjson round
 trip; ×20) is timed back to back, then after pausing 0.2-20 ms — sleeping, sleeping in 1 ms

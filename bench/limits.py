@@ -5,8 +5,8 @@ latency one admission adds (p50 / p99), for a request with both subjects (key an
 limited on requests, tokens and concurrency — the full work of a real admission. Each admission
 is settled (token refund, concurrency release) like a real request; settlement is timed apart.
 
-    .venv/bin/python bench/limits.py [--redis-url redis://127.0.0.1:6399/0] [--n 20000]
-    .venv/bin/python bench/limits.py --smoke   # 1,000 admissions each, no targets judged
+    .venv/bin/python -m bench.limits [--redis-url redis://127.0.0.1:6399/0] [--n 20000]
+    .venv/bin/python -m bench.limits --smoke   # 1,000 admissions each, no targets judged
 
 Targets (issue 4): in-process < 20 µs per admission; Redis one round trip, < 0.3 ms p50.
 """

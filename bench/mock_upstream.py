@@ -1,6 +1,6 @@
 """A minimal, fast OpenAI-compatible upstream for the gateway benchmark (bench/gateway.py).
 
-    .venv/bin/python bench/mock_upstream.py [--port 0] [--delay-ms 0] [--chunks 16]
+    .venv/bin/python -m bench.mock_upstream [--port 0] [--delay-ms 0] [--chunks 16]
         [--interval-ms 0 | --interval-ms 50-100] [--procs 1] [--models mock-model]
 
 Serves, over HTTP/1.1 with keep-alive, on 127.0.0.1 only:

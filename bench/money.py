@@ -20,7 +20,7 @@ SQLite a job for its writer thread (several queued jobs share a COMMIT; the scri
 mean jobs per COMMIT), on PostgreSQL one `td_hold` / `td_settle` function call. The per-request
 count at the end shows those calls next to what still goes through SQLAlchemy.
 
-Run from the repository root: `.venv/bin/python bench/money.py [--concurrency 64] [--seconds 10]`
+Run from the repository root: `.venv/bin/python -m bench.money [--concurrency 64] [--seconds 10]`
 (`--smoke`: a few seconds, the same checks, no targets judged).
 Exit status: 0 when every integrity check passed (targets are reported, PASS or FAIL), 1 when
 one failed.

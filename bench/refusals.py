@@ -8,7 +8,7 @@ server's CPU time per request (utime + stime of the server process from /proc, o
 batch), the wall time per request, and how many tokenizer calls the batch caused
 (`tokendock_tokenizer_calls_total` on /metrics: it must stay 0).
 
-    .venv/bin/python bench/refusals.py [--requests 50] [--smoke]
+    .venv/bin/python -m bench.refusals [--requests 50] [--smoke]
 
 Results land in docs/reliability.md by hand; --smoke sends 3 requests of each kind.
 """

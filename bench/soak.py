@@ -1,9 +1,9 @@
 """Soak: TokenDock under minutes of mixed traffic; memory, open files and latency must stay flat
 and the ledger must add up at the end.
 
-    make bench-soak                               # = .venv/bin/python bench/soak.py (10 minutes)
-    .venv/bin/python bench/soak.py --minutes 20 --warmup-minutes 3
-    .venv/bin/python bench/soak.py --smoke        # 15 s, no targets judged, nothing in docs/
+    make bench-soak                               # = .venv/bin/python -m bench.soak (10 minutes)
+    .venv/bin/python -m bench.soak --minutes 20 --warmup-minutes 3
+    .venv/bin/python -m bench.soak --smoke        # 15 s, no targets judged, nothing in docs/
 
 Setup (everything on 127.0.0.1, stopped by PID at the end, also on errors and SIGTERM):
 TokenDock (`python -m tokendock serve`, one process, SQLite) from a fresh data directory

@@ -7,7 +7,7 @@ special and user-defined tokens it carves). `after`: the engine's own path
 vocabulary; CPU time of this process (`time.process_time`).
 
 Run from the repository root:
-`.venv/bin/python bench/tokenize_turns.py 20000 100000 [--before]` (`--before` also times the old
+`.venv/bin/python -m bench.tokenize_turns 20000 100000 [--before]` (`--before` also times the old
 path: ~25 s of CPU for 20,000 turns, far longer for 100,000).
 """
 
