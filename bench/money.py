@@ -317,7 +317,7 @@ def counting(
             counts[phase[0] + ":thread_hops"] += 1
             return await original(self, fn, *args, **kwargs)
 
-        aiosqlite.core.Connection._execute = hop  # type: ignore[method-assign]  # counts thread hops
+        aiosqlite.core.Connection._execute = hop  # type: ignore[method-assign]  # counting
         patched = (aiosqlite.core.Connection, original)
     fast: Any = ledger.fastpath
     originals = {name: getattr(fast, name) for name in ("hold", "settle")}
