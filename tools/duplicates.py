@@ -112,11 +112,16 @@ def code_lines(source: str, renamed: bool) -> list[Line]:
 
 
 def _matching_windows(lines: dict[str, list[Line]], size: int) -> set[tuple[str, int, str, int]]:
-    """(file a, index a, file b, index b) for every two equal windows of `size` lines."""
+    """(file a, index a, file b, index b) for every two equal windows of `size` lines.
+
+    A window made of fewer than `size / 2` different lines is a table (`"name": value,` entry
+    after entry once names are erased), not code, and is not compared."""
     seen: dict[tuple[tuple[str, ...], ...], list[tuple[str, int]]] = defaultdict(list)
     for name, rows in lines.items():
         for i in range(len(rows) - size + 1):
-            seen[tuple(tokens for _, tokens in rows[i : i + size])].append((name, i))
+            window = tuple(tokens for _, tokens in rows[i : i + size])
+            if 2 * len(set(window)) >= size:
+                seen[window].append((name, i))
     matches: set[tuple[str, int, str, int]] = set()
     for places in seen.values():
         for k, (a, i) in enumerate(places):

@@ -34,22 +34,19 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from tokendock.billing.ledger import Ledger
-from tokendock.billing.money import AmountError, format_credits, parse_credits
+from tokendock.billing.money import AmountError, parse_credits
 from tokendock.catalog import Catalog, CatalogError
+from tokendock.cli import admin
 from tokendock.config import Settings
 from tokendock.errors import TokenDockError
 from tokendock.inference.weights.files import ModelFileError, resolve_gguf
 from tokendock.observability import configure_logging
 from tokendock.services.accounts import AccountService
 from tokendock.storage import backup as backup_store
-from tokendock.storage.accounts import AccountStore
 from tokendock.storage.db import create_engine
 from tokendock.storage.migrate import upgrade
 
@@ -79,62 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     models.add_parser("fetch", parents=[common], help="assemble/verify every model file")
     models.add_parser("list", parents=[common], help="show the catalog")
 
-    accounts = sub.add_parser("accounts", help="accounts").add_subparsers(dest="sub", required=True)
-    create = accounts.add_parser("create", parents=[common], help="create an account")
-    create.add_argument("email")
-    create.add_argument("--password", help="default: random, printed")
-    create.add_argument("--admin", action="store_true")
-    create.add_argument("--grant", default="0", help="starting credits")
-    for verb, what in (
-        ("disable", "disable an account (ends its running work)"),
-        ("enable", "enable a disabled account"),
-    ):
-        accounts.add_parser(verb, parents=[common], help=what).add_argument("email")
-
-    keys = sub.add_parser("keys", help="API keys").add_subparsers(dest="sub", required=True)
-    kcreate = keys.add_parser("create", parents=[common], help="create a key (shown once)")
-    kcreate.add_argument("email")
-    kcreate.add_argument("--name", default="default")
-    kcreate.add_argument("--expires-days", type=float)
-    kcreate.add_argument("--spend-limit", help="credits this key may spend in total")
-    kcreate.add_argument("--allow-models", dest="allowed", help="comma-separated allow-list")
-    klist = keys.add_parser("list", parents=[common], help="list an account's keys")
-    klist.add_argument("email")
-    krevoke = keys.add_parser("revoke", parents=[common], help="revoke a key")
-    krevoke.add_argument("email")
-    krevoke.add_argument("key_id", type=int)
-
-    credits = sub.add_parser("credits", help="credits").add_subparsers(dest="sub", required=True)
-    grant = credits.add_parser("grant", parents=[common], help="add credits (idempotent)")
-    grant.add_argument("email")
-    grant.add_argument("amount", help="credits, e.g. 12.50")
-    grant.add_argument("--reference", required=True, help="idempotency reference, e.g. invoice")
-    grant.add_argument("--kind", choices=["grant", "topup", "adjustment"], default="topup")
-
-    codes = sub.add_parser("codes", help="redemption codes").add_subparsers(
-        dest="sub", required=True
-    )
-    ccreate = codes.add_parser("create", parents=[common], help="create single-use codes")
-    ccreate.add_argument("amount", help="credits per code")
-    ccreate.add_argument("--count", type=int, default=1)
-
-    usage = sub.add_parser("usage", parents=[common], help="recent usage records")
-    usage.add_argument("--account", help="email (default: every account)")
-    usage.add_argument("--limit", type=int, default=50)
-
-    limits = sub.add_parser("limits", help="rate limits").add_subparsers(dest="sub", required=True)
-    lset = limits.add_parser("set", parents=[common], help="override limits (0 = unlimited)")
-    who = lset.add_mutually_exclusive_group(required=True)
-    who.add_argument("--account", help="account email")
-    who.add_argument("--key", type=int, help="API key id")
-    for flag in ("--rpm", "--tpm", "--concurrent"):
-        lset.add_argument(flag, type=int)
-    lset.add_argument("--tier", help="account tier (names defaults in TOKENDOCK_RATE_TIERS)")
-
-    ledger = sub.add_parser("ledger", help="the credit ledger").add_subparsers(
-        dest="sub", required=True
-    )
-    ledger.add_parser("verify", parents=[common], help="prove balance = Σ entries")
+    admin.add_parsers(sub, common)
 
     backup = sub.add_parser("backup", parents=[common], help="online backup of the database")
     backup.add_argument("dest", type=Path, help="backup file to write")
@@ -170,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "restore":
             return _restore(settings, args.src, force=args.force)
-        return _run_admin(command, args, settings)
+        return admin.run(command, args, settings)
     except (CatalogError, ModelFileError, AmountError) as exc:
         print(f"tokendock: {exc}", file=sys.stderr)
         return 2
@@ -213,111 +155,6 @@ def _list(settings: Settings) -> int:
         price = f"{spec.price.input}/{spec.price.output} per 1M" if spec.price else "UNPRICED"
         print(f"{spec.id}\t{spec.engine}\tcontext {spec.context_length}\t{price}\t{source}")
     return 0
-
-
-def _with_service(settings: Settings, work: Callable[[AccountService], Awaitable[int]]) -> int:
-    async def run() -> int:
-        engine = create_engine(settings.database_url_or_default())
-        ledger = Ledger(engine, owner=settings.instance_name(), hold_ttl=timedelta(hours=1))
-        try:
-            return await work(AccountService(AccountStore(engine), ledger))
-        finally:
-            await engine.dispose()
-
-    return asyncio.run(run())
-
-
-def _run_admin(command: str, args: argparse.Namespace, settings: Settings) -> int:
-    async def work(svc: AccountService) -> int:
-        if command == "accounts create":
-            password = args.password or secrets.token_urlsafe(12)
-            grant = parse_credits(args.grant, "--grant")
-            account_id = await svc.create_account(
-                args.email, password, is_admin=args.admin, grant=grant
-            )
-            print(
-                f"account {account_id} {args.email}"
-                + ("" if args.password else f" password {password}")
-            )
-        elif command in ("accounts disable", "accounts enable"):
-            account_id = await svc.account_id(args.email)
-            disabled = command == "accounts disable"
-            await svc.set_disabled(account_id, disabled)
-            if disabled:  # as on the admin page: its dashboard sessions end too
-                await svc.sessions.end_all(account_id)
-            print(f"account {account_id} {args.email} {'disabled' if disabled else 'enabled'}")
-        elif command == "keys create":
-            expires = (
-                datetime.now(UTC) + timedelta(days=args.expires_days) if args.expires_days else None
-            )
-            limit = parse_credits(args.spend_limit, "--spend-limit") if args.spend_limit else None
-            allowed = [m.strip() for m in args.allowed.split(",")] if args.allowed else None
-            key = await svc.create_key(
-                await svc.account_id(args.email),
-                args.name,
-                expires_at=expires,
-                spend_limit=limit,
-                models=allowed,
-            )
-            print(f"key {key.id}: {key.secret}\n(shown once; store it now)")
-        elif command == "keys list":
-            for k in await svc.store.list_keys(await svc.account_id(args.email)):
-                state = "revoked" if k.revoked_at else "active"
-                print(
-                    f"{k.id}\t{k.name}\t{k.prefix}…{k.last4}\t{state}\tcreated {k.created_at:%F}"
-                    f"\tlast used {k.last_used_at or '-'}"
-                )
-        elif command == "keys revoke":
-            await svc.revoke_key(await svc.account_id(args.email), args.key_id)
-            print(f"key {args.key_id} revoked")
-        elif command == "credits grant":
-            amount = parse_credits(args.amount, "amount")
-            account_id = await svc.account_id(args.email)
-            applied = await svc.ledger.credit(
-                account_id,
-                amount,
-                kind=args.kind,
-                idempotency_key=f"{args.kind}:{args.reference}",
-                reference=args.reference,
-            )
-            balance = await svc.ledger.balance(account_id)
-            note = "" if applied else " (already applied for this reference; nothing changed)"
-            print(f"balance {format_credits(balance)}{note}")
-        elif command == "codes create":
-            for code in await svc.create_codes(parse_credits(args.amount, "amount"), args.count):
-                print(code)
-        elif command == "usage":
-            who = await svc.account_id(args.account) if args.account else None
-            for r in await svc.store.usage(who, args.limit):
-                print(
-                    f"{r['created_at']:%F %T}\t{r['request_id']}\tacct {r['account_id']}\t"
-                    f"{r['model']}\t{r['prompt_tokens']}+{r['completion_tokens']} tok\t"
-                    f"{format_credits(r['cost'])}\t{r['status']}\t{r['finish_reason']}"
-                )
-        elif command == "limits set":
-            target = await svc.account_id(args.account) if args.account else None
-            ok = await svc.store.set_limits(
-                account_id=target,
-                key_id=args.key,
-                rpm=args.rpm,
-                tpm=args.tpm,
-                concurrent=args.concurrent,
-                tier=args.tier,
-            )
-            if not ok:
-                print("no such account or key", file=sys.stderr)
-                return 1
-            print("limits updated (in effect within the key cache time, 1 s by default)")
-        elif command == "ledger verify":
-            problems = await svc.ledger.verify()
-            for p in problems:
-                print(p)
-            print(f"open holds: {await svc.ledger.open_holds()}")
-            print("ledger OK" if not problems else f"{len(problems)} problem(s)")
-            return 1 if problems else 0
-        return 0
-
-    return _with_service(settings, work)
 
 
 def _cap_malloc_arenas() -> None:
@@ -418,7 +255,7 @@ def _restore(settings: Settings, src: Path, *, force: bool) -> int:
         print("ledger OK" if not problems else f"{len(problems)} problem(s)")
         return 1 if problems else 0
 
-    return _with_service(settings, work)
+    return admin.with_service(settings, work)
 
 
 def _exit_cleanly(signum: int, frame: FrameType | None) -> None:
@@ -443,4 +280,4 @@ def _bootstrap(settings: Settings) -> None:
             )
         return 0
 
-    _with_service(settings, work)
+    admin.with_service(settings, work)
