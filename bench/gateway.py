@@ -39,12 +39,10 @@ import os
 import resource
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +56,7 @@ from bench.gateway_load import (
     ttft_series,
     wrk_version,
 )
+from bench.gateway_plot import plot
 from bench.gateway_smoke import run_smoke
 from bench.gateway_targets import (
     Mocks,
@@ -70,7 +69,7 @@ from bench.gateway_targets import (
     start_tokendock,
     tokendock_integrity,
 )
-from bench.harness import machine_facts, run_async
+from bench.harness import log_problems, machine_facts, run_async
 from bench.procs import (
     CLK_TCK,
     HOST,
@@ -81,6 +80,7 @@ from bench.procs import (
     stop,
     stop_all,
 )
+from bench.pyspy import collapsed_summary, ensure_pyspy, profile, profile_text
 
 T = TypeVar("T")
 CONCURRENCY = (1, 16, 64)
@@ -214,53 +214,6 @@ def stream_phase(target: Target, args: argparse.Namespace) -> list[dict[str, Any
     return levels
 
 
-# -- py-spy ---------------------------------------------------------------------------------
-
-
-def ensure_pyspy() -> str | None:
-    local = Path(sys.executable).parent / "py-spy"
-    if local.exists():
-        return str(local)
-    found = shutil.which("py-spy")
-    if found:
-        return found
-    print("installing py-spy into the bench's Python (pip install py-spy) …", flush=True)
-    res = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "py-spy"], check=False, timeout=600
-    )
-    return str(local) if res.returncode == 0 and local.exists() else None
-
-
-def profile(pyspy: str, pid: int, seconds: float, out: Path, work: Callable[[], T]) -> T:
-    """Run `work()` while py-spy samples `pid` (raw collapsed stacks into `out`)."""
-    cmd = [
-        pyspy,
-        "record",
-        "--pid",
-        str(pid),
-        "--duration",
-        str(int(seconds)),
-        "--rate",
-        "200",
-        "--format",
-        "raw",
-        "--output",
-        str(out),
-        "--nonblocking",
-        "--threads",
-    ]
-    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        time.sleep(0.5)
-        result = work()
-        spy.wait(timeout=seconds + 60)
-    finally:
-        if spy.poll() is None:
-            spy.kill()
-            spy.wait()
-    return result
-
-
 # -- main -----------------------------------------------------------------------------------
 
 
@@ -367,7 +320,7 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     for t in targets:
         if t.proc is not None:
             results["memory"][t.name] = t.proc.memory_report()
-            results["notes"][t.name].append(report.log_problems(t.proc.log))
+            results["notes"][t.name].append(log_problems(t.proc.log))
     if td is not None and td.proc is not None and td.server is not None:
         stop(td.proc)
         results["tokendock_integrity"] = tokendock_integrity(td.server)
@@ -389,8 +342,8 @@ def profile_tokendock(
     res = profile(
         pyspy, td.proc.pid, seconds, raw, lambda: wrk_point(wrk, td, mocks, "fast", 64, args)
     )
-    out["wrk"] = {"load": report.point_line(res), **report.collapsed_summary(raw)}
-    print(report.profile_text(out["wrk"]), flush=True)
+    out["wrk"] = {"load": report.point_line(res), **collapsed_summary(raw)}
+    print(profile_text(out["wrk"]), flush=True)
     if args.profile_streams:
         raw = tmp / "pyspy-streams.txt"
         port, model = td.endpoints["stream"]
@@ -406,9 +359,9 @@ def profile_tokendock(
         out["streams"] = {
             "load": f"{n} streams: ok {res2['ok']}, stalled {res2['stalled']}, "
             f"failed {res2['failed']}",
-            **report.collapsed_summary(raw),
+            **collapsed_summary(raw),
         }
-        print(report.profile_text(out["streams"]), flush=True)
+        print(profile_text(out["streams"]), flush=True)
     return out
 
 
@@ -486,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nresults: {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}")
     if not args.no_docs:
         png = ROOT / "docs" / "gateway-bench.png"
-        if report.plot(results, png):
+        if plot(results, png):
             print(f"plot: {png.relative_to(ROOT)}")
         report.update_docs(ROOT / "docs" / "benchmarks.md", text, png.name)
         print("docs/benchmarks.md: section 'Gateway (bench/gateway.py)' updated")

@@ -1,16 +1,13 @@
-"""Reporting for bench/gateway.py: targets, Markdown tables, the plot, docs/benchmarks.md, and
-py-spy's collapsed stacks boiled down to the top functions."""
+"""Reporting for bench/gateway.py: the targets judged, the Markdown tables and the section of
+docs/benchmarks.md (the plot is bench/gateway_plot.py, the py-spy summary bench/pyspy.py)."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bench.harness import write_section
+from bench.pyspy import profile_text
 
 SECTION = "## Gateway (bench/gateway.py)"
 NAMES = {"direct": "direct (mock)", "tokendock": "TokenDock", "litellm": "LiteLLM"}
@@ -145,61 +142,61 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
 # -- Markdown -------------------------------------------------------------------------------
 
 
-def _targets(results: dict[str, Any]) -> list[str]:
+def targets_in(results: dict[str, Any]) -> list[str]:
     seen = [p["target"] for p in results["points"]]
     return [t for t in ("direct", "tokendock", "litellm") if t in seen]
 
 
-def summary_table(results: dict[str, Any]) -> str:
-    targets = _targets(results)
-    rows: list[list[str]] = []
+Row = list[str]
 
-    def lat(scenario: str) -> None:
-        cells = []
-        for t in targets:
-            p = point(results, t, scenario, 1)
-            if p is None:
-                cells.append("–")
-                continue
-            cell = f"{p['p50'] / 1000:.2f} / {p['p99'] / 1000:.2f}"
-            if t != "direct":
-                cell += (
-                    f" (+{added(results, t, scenario, 'p50'):.2f} / "
-                    f"+{added(results, t, scenario, 'p99'):.2f})"
-                )
-            cells.append(cell)
-        delay = results["meta"]["slow_ms"] if scenario == "slow" else 0
-        rows.append([f"latency p50 / p99 at c=1, {delay:g} ms mock (ms; added)", *cells])
 
-    def rps(scenario: str, c: int) -> None:
-        d = point(results, "direct", scenario, c)
-        cells = []
-        for t in targets:
-            p = point(results, t, scenario, c)
-            if p is None:
-                cells.append("–")
-                continue
-            cell = f"{p['rps']:,.0f}"
-            if t != "direct" and d and d["rps"] > 0:
-                cell += f" ({100 * p['rps'] / d['rps']:.1f} % of direct)"
-            cells.append(cell)
-        delay = results["meta"]["slow_ms"] if scenario == "slow" else 0
-        rows.append([f"requests/s at c={c}, {delay:g} ms mock", *cells])
+def _mock(results: dict[str, Any], scenario: str) -> float:
+    """The mock's delay of a scenario, in ms."""
+    return float(results["meta"]["slow_ms"]) if scenario == "slow" else 0.0
 
-    lat("fast")
-    lat("slow")
-    for scenario in ("fast", "slow"):
-        for c in (16, 64):
-            rps(scenario, c)
-    for scenario, c in (("fast", 64), ("slow", 16)):
-        cells = []
-        for t in targets:
-            p = point(results, t, scenario, c)
-            cells.append(
-                f"{p['cpu_ms_per_request']:.2f}" if p and "cpu_ms_per_request" in p else "–"
+
+def _latency_row(results: dict[str, Any], targets: list[str], scenario: str) -> Row:
+    cells = []
+    for t in targets:
+        p = point(results, t, scenario, 1)
+        if p is None:
+            cells.append("–")
+            continue
+        cell = f"{p['p50'] / 1000:.2f} / {p['p99'] / 1000:.2f}"
+        if t != "direct":
+            cell += (
+                f" (+{added(results, t, scenario, 'p50'):.2f} / "
+                f"+{added(results, t, scenario, 'p99'):.2f})"
             )
-        delay = results["meta"]["slow_ms"] if scenario == "slow" else 0
-        rows.append([f"gateway CPU-ms per request (c={c}, {delay:g} ms mock)", *cells])
+        cells.append(cell)
+    delay = _mock(results, scenario)
+    return [f"latency p50 / p99 at c=1, {delay:g} ms mock (ms; added)", *cells]
+
+
+def _rps_row(results: dict[str, Any], targets: list[str], scenario: str, c: int) -> Row:
+    d = point(results, "direct", scenario, c)
+    cells = []
+    for t in targets:
+        p = point(results, t, scenario, c)
+        if p is None:
+            cells.append("–")
+            continue
+        cell = f"{p['rps']:,.0f}"
+        if t != "direct" and d and d["rps"] > 0:
+            cell += f" ({100 * p['rps'] / d['rps']:.1f} % of direct)"
+        cells.append(cell)
+    return [f"requests/s at c={c}, {_mock(results, scenario):g} ms mock", *cells]
+
+
+def _cpu_row(results: dict[str, Any], targets: list[str], scenario: str, c: int) -> Row:
+    cells = []
+    for t in targets:
+        p = point(results, t, scenario, c)
+        cells.append(f"{p['cpu_ms_per_request']:.2f}" if p and "cpu_ms_per_request" in p else "–")
+    return [f"gateway CPU-ms per request (c={c}, {_mock(results, scenario):g} ms mock)", *cells]
+
+
+def _ttft_row(results: dict[str, Any], targets: list[str]) -> Row:
     cells = []
     d_ttft = results["ttft"].get("direct", {}).get("ttft_ms", [])
     for t in targets:
@@ -212,7 +209,10 @@ def summary_table(results: dict[str, Any]) -> str:
         if t != "direct" and d_ttft:
             cell += f" (+{p50 - (pct(d_ttft, 50) or 0):.2f} / +{p99 - (pct(d_ttft, 99) or 0):.2f})"
         cells.append(cell)
-    rows.append(["streaming TTFT p50 / p99 at c=1, 0 ms mock (ms; added)", *cells])
+    return ["streaming TTFT p50 / p99 at c=1, 0 ms mock (ms; added)", *cells]
+
+
+def _streams_row(results: dict[str, Any], targets: list[str]) -> Row:
     cells = []
     for t in targets:
         levels = results["streams"].get(t, [])
@@ -220,7 +220,10 @@ def summary_table(results: dict[str, Any]) -> str:
         cells.append(
             f"{stall_free(levels):,} (tried {', '.join(map(str, tried))})" if levels else "–"
         )
-    rows.append(["concurrent streams served stall-free", *cells])
+    return ["concurrent streams served stall-free", *cells]
+
+
+def _memory_row(results: dict[str, Any], targets: list[str]) -> Row:
     cells = []
     for t in targets:
         procs = results.get("memory", {}).get(t)
@@ -232,20 +235,36 @@ def summary_table(results: dict[str, Any]) -> str:
             f"{max(p.get('max_sampled_rss_mb', 0) for p in procs):.0f}"
             + (f" ({len(procs)} processes)" if len(procs) > 1 else "")
         )
-    rows.append(["peak RSS per process, MB: VmHWM / largest VmRSS sampled", *cells])
-    idle = results.get("idle_cpu_pct", {})
-    rows.append(
-        [
-            "CPU when idle (background work, % of one core)",
-            *(f"{idle[t]:.1f} %" if t in idle else "–" for t in targets),
-        ]
-    )
+    return ["peak RSS per process, MB: VmHWM / largest VmRSS sampled", *cells]
+
+
+def _errors_row(results: dict[str, Any], targets: list[str]) -> Row:
     cells = []
     for t in targets:
         errs = sum(p["errors"] for p in results["points"] if p["target"] == t)
         failed = sum(lv["failed"] for lv in results["streams"].get(t, []))
         cells.append(f"{errs} / {failed}")
-    rows.append(["wrk errors (non-2xx, socket) / failed streams", *cells])
+    return ["wrk errors (non-2xx, socket) / failed streams", *cells]
+
+
+def summary_table(results: dict[str, Any]) -> str:
+    """One row per headline figure, one column per target."""
+    targets = targets_in(results)
+    idle = results.get("idle_cpu_pct", {})
+    rows = [
+        _latency_row(results, targets, "fast"),
+        _latency_row(results, targets, "slow"),
+        *(_rps_row(results, targets, s, c) for s in ("fast", "slow") for c in (16, 64)),
+        *(_cpu_row(results, targets, s, c) for s, c in (("fast", 64), ("slow", 16))),
+        _ttft_row(results, targets),
+        _streams_row(results, targets),
+        _memory_row(results, targets),
+        [
+            "CPU when idle (background work, % of one core)",
+            *(f"{idle[t]:.1f} %" if t in idle else "–" for t in targets),
+        ],
+        _errors_row(results, targets),
+    ]
     head = "| metric | " + " | ".join(NAMES[t] for t in targets) + " |"
     sep = "|---|" + "---:|" * len(targets)
     return "\n".join([head, sep, *("| " + " | ".join(r) + " |" for r in rows)])
@@ -374,253 +393,3 @@ def update_docs(md: Path, text: str, png_name: str) -> None:
     """The results and the plot into the "gateway" section of `md` (made when missing)."""
     block = f"{text}\n\n![Gateway benchmark]({png_name})"
     write_section(md, "gateway", block, intro=f"{SECTION}\n\n### Results")
-
-
-# -- log scan, py-spy -----------------------------------------------------------------------
-
-
-def log_problems(log: Path) -> str:
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError:
-        return ""
-    bad = [ln for ln in lines if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", ln)]
-    if not bad:
-        return f"log: no ERROR/Traceback lines ({len(lines)} lines)"
-    # the exception lines that end tracebacks: "SomeError: message"
-    kinds = Counter(
-        ln.split(":", 1)[0].strip()
-        for ln in lines
-        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Disconnect|Timeout)\b", ln)
-    )
-    shown = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common(5))
-    return (
-        f"log: {len(bad)} ERROR/Traceback lines (exceptions: {shown or 'none named'}); "
-        f"first: `{bad[0][:160]}`"
-    )
-
-
-def _frame(raw: str) -> tuple[str, str]:
-    """('function (short/file.py)', 'package') from a py-spy frame 'fn (path:line)'."""
-    m = re.match(r"(.*) \((.*?)(?::\d+)?\)$", raw)
-    fn, path = (m.group(1), m.group(2)) if m else (raw, "")
-    for marker in ("site-packages/", "/src/", "/lib/python3"):
-        if marker in path:
-            path = path.split(marker, 1)[1]
-            if marker == "/lib/python3":
-                path = "stdlib/" + path.split("/", 1)[-1]
-            break
-    parts = path.split("/")
-    if parts[0] == "tokendock" and len(parts) > 2:
-        package = "tokendock." + parts[1]
-    elif parts[0] == "stdlib" and len(parts) > 1:
-        package = "stdlib:" + parts[1].removesuffix(".py")
-    else:
-        package = parts[0].removesuffix(".py")
-    return f"{fn} ({path})", package
-
-
-def collapsed_summary(path: Path, top: int = 20) -> dict[str, Any]:
-    """From py-spy's raw output (recorded with --threads): the share of each thread, self time
-    by package and function (all threads, and the event loop's thread alone), and the
-    inclusive time of TokenDock's own functions."""
-    self_fn: Counter[str] = Counter()
-    self_pkg: Counter[str] = Counter()
-    main_fn: Counter[str] = Counter()
-    threads: Counter[str] = Counter()
-    incl: Counter[str] = Counter()
-    total = main_total = 0
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return {"samples": 0, "error": f"no py-spy output at {path}"}
-    for line in text.splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        n = int(count)
-        parts = stack.split(";")
-        thread = "?"
-        if parts[0].startswith("thread ("):
-            thread = re.sub(r"\d+", "N", parts[0].split(": ", 1)[-1])
-        frames = [f for f in parts if not f.startswith(("process ", "thread ("))]
-        if not frames:
-            continue
-        total += n
-        fn, pkg = _frame(frames[-1])
-        self_fn[fn] += n
-        self_pkg[pkg] += n
-        root = _frame(frames[min(1, len(frames) - 1)])[0].split(" (")[0]
-        threads[f"{thread} [{root}]" if thread != "MainThread" else thread] += n
-        if thread == "MainThread":
-            main_total += n
-            main_fn[fn] += n
-        seen = set()
-        for f in frames:
-            name, fpkg = _frame(f)
-            if fpkg.startswith("tokendock") and name not in seen:
-                seen.add(name)
-                incl[name] += n
-
-    def share(c: Counter[str], k: int, of: int) -> list[tuple[str, float]]:
-        return [(name, 100.0 * n / of) for name, n in c.most_common(k)] if of else []
-
-    return {
-        "samples": total,
-        "threads": share(threads, 8, total),
-        "self_packages": share(self_pkg, 15, total),
-        "self_functions": share(self_fn, top, total),
-        "main_thread_self": share(main_fn, top, main_total),
-        "tokendock_inclusive": share(incl, top, total),
-    }
-
-
-def profile_text(p: dict[str, Any]) -> str:
-    if not p.get("samples"):
-        return f"py-spy: no samples ({p.get('error', '')})"
-    out = [
-        f"load: {p.get('load', '')}",
-        f"{p['samples']} samples (200 Hz, every non-idle thread; C code shows as its caller,"
-        " so uvloop's own work appears as Runner.run)",
-        "",
-        "samples by thread:",
-    ]
-    out += [f"  {v:5.1f} %  {k}" for k, v in p.get("threads", [])]
-    out += ["", "self time by package:"]
-    out += [f"  {v:5.1f} %  {k}" for k, v in p["self_packages"]]
-    out += ["", "self time by function:"]
-    out += [f"  {v:5.1f} %  {k}" for k, v in p["self_functions"]]
-    out += ["", "the event loop's thread alone, self time by function:"]
-    out += [f"  {v:5.1f} %  {k}" for k, v in p.get("main_thread_self", [])]
-    out += ["", "inclusive time, TokenDock's functions:"]
-    out += [f"  {v:5.1f} %  {k}" for k, v in p["tokendock_inclusive"]]
-    return "\n".join(out)
-
-
-# -- plot -----------------------------------------------------------------------------------
-
-
-def _matplotlib() -> Any:
-    try:
-        import matplotlib
-    except ImportError:
-        print("installing matplotlib into the bench's Python (pip install matplotlib) …")
-        subprocess.run(
-            [sys.executable, "-m", "pip", "install", "--quiet", "matplotlib"],
-            check=False,
-            timeout=600,
-        )
-        try:
-            import matplotlib
-        except ImportError:
-            return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot(results: dict[str, Any], png: Path) -> bool:
-    plt = _matplotlib()
-    if plt is None:
-        print("matplotlib unavailable: no plot")
-        return False
-    targets = _targets(results)
-    colors = {"direct": "#888888", "tokendock": "#1f77b4", "litellm": "#d62728"}
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8.5))
-    slow = results["meta"]["slow_ms"]
-
-    ax = axes[0][0]
-    cases = [("fast", 16), ("fast", 64), ("slow", 16), ("slow", 64)]
-    width = 0.8 / max(1, len(targets))
-    for i, t in enumerate(targets):
-        vals = [(point(results, t, s, c) or {"rps": 0})["rps"] for s, c in cases]
-        xs = [j + i * width for j in range(len(cases))]
-        ax.bar(xs, vals, width, label=NAMES[t], color=colors[t])
-        for x, v in zip(xs, vals, strict=True):
-            ax.text(x, v, f"{v:,.0f}", ha="center", va="bottom", fontsize=7)
-    ax.set_xticks([j + width * (len(targets) - 1) / 2 for j in range(len(cases))])
-    ax.set_xticklabels([f"c={c}\n{slow if s == 'slow' else 0:g} ms mock" for s, c in cases])
-    ax.set_yscale("log")
-    ax.set_ylabel("requests/s (log)")
-    ax.set_title("Throughput (wrk, non-streaming)")
-    ax.legend(fontsize=8)
-
-    ax = axes[0][1]
-    gws = [t for t in targets if t != "direct"]
-    labels = ["p50, 0 ms", "p99, 0 ms", f"p50, {slow:g} ms", f"p99, {slow:g} ms", "TTFT p50"]
-    width = 0.8 / max(1, len(gws))
-    d_ttft = results["ttft"].get("direct", {}).get("ttft_ms", [])
-    for i, t in enumerate(gws):
-        vals = [added(results, t, s, k) or 0 for s in ("fast", "slow") for k in ("p50", "p99")]
-        tt = results["ttft"].get(t, {}).get("ttft_ms", [])
-        vals.append((pct(tt, 50) or 0) - (pct(d_ttft, 50) or 0) if tt else 0)
-        xs = [j + i * width for j in range(len(labels))]
-        ax.bar(xs, [max(v, 0.001) for v in vals], width, label=NAMES[t], color=colors[t])
-        for x, v in zip(xs, vals, strict=True):
-            ax.text(x, max(v, 0.001), f"{v:.2f}", ha="center", va="bottom", fontsize=7)
-    ax.axhline(0.5, color="#1f77b4", ls=":", lw=1)
-    ax.axhline(2.0, color="#1f77b4", ls="--", lw=1)
-    ax.set_xticks([j + width * (len(gws) - 1) / 2 for j in range(len(labels))])
-    ax.set_xticklabels(labels, fontsize=8)
-    ax.set_yscale("log")
-    ax.set_ylabel("ms added vs direct, c=1 (log)")
-    ax.set_title("Added latency (targets: p50 ≤ 0.5 ms, p99 ≤ 2 ms)")
-    ax.legend(fontsize=8)
-
-    ax = axes[1][0]
-    pts = [(s, c) for s in ("fast", "slow") for c in (1, 16, 64)]
-    for i, t in enumerate(gws):
-        vals = [(point(results, t, s, c) or {}).get("cpu_ms_per_request", 0) for s, c in pts]
-        xs = [j + i * width for j in range(len(pts))]
-        ax.bar(xs, vals, width, label=NAMES[t], color=colors[t])
-        for x, v in zip(xs, vals, strict=True):
-            ax.text(x, v, f"{v:.2f}", ha="center", va="bottom", fontsize=7)
-    ax.axhline(1.5, color="#1f77b4", ls="--", lw=1)
-    ax.set_xticks([j + width * (len(gws) - 1) / 2 for j in range(len(pts))])
-    ax.set_xticklabels([f"c={c}\n{slow if s == 'slow' else 0:g} ms" for s, c in pts], fontsize=8)
-    ax.set_ylabel("gateway CPU-ms per request")
-    ax.set_title("CPU cost per request (target ≤ 1.5 ms)")
-    ax.legend(fontsize=8)
-
-    ax = axes[1][1]
-    for t in targets:
-        levels = results["streams"].get(t, [])
-        if not levels:
-            continue
-        xs = [lv["streams"] for lv in levels]
-        ys = [lv["max_gap_s"] if lv["max_gap_s"] is not None else 0 for lv in levels]
-        ax.plot(xs, ys, marker="o", label=NAMES[t], color=colors[t])
-        for lv, y in zip(levels, ys, strict=True):
-            bad = lv["failed"] + lv["stalled"]
-            if bad:
-                ax.annotate(
-                    f"{bad:,}/{lv['streams']:,} stalled or failed",
-                    (lv["streams"], y),
-                    fontsize=7,
-                    xytext=(4, -10),
-                    textcoords="offset points",
-                )
-    ax.axhline(1.0, color="black", ls="--", lw=1, label="stall (1 s)")
-    ax.set_xlabel("concurrent streams (100 chunks, 50-100 ms apart)")
-    ax.set_ylabel("longest gap between reads (s)")
-    ax.set_title("Many long-lived streams (target ≥ 1,000 stall-free)")
-    ax.legend(fontsize=8)
-
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
-    plain = FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}")
-    for ax in (axes[0][0], axes[0][1]):
-        ax.yaxis.set_major_formatter(plain)
-        ax.yaxis.set_minor_formatter(NullFormatter())
-    m = results["meta"]
-    fig.suptitle(
-        f"Gateway benchmark · {m['date']} · nproc {m['nproc']} · {m['cpu']} · "
-        f"LiteLLM {m.get('litellm', '–')}",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png, dpi=90)
-    plt.close(fig)
-    return True

@@ -33,6 +33,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -279,3 +280,27 @@ def write_section(doc: Path, name: str, text: str, *, intro: str = "") -> None:
         updated = current.rstrip("\n") + "\n\n" + (intro.strip("\n") + "\n\n" if intro else "")
         updated += block + "\n"
     doc.write_text(updated, encoding="utf-8")
+
+
+# -- the server's log -------------------------------------------------------------------
+
+
+def log_problems(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    bad = [ln for ln in lines if re.search(r"\b(ERROR|CRITICAL|Traceback)\b", ln)]
+    if not bad:
+        return f"log: no ERROR/Traceback lines ({len(lines)} lines)"
+    # the exception lines that end tracebacks: "SomeError: message"
+    kinds = Counter(
+        ln.split(":", 1)[0].strip()
+        for ln in lines
+        if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Disconnect|Timeout)\b", ln)
+    )
+    shown = ", ".join(f"{k} ×{n}" for k, n in kinds.most_common(5))
+    return (
+        f"log: {len(bad)} ERROR/Traceback lines (exceptions: {shown or 'none named'}); "
+        f"first: `{bad[0][:160]}`"
+    )

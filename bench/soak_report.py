@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench.gateway_report import log_problems
-from bench.harness import machine_facts, write_section
+from bench.harness import log_problems, machine_facts, write_section
 
 FLAT = 0.05  # RSS and open files: per-minute medians within ±5 % of the first judged minute
 P99_SLACK = 0.20  # the last minute's p99 at most 20 % above the first judged minute's
