@@ -8,10 +8,12 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
@@ -77,17 +79,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     if registry is None:
         catalog = Catalog.load(settings.models_file)
         registry = ModelRegistry.from_catalog(catalog, settings.data_dir, retry_policy(settings))
-    for engine in registry.engines():
-        engine.on_tokenize = metrics.tokenized
-    metrics.watch_engines(registry.engines())
-    for spec in registry.specs():
-        backend = registry.backend(spec.id)
-        if isinstance(backend, SpillBackend):
-            backend.on_spill = metrics.spilled
-    for router in registry.upstreams.routers.values():
-        router.on_health = metrics.deployment_health
-        for deployment in router.deployments:
-            metrics.deployment_health(router.model_id, deployment.name, True)
+    _observe(registry, metrics)
     db = create_engine(settings.database_url_or_default())
     ledger = Ledger(
         db,
@@ -123,52 +115,25 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         stored_chats=stored_chats,
         counter=Counter(registry, gate),
     )
-
     responses = Responses(ResponseStore(db), storage_quota)  # stored and background answers
     shutdown = Shutdown(settings.shutdown_grace_seconds)
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        unwatch = shutdown.watch_signals()  # SIGTERM: in-flight requests get the grace period
-        # Holds this instance left behind when it last died are released before serving.
-        released = await ledger.release_stale(owner=ledger.instance)
-        if released:
-            log.warning("released %d credit holds left by a previous crash", released)
-        # This process's holds stay alive while their requests run; see billing/ledger.py.
-        keeping = asyncio.create_task(ledger.keep_alive())
-        # Models load in the background: /health answers at once, /ready once they are loaded.
-        loading = asyncio.create_task(_load(registry, settings))
-        sweeping = asyncio.create_task(_sweep(ledger, settings.sweep_seconds))
-        await directory.refresh()
-        following = asyncio.create_task(directory.follow(MODEL_SETTINGS_SECONDS))
-        # Accounts disabled, keys revoked on any replica: their running work here ends.
-        await access.start()
-        watching = asyncio.create_task(access.follow())
-        try:
-            yield
-        finally:
-            for task in (loading, sweeping, following, keeping, watching):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            await responses.close()  # background responses end their calls (then settle)
-            await gate.drain()
-            await stored_chats.drain()
-            unwatch()
-            # Every request has settled by now; a hold still open here lost its settlement
-            # (e.g. the server's own deadline cancelled it): released now, not at next start.
-            with contextlib.suppress(Exception):
-                if leftover := await ledger.release_stale(owner=ledger.owner):
-                    log.warning("released %d credit holds still open at shutdown", leftover)
-            await ledger.close()
-            await registry.close()
-            await limiter.close()
-            await db.dispose()
-
+    lifetime = _Lifetime(
+        settings=settings,
+        registry=registry,
+        db=db,
+        ledger=ledger,
+        limiter=limiter,
+        directory=directory,
+        gate=gate,
+        access=access,
+        stored_chats=stored_chats,
+        responses=responses,
+        shutdown=shutdown,
+    )
     app = FrontedFastAPI(
         title="TokenDock",
         version=__version__,
-        lifespan=lifespan,
+        lifespan=lifetime.span,
         docs_url=None,
         redoc_url=None,
         openapi_url=None,
@@ -180,6 +145,29 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         max_age=settings.session_days * 86400,
         secure=settings.cookies_secure(),
     )
+    _install_routes(app, settings, metrics, shutdown)
+    return app
+
+
+def _observe(registry: ModelRegistry, metrics: Metrics) -> None:
+    """Hooks the engines, spill-overs and upstream routers to the Prometheus metrics."""
+    for engine in registry.engines():
+        engine.on_tokenize = metrics.tokenized
+    metrics.watch_engines(registry.engines())
+    for spec in registry.specs():
+        backend = registry.backend(spec.id)
+        if isinstance(backend, SpillBackend):
+            backend.on_spill = metrics.spilled
+    for router in registry.upstreams.routers.values():
+        router.on_health = metrics.deployment_health
+        for deployment in router.deployments:
+            metrics.deployment_health(router.model_id, deployment.name, True)
+
+
+def _install_routes(
+    app: FrontedFastAPI, settings: Settings, metrics: Metrics, shutdown: Shutdown
+) -> None:
+    """Every route, and TokenDock's own layers in front of FastAPI's stack."""
     errors.install(app)
     hot_routes = [*chat.routes, *completions.routes, *embeddings.routes, *messages.routes]
     app.router.routes.extend(hot_routes)  # the hot paths: plain routes
@@ -201,7 +189,66 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         )
 
     app.put_in_front(front)
-    return app
+
+
+@dataclass
+class _Lifetime:
+    """What the server starts before it serves and stops, in order, after its last request."""
+
+    settings: Settings
+    registry: ModelRegistry
+    db: AsyncEngine
+    ledger: Ledger
+    limiter: Limiter
+    directory: ModelDirectory
+    gate: Gate
+    access: AccessWatch
+    stored_chats: StoredChats
+    responses: Responses
+    shutdown: Shutdown
+
+    @contextlib.asynccontextmanager
+    async def span(self, app: FastAPI) -> AsyncIterator[None]:
+        """FastAPI's lifespan."""
+        ledger = self.ledger
+        unwatch = self.shutdown.watch_signals()  # SIGTERM: in-flight requests get the grace
+        # Holds this instance left behind when it last died are released before serving.
+        released = await ledger.release_stale(owner=ledger.instance)
+        if released:
+            log.warning("released %d credit holds left by a previous crash", released)
+        # This process's holds stay alive while their requests run; see billing/ledger.py.
+        keeping = asyncio.create_task(ledger.keep_alive())
+        # Models load in the background: /health answers at once, /ready once they are loaded.
+        loading = asyncio.create_task(_load(self.registry, self.settings))
+        sweeping = asyncio.create_task(_sweep(ledger, self.settings.sweep_seconds))
+        await self.directory.refresh()
+        following = asyncio.create_task(self.directory.follow(MODEL_SETTINGS_SECONDS))
+        # Accounts disabled, keys revoked on any replica: their running work here ends.
+        await self.access.start()
+        watching = asyncio.create_task(self.access.follow())
+        try:
+            yield
+        finally:
+            for task in (loading, sweeping, following, keeping, watching):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.responses.close()  # background responses end their calls (then settle)
+            await self.gate.drain()
+            await self.stored_chats.drain()
+            unwatch()
+            await self._close()
+
+    async def _close(self) -> None:
+        # Every request has settled by now; a hold still open here lost its settlement
+        # (e.g. the server's own deadline cancelled it): released now, not at next start.
+        with contextlib.suppress(Exception):
+            if leftover := await self.ledger.release_stale(owner=self.ledger.owner):
+                log.warning("released %d credit holds still open at shutdown", leftover)
+        await self.ledger.close()
+        await self.registry.close()
+        await self.limiter.close()
+        await self.db.dispose()
 
 
 def retry_policy(settings: Settings) -> RetryPolicy:
