@@ -106,49 +106,70 @@ def settle(
         late, captured, want = True, 0, charge
         row = cur.execute(sql.BALANCE, (account_id,)).fetchone()
         balance = int(row[0]) if row else 0
-    extra = 0
-    if want > 0:
-        extra = min(want, balance)
-        if key_id is not None:
-            room = cur.execute(sql.KEY_ROOM, (key_id,)).fetchone()
-            if room is not None and room[0] is not None:
-                extra = min(extra, max(int(room[0]), 0))
-        if extra:
-            balance = int(cur.execute(sql.DEBIT_ANY, (extra, account_id)).fetchone()[0])
-            if key_id is not None:
-                cur.execute(sql.RESERVE_ANY, (extra, ts, key_id))
-        kind = "late" if late else "overage"
-        note = f"{kind}: {want} wanted, {extra} charged, {want - extra} uncollected"
-        cur.execute(
-            sql.INSERT_NOTE,
-            (account_id, kind, -extra, extra, hold_id, f"{kind}:{hold_id}", note, ts),
-        )
+    extra, balance = _charge_above(cur, hold_id, account_id, key_id, want, balance, late, ts)
     charged = captured + extra
     if usage is not None:
-        u = usage
-        cur.execute(
-            sql.INSERT_USAGE,
-            (
-                u.request_id,
-                account_id,
-                key_id,
-                u.model,
-                u.prompt_tokens,
-                u.completion_tokens,
-                charged,
-                u.status,
-                u.finish_reason,
-                u.latency_ms,
-                u.ttft_ms,
-                u.user,
-                ts,
-                u.deployment,
-                u.estimated,
-                u.endpoint,
-                u.cached_tokens,
-            ),
-        )
+        _insert_usage(cur, usage, account_id, key_id, charged, ts)
     return charged, balance, late
+
+
+def _charge_above(
+    cur: sqlite3.Cursor,
+    hold_id: str,
+    account_id: int,
+    key_id: int | None,
+    want: int,
+    balance: int,
+    late: bool,
+    ts: str,
+) -> tuple[int, int]:
+    """Debits what a settlement wants beyond its hold, up to the balance and the key's spend
+    limit, with a note of what went uncollected; (extra charged, balance after)."""
+    if want <= 0:
+        return 0, balance
+    extra = min(want, balance)
+    if key_id is not None:
+        room = cur.execute(sql.KEY_ROOM, (key_id,)).fetchone()
+        if room is not None and room[0] is not None:
+            extra = min(extra, max(int(room[0]), 0))
+    if extra:
+        balance = int(cur.execute(sql.DEBIT_ANY, (extra, account_id)).fetchone()[0])
+        if key_id is not None:
+            cur.execute(sql.RESERVE_ANY, (extra, ts, key_id))
+    kind = "late" if late else "overage"
+    note = f"{kind}: {want} wanted, {extra} charged, {want - extra} uncollected"
+    cur.execute(
+        sql.INSERT_NOTE,
+        (account_id, kind, -extra, extra, hold_id, f"{kind}:{hold_id}", note, ts),
+    )
+    return extra, balance
+
+
+def _insert_usage(
+    cur: sqlite3.Cursor, u: UsageRow, account_id: int, key_id: int | None, charged: int, ts: str
+) -> None:
+    cur.execute(
+        sql.INSERT_USAGE,
+        (
+            u.request_id,
+            account_id,
+            key_id,
+            u.model,
+            u.prompt_tokens,
+            u.completion_tokens,
+            charged,
+            u.status,
+            u.finish_reason,
+            u.latency_ms,
+            u.ttft_ms,
+            u.user,
+            ts,
+            u.deployment,
+            u.estimated,
+            u.endpoint,
+            u.cached_tokens,
+        ),
+    )
 
 
 def renew(cur: sqlite3.Cursor, owner: str, hold_ids: list[str], expires_at: datetime) -> int:
