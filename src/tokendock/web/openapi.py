@@ -140,6 +140,11 @@ def _generation(summary: str, body: str, ok: str) -> dict[str, Any]:
         body=body,
         parameters=[IDEMPOTENCY_KEY] if body == "ChatCompletionRequest" else None,
     )
+    return _with_billed_headers(op)
+
+
+def _with_billed_headers(op: dict[str, Any]) -> dict[str, Any]:
+    """A billed operation's headers: cost and balance on a 200, Retry-After on a 429 / 503."""
     responses = op["responses"]
     responses["200"]["headers"] = {**HEADERS, **BILLING_HEADERS}
     for code in ("429", "503"):
@@ -155,11 +160,7 @@ def _embeddings() -> dict[str, Any]:
         body="EmbeddingRequest",
         parameters=[IDEMPOTENCY_KEY],
     )
-    responses = op["responses"]
-    responses["200"]["headers"] = {**HEADERS, **BILLING_HEADERS}
-    for code in ("429", "503"):
-        responses[code]["headers"] = {**HEADERS, **RETRY_HEADERS}
-    return op
+    return _with_billed_headers(op)
 
 
 def _paths() -> dict[str, Any]:
