@@ -205,11 +205,12 @@ def long_functions(files: list[Path], limit: int) -> list[tuple[str, int]]:
 
 
 def text_rows(tree: ast.Module) -> set[int]:
-    """Rows of module-level text constants (`NAME = \"\"\"…\"\"\"`, SQL text), not code."""
+    """Rows of multi-line module-level text constants (`NAME = \"\"\"…\"\"\"`, SQL), not code."""
     rows: set[int] = set()
     for node in tree.body:
         value = node.value if isinstance(node, ast.Assign | ast.AnnAssign) else None
-        if isinstance(value, ast.Constant) and isinstance(value.value, str) and node.end_lineno:
+        text = isinstance(value, ast.Constant) and isinstance(value.value, str)
+        if text and node.end_lineno and node.end_lineno > node.lineno:  # a block of text
             rows.update(range(node.lineno, node.end_lineno + 1))
     return rows
 
