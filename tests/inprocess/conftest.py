@@ -4,6 +4,7 @@ fake backend, driven by the official openai SDK through httpx's ASGI transport).
 
 from __future__ import annotations
 
+import atexit
 import secrets
 import shutil
 import tempfile
@@ -68,7 +69,9 @@ async def migrated(tmp_path: Path) -> str:
     """A fresh, fully migrated SQLite database in `tmp_path` (a copy of one migrated once)."""
     target = tmp_path / "tokendock.db"
     if not _TEMPLATE:
-        template = Path(tempfile.mkdtemp(prefix="tokendock-template-")) / "tokendock.db"
+        folder = tempfile.mkdtemp(prefix="tokendock-template-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        template = Path(folder) / "tokendock.db"
         await upgrade_async(f"sqlite+aiosqlite:///{template}")
         _TEMPLATE.append(template)
     shutil.copyfile(_TEMPLATE[0], target)
