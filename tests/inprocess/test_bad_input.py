@@ -193,6 +193,8 @@ CASES: list[tuple[str, str, str, Any, int, str | None, str | None]] = [
     ("embed: missing input", "POST", EMB, {"model": EMBED}, 400, "input", None),
     ("embed: empty list", "POST", EMB, emb(input=[]), 400, "input", None),
     ("embed: empty string", "POST", EMB, emb(input=""), 400, "input", None),
+    ("embed: empty token list", "POST", EMB, emb(input=[[]]), 400, "input", None),
+    ("embed: 4000 inputs", "POST", EMB, emb(input=["x"] * 4000), 400, "input", None),
     ("embed: input wrong type", "POST", EMB, emb(input={"a": 1}), 400, "input", None),
     ("embed: negative token", "POST", EMB, emb(input=[-1]), 400, "input[0]", None),
     ("embed: encoding", "POST", EMB, emb(encoding_format="hex"), 400, "encoding_format", None),
