@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tokendock.services.pipeline import _merge_calls, _merge_function_call, _merge_logprobs
+from tokendock.services.answer import _merge_calls, _merge_function_call, _merge_logprobs
 
 
 def test_streamed_tool_call_pieces_make_whole_calls() -> None:

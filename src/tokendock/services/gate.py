@@ -1,14 +1,15 @@
 """Admission and settlement, the same for every endpoint and every backend.
 
-    async with gate.admitted(key, model, bound, request_id, user=…) as ticket:
-        ticket.tally = execution.tally      # what to bill, asked once the work is over
-        …                                   # run the request
+    ticket = await gate.admit(key, model, bound, request_id, user=…)
+    ticket.tally = execution.tally          # what to bill, asked once the work is over
+    …                                       # run the request
+    await gate.conclude(ticket, failure)    # exactly once, on every exit (services/pipeline.py)
 
-Entering: the key's model allow-list (403), rate limits (429), then ONE atomic credit hold for
+`admit`: the key's model allow-list (403), rate limits (429), then ONE atomic credit hold for
 the worst case at the model's prices (402; no cache discount: what the cache holds is not known
-yet). Leaving — on every exit: success, an error, the client gone, a cancellation, the shutdown
-deadline — settles exactly once, in ONE place (`_conclude`): the charge for what the backend
-produced (its tally; prompt tokens read from a KV cache at the cached price) with the usage
+yet). `conclude` — on every exit: success, an error, the client gone, a cancellation, the
+shutdown deadline — settles exactly once, in ONE place (`_conclude`): the charge for what the
+backend produced (its tally; prompt tokens read from a KV cache at the cached price) with the usage
 record in the same transaction, the rest of the hold released, the unused token reservation
 returned to the rate limiter. A request refused with a client error (or left by its client)
 before the backend took it and did any work is released without a usage record. The settlement
@@ -65,35 +66,6 @@ class Ticket:
     settlement: Settlement | None = None
 
 
-class Admitted:
-    """The `admitted` block (a class, not a generator: this is every request's hot path)."""
-
-    __slots__ = ("_args", "_gate", "ticket")
-
-    def __init__(
-        self, gate: Gate, key: KeyRow, model: str, bound: Bound, rid: str, user: str | None
-    ):
-        self._gate = gate
-        self._args = (key, model, bound, rid, user)
-        self.ticket: Ticket | None = None
-
-    async def __aenter__(self) -> Ticket:
-        self.ticket = await self._gate._admit(*self._args)
-        return self.ticket
-
-    async def __aexit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        ticket = self.ticket
-        assert ticket is not None, "entered once"
-        if isinstance(exc, asyncio.CancelledError):
-            ticket.status = "client_disconnected"
-        elif exc is not None:
-            ticket.status = "error"
-            ticket.refused = isinstance(exc, TokenDockError) and exc.status < 500
-        await self._gate._to_the_end(self._gate._conclude(ticket))
-
-
 class Counting:
     """The `counting` block: admitted by the limiter alone; `admission` says the windows."""
 
@@ -134,11 +106,23 @@ class Gate:
         self._settling: set[asyncio.Future[None]] = set()
         self._subjects: dict[tuple[object, ...], tuple[Subject, Subject]] = {}
 
-    def admitted(
+    async def admit(
         self, key: KeyRow, model: str, bound: Bound, request_id: str, *, user: str | None = None
-    ) -> Admitted:
-        """`async with` it: admission on entry, the settlement on exit."""
-        return Admitted(self, key, model, bound, request_id, user)
+    ) -> Ticket:
+        """Admission: the key's model access (404 / 403), rate limits (429), then ONE credit
+        hold for the worst case (402). The ticket must be `conclude`d exactly once."""
+        return await self._admit(key, model, bound, request_id, user)
+
+    async def conclude(self, ticket: Ticket, failure: BaseException | None = None) -> None:
+        """THE end of an admitted request, on every exit: `failure` (None: it ran to its end)
+        sets how it ended — a cancellation is the client gone, a 4xx a refusal — then the one
+        settlement runs, shielded from the caller's cancellation and tracked for `drain()`."""
+        if isinstance(failure, asyncio.CancelledError):
+            ticket.status = "client_disconnected"
+        elif failure is not None:
+            ticket.status = "error"
+            ticket.refused = isinstance(failure, TokenDockError) and failure.status < 500
+        await self._to_the_end(self._conclude(ticket))
 
     def access(self, key: KeyRow, model: str) -> ModelSpec:
         """The model's spec if `key` may use it: 404 when unknown or switched off by the
@@ -173,7 +157,7 @@ class Gate:
         return Counting(self, key, bound.prompt_tokens, request_id)
 
     async def _conclude(self, ticket: Ticket) -> None:
-        """THE settlement: exactly once per admitted request (the `admitted` block's exit)."""
+        """THE settlement: exactly once per admitted request (`conclude`)."""
         tally = None if ticket.tally is None else await ticket.tally()
         untouched = tally is not None and not ticket.begun and not tally.started
         if untouched and (ticket.refused or ticket.status == "client_disconnected"):

@@ -27,24 +27,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol
 
 from tokendock.billing.ledger import Settlement
 from tokendock.errors import InvalidRequest, TokenDockError
 from tokendock.inference.backend import (
-    JSON,
     Backend,
-    Delta,
-    Embedding,
     Execution,
     InferenceRequest,
     Output,
     Tally,
 )
 from tokendock.services import bounding
-from tokendock.services.gate import Admitted, Gate, Ticket
+from tokendock.services.answer import Answer
+from tokendock.services.gate import Gate, Ticket
 from tokendock.services.idempotency import Idempotency, Replay
 from tokendock.services.running import Running
 from tokendock.storage.accounts import KeyRow
@@ -60,50 +58,6 @@ class Backends(Protocol):
 class IdempotencyKey:
     key: str
     body: bytes
-
-
-@dataclass(slots=True)
-class Choice:
-    """One choice of a whole answer."""
-
-    text: str = ""
-    finish_reason: str = "stop"
-    tool_calls: list[JSON] | None = None
-    logprobs: JSON | None = None
-    function_call: JSON | None = None
-    refusal: str | None = None
-    stop_sequence: str | None = None
-
-
-@dataclass(slots=True)
-class Answer:
-    choices: list[Choice] = field(default_factory=list)
-    embeddings: list[Embedding] = field(default_factory=list)  # kind "embed": one per input
-
-    def take(self, event: Output) -> None:
-        """Add one event: its choice's text, tool calls, logprobs and finish reason."""
-        if isinstance(event, Embedding):
-            self.embeddings.append(event)
-            return
-        choices = self.choices
-        while len(choices) <= event.index:
-            choices.append(Choice())
-        choice = choices[event.index]
-        if isinstance(event, Delta):
-            choice.text += event.text
-            if event.tool_calls:
-                choice.tool_calls = _merge_calls(choice.tool_calls or [], event.tool_calls)
-            if event.function_call:
-                choice.function_call = _merge_function_call(
-                    choice.function_call, event.function_call
-                )
-            if event.logprobs is not None:
-                choice.logprobs = _merge_logprobs(choice.logprobs, event.logprobs)
-            if event.refusal:
-                choice.refusal = (choice.refusal or "") + event.refusal
-        else:
-            choice.finish_reason = event.reason
-            choice.stop_sequence = event.stop_sequence
 
 
 class Pipeline:
@@ -136,9 +90,8 @@ class Pipeline:
             if replay is not None:
                 return replay
             claim = (key.id, idempotency.key)
-        admitted = self._gate.admitted(key, req.model, bound, request_id, user=req.user)
         try:
-            ticket = await admitted.__aenter__()
+            ticket = await self._gate.admit(key, req.model, bound, request_id, user=req.user)
         except BaseException:
             if claim is not None:
                 await self._idempotency.failed(*claim)
@@ -147,13 +100,13 @@ class Pipeline:
         try:
             owner = f"account:{key.account_id}"  # the backend is fair between accounts
             execution = backend.run(req, owner=owner, request_id=request_id, bound=bound)
-        except BaseException as exc:  # nothing ran: the block's exit releases the hold
-            await admitted.__aexit__(type(exc), exc, exc.__traceback__)
+        except BaseException as exc:  # nothing ran: concluding releases the hold
+            await self._gate.conclude(ticket, exc)
             if claim is not None:
                 await self._idempotency.failed(*claim)
             raise
         ticket.tally = execution.tally
-        call = Call(self._idempotency, admitted, ticket, execution, req, claim, key, self.running)
+        call = Call(self._idempotency, self._gate, ticket, execution, req, claim, key, self.running)
         self.running.add(call)  # until it ends; stopped at once if the key was just revoked
         return call
 
@@ -164,7 +117,7 @@ class Call:
     def __init__(
         self,
         idempotency: Idempotency,
-        admitted: Admitted,
+        gate: Gate,
         ticket: Ticket,
         execution: Execution,
         req: InferenceRequest,
@@ -173,7 +126,7 @@ class Call:
         running: Running | None = None,
     ):
         self._idempotency = idempotency
-        self._admitted = admitted
+        self._gate = gate
         self._ticket = ticket
         self._execution = execution
         self.request = req
@@ -273,6 +226,11 @@ class Call:
             answer.take(event)
         return answer
 
+    async def whole(self) -> Answer:
+        """`begin()` then `collect()`: a non-streamed answer, the call ended and settled."""
+        await self.begin()
+        return await self.collect()
+
     async def answered(self, body: bytes) -> None:
         """The whole answer went out: an Idempotency-Key retry gets these bytes back."""
         if self._claim is not None:
@@ -326,10 +284,7 @@ class Call:
             self._running.discard(self)
         self._ticket.status = status
         try:
-            if failure is None:
-                await self._admitted.__aexit__(None, None, None)
-            else:
-                await self._admitted.__aexit__(type(failure), failure, failure.__traceback__)
+            await self._gate.conclude(self._ticket, failure)  # THE settlement, once
         finally:
             if self._claim is not None and status != "ok":
                 claim, self._claim = self._claim, None
@@ -339,33 +294,6 @@ class Call:
 async def _close(iterator: AsyncIterator[Output]) -> None:
     with contextlib.suppress(Exception):
         await iterator.aclose()  # type: ignore[attr-defined]
-
-
-def _merge_calls(have: list[JSON], more: Sequence[JSON]) -> list[JSON]:
-    """Tool calls of one choice. A streamed call comes in pieces with an `index` (id and name
-    first, then argument fragments): pieces of one index make one call, without the index."""
-    calls = list(have)
-    for piece in more:
-        index = piece.get("index")
-        if index is None:
-            calls.append(dict(piece))
-            continue
-        if index < len(calls) and "id" not in piece:
-            call = calls[index]
-            fn = call.setdefault("function", {})
-            more_args = (piece.get("function") or {}).get("arguments", "")
-            fn["arguments"] = fn.get("arguments", "") + more_args
-            continue
-        call = {k: v for k, v in piece.items() if k != "index"}
-        call["function"] = dict(call.get("function") or {})
-        calls.append(call)
-    return calls
-
-
-def _merge_function_call(have: JSON | None, more: JSON) -> JSON:
-    if have is None:
-        return {"name": more.get("name"), "arguments": more.get("arguments", "")}
-    return {**have, "arguments": have.get("arguments", "") + more.get("arguments", "")}
 
 
 def _check_task(backend: Backend, req: InferenceRequest) -> None:
@@ -383,16 +311,3 @@ def _check_task(backend: Backend, req: InferenceRequest) -> None:
             param="model",
             code="model_not_supported",
         )
-
-
-def _merge_logprobs(have: JSON | None, more: JSON) -> JSON:
-    """Logprobs of one choice: lists (chat's `content`, text's `tokens` …) are concatenated."""
-    if have is None:
-        return dict(more)
-    merged = dict(have)
-    for name, value in more.items():
-        if isinstance(value, list) and isinstance(merged.get(name), list):
-            merged[name] = [*merged[name], *value]
-        else:
-            merged[name] = value
-    return merged

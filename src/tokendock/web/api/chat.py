@@ -18,7 +18,7 @@ from tokendock.protocol.chat import (
     message_text,
 )
 from tokendock.protocol.common import NO_USAGE, response_body
-from tokendock.services.pipeline import Answer
+from tokendock.services.answer import Answer
 from tokendock.web.api.respond import Stamp, endpoint, sampled, stamped
 from tokendock.web.api.stored_chat import keeping
 

@@ -10,7 +10,7 @@ from starlette.routing import Route
 from tokendock.inference.backend import Delta, Event, Features, InferenceRequest, Passthrough
 from tokendock.protocol.common import NO_USAGE, response_body
 from tokendock.protocol.completions import CompletionRequest, text_choice
-from tokendock.services.pipeline import Answer
+from tokendock.services.answer import Answer
 from tokendock.web.api.respond import Stamp, endpoint, sampled, stamped
 
 

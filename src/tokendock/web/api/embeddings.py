@@ -12,7 +12,7 @@ from starlette.routing import Route
 
 from tokendock.inference.backend import Event, InferenceRequest, Passthrough
 from tokendock.protocol.embeddings import EmbeddingRequest, embedding_body
-from tokendock.services.pipeline import Answer
+from tokendock.services.answer import Answer
 from tokendock.web.api.respond import Stamp, serve
 from tokendock.web.deps import current_key, parse_body, services_of
 

@@ -41,7 +41,7 @@ from tokendock.protocol.messages import (
     tool_use_block,
     tool_use_id,
 )
-from tokendock.services.pipeline import Answer
+from tokendock.services.answer import Answer
 from tokendock.storage.accounts import KeyRow
 from tokendock.web.api.messages_stream import message_id, stream_events
 from tokendock.web.api.respond import Stamp, serve

@@ -28,9 +28,10 @@ from tokendock.inference.backend import Delta, Event, Finish, InferenceRequest
 from tokendock.protocol.common import SamplingFields, response_body, usage_dict
 from tokendock.protocol.errors import envelope
 from tokendock.protocol.sse import DONE, event
+from tokendock.services.answer import Answer
 from tokendock.services.gate import Ticket
 from tokendock.services.idempotency import Replay
-from tokendock.services.pipeline import Answer, Call, IdempotencyKey
+from tokendock.services.pipeline import Call, IdempotencyKey
 from tokendock.storage.accounts import KeyRow
 from tokendock.web import headers
 from tokendock.web.deps import Services, current_key, parse_body, request_id, services_of
@@ -133,43 +134,63 @@ async def serve(
     """Run `req` through the pipeline and answer in `wire`'s format. `stream`: a wire whose
     streams are not OpenAI-style chunks renders the whole event stream itself. `keep`: stores
     the whole answer once complete (a stream's: assembled from its events, before `[DONE]`)."""
+    stamp = Stamp.new(wire.prefix, req.model)
+
+    async def render(call: Call, answer: Answer) -> bytes:
+        whole = wire.body(stamp, answer, usage_of(call))
+        if keep is not None:
+            await keep(whole)
+        return orjson.dumps(whole)
+
+    def events(call: Call) -> AsyncIterator[bytes]:
+        return _sse(call, stamp, wire, keep) if stream is None else stream(call, stamp)
+
+    return await drive(request, deps, key, req, read=Call.collect, render=render, stream=events)
+
+
+async def drive(
+    request: Request,
+    deps: Services,
+    key: KeyRow,
+    req: InferenceRequest,
+    *,
+    read: Callable[[Call], Awaitable[T]],
+    render: Callable[[Call, T], Awaitable[bytes]],
+    stream: Callable[[Call], AsyncIterator[bytes]],
+) -> Response:
+    """THE way a front door runs a request over HTTP: the pipeline's call (or an
+    `Idempotency-Key` replay); `begin()` and, for a whole answer, `read` under the client's
+    watch (the client leaving cancels them: the call ends, settled as client_disconnected);
+    then `render` the body (after the answer: storing it is not cancelled by the client
+    leaving) — or the `stream` of server-sent events, whose closing ends the call."""
     call = await start(request, deps, key, req)
     if isinstance(call, Response):
         return call
-    # One watched task per request: a client that leaves cancels whatever is under way.
     try:
-        answer = await cancel_on_disconnect(request, _begun(call) if req.stream else _whole(call))
+        got = await cancel_on_disconnect(request, _begun(call, None if req.stream else read))
     except ClientGone:
         note(call.ticket)
         return Response(status_code=CLIENT_GONE)
     except BaseException:
         note(call.ticket)
         raise
-    stamp = Stamp.new(wire.prefix, req.model)
     if req.stream:
         return EventStreamResponse(
-            _sse(call, stamp, wire, keep) if stream is None else stream(call, stamp),
+            stream(call),
             keepalive=deps.settings.keepalive_seconds,
             headers=headers.held(call.ticket),
             on_close=lambda: _ended(call),
         )
     note(call.ticket)
-    assert answer is not None
-    whole = wire.body(stamp, answer, usage_of(call))
-    body = orjson.dumps(whole)
+    assert got is not None
+    body = await render(call, got)
     await call.answered(body)
-    if keep is not None:
-        await keep(whole)
     return Response(body, media_type="application/json", headers=headers.settled(call.ticket))
 
 
-async def _begun(call: Call) -> None:
+async def _begun(call: Call, read: Callable[[Call], Awaitable[T]] | None) -> T | None:
     await call.begin()
-
-
-async def _whole(call: Call) -> Answer:
-    await call.begin()
-    return await call.collect()
+    return None if read is None else await read(call)
 
 
 async def _ended(call: Call) -> None:

@@ -37,13 +37,11 @@ from tokendock.services.pipeline import Call
 from tokendock.services.responses import Responses, run
 from tokendock.storage.accounts import KeyRow
 from tokendock.web import headers
-from tokendock.web.api.respond import ClientGone, cancel_on_disconnect, note, start
+from tokendock.web.api.respond import drive, start
 from tokendock.web.api.responses_items import input_tokens, list_input_items
 from tokendock.web.api.responses_request import inference_request, kept_parts, truncated
-from tokendock.web.deps import Services, current_key, parse_body, request_id, services_of
+from tokendock.web.deps import Services, current_key, parse_body, services_of
 from tokendock.web.responses import JSONResponse
-from tokendock.web.shutdown import CLIENT_GONE
-from tokendock.web.sse import EventStreamResponse
 
 log = logging.getLogger(__name__)
 
@@ -90,31 +88,22 @@ async def create(request: Request) -> Response:
         await responses.check_quota(rec)  # before admission: nothing billed when refused
     if req.background:
         return await _background(request, deps, key, inference, rec)
-    call = await start(request, deps, key, inference)
-    if isinstance(call, Response):
-        return call
     builder = OutputBuilder()
-    try:
-        await cancel_on_disconnect(request, call.begin() if stream else _whole(call, builder, rec))
-    except ClientGone:
-        note(call.ticket)
-        return Response(status_code=CLIENT_GONE)
-    except BaseException:
-        note(call.ticket)
-        raise
-    if stream:
-        return EventStreamResponse(
-            _sse(call, builder, rec, responses if store else None),
-            keepalive=deps.settings.keepalive_seconds,
-            headers=headers.held(call.ticket),
-            on_close=lambda: _ended(call),
-        )
-    note(call.ticket)
-    if store:
-        await responses.store.insert(rec)
-    body = orjson.dumps(response_object(rec))
-    await call.answered(body)
-    return Response(body, media_type="application/json", headers=headers.settled(call.ticket))
+
+    async def read(call: Call) -> ResponseRecord:
+        async for _ in run(call, builder, rec):
+            pass
+        return rec
+
+    async def render(call: Call, done: ResponseRecord) -> bytes:
+        if store:
+            await responses.store.insert(done)
+        return orjson.dumps(response_object(done))
+
+    def events(call: Call) -> AsyncIterator[bytes]:
+        return _sse(call, builder, rec, responses if store else None)
+
+    return await drive(request, deps, key, inference, read=read, render=render, stream=events)
 
 
 def echoed(req: ResponseRequest) -> JSON:
@@ -154,9 +143,11 @@ async def _whole(call: Call, builder: OutputBuilder, rec: ResponseRecord) -> Non
 async def _background(
     request: Request, deps: Services, key: KeyRow, inference: InferenceRequest, rec: ResponseRecord
 ) -> Response:
-    """Admitted now (a 402 or 429 is this request's answer); run by a tracked task."""
-    call = await deps.pipeline.start(key, inference, request_id(request))
-    assert isinstance(call, Call)  # no idempotency key: never a replay
+    """Admitted now (a 402 or 429 is this request's answer; an `Idempotency-Key` retry gets the
+    first answer: the same response id); run by a tracked task."""
+    call = await start(request, deps, key, inference)
+    if isinstance(call, Response):
+        return call
     rec.status = "queued"
     try:
         await responses_of(request).insert_queued(rec)  # over the quota: 400, hold released
@@ -164,12 +155,9 @@ async def _background(
     except BaseException:
         await call.abandon()  # nothing ran: the hold is released
         raise
-    return JSONResponse(response_object(rec), headers=headers.held(call.ticket))
-
-
-async def _ended(call: Call) -> None:
-    await call.abandon()
-    note(call.ticket)
+    body = orjson.dumps(response_object(rec))
+    await call.answered(body)
+    return Response(body, media_type="application/json", headers=headers.held(call.ticket))
 
 
 def frame(body: JSON) -> bytes:
