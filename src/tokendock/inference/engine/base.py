@@ -141,9 +141,12 @@ class Engine(Protocol):
         """One job's events (no wait bounds); closing the iterator cancels it."""
         ...
 
-    def submit(self, jobs: Sequence[Generation], owner: str, inbox: Inbox) -> list[Job]:
+    def submit(
+        self, jobs: Sequence[Generation], owner: str, inbox: Inbox | None = None
+    ) -> list[Job]:
         """Queue a request's choices, after `check_queue` — atomically (503 when over). Choice
-        `i` puts its events (or an error) into the run's one `inbox`, tagged `i`."""
+        `i` puts its events (or an error) into the run's one `inbox` (new when None), tagged
+        `i`."""
         ...
 
     def cancel(self, job: Job) -> None:

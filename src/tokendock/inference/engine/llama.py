@@ -319,13 +319,17 @@ class LlamaEngine:
 
     # -- generation ----------------------------------------------------------------------
 
-    def submit(self, jobs: Sequence[Generation], owner: str, inbox: Inbox) -> list[Job]:
+    def submit(
+        self, jobs: Sequence[Generation], owner: str, inbox: Inbox | None = None
+    ) -> list[Job]:
         """Check the wait bounds for all of a request's choices and queue them, in one
         synchronous call on the event loop (no other request is checked in between). Choice
-        `i`'s events come into the run's one `inbox`, tagged `i`; a job is dropped with
-        `cancel`."""
+        `i`'s events come into the run's one `inbox` (a new one when None), tagged `i`; a job
+        is dropped with `cancel`."""
         self._require_ready()
         self.check_queue(len(jobs), owner)
+        if inbox is None:
+            inbox = Inbox(asyncio.get_running_loop())
         queued: list[Job] = []
         for i, gen in enumerate(jobs):
             job = Job(gen, inbox, i)
