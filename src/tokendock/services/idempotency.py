@@ -1,4 +1,6 @@
-"""`Idempotency-Key` on POST /v1/chat/completions: a retry is never charged twice.
+"""`Idempotency-Key` on every POST that runs a model or stores something (chat completions,
+completions, embeddings, Responses — background included —, Messages): a retry is never charged
+twice. Claimed in `Pipeline.start`, so every front door honours it alike.
 
 Per API key, within 24 hours, a key names one request body:
 - first use: the request runs and its non-streaming response is stored;

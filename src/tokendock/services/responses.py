@@ -121,6 +121,14 @@ class Responses:
             raise NotFound(f"No response found with id '{_shown(response_id)}'.", param=param)
         return rec
 
+    async def context(self, account_id: int, previous_response_id: str | None) -> list[JSON]:
+        """The conversation a `previous_response_id` continues (its history): none without
+        one; another account's id, or one not stored, is a 404 naming the field."""
+        if previous_response_id is None:
+            return []
+        previous = await self.get(account_id, previous_response_id, param="previous_response_id")
+        return previous.history()
+
     async def check_quota(self, rec: ResponseRecord) -> None:
         """Before admission: a 400 `storage_quota_exceeded` when storing what this request
         sends (its input and the conversation it continues) would pass the account's quota."""

@@ -57,12 +57,7 @@ async def create(request: Request) -> Response:
     req = await parse_body(request, ResponseRequest)
     req.check()
     responses = responses_of(request)
-    context: list[JSON] = []
-    if req.previous_response_id is not None:
-        previous = await responses.get(
-            key.account_id, req.previous_response_id, param="previous_response_id"
-        )
-        context = previous.history()
+    context = await responses.context(key.account_id, req.previous_response_id)
     own = input_items(req.input)
     items = truncated(req, [*context, *own], deps.models.spec(req.model))
     context, own = kept_parts(context, own, items)  # only what the prompt reads is stored

@@ -57,12 +57,7 @@ async def input_tokens(request: Request, deps: Services, key: KeyRow, responses:
     req = await parse_body(request, InputTokensRequest)
     req.check()
     spec = deps.counter.model(key, req.model)  # 404 / 403 / 400, before anything is read
-    context: list[JSON] = []
-    if req.previous_response_id is not None:
-        previous = await responses.get(
-            key.account_id, req.previous_response_id, param="previous_response_id"
-        )
-        context = previous.history()
+    context = await responses.context(key.account_id, req.previous_response_id)
     items = truncated(req, [*context, *input_items(req.input)], spec)
     inference = inference_request(req, items, stream=False)
     return await deps.counter.count(key, inference, request_id(request), "input")
