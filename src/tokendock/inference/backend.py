@@ -22,7 +22,7 @@ A run has three steps, so the pipeline can admit before anything costly happens:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -36,7 +36,7 @@ from tokendock.inference.structured import OutputFormat, ToolUse
 from tokendock.inference.vocabulary import ChatTurn, Grammar, Sampling
 
 JSON = dict[str, Any]
-Kind = Literal["chat", "text", "embed"]
+Kind = Literal["chat", "text", "embed", "opaque"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +78,22 @@ class Passthrough:
 
 
 @dataclass(frozen=True, slots=True)
+class Opaque:
+    """A body the gateway does not parse, for pass-through front doors (kind "opaque"): audio
+    to transcribe, an image to edit, a rerank query. `task` declares what it is — only a model
+    whose catalog task is the same takes it; `chunks()` streams the body to the upstream as it
+    arrives (never held whole); `length` is its declared size and `worst_units` the worst case
+    in the model's price unit (audio seconds, characters, images …) the front door bounded
+    before admission."""
+
+    task: str
+    content_type: str
+    chunks: Callable[[], AsyncIterator[bytes]]
+    length: int
+    worst_units: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class InferenceRequest:
     """One normalized request, whatever endpoint it came from.
 
@@ -85,7 +101,8 @@ class InferenceRequest:
     token ids), or the inputs to embed (kind "embed", with `dimensions` when asked).
     `max_tokens` is per choice as asked (None: up to the model's cap). `prompt_bytes`
     is the bound the web layer measured (UTF-8 bytes + template overhead, per prompt).
-    `payload` is the typed pass-through: the client's own JSON object, which only upstreams use.
+    `payload` is the typed pass-through: the client's own JSON object, which only upstreams use;
+    `opaque` (kind "opaque") a streamed body of a declared task that only upstreams forward.
     """
 
     kind: Kind
@@ -113,6 +130,7 @@ class InferenceRequest:
     tools: ToolUse | None = None  # tools offered (and how they may be used)
     output: OutputFormat | None = None  # response_format json_object / json_schema
     payload: Passthrough = field(default_factory=Passthrough)
+    opaque: Opaque | None = None
     # The API it came in by, recorded on its usage row: "chat.completions", "completions",
     # "embeddings", "responses", "messages" … Each wire adapter sets it ("": not recorded).
     endpoint: str = ""

@@ -297,7 +297,17 @@ async def _close(iterator: AsyncIterator[Output]) -> None:
 
 
 def _check_task(backend: Backend, req: InferenceRequest) -> None:
-    """An embedding model answers only embedding requests, and the other models only the rest."""
+    """An embedding model answers only embedding requests, and the other models only the rest;
+    an opaque body only a model whose catalog task is the one it declares."""
+    if req.opaque is not None or req.kind == "opaque":
+        task = req.opaque.task if req.opaque is not None else "?"
+        if backend.spec.task != task:
+            raise InvalidRequest(
+                f"The model '{req.model}' does not serve '{task}' requests.",
+                param="model",
+                code="model_not_supported",
+            )
+        return
     embedding = backend.spec.task == "embedding"
     if embedding and req.kind != "embed":
         raise InvalidRequest(
