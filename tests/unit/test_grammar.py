@@ -24,7 +24,7 @@ from tests.unit.gbnf import Grammar, generate, matches
 from tests.unit.grammar_schemas import MATH, SCHEMAS, WEATHER, Person
 from tokendock.errors import InvalidRequest
 from tokendock.inference.grammar.builder import GrammarBuilder, json_object_grammar, schema_grammar
-from tokendock.inference.grammar.terms import int_range
+from tokendock.inference.grammar.numbers import int_range
 from tokendock.inference.weights.files import ModelFileError, resolve_gguf
 
 REPO = Path(__file__).resolve().parents[2]

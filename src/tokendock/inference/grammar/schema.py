@@ -21,6 +21,7 @@ from tokendock.inference.grammar.bounds import (
     Budget,
 )
 from tokendock.inference.grammar.containers import array_rule, object_rule
+from tokendock.inference.grammar.numbers import int_range
 from tokendock.inference.grammar.oneof import check_disjoint, has_type, json_key
 from tokendock.inference.grammar.productive import productive_rules
 from tokendock.inference.grammar.regex import PatternError, pattern_gbnf
@@ -28,7 +29,6 @@ from tokendock.inference.grammar.terms import (
     FORMATS,
     UNENFORCEABLE_FORMATS,
     Rules,
-    int_range,
     repeat,
     trie,
 )
