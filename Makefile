@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: serve test check fmt lint types contracts duplicates bench-engine bench-money bench-limits bench-gateway \
+.PHONY: serve test test-fast check fmt lint types contracts duplicates bench-engine bench-money bench-limits bench-gateway \
 	bench-soak bench-refusals bench-embeddings bench-grammar bench-abuse clean
 
 $(STAMP): pyproject.toml
@@ -33,9 +33,24 @@ $(JS_STAMP): tests/js/package.json tests/js/package-lock.json
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 	touch $(JS_STAMP)
 
+# Tests in tiers: first the fast tier (tests/unit, tests/inprocess: the real app around a
+# scripted backend; no model, no server) on TEST_JOBS processes, one a core (pytest-xdist); then
+# the tiers that load the real model, start servers and measure time (integration, e2e, smoke),
+# one test at a time: on two cores their servers share the CPU with each other and the model, and
+# four e2e files measured with `-n 2 --dist loadfile` were no faster than one at a time.
+# PYTEST_ARGS goes to both runs, e.g. `make test PYTEST_ARGS="-x -k billing"` (a run it leaves
+# with no test is not a failure: pytest's exit status 5).
+TEST_JOBS ?= $(JOBS)
+FAST_TESTS := tests/unit tests/inprocess
+
 test: $(STAMP) $(JS_STAMP)
 	$(BIN)/tokendock models fetch
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) $(FAST_TESTS) $(PYTEST_ARGS) || test $$? -eq 5
+	$(BIN)/python -m pytest $(addprefix --ignore=,$(FAST_TESTS)) $(PYTEST_ARGS) || test $$? -eq 5
+
+# The fast tier alone: seconds, no model (what to run while editing).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -n $(TEST_JOBS) $(FAST_TESTS) $(PYTEST_ARGS)
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench
