@@ -27,7 +27,6 @@ from bench.harness import TokenDock
 from bench.harness import start_tokendock as start_tokendock_server
 from bench.procs import HOST, ROOT, Proc, first_json_line, free_port, http_json, start, wait_http
 
-MOCK = Path(__file__).with_name("mock_upstream.py")
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
 UPSTREAM_MODEL = "mock-model"
 SCENARIOS = ("fast", "slow", "stream")
@@ -72,7 +71,16 @@ def start_mocks(tmp: Path, slow_ms: float, python: str, stream_chunks: int = 100
     }
     procs, ports = {}, {}
     for name, extra in flags.items():
-        cmd = [python, str(MOCK), "--port", "0", "--models", UPSTREAM_MODEL, *extra]
+        cmd = [
+            python,
+            "-m",
+            "bench.mock_upstream",
+            "--port",
+            "0",
+            "--models",
+            UPSTREAM_MODEL,
+            *extra,
+        ]
         procs[name] = start(f"mock-{name}", cmd, tmp / f"mock-{name}.log")
     for name, proc in procs.items():
         ports[name] = int(first_json_line(proc, 20)["port"])

@@ -60,7 +60,6 @@ from bench.procs import (
 )
 from bench.soak_traffic import Keys, Plan, run_traffic
 
-MOCK = Path(__file__).with_name("mock_upstream.py")
 DOCS = ROOT / "docs" / "reliability.md"
 UPSTREAM_MODEL = "mock-chat"
 
@@ -139,7 +138,15 @@ def make_keys(td: TokenDock, limited_rpm: int) -> Keys:
 
 def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     started = dt.datetime.now(dt.UTC)
-    mock_cmd = [sys.executable, str(MOCK), "--port", "0", "--models", "mock-model"]
+    mock_cmd = [
+        sys.executable,
+        "-m",
+        "bench.mock_upstream",
+        "--port",
+        "0",
+        "--models",
+        "mock-model",
+    ]
     mock_cmd += ["--delay-ms", "5", "--chunks", "24", "--interval-ms", "5-15"]
     mock = start("mock", mock_cmd, tmp / "mock.log")
     mock_port = int(first_json_line(mock, 20)["port"])
