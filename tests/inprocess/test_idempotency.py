@@ -99,11 +99,6 @@ async def test_a_stream_is_not_replayed(site: Site) -> None:
     assert len(site.backend.runs) == 1 and len(await site.usage(tenant)) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 19: a background response calls pipeline.start directly, so its "
-    "Idempotency-Key is ignored (a retry creates and bills a second response)",
-)
 async def test_a_background_response_is_created_once(site: Site) -> None:
     tenant = await site.tenant()
     headers = key()
