@@ -76,36 +76,8 @@ def email() -> str:
 # -- 401 / 402 / 403 -------------------------------------------------------------------------
 
 
-def test_missing_and_bad_keys_are_401(billing: Server) -> None:
-    resp = httpx.post(billing.v1 + "/chat/completions", json={"model": MODEL, "messages": MESSAGES})
-    assert resp.status_code == 401
-    assert resp.json()["error"]["code"] is None
-    assert resp.headers["x-request-id"].startswith("req_")
-    with pytest.raises(openai.AuthenticationError) as exc:
-        sdk(billing, "td-not-a-real-key").chat.completions.create(model=MODEL, messages=MESSAGES)  # type: ignore[arg-type]
-    assert exc.value.code == "invalid_api_key"
-    assert "td-not-a-real-key" not in exc.value.message  # never echo a whole key
-
-
 def test_models_listing_needs_no_key(billing: Server) -> None:
     assert httpx.get(billing.v1 + "/models").status_code == 200
-
-
-def test_insufficient_credit_is_402(billing: Server) -> None:
-    key = billing.new_key(email(), "0")
-    with pytest.raises(openai.APIStatusError) as exc:
-        sdk(billing, key, retries=2).chat.completions.create(
-            model=MODEL,
-            messages=MESSAGES,
-            max_tokens=50,  # type: ignore[arg-type]
-        )
-    assert exc.value.status_code == 402
-    body = exc.value.body
-    assert isinstance(body, dict)
-    assert body["type"] == "insufficient_quota"
-    assert body["code"] == "insufficient_credit_balance"
-    assert "max_tokens" in body["message"]
-    assert "retry-after" not in exc.value.response.headers
 
 
 def test_model_outside_allow_list_is_403(billing: Server) -> None:
@@ -435,49 +407,3 @@ def test_sigkill_with_streams_in_flight(tmp_path: Path, backend: str) -> None:
 
 
 # -- Idempotency-Key ---------------------------------------------------------------------------
-
-
-def test_idempotent_retry_is_never_charged_twice(billing: Server) -> None:
-    key = billing.new_key(email(), "1")
-    before = balance(billing, key)
-    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": secrets.token_hex(8)}
-    body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 6, "user": "idem"}
-    first = httpx.post(billing.v1 + "/chat/completions", json=body, headers=headers, timeout=60)
-    second = httpx.post(billing.v1 + "/chat/completions", json=body, headers=headers, timeout=60)
-    assert first.status_code == second.status_code == 200
-    assert second.headers["idempotent-replayed"] == "true"
-    assert second.content == first.content
-    charged = int(first.headers["x-tokendock-cost"].replace(".", ""))
-    assert charged > 0
-    assert balance(billing, key) == before - charged
-    assert len([r for r in usage_rows(billing, key) if r["user"] == "idem"]) == 1
-
-    changed = {**body, "max_tokens": 7}
-    third = httpx.post(billing.v1 + "/chat/completions", json=changed, headers=headers)
-    assert third.status_code == 400
-    assert third.json()["error"]["code"] == "idempotency_key_reused"
-
-
-def test_idempotent_retry_while_running_is_409(billing: Server) -> None:
-    key = billing.new_key(email(), "1")
-    idem = secrets.token_hex(8)
-
-    async def race() -> tuple[int, int]:
-        body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 80, "temperature": 0}
-        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": idem}
-        async with httpx.AsyncClient(base_url=billing.v1, headers=headers, timeout=120) as http:
-            first = asyncio.ensure_future(http.post("/chat/completions", json=body))
-            await asyncio.sleep(0.5)
-            second = await http.post("/chat/completions", json=body)
-            return (await first).status_code, second.status_code
-
-    first, second = asyncio.run(race())
-    assert (first, second) == (200, 409)
-
-    stream_body = {"model": MODEL, "messages": MESSAGES, "max_tokens": 2, "stream": True}
-    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "s-" + idem}
-    url = billing.v1 + "/chat/completions"
-    assert httpx.post(url, json=stream_body, headers=headers, timeout=60).status_code == 200
-    again = httpx.post(url, json=stream_body, headers=headers, timeout=60)
-    assert again.status_code == 409
-    assert again.json()["error"]["code"] == "idempotent_stream_completed"

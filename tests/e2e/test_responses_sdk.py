@@ -5,20 +5,15 @@ input items), background + poll + cancel, input token counts, and another accoun
 
 from __future__ import annotations
 
-import contextlib
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import httpx
 import jsonschema
 import openai
 import pytest
 
 from tests.e2e.conftest import MODEL
-from tests.e2e.server import BACKENDS, Server, start_server
 from tests.e2e.test_structured_sdk import PERSON_SCHEMA, WEATHER_PARAMS
 
 STORY = "Write a long story about a dragon who loves books."
@@ -180,23 +175,6 @@ def test_stream_assembles_a_function_call(client: openai.OpenAI) -> None:
     assert retrieved.output[0].arguments == call.arguments  # type: ignore[union-attr]
 
 
-def test_retrieve_and_delete(client: openai.OpenAI) -> None:
-    resp = client.responses.create(
-        model=MODEL, input="Hi", max_output_tokens=4, metadata={"ticket": "T-1"}
-    )
-    got = client.responses.retrieve(resp.id)
-    assert got.id == resp.id and got.output_text == resp.output_text
-    assert got.metadata == {"ticket": "T-1"} and got.usage == resp.usage
-    client.responses.delete(resp.id)
-    with pytest.raises(openai.NotFoundError):
-        client.responses.retrieve(resp.id)
-    with pytest.raises(openai.NotFoundError):
-        client.responses.delete(resp.id)
-    unstored = client.responses.create(model=MODEL, input="Hi", max_output_tokens=2, store=False)
-    with pytest.raises(openai.NotFoundError):
-        client.responses.retrieve(unstored.id)
-
-
 def test_input_items_paginated(client: openai.OpenAI) -> None:
     said = [f"Message number {i}." for i in range(5)]
     resp = client.responses.create(
@@ -234,33 +212,6 @@ def test_background_polled(client: openai.OpenAI) -> None:
     assert done.output_text == plain.output_text
 
 
-def test_background_cancelled_is_billed_for_what_it_made(
-    client: openai.OpenAI, server: Server
-) -> None:
-    for _ in range(5):  # a sampled answer may end on its own before the cancel: try again
-        raw = client.responses.with_raw_response.create(
-            model=MODEL, input=STORY, max_output_tokens=500, background=True
-        )
-        resp = raw.parse()
-        time.sleep(1.5)  # let it generate a little
-        cancelled = client.responses.cancel(resp.id)
-        if cancelled.status != "completed":
-            break
-    assert cancelled.status == "cancelled"
-    assert poll(client, resp.id).status == "cancelled"
-    made = cancelled.usage.output_tokens if cancelled.usage else 0
-    assert 0 < made < 500
-    rows = usage_rows(client, raw.headers["x-request-id"])
-    assert len(rows) == 1 and rows[0]["completion_tokens"] == made
-    assert rows[0]["status"] == "client_disconnected" and rows[0]["cost_micro_credits"] > 0
-    done = client.responses.create(model=MODEL, input="Hi", max_output_tokens=2, background=True)
-    poll(client, done.id)
-    with pytest.raises(openai.BadRequestError):  # not a background response
-        client.responses.cancel(
-            client.responses.create(model=MODEL, input="Hi", max_output_tokens=1).id
-        )
-
-
 def usage_rows(client: openai.OpenAI, request_id: str) -> list[dict[str, Any]]:
     for _ in range(50):  # the settlement may land just after the answer
         data = client.get("/usage", cast_to=object, options={"params": {"limit": 200}})
@@ -287,81 +238,6 @@ def test_input_tokens_count_what_a_response_reads(client: openai.OpenAI) -> None
 
 
 # One slot (priced_models.toml): a request waits while another holds the engine.
-ONE_SLOT = Path(__file__).with_name("priced_models.toml")
-NEVER_STOP = {"1": -100, "106": -100}  # Gemma 3's <eos> and <end_of_turn>: run to max_tokens
-
-
-@pytest.fixture(scope="module", params=BACKENDS)
-def one_slot(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Server]:
-    srv = start_server(
-        tmp_path_factory.mktemp(f"one-slot-{request.param}"),
-        env={"TOKENDOCK_MODELS_FILE": str(ONE_SLOT)},
-        backend=request.param,
-    )
-    yield srv
-    srv.stop()
-
-
-@contextlib.contextmanager
-def slot_held(server: Server, key: str) -> Iterator[None]:
-    """While open, a stream of `key`'s account holds the engine's only slot: it cannot end on
-    its own before thousands of tokens (minutes), and closing it ends it. Returns once it
-    generates, so a later request of the same account waits behind it until then."""
-    body = {
-        "model": MODEL,
-        "prompt": "Once upon a time",
-        "max_tokens": 3000,
-        "logit_bias": NEVER_STOP,
-        "temperature": 0,
-        "stream": True,
-    }
-    headers = {"Authorization": f"Bearer {key}"}
-    with (
-        httpx.Client(timeout=120) as http,
-        http.stream("POST", server.v1 + "/completions", json=body, headers=headers) as stream,
-    ):
-        assert stream.status_code == 200, stream.read()
-        # Kept until the end: a line iterator collected early closes the connection with it.
-        lines = stream.iter_lines()
-        for line in lines:
-            if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["text"]:
-                break  # a generated token: the blocker holds the slot
-        yield
-        lines.close()
-
-
-def test_another_accounts_ids_are_not_found(one_slot: Server) -> None:
-    key = one_slot.new_key(f"mine-{time.monotonic_ns()}@example.com", "5")
-    client = openai.OpenAI(base_url=one_slot.v1, api_key=key, max_retries=0, timeout=120)
-    other = openai.OpenAI(
-        base_url=one_slot.v1,
-        api_key=one_slot.new_key(f"other-{time.monotonic_ns()}@example.com", "5"),
-        max_retries=0,
-    )
-    with slot_held(one_slot, key):  # `mine` stays queued behind it until cancelled
-        mine = client.responses.create(
-            model=MODEL, input=STORY, max_output_tokens=400, background=True
-        )
-        for attempt in (
-            lambda: other.responses.retrieve(mine.id),
-            lambda: other.responses.delete(mine.id),
-            lambda: other.responses.cancel(mine.id),
-            lambda: other.responses.input_items.list(mine.id),
-            lambda: other.responses.create(
-                model=MODEL, input="Hi", previous_response_id=mine.id, max_output_tokens=2
-            ),
-            lambda: other.responses.retrieve("resp_" + "0" * 48),
-        ):
-            with pytest.raises(openai.NotFoundError) as refused:
-                attempt()
-            assert refused.value.status_code == 404
-        assert client.responses.retrieve(mine.id).status in ("queued", "in_progress")
-        assert client.responses.cancel(mine.id).status == "cancelled"  # still there, still mine
-    done = client.responses.retrieve(mine.id)
-    assert done.status == "cancelled"
-    assert done.usage is None or done.usage.output_tokens == 0  # it never reached the engine
 
 
 def test_truncation_auto_drops_the_oldest_items(client: openai.OpenAI) -> None:

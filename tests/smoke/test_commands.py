@@ -23,7 +23,17 @@ from tokendock.cli import main as tokendock
 
 TOKENDOCK_BIN = Path(sys.executable).with_name("tokendock")
 STAMP = ".venv/.installed-stamp"
-MAKE_TARGETS = ["serve", "test", "check", "fmt", "lint", "types", "contracts"]
+MAKE_TARGETS = [
+    "serve",
+    "test",
+    "test-fast",
+    "check",
+    "fmt",
+    "lint",
+    "types",
+    "contracts",
+    "duplicates",
+]
 BENCH_TARGETS = bench_targets()
 
 
