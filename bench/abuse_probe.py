@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,25 +23,15 @@ from typing import Any
 
 import httpx
 
-TICKS = os.sysconf("SC_CLK_TCK")
+from bench.procs import CLK_TCK, cpu_ticks, status_kb, thread_ticks
+
 MAX_IN_FLIGHT = 8
 CANARY_TIMEOUT = 60.0
 
 
-def _ticks(stat_path: Path) -> int:
-    fields = stat_path.read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])
-
-
 def thread_cpu(pid: int) -> dict[int, float]:
     """CPU seconds of each live thread of `pid`."""
-    out: dict[int, float] = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            out[int(tid)] = _ticks(Path(f"/proc/{pid}/task/{tid}/stat")) / TICKS
-        except OSError:  # the thread ended meanwhile
-            continue
-    return out
+    return {tid: ticks / CLK_TCK for tid, ticks in thread_ticks(pid).items()}
 
 
 def find_engine_threads(pid: int, before: dict[int, float], after: dict[int, float]) -> set[int]:
@@ -73,13 +62,10 @@ class Probe:
 
     def process(self) -> Reading:
         """/proc is memory: reading it does not block the loop."""
-        cpu = _ticks(Path(f"/proc/{self.pid}/stat")) / TICKS
+        cpu = cpu_ticks(self.pid) / CLK_TCK
         threads = thread_cpu(self.pid)
         engine = sum(threads.get(t, 0.0) for t in self.engine_tids)
-        rss = 0.0
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                rss = int(line.split()[1]) / 1024
+        rss = status_kb(self.pid, "VmRSS") / 1024
         return Reading(cpu, engine, rss, 0, self.log_file.stat().st_size)
 
     async def db_size(self, reading: Reading) -> Reading:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-import os
-import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.abuse_http import Outcome
-from bench.harness import commit, cpu_model, write_section
+from bench.harness import machine_facts, write_section
 
 REFUSED_CPU = 0.050  # s of server CPU per refused request at most
 ENGINE_FACTOR = 3.0  # an admitted request's engine time: at most 3x its billed tokens' plain cost
@@ -137,14 +135,15 @@ def table(rows: list[RowResult], cal: Calibration, judged: bool) -> str:
 
 
 def machine() -> str:
+    """The harness's machine facts and the RAM, on one line."""
     mem = ""
     for line in Path("/proc/meminfo").read_text().splitlines():
         if line.startswith("MemTotal:"):
             mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GB RAM"
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    m = machine_facts()
     return (
-        f"`nproc` = {os.cpu_count()}, {cpu_model()}, {mem} · Linux {platform.release()} · "
-        f"Python {platform.python_version()} · TokenDock at `{commit()}` · load average {load}"
+        f"`nproc` = {m['nproc']}, {m['cpu']}, {mem} · Linux {m['kernel']} · "
+        f"Python {m['python']} · TokenDock at `{m['commit']}` · load average {m['loadavg_before']}"
     )
 
 

@@ -53,9 +53,11 @@ def raise_fd_limit() -> int:
 # -- /proc ----------------------------------------------------------------------------------
 
 
-def _stat_fields(pid: int) -> list[str] | None:
+def _stat_fields(pid: int, tid: int | None = None) -> list[str] | None:
+    """The fields after `comm` of /proc/PID/stat (of thread `tid` when given); None when gone."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
     try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
+        raw = Path(path).read_text()
     except OSError:
         return None
     # comm may hold spaces and parentheses: split after the last ')'
@@ -71,6 +73,17 @@ def cpu_ticks(pid: int) -> int:
     """utime + stime of every thread of `pid` (0 when it is gone)."""
     fields = _stat_fields(pid)
     return int(fields[11]) + int(fields[12]) if fields else 0  # fields 14, 15
+
+
+def thread_ticks(pid: int) -> dict[int, int]:
+    """utime + stime of each live thread of `pid` (a thread that ends meanwhile is left out)."""
+    out: dict[int, int] = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            fields = _stat_fields(pid, int(tid))
+            if fields:
+                out[int(tid)] = int(fields[11]) + int(fields[12])
+    return out
 
 
 def machine_jiffies() -> tuple[int, int]:
