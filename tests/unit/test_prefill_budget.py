@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from tokendock.inference.engine.scheduler import (
+from tokendock.inference.engine.sequence import (
     PREFILL_CHUNK,
     PREFILL_SHARED,
     prefill_budget,

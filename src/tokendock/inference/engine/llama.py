@@ -38,8 +38,8 @@ from tokendock.inference.engine.base import EngineLoad, Event, Finished, Generat
 from tokendock.inference.engine.inbox import Inbox, raised
 from tokendock.inference.engine.job import Job
 from tokendock.inference.engine.picker import FirstBytes, check_grammar
-from tokendock.inference.engine.scheduler import PROMPT_SCORE_BATCH, Scheduler
-from tokendock.inference.engine.sequence import Model
+from tokendock.inference.engine.scheduler import Scheduler
+from tokendock.inference.engine.sequence import PROMPT_SCORE_BATCH, Model
 from tokendock.inference.engine.templates import ChatTemplate, RenderedChat, choose_template
 from tokendock.inference.engine.tokenizer import Tokenizer
 from tokendock.inference.fair_queue import FairQueue

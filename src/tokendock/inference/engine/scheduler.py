@@ -43,6 +43,7 @@ from tokendock.inference.engine.job import Job
 from tokendock.inference.engine.picker import Picker
 from tokendock.inference.engine.sequence import (
     MIN_CHUNK,
+    PROMPT_SCORE_BATCH,
     STEP_LIMIT,
     Model,
     Seq,
@@ -50,6 +51,7 @@ from tokendock.inference.engine.sequence import (
     first_entry,
     hand_over,
     new_picker,
+    prefill_budget,
     same_prompt,
     score_rows,
     scored_prompt,
@@ -64,16 +66,6 @@ from tokendock.inference.vocabulary import TokenLogprob
 
 log = logging.getLogger(__name__)
 
-# Prompt tokens one step takes while other sequences are generating.
-# Prompt tokens per step (each costs ~2.5-3 ms of a 2-core CPU, a step that decodes only one
-# token per sequence ~22 ms; 256-token chunks are as efficient as 512 — measured): alone or
-# beside streams of the same account, chunks big enough to be efficient yet short enough that a
-# request arriving meanwhile waits little; beside another account's stream, small ones, so that
-# account's tokens keep coming at about its fair share of the engine.
-PREFILL_CHUNK = 256
-PREFILL_SHARED = 16
-# Prompt tokens scored per step for a job that asked for the prompt's logprobs (echo).
-PROMPT_SCORE_BATCH = 64
 # Weight of the newest sample in the moving averages (tokens/s, seconds per job).
 EWMA = 0.2
 
@@ -406,11 +398,3 @@ class Scheduler:
 
 def _claimed_not(job: Job) -> bool:
     return not job.start()
-
-
-def prefill_budget(running: list[Seq], prefilling: list[Seq]) -> int:
-    """Prompt tokens this step may evaluate (see PREFILL_CHUNK)."""
-    decoding = {seq.job.gen.owner for seq in running if seq.row >= 0}
-    if any(owner != seq.job.gen.owner for seq in prefilling for owner in decoding):
-        return PREFILL_SHARED
-    return PREFILL_CHUNK
