@@ -46,7 +46,10 @@ CHARS_PER_TOKEN = 4  # for estimates only, when an upstream reports no usage
 TOKENS_PER_TURN = 4  # an estimate of what a chat template adds around each message
 
 
-class UpstreamBackend:
+class Deployed:
+    """What every backend on upstream deployments shares: its router and spec; the shared pool
+    (inference/upstream/pool.py) opens and closes the connections and runs the probes."""
+
     def __init__(self, router: Router, spec: ModelSpec):
         self.router = router
         self.spec = spec
@@ -61,6 +64,8 @@ class UpstreamBackend:
     async def close(self) -> None:
         """The shared pool closes them."""
 
+
+class UpstreamBackend(Deployed):
     async def count(self, req: InferenceRequest) -> int:
         """An estimate (no upstream has a counting route we can rely on): the one billing uses
         when a deployment reports no usage, so a count and such a bill agree."""

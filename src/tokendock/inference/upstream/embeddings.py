@@ -12,31 +12,16 @@ from collections.abc import AsyncIterator
 
 import numpy as np
 
-from tokendock.catalog import ModelSpec
 from tokendock.errors import UpstreamError
 from tokendock.inference.backend import JSON, Bound, Embedding, InferenceRequest, Tally
 from tokendock.inference.budget import not_counted
 from tokendock.inference.upstream import reply
-from tokendock.inference.upstream.backend import client_error, estimate_prompt
+from tokendock.inference.upstream.backend import Deployed, client_error, estimate_prompt
 from tokendock.inference.upstream.client import Answer, ClientFault
 from tokendock.inference.upstream.router import Router
 
 
-class UpstreamEmbeddingBackend:
-    def __init__(self, router: Router, spec: ModelSpec):
-        self.router = router
-        self.spec = spec
-
-    @property
-    def ready(self) -> bool:
-        return True  # an upstream's health is not this process's readiness (see registry)
-
-    async def open(self) -> None:
-        """The shared pool (inference/upstream/pool.py) opens the connections and probes."""
-
-    async def close(self) -> None:
-        """The shared pool closes them."""
-
+class UpstreamEmbeddingBackend(Deployed):
     async def count(self, req: InferenceRequest) -> int:
         raise not_counted(self.spec)
 
