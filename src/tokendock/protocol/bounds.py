@@ -25,7 +25,7 @@ middleware, before it is parsed; protocol/screen.py then refuses NaN / Infinity,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Annotated
 
 from pydantic import Field
@@ -38,6 +38,21 @@ MAX_PROMPTS = 2048
 MAX_CHOICES = 128
 MAX_TEXT_CHARS = 1_048_576
 MAX_TOKEN_IDS = 262_144
+
+
+def check_text_total(items: Sequence[str | Sequence[int]], param: str) -> None:
+    """Texts and token-id lists of one request, all together, within MAX_TEXT_CHARS characters
+    or MAX_TOKEN_IDS ids (a 400 naming `param`)."""
+    chars = sum(len(p) for p in items if isinstance(p, str))
+    ids = sum(len(p) for p in items if not isinstance(p, str))
+    if chars > MAX_TEXT_CHARS or ids > MAX_TOKEN_IDS:
+        raise InvalidRequest(
+            f"Invalid '{param}': at most {MAX_TEXT_CHARS} characters or {MAX_TOKEN_IDS} "
+            "token ids in all are allowed.",
+            param=param,
+        )
+
+
 MAX_STOP_CHARS = 256
 MAX_USER_CHARS = 256
 MAX_NAME_CHARS = 256

@@ -10,9 +10,8 @@ from tokendock.errors import InvalidRequest
 from tokendock.protocol.bounds import (
     MAX_CHOICES,
     MAX_PROMPTS,
-    MAX_TEXT_CHARS,
-    MAX_TOKEN_IDS,
     TEMPLATE_TOKENS_PER_PROMPT,
+    check_text_total,
     utf8_len,
 )
 from tokendock.protocol.common import SamplingFields
@@ -59,14 +58,7 @@ class CompletionRequest(SamplingFields):
                     f"Invalid '{where}': a prompt of token ids needs at least one token.",
                     param=where,
                 )
-        chars = sum(len(p) for p in prompts if isinstance(p, str))
-        ids = sum(len(p) for p in prompts if not isinstance(p, str))
-        if chars > MAX_TEXT_CHARS or ids > MAX_TOKEN_IDS:
-            raise InvalidRequest(
-                f"Invalid 'prompt': at most {MAX_TEXT_CHARS} characters or {MAX_TOKEN_IDS} "
-                "token ids in all are allowed.",
-                param="prompt",
-            )
+        check_text_total(prompts, "prompt")
 
     def prompt_bounds(self) -> list[int]:
         """Per prompt, an upper bound on its tokens from bytes alone (protocol/bounds.py)."""

@@ -19,10 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tokendock.errors import InvalidRequest
 from tokendock.protocol.bounds import (
-    MAX_TEXT_CHARS,
-    MAX_TOKEN_IDS,
     ModelField,
     UserField,
+    check_text_total,
     utf8_len,
 )
 
@@ -63,14 +62,7 @@ class EmbeddingRequest(BaseModel):
                 raise InvalidRequest(
                     f"Invalid 'input': {what} must not be empty{where}.", param="input"
                 )
-        chars = sum(len(p) for p in inputs if isinstance(p, str))
-        ids = sum(len(p) for p in inputs if not isinstance(p, str))
-        if chars > MAX_TEXT_CHARS or ids > MAX_TOKEN_IDS:
-            raise InvalidRequest(
-                f"Invalid 'input': at most {MAX_TEXT_CHARS} characters or {MAX_TOKEN_IDS} "
-                "token ids in all are allowed.",
-                param="input",
-            )
+        check_text_total(inputs, "input")
 
     def inputs(self) -> list[str | list[int]]:
         """One entry per input: text, or token ids."""
