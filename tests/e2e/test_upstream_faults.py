@@ -20,6 +20,7 @@ from tests.e2e.upstreams import UPSTREAM_KEY, Upstream, cost, model_entry, start
 
 REDIS_URL = os.environ.get("TOKENDOCK_TEST_REDIS_URL")
 MESSAGES = [{"role": "user", "content": "say hello"}]
+PROMPT_ESTIMATE = 3 + 4 * 2  # MESSAGES without a tokenizer: ceil(9 / 4), plus 4 a turn (two)
 PROMPT_TOKENS = 6  # the fault upstream's count: words + 4 per message
 ANSWER = "Hello from the fault upstream."
 ANSWER_TOKENS = 6
@@ -139,9 +140,11 @@ def test_no_usage_from_upstream_is_estimated_and_marked(
     raw = client.chat.completions.with_raw_response.create(model="up-nousage", messages=MESSAGES)
     row = usage_row(gateway, raw.headers["x-request-id"])
     assert row["estimated"] is True
-    assert row["prompt_tokens"] == 3  # ceil(len("say hello") / 4)
+    # The estimate a count gives too (upstream/backend.py estimate_prompt): ceil(9 / 4) = 3
+    # characters' tokens, and 4 a turn for the template (the user's turn, the answer's opening).
+    assert row["prompt_tokens"] == PROMPT_ESTIMATE
     assert row["completion_tokens"] == 8  # ceil(len(ANSWER) / 4)
-    assert row["cost_micro_credits"] == cost(3, 8)
+    assert row["cost_micro_credits"] == cost(PROMPT_ESTIMATE, 8)
 
 
 def test_explicit_zero_usage_is_a_real_zero(gateway: Server, client: openai.OpenAI) -> None:
@@ -240,7 +243,7 @@ def test_failure_mid_stream_is_an_error_event_and_bills_what_was_sent(
     assert "".join(received) == "Hello from the"
     row = usage_row(gateway, raw.headers["x-request-id"])
     assert (row["status"], row["estimated"], row["completion_tokens"]) == ("error", True, 3)
-    assert row["cost_micro_credits"] == cost(3, 3)
+    assert row["cost_micro_credits"] == cost(PROMPT_ESTIMATE, 3)
 
 
 def test_client_disconnect_closes_the_upstream_request(
