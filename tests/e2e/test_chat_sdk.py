@@ -9,6 +9,8 @@ import pytest
 
 from tests.e2e.conftest import MODEL
 
+pytestmark = pytest.mark.any_database  # the engine and the wire, not the database
+
 PROMPT = [{"role": "user", "content": "Write a long story about a dragon who loves books."}]
 
 

@@ -7,6 +7,8 @@ import pytest
 
 from tests.e2e.conftest import MODEL
 
+pytestmark = pytest.mark.any_database  # the engine and the wire, not the database
+
 
 def test_default_max_tokens_is_16(client: openai.OpenAI) -> None:
     resp = client.completions.create(

@@ -9,9 +9,12 @@ import time
 
 import httpx
 import openai
+import pytest
 
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import Server
+
+pytestmark = pytest.mark.any_database  # the engine and the wire, not the database
 
 MESSAGES = [{"role": "user", "content": "Describe the sea in detail."}]
 

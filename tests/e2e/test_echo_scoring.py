@@ -4,8 +4,11 @@ every choice echoes the very same prompt logprobs, and the prompt is billed once
 from __future__ import annotations
 
 import openai
+import pytest
 
 from tests.e2e.conftest import MODEL
+
+pytestmark = pytest.mark.any_database  # the engine and the wire, not the database
 
 
 def test_n_choices_echo_the_same_prompt_logprobs(client: openai.OpenAI) -> None:

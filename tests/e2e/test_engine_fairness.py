@@ -10,10 +10,13 @@ from pathlib import Path
 
 import httpx
 import openai
+import pytest
 
 from tests.e2e.conftest import MODEL
 from tests.e2e.money import verify
 from tests.e2e.server import Server, start_server
+
+pytestmark = pytest.mark.any_database  # the engine and the wire, not the database
 
 # Gemma 3's <eos> and <end_of_turn>: forbidden, so every choice runs to max_tokens.
 NEVER_STOP = {"1": -100, "106": -100}

@@ -20,6 +20,8 @@ from tests.e2e.conftest import MODEL
 from tests.e2e.server import ROOT, Server
 from tests.e2e.test_structured_sdk import PERSON_ASK, PERSON_SCHEMA, TOOLS, WEATHER_ASK
 
+pytestmark = pytest.mark.any_database  # the engine and the wire, not the database
+
 JS_DIR = ROOT / "tests" / "js"
 EMBEDDING_MODEL = "all-minilm-l6-v2"
 

@@ -11,7 +11,7 @@ import pytest
 
 from tests.e2e.server import Server
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.any_database]
 
 FORGED = "2026-01-01 00:00:00,000 INFO tokendock.access: GET /v1/admin 200"
 

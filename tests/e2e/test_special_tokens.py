@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import openai
+import pytest
 
 from tests.e2e.conftest import MODEL
+
+pytestmark = pytest.mark.any_database  # the engine and the wire, not the database
 
 # The Gemma template's own markers. Parsed as control tokens this would be 9 tokens and would
 # close the user's turn and open a model turn; as text it is 23 tokens of text.

@@ -13,6 +13,8 @@ import pytest
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import Server, start_server
 
+pytestmark = pytest.mark.any_database  # the engine and the wire, not the database
+
 
 def raw_post(
     base_url: str, path: str, body: dict[str, object], key: str, timeout: float = 60

@@ -13,6 +13,8 @@ from pydantic import BaseModel, Field
 
 from tests.e2e.conftest import MODEL
 
+pytestmark = pytest.mark.any_database  # the engine and the wire, not the database
+
 PERSON_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
