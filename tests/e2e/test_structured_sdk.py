@@ -256,8 +256,13 @@ def test_deprecated_functions_give_a_function_call(client: openai.OpenAI) -> Non
 
 
 def test_chat_logprobs(client: openai.OpenAI) -> None:
-    resp = client.chat.completions.create(
-        model=MODEL, messages=WEATHER_ASK, logprobs=True, top_logprobs=5, max_tokens=12
+    resp = client.chat.completions.create(  # greedy: no multi-byte character split by sampling
+        model=MODEL,
+        messages=WEATHER_ASK,
+        logprobs=True,
+        top_logprobs=5,
+        max_tokens=12,
+        temperature=0,
     )
     choice = resp.choices[0]
     assert choice.logprobs is not None and choice.logprobs.content

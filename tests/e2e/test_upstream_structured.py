@@ -151,8 +151,13 @@ def test_json_schema_answer_validates(gateway: Server, gclient: openai.OpenAI) -
 
 def test_chat_logprobs_with_top_logprobs(gateway: Server, gclient: openai.OpenAI) -> None:
     with Billed(gateway) as bill:
-        raw = gclient.chat.completions.with_raw_response.create(
-            model=REMOTE, messages=WEATHER_ASK, logprobs=True, top_logprobs=4, max_tokens=8
+        raw = gclient.chat.completions.with_raw_response.create(  # greedy: no split character
+            model=REMOTE,
+            messages=WEATHER_ASK,
+            logprobs=True,
+            top_logprobs=4,
+            max_tokens=8,
+            temperature=0,
         )
         reply = raw.parse()
         bill.saw(raw, reply.usage)
