@@ -1,8 +1,11 @@
 """Concurrent streams and prefix reuse against one OpenAI-compatible server over HTTP.
 
-Works the same against TokenDock and `python -m llama_cpp.server`: streamed
-`POST /v1/completions` with a raw text prompt (both servers see the same prompt tokens),
-`temperature: 0`, `stream_options: {"include_usage": true}` (llama_cpp.server ignores it).
+Works the same against TokenDock, llama.cpp's `llama-server` and `python -m llama_cpp.server`:
+streamed `POST /v1/completions` with a raw text prompt (every server sees the same prompt
+tokens), `temperature: 0`, `stream_options: {"include_usage": true}` (llama_cpp.server ignores
+it), plus the fields a side adds to every request (`Client.extra`: `"ignore_eos": true` for
+llama-server, so that each of its requests generates exactly `max_tokens`). The chat row sends
+the same through `POST /v1/chat/completions` with one counting user message instead.
 
 * Concurrency sweep: at concurrency C, C workers send requests back to back (closed loop) until
   the level's requests are done. Every request has its own counting prompt (greedy decoding keeps
@@ -74,7 +77,7 @@ def parse(start: float, lines: list[tuple[float, str]], end: float) -> Outcome:
             out.error = f"error chunk: {str(chunk['error'])[:200]}"
         usage = chunk.get("usage") or usage
         for choice in chunk.get("choices") or []:
-            if choice.get("text"):
+            if choice.get("text") or (choice.get("delta") or {}).get("content"):
                 chunks += 1
                 out.first = stamp if out.first is None else out.first
             out.finish = choice.get("finish_reason") or out.finish
@@ -86,13 +89,23 @@ def parse(start: float, lines: list[tuple[float, str]], end: float) -> Outcome:
     return out
 
 
-class Client:
-    """One server: base URL, optional API key, the model name to send."""
+def counting_message(n: int) -> str:
+    """The chat row's user message: greedy decoding answers it with a long run of numbers."""
+    start = 101 + (37 * n) % 850
+    return f"Count up from {start}, one number after another, separated by commas. Do not stop."
 
-    def __init__(self, base_url: str, model: str, key: str | None = None):
+
+class Client:
+    """One server: base URL, optional API key, the model name to send, and fields added to
+    every request body (`extra`)."""
+
+    def __init__(
+        self, base_url: str, model: str, key: str | None = None, extra: dict[str, Any] | None = None
+    ):
         self.base_url = base_url
         self.model = model
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.extra = extra or {}
 
     def session(self, connections: int) -> httpx.AsyncClient:
         return httpx.AsyncClient(
@@ -103,19 +116,28 @@ class Client:
             limits=httpx.Limits(max_connections=connections + 2),
         )
 
-    async def stream(self, http: httpx.AsyncClient, prompt: str, max_tokens: int) -> Outcome:
-        body = {
+    async def stream(
+        self, http: httpx.AsyncClient, prompt: str, max_tokens: int, chat: bool = False
+    ) -> Outcome:
+        """One streamed request: `prompt` as a completions prompt, or (`chat`) as the one
+        user message of a chat completion."""
+        body: dict[str, Any] = {
             "model": self.model,
-            "prompt": prompt,
             "max_tokens": max_tokens,
             "temperature": 0,
             "stream": True,
             "stream_options": {"include_usage": True},
+            **self.extra,
         }
+        if chat:
+            body["messages"] = [{"role": "user", "content": prompt}]
+        else:
+            body["prompt"] = prompt
+        path = "/v1/chat/completions" if chat else "/v1/completions"
         lines: list[tuple[float, str]] = []
         start = time.perf_counter()
         try:
-            async with http.stream("POST", "/v1/completions", json=body) as resp:
+            async with http.stream("POST", path, json=body) as resp:
                 if resp.status_code != 200:
                     await resp.aread()
                     text = resp.text[:200]
@@ -176,14 +198,22 @@ def quantile(values: list[float], q: float) -> float:
 
 
 async def run_level(
-    client: Client, concurrency: int, requests: int, tokens: int, first_prompt: int
+    client: Client,
+    concurrency: int,
+    requests: int,
+    tokens: int,
+    first_prompt: int,
+    chat: bool = False,
 ) -> Level:
+    """`requests` requests, `concurrency` of them in flight (closed loop), prompts numbered
+    from `first_prompt` (counting prompts, or counting user messages when `chat`)."""
     todo = iter(range(first_prompt, first_prompt + requests))
     outcomes: list[Outcome] = []
+    prompt = counting_message if chat else short_prompt
 
     async def worker(http: httpx.AsyncClient) -> None:
         for n in todo:  # one shared iterator: each prompt is sent once
-            outcomes.append(await client.stream(http, short_prompt(n), tokens))
+            outcomes.append(await client.stream(http, prompt(n), tokens, chat))
 
     async with client.session(concurrency) as http:
         start = time.perf_counter()
@@ -193,22 +223,31 @@ async def run_level(
     return Level(concurrency, tokens, end - start, outcomes)
 
 
+def level_line(level: Level) -> str:
+    return (
+        f"c={level.concurrency}: {level.aggregate_tps:.1f} tok/s aggregate, "
+        f"{level.completed}/{len(level.outcomes)} complete, "
+        f"TTFT p50 {level.ttft_ms(0.5):.0f} ms p95 {level.ttft_ms(0.95):.0f} ms"
+    )
+
+
+def warm_up(client: Client, tokens: int) -> None:
+    """One request, not recorded (prompt 0: the levels' prompts start at 1)."""
+    asyncio.run(run_level(client, 1, 1, tokens, 0))
+
+
 def sweep(
     client: Client, levels: list[int], requests_for: dict[int, int], tokens: int, log: Any
 ) -> list[Level]:
     """Every level in turn, after one warm-up request (not recorded)."""
-    asyncio.run(run_level(client, 1, 1, tokens, 0))
+    warm_up(client, tokens)
     out: list[Level] = []
     first = 1
     for c in levels:
         level = asyncio.run(run_level(client, c, requests_for[c], tokens, first))
         first += requests_for[c]
         out.append(level)
-        log(
-            f"  c={c}: {level.aggregate_tps:.1f} tok/s aggregate, "
-            f"{level.completed}/{len(level.outcomes)} complete, "
-            f"TTFT p50 {level.ttft_ms(0.5):.0f} ms p95 {level.ttft_ms(0.95):.0f} ms"
-        )
+        log(f"  {level_line(level)}")
     return out
 
 

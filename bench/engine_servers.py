@@ -1,9 +1,13 @@
-"""The two servers bench/engine.py compares, started one at a time, and their memory.
+"""The servers bench/engine.py compares, and their memory.
 
 * TokenDock: `python -m tokendock serve` from a fresh data directory (bench/harness.py)
   with a catalog of its own: the default catalog's entry for the model, with `slots` (sequences
-  decoded together) and `threads` set by the bench, and nothing else (no embedding model
-  loaded next to it, so both servers hold one model).
+  decoded together), `threads` and (for its deterministic row) `deterministic = true` set by
+  the bench, and nothing else (no embedding model loaded next to it, so every server holds one
+  model).
+* llama.cpp's own C++ `llama-server` (built by bench/llama_server_build.py): `-m <gguf> -np
+  <slots> -c <slots × 4096> -t <threads> -tb <threads>`, its defaults otherwise; ready when
+  GET /health answers 200.
 * llama-cpp-python's own OpenAI server: `python -m llama_cpp.server --model <gguf> --n_ctx …
   --n_threads … --n_threads_batch …`, its defaults otherwise (one model behind a lock,
   `interrupt_requests` on, as shipped).
@@ -42,18 +46,27 @@ def _toml_value(value: Any) -> str:
     raise TypeError(f"no TOML for {value!r}")
 
 
-def catalog_text(model_id: str, slots: int, threads: int) -> str:
-    """The default catalog's entry for `model_id` with `slots` and `threads` set, as TOML.
-
-    `slots` is written only when this checkout's catalog knows the key (ModelSpec.slots):
-    before the batching scheduler it did not, and an unknown key fails the server's start."""
+def catalog_knows(key: str) -> bool:
+    """Whether this checkout's catalog has the model key `key` (an unknown key fails the
+    server's start: `slots` came with the batching scheduler, `deterministic` after it)."""
     from tokendock.catalog import ModelSpec
+
+    return key in ModelSpec.model_fields
+
+
+def catalog_text(model_id: str, slots: int, threads: int, deterministic: bool = False) -> str:
+    """The default catalog's entry for `model_id` with `slots` and `threads` set, as TOML
+    (`slots` and `deterministic = true` only where the catalog knows them)."""
     from tokendock.config import DEFAULT_CATALOG
 
     entry: dict[str, Any] = tomllib.loads(DEFAULT_CATALOG.read_text())["models"][model_id]
     entry = {**entry, "threads": threads}
-    if "slots" in ModelSpec.model_fields:
+    if catalog_knows("slots"):
         entry["slots"] = slots
+    if deterministic:
+        if not catalog_knows("deterministic"):
+            raise ValueError("this checkout's catalog has no `deterministic` key")
+        entry["deterministic"] = True
     head = [f'[models."{model_id}"]']
     tables: list[str] = []
     for key, value in entry.items():
@@ -72,10 +85,13 @@ def slots_in_catalog(catalog: Path) -> int | None:
 
 
 @contextmanager
-def tokendock(tmp: Path, model_id: str, slots: int, threads: int) -> Iterator[TokenDock]:
-    catalog = tmp / "engine-bench-models.toml"
-    catalog.write_text(catalog_text(model_id, slots, threads))
-    server = start_tokendock(tmp, catalog=catalog, ready_timeout=READY_TIMEOUT)
+def tokendock(
+    tmp: Path, model_id: str, slots: int, threads: int, deterministic: bool = False
+) -> Iterator[TokenDock]:
+    name = "tokendock-deterministic" if deterministic else "tokendock"
+    catalog = tmp / f"{name}-models.toml"
+    catalog.write_text(catalog_text(model_id, slots, threads, deterministic))
+    server = start_tokendock(tmp, catalog=catalog, name=name, ready_timeout=READY_TIMEOUT)
     try:
         yield server
     finally:
@@ -93,7 +109,10 @@ class LlamaServer:
 
 
 @contextmanager
-def llama_server(tmp: Path, model_path: Path, n_ctx: int, threads: int) -> Iterator[LlamaServer]:
+def llama_cpp_python_server(
+    tmp: Path, model_path: Path, n_ctx: int, threads: int
+) -> Iterator[LlamaServer]:
+    """`python -m llama_cpp.server`, ready when /v1/models answers."""
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path)]
     cmd += ["--host", HOST, "--port", str(port), "--n_ctx", str(n_ctx)]
@@ -101,6 +120,22 @@ def llama_server(tmp: Path, model_path: Path, n_ctx: int, threads: int) -> Itera
     proc = start("llama_cpp.server", cmd, tmp / "llama-cpp-server.log")
     try:
         wait_http(f"http://{HOST}:{port}/v1/models", proc, READY_TIMEOUT)
+        yield LlamaServer(proc, port)
+    finally:
+        stop(proc)
+
+
+@contextmanager
+def cpp_llama_server(
+    tmp: Path, binary: Path, model_path: Path, slots: int, n_ctx: int, threads: int
+) -> Iterator[LlamaServer]:
+    """llama.cpp's `llama-server`: `slots` parallel sequences of `n_ctx` tokens each."""
+    port = free_port()
+    cmd = [str(binary), "-m", str(model_path), "-np", str(slots), "-c", str(slots * n_ctx)]
+    cmd += ["-t", str(threads), "-tb", str(threads), "--host", HOST, "--port", str(port)]
+    proc = start("llama-server", cmd, tmp / "llama-server.log")
+    try:
+        wait_http(f"http://{HOST}:{port}/health", proc, READY_TIMEOUT)
         yield LlamaServer(proc, port)
     finally:
         stop(proc)
@@ -122,18 +157,19 @@ class Memory:
     """Samples a server's process tree (VmRSS, VmHWM from /proc) every `period` seconds in a
     thread while in use; `peak_mb()` is the largest VmHWM (the kernel's high-water mark,
     model load included) summed over the tree's processes. Also measures how much CPU the
-    rest of the machine (neither the server nor this process) used meanwhile: `others_pct()`,
-    a share of all cores."""
+    rest of the machine (neither the server, nor the bench's servers in `also_ours`, nor this
+    process) used meanwhile: `others_pct()`, a share of all cores."""
 
-    def __init__(self, proc: Proc, period: float = 0.5):
+    def __init__(self, proc: Proc, period: float = 0.5, also_ours: tuple[Proc, ...] = ()):
         self._proc = proc
+        self._also_ours = also_ours  # servers of the bench running beside it: not "others"
         self._period = period
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._cpu: list[tuple[float, int, int]] = []  # (time, machine busy, server + bench)
 
     def _cpu_mark(self) -> None:
-        ours = self._proc.cpu_ticks() + own_ticks()
+        ours = self._proc.cpu_ticks() + own_ticks() + sum(p.cpu_ticks() for p in self._also_ours)
         self._cpu.append((time.monotonic(), busy_ticks(), ours))
 
     def others_pct(self) -> float:
