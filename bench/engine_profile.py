@@ -111,7 +111,7 @@ def profile_engine(
     if pyspy is None:
         print("profile skipped: py-spy is not installed", flush=True)
         return None
-    errors = []
+    errors: list[str] = []
     for native in (True, False):
         out = out_dir / f"engine-pyspy-{'native' if native else 'plain'}.txt"
         error = _spy_while(pyspy, pid, seconds, out, native, work)

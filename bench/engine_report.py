@@ -1,6 +1,7 @@
 """bench/engine.py's report: the targets, the markdown it prints and writes into
 docs/benchmarks.md (between two markers in the "Engine" section), and the SVG plot of aggregate
-tokens/s against concurrency (hand-written SVG, no plotting library)."""
+tokens/s against concurrency of every side (hand-written SVG, no plotting library). The
+side-by-side tables and targets against llama-server are in bench/engine_tables.py."""
 
 from __future__ import annotations
 
@@ -11,18 +12,33 @@ from pathlib import Path
 from typing import Any
 
 from bench.engine_load import Level, PrefixPair, median_ms
+from bench.engine_profile import EngineProfile, profile_markdown
 from bench.engine_single import markdown_table
+from bench.engine_tables import (
+    Check,
+    burst_table,
+    comparison_table,
+    level_rows,
+    verdict,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "benchmarks.md"
 SVG = ROOT / "docs" / "bench-engine-concurrency.svg"
-COLORS = {"TokenDock": "#1f6feb", "llama_cpp.server": "#d1242f"}
+COLORS = {
+    "TokenDock": "#1f6feb",
+    "llama-server": "#1a7f37",
+    "llama_cpp.server": "#d1242f",
+    "TokenDock (deterministic)": "#8250df",
+}
 
 
 @dataclass
 class ServerRun:
-    name: str  # "TokenDock" or "llama_cpp.server"
+    name: str  # a key of COLORS
     levels: list[Level] = field(default_factory=list)
+    chat: list[Level] = field(default_factory=list)  # streamed chat completions
+    bursts: list[Level] = field(default_factory=list)  # burst stability, in order
     prefix: list[PrefixPair] = field(default_factory=list)
     prefix_tokens: int = 0  # max_tokens of the prefix requests
     peak_rss_mb: float = math.nan
@@ -50,11 +66,7 @@ class ServerRun:
         )
 
 
-def _verdict(ok: bool) -> str:
-    return "**PASS**" if ok else "**FAIL**"
-
-
-def targets(single: dict[str, Any], dock: ServerRun) -> list[tuple[str, bool]]:
+def targets(single: dict[str, Any], dock: ServerRun) -> list[Check]:
     gen = single["metrics"]["gen_tps"]["rate"]
     ttft = single["metrics"]["ttft_ms"]["ms"]
     c4, c16 = dock.scale(4), dock.scale(16)
@@ -81,22 +93,6 @@ def targets(single: dict[str, Any], dock: ServerRun) -> list[tuple[str, bool]]:
 
 def _f(value: float, digits: int = 1) -> str:
     return "–" if math.isnan(value) else f"{value:,.{digits}f}"
-
-
-def concurrency_table(runs: list[ServerRun]) -> str:
-    rows = [
-        "| server | concurrency | requests | complete | cut short | aggregate tok/s | × its c=1 "
-        "| TTFT p50 (ms) | TTFT p95 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
-    for run in runs:
-        for lv in run.levels:
-            rows.append(
-                f"| {run.name} | {lv.concurrency} | {len(lv.outcomes)} | {lv.completed} "
-                f"| {lv.cut_short} | {_f(lv.aggregate_tps)} | {_f(run.scale(lv.concurrency), 2)}× "
-                f"| {_f(lv.ttft_ms(0.5), 0)} | {_f(lv.ttft_ms(0.95), 0)} |"
-            )
-    return "\n".join(rows)
 
 
 def prefix_table(runs: list[ServerRun]) -> str:
@@ -130,43 +126,78 @@ def memory_table(runs: list[ServerRun]) -> str:
     return "\n".join(rows)
 
 
-def errors_text(runs: list[ServerRun]) -> list[str]:
+@dataclass
+class Extras:
+    """What the markdown says besides the runs: the profile, the burst plan, skipped sides."""
+
+    profile: EngineProfile | None = None
+    profiled: str = ""  # the load it was taken under
+    burst_big: int = 16
+    burst_small: int = 1
+    skipped: list[str] = field(default_factory=list)  # "llama-server: why"
+
+
+def _errors_of(runs: list[ServerRun]) -> list[str]:
     lines = []
     for run in runs:
-        seen = sorted({e for lv in run.levels for e in lv.errors()})
-        for err in seen[:5]:
+        levels = run.levels + run.chat + run.bursts
+        for err in sorted({e for lv in levels for e in lv.errors()})[:5]:
             lines.append(f"- {run.name} error: `{err[:160]}`")
     return lines
 
 
-def results_markdown(
-    meta: dict[str, Any], single: dict[str, Any], runs: list[ServerRun], checks: list[Any]
-) -> str:
-    m = meta
-    out = [
+def _header(m: dict[str, Any], runs: list[ServerRun], extras: Extras) -> list[str]:
+    skipped = "".join(f" Skipped: {s}." for s in extras.skipped)
+    return [
         '<a id="engine-results"></a>',
         f"**`{m['command']}`** — {m['date']}, commit {m['commit']}; {m['nproc']} CPUs "
         f"(`{m['cpu']}`), load average before the run {m['load']}; Python {m['python']}, "
         f"llama-cpp-python {m['llama_cpp']}, {m['model']} ({m['model_file']}); "
         f"{m['threads']} llama.cpp threads on every side; TokenDock catalog `slots = "
-        f"{m['slots']}`; took {m['took_s']:.0f} s. Other processes on the machine used "
+        f"{m['slots']}`; llama-server {m['llama_server']}; took {m['took_s']:.0f} s. Other "
+        "processes on the machine used "
         + "; ".join(
             f"{_f(r.others_cpu_pct, 0)} % of the CPUs during the {r.name} part" for r in runs
         )
-        + ".",
+        + "."
+        + skipped,
+    ]
+
+
+def results_markdown(
+    meta: dict[str, Any],
+    single: dict[str, Any],
+    runs: list[ServerRun],
+    checks: list[Check],
+    extras: Extras,
+) -> str:
+    m = meta
+    out = [
+        *_header(m, runs, extras),
         "",
         f"#### Single stream (median of {m['reps']} alternating repetitions, {m['tokens']} tokens)",
         "",
         markdown_table(single),
         "",
         f"#### Concurrency ({m['load_tokens']} tokens per request, every request its own "
-        "counting prompt, temperature 0)",
+        "counting prompt, temperature 0, greedy `/v1/completions`; llama-server with "
+        "`ignore_eos`; sides alternated per level)",
         "",
-        concurrency_table(runs),
+        comparison_table(runs),
+        "",
+        level_rows(runs, "levels"),
         "",
         f"![aggregate generation tokens/s against concurrency]({SVG.name})",
         "",
-        *errors_text(runs),
+        f"#### Streamed chat completions ({m['load_tokens']} tokens, a counting user message)",
+        "",
+        level_rows([r for r in runs if r.chat], "chat"),
+        "",
+        f"#### Burst stability (one server process after the runs above: {m['bursts']})",
+        "",
+        burst_table(runs, extras.burst_big, extras.burst_small),
+        "",
+        *_errors_of(runs),
         "",
         "#### Memory of each server process",
         "",
@@ -177,9 +208,13 @@ def results_markdown(
         "",
         prefix_table(runs),
         "",
+        "#### Profile of TokenDock's engine thread",
+        "",
+        profile_markdown(extras.profile, extras.profiled),
+        "",
         "#### Targets",
         "",
-        *[f"- {_verdict(ok)} {text}" for text, ok in checks],
+        *[f"- {verdict(ok)} {text}" for text, ok in checks],
         *([] if checks else ["(--smoke: no targets judged)"]),
         "",
     ]
@@ -200,8 +235,8 @@ def _nice_top(value: float) -> tuple[float, float]:
 
 
 def svg(runs: list[ServerRun], title: str, subtitle: str) -> str:
-    width, height = 680, 400
-    left, right, top, bottom = 70, 170, 60, 50
+    width, height = 720, 400
+    left, right, top, bottom = 70, 210, 60, 50
     pw, ph = width - left - right, height - top - bottom
     levels = sorted({lv.concurrency for run in runs for lv in run.levels})
     peak = max((lv.aggregate_tps for run in runs for lv in run.levels), default=1.0)
@@ -253,7 +288,7 @@ def svg(runs: list[ServerRun], title: str, subtitle: str) -> str:
             if lv.cut_short:
                 label += f" ({lv.cut_short} cut)"
             parts.append(f'<circle cx="{px:.1f}" cy="{py:.1f}" r="4" fill="{color}"/>')
-            ty = py - 8 if i == 0 else py + 18  # the first server's labels above, others below
+            ty = py - 8 if i % 2 == 0 else py + 18  # labels above and below, by turns
             parts.append(
                 f'<text x="{px + 6:.1f}" y="{ty:.1f}" fill="{color}">{escape(label)}</text>'
             )
