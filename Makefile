@@ -75,6 +75,8 @@ duplicates: $(STAMP)
 
 # Every bench takes BENCH_ARGS, e.g. `make bench-engine BENCH_ARGS=--smoke` (seconds, no targets
 # judged, nothing written to docs/: what tests/smoke runs in `make test`).
+# bench-engine builds llama.cpp's llama-server once into bench/.llama-server/ (~20 min on 2 cores;
+# never with --smoke, skipped with a message when it cannot be built), then runs ~10 min.
 bench-engine: $(STAMP)
 	$(BIN)/tokendock models fetch
 	$(BIN)/python -m bench.engine $(BENCH_ARGS)
