@@ -45,6 +45,9 @@ from bench.harness import TokenDock
 N_CTX = 4096  # TokenDock's context_length for the model; every other side gets the same
 DOCK, REFERENCE, PYTHON_SERVER = "TokenDock", "llama-server", "llama_cpp.server"
 DETERMINISTIC = "TokenDock (deterministic)"
+# The single stream used counting prompts 0…reps: the levels start past them (no prefix-cache
+# hit on a prompt seen before); 37 × n mod 850 keeps the next 850 prompts distinct.
+SWEEP_FIRST_PROMPT = 100
 
 
 def log(text: str) -> None:
@@ -99,7 +102,8 @@ def _side_by_side(
 ) -> tuple[EngineProfile | None, str]:
     """Levels, chat rows, prefix reuse, the profile, the bursts (in that order)."""
     log(f"side by side: {', '.join(s.run.name for s in sides)}, {args.load_tokens} tokens")
-    first = alternate_sweep(sides, requests_for(args, args.levels), args.load_tokens, log)
+    reqs = requests_for(args, args.levels)
+    first = alternate_sweep(sides, reqs, args.load_tokens, log, first=SWEEP_FIRST_PROMPT)
     log(f"streamed chat completions at {args.chat_levels}")
     chat_rows(sides, args.chat_levels, requests_for(args, args.chat_levels), args.load_tokens, log)
     for side in sides:
