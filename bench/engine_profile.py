@@ -5,8 +5,9 @@ samples the TokenDock server for about `seconds` seconds, with `--threads` and, 
 `--native` (then py-spy pauses the process at each sample, so it samples at a lower rate and the
 profiled level is slower than a measured one; without `--native` it samples without pausing).
 From the raw collapsed stacks it keeps the engine's worker thread (its name starts with
-`llama:`) and reports its top functions by self time and TokenDock's functions by inclusive
-time, as shares of that thread's samples. C code called from Python shows as its own frames
+`llama:`) and reports its top functions by self time and TokenDock's functions (and
+libllama's `llama_*` entry points, llama_decode among them) by inclusive time, as shares of
+that thread's samples. C code called from Python shows as its own frames
 with `--native` (llama_decode, ggml's kernels), as its Python caller without.
 """
 
@@ -66,6 +67,15 @@ def _spy_while(
     return lines[0] if lines else f"py-spy exited with {spy.returncode}"
 
 
+def _name(raw: str) -> tuple[str, str]:
+    """(function, package) of a frame; native code without a symbol (py-spy prints its address)
+    is counted per library: `libggml-cpu.so.0 (no symbol)`."""
+    name, package = _frame(raw)
+    if name.startswith("0x") and " (" in name:
+        return name.split(" (", 1)[1].rstrip(")") + " (no symbol)", package
+    return name, package
+
+
 def summarize(path: Path, native: bool, seconds: float, top: int = 12) -> EngineProfile:
     """The engine thread's self time by function and TokenDock's inclusive time."""
     self_fn: Counter[str] = Counter()
@@ -87,11 +97,11 @@ def summarize(path: Path, native: bool, seconds: float, top: int = 12) -> Engine
         if not frames:
             continue
         engine += n
-        self_fn[_frame(frames[-1])[0]] += n
+        self_fn[_name(frames[-1])[0]] += n
         seen: set[str] = set()
         for f in frames:
-            name, package = _frame(f)
-            if package.startswith("tokendock") and name not in seen:
+            name, package = _name(f)
+            if (package.startswith("tokendock") or name.startswith("llama_")) and name not in seen:
                 seen.add(name)
                 incl[name] += n
 
@@ -142,7 +152,7 @@ def profile_markdown(p: EngineProfile | None, what: str) -> str:
         + (f"; {p.note}" if p.note else "")
         + ".",
         "",
-        "| engine thread, self time | % | TokenDock functions, inclusive | % |",
+        "| engine thread, self time | % | TokenDock and llama_* functions, inclusive | % |",
         "|---|---:|---|---:|",
     ]
     rows = max(len(p.self_fn), len(p.inclusive))
