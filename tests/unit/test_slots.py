@@ -45,3 +45,32 @@ def test_no_reuse_takes_the_least_recently_used() -> None:
     where = plan(slots, PROMPT, owner="a", reuse=False)
     assert where is not None and (where.slot.seq, where.keep) == (1, 0)
     assert plan([slot(0, "a", [], busy=True)], PROMPT, owner="a") is None
+
+
+def test_without_a_useful_prefix_running_sequences_stay_together() -> None:
+    # Busy 0, 1 and 3: slot 2 joins them into one run of sequence ids (one forward pass a
+    # step), though slot 5 is empty and slot 4 least recently used.
+    slots = [
+        slot(0, "a", [1], busy=True),
+        slot(1, "a", [1], busy=True),
+        slot(2, "b", [5, 6], used=9),
+        slot(3, "a", [1], busy=True),
+        slot(4, "b", [5, 6], used=1),
+        slot(5, "", []),
+    ]
+    where = plan(slots, PROMPT, owner="a", tail=8)
+    assert where is not None and where.slot.seq == 2
+    short = plan(slots, [1, 2, 3], owner="a", tail=8)  # too short to reuse anything
+    assert short is not None and short.slot.seq == 2
+
+
+def test_a_useful_prefix_still_wins_over_keeping_together() -> None:
+    slots = [
+        slot(0, "a", [1], busy=True),
+        slot(1, "b", [], used=0),
+        slot(2, "a", SYSTEM, used=3),
+    ]
+    where = plan(slots, PROMPT, owner="a", tail=8)
+    assert where is not None
+    assert (where.slot.seq, where.keep) == (2, len(SYSTEM) - 5)
+    assert where.keep >= MIN_COPY

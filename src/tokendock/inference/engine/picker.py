@@ -157,7 +157,17 @@ class Picker:
         # and accepted by llama.cpp itself (llama_sampler_sample) — no copy of the logits here.
         self._ctx = ctx
         self._whole: Any = None
-        if ctx is not None and grammar is None and top_logprobs is None:
+        # Greedy with nothing shaping the logits: the first highest logit, as llama.cpp's
+        # greedy sampler picks it — one numpy pass over the row (~35 µs), not a copy of the
+        # whole vocabulary into a candidates array first (~0.5 ms, per sequence and step).
+        self._argmax = (
+            grammar is None
+            and top_logprobs is None
+            and sampling.temperature == 0.0
+            and not sampling.logit_bias
+            and not _penalized(sampling)
+        )
+        if ctx is not None and grammar is None and top_logprobs is None and not self._argmax:
             self._whole = internals.LlamaSampler()  # type: ignore[no-untyped-call]
             _build(self._whole, self._whole, sampling, n_vocab, seed)
         else:
@@ -177,6 +187,8 @@ class Picker:
     def pick(self, logits: Any, row: int = -1) -> int:
         """The next token from a row of logits (a float pointer; `row`: its index in the
         context's last batch, for the plain path that samples straight from the context)."""
+        if self._argmax:
+            return int(np.ctypeslib.as_array(logits, shape=(self._n_vocab,)).argmax())
         if self._whole is not None:
             return int(self._c.llama_sampler_sample(self._whole.sampler, self._ctx, row))
         values = np.ctypeslib.as_array(logits, shape=(self._n_vocab,))
@@ -255,7 +267,7 @@ class Picker:
 
     def accept(self, token: int) -> None:
         """The token was sampled (never an end-of-generation token)."""
-        if self._whole is None:  # llama_sampler_sample accepted it already
+        if self._whole is None and not self._argmax:  # (llama_sampler_sample accepted it)
             self._accept(token, penalties=True)
 
     def close(self) -> None:
@@ -330,7 +342,7 @@ class Picker:
 def _build(shape: Any, pick: Any, s: Sampling, n_vocab: int, seed: int) -> None:
     if s.logit_bias:
         shape.add_logit_bias(n_vocab, s.logit_bias)
-    if s.repeat_penalty != 1.0 or s.presence_penalty or s.frequency_penalty:
+    if _penalized(s):
         shape.add_penalties(
             n_vocab=n_vocab,
             penalty_last_n=s.penalty_last_n,
@@ -349,6 +361,10 @@ def _build(shape: Any, pick: Any, s: Sampling, n_vocab: int, seed: int) -> None:
         pick.add_min_p(s.min_p, 1)
     pick.add_temp(s.temperature)
     pick.add_dist(seed)
+
+
+def _penalized(s: Sampling) -> bool:
+    return s.repeat_penalty != 1.0 or bool(s.presence_penalty or s.frequency_penalty)
 
 
 def check_grammar(llama_cpp: Any, vocab: Any, text: str) -> bool:

@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Sequence
 
 from tokendock.errors import GenerationFailed, ModelNotReady
 from tokendock.inference.engine.base import Finished, PromptScored
@@ -238,31 +239,15 @@ class Scheduler:
         running = self.running
         for seq in running:
             seq.row, seq.chunk = -1, (0, 0)
+        # Rows go into the batch in sequence-id order (`rows`): llama.cpp splits a batch over
+        # per-sequence KV cells into one pass per run of consecutive sequence ids, so any other
+        # order would cost a whole forward pass per run.
+        for seq, tokens, start, mode in self._rows(running, batch.room):
+            first = batch.add(seq.slot.seq, tokens, start, logits=mode)
             if seq.next is not None:
-                cells = len(seq.slot.cells)  # its next position
-                seq.row = batch.add(seq.slot.seq, (seq.next,), cells, logits="last")
-        # The shortest prompts first: a short request is never queued behind long prompts.
-        prefilling = sorted(
-            (seq for seq in running if seq.prefilling), key=lambda s: len(s.prompt) - s.todo
-        )
-        budget = min(batch.room, prefill_budget(running, prefilling))
-        # Rows of logits for prompts being scored, this step (the context has room for these
-        # plus one row per sequence).
-        scores = PROMPT_SCORE_BATCH
-        for seq in prefilling:
-            if budget <= 0:
-                break
-            scoring = seq.scoring
-            n = chunk(len(seq.prompt) - seq.todo, min(budget, scores) if scoring else budget)
-            if n == 0:
-                continue
-            done = seq.todo + n == len(seq.prompt)
-            tokens = seq.prompt[seq.todo : seq.todo + n]
-            mode = "all" if scoring else "last" if done else "none"
-            seq.chunk = (batch.add(seq.slot.seq, tokens, seq.todo, logits=mode), n)
-            budget -= n
-            if scoring:
-                scores -= n
+                seq.row = first
+            else:
+                seq.chunk = (first, len(tokens))
         if batch.size == 0:
             return
         rc = self._m.c.llama_decode(self._m.ctx, batch.ready())
@@ -283,6 +268,39 @@ class Scheduler:
                 log.exception("generation failed for model %s", self.model_id)
                 self._fail(seq, exc)
         self._count(sampled)
+
+    def _rows(self, running: list[Seq], room: int) -> list[tuple[Seq, Sequence[int], int, str]]:
+        """This step's rows, in sequence-id order: the last sampled token of every generating
+        sequence, and prompt chunks of sequences still being prefilled — the shortest prompts
+        first (a short request never waits behind long prompts), within `prefill_budget`."""
+        rows: list[tuple[Seq, Sequence[int], int, str]] = []
+        for seq in running:
+            if seq.next is not None:
+                rows.append((seq, (seq.next,), len(seq.slot.cells), "last"))
+                seq.row = 0  # decoding (prefill_budget reads it)
+        room -= len(rows)
+        prefilling = sorted(
+            (seq for seq in running if seq.prefilling), key=lambda s: len(s.prompt) - s.todo
+        )
+        budget = min(room, prefill_budget(running, prefilling))
+        # Rows of logits for prompts being scored, this step (the context has room for these
+        # plus one row per sequence).
+        scores = PROMPT_SCORE_BATCH
+        for seq in prefilling:
+            if budget <= 0:
+                break
+            scoring = seq.scoring
+            n = chunk(len(seq.prompt) - seq.todo, min(budget, scores) if scoring else budget)
+            if n == 0:
+                continue
+            done = seq.todo + n == len(seq.prompt)
+            mode = "all" if scoring else "last" if done else "none"
+            rows.append((seq, seq.prompt[seq.todo : seq.todo + n], seq.todo, mode))
+            budget -= n
+            if scoring:
+                scores -= n
+        rows.sort(key=lambda r: r[0].slot.seq)
+        return rows
 
     def _prefilled(self, seq: Seq) -> int:
         first, n = seq.chunk

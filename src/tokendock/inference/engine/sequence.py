@@ -19,13 +19,16 @@ from tokendock.inference.engine.picker import FirstBytes, Picker, score
 from tokendock.inference.engine.slots import Slot
 from tokendock.inference.vocabulary import TokenLogprob
 
-# Determinism: at temperature 0 a request gets exactly the tokens it gets alone, whatever runs
-# beside it and whatever the cache held. Measured on llama.cpp's CPU kernels, a row's logits do
+# Determinism (the catalog's `deterministic = true`): at temperature 0 a request gets the tokens
+# it gets alone, whatever runs beside it and whatever the cache held (up to near ties: see
+# tests/integration/test_scheduler.py). Measured on llama.cpp's CPU kernels, a row's logits do
 # not depend on the other sequences' rows in the batch, nor on how a prompt is cut into pieces
 # of 8 tokens or more — as long as each sequence has KV cells of its own (no unified cache),
 # weights are not repacked for batched kernels, and attention is not flash attention (llama.py
-# sets all three). Pieces of 1 to 7 tokens do change the numbers, so a cached prefix always
-# leaves at least `MIN_CHUNK` prompt tokens to evaluate and no chunk leaves a remainder below it.
+# sets all three; the default mode uses flash attention, whose many-row kernels give a prompt's
+# scores other numbers than its one-row kernels). Pieces of 1 to 7 tokens do change the
+# numbers, so a cached prefix always leaves at least `MIN_CHUNK` prompt tokens to evaluate and
+# no chunk leaves a remainder below it.
 MIN_CHUNK = 8
 
 # The step watchdog: CPU seconds one sequence's share of a step (picking its token: sampler

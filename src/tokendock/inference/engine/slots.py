@@ -73,18 +73,20 @@ def plan(
     free = [s for s in slots if not s.busy]
     if not free:
         return None
+    busy = {s.seq for s in slots if s.busy}
     limit = len(prompt) - tail
     if not reuse or limit <= 0:
-        return Plan(min(free, key=_unused), 0)
+        return Plan(min(free, key=lambda s: (_gaps(busy, s.seq), _unused(s))), 0)
 
     def shared(s: Slot) -> int:
         return min(common_prefix(s.cells, prompt), limit) if s.owner == owner else 0
 
-    best, keep = free[0], -1
-    for s in free:
-        n = shared(s)
-        if n > keep or (n == keep and _unused(s) < _unused(best)):
-            best, keep = s, n
+    keep = max(shared(s) for s in free)
+    if keep >= MIN_COPY:  # a useful cached prefix: the slot holding the longest one
+        best = min(free, key=lambda s: (-shared(s), _gaps(busy, s.seq), _unused(s)))
+    else:  # nothing worth keeping: the slot that keeps running sequences together
+        best = min(free, key=lambda s: (_gaps(busy, s.seq), -shared(s), _unused(s)))
+    keep = shared(best)
     source, copied = None, keep
     for s in slots:
         if s.busy:
@@ -94,8 +96,15 @@ def plan(
     if source is None:
         return Plan(best, keep)
     # Copying replaces the target's cells: take the free slot whose cache is least useful now.
-    target = min(free, key=lambda s: (shared(s) > 0, *_unused(s)))
+    target = min(free, key=lambda s: (shared(s) > 0, _gaps(busy, s.seq), *_unused(s)))
     return Plan(target, copied, source)
+
+
+def _gaps(busy: set[int], seq: int) -> int:
+    """Runs of consecutive sequence ids among the busy ones with `seq` added. llama.cpp decodes
+    a batch over per-sequence KV cells in one forward pass per such run: fewer is faster."""
+    ids = busy | {seq}
+    return sum(1 for i in ids if i - 1 not in ids)
 
 
 def _unused(s: Slot) -> tuple[bool, int]:
