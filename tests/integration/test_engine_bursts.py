@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tokendock.catalog import ModelSpec
-from tokendock.inference.engine.base import Generation
+from tokendock.inference.engine.base import Generation, TextDelta
 from tokendock.inference.engine.llama import LlamaEngine
 from tokendock.inference.engine.scheduler import Scheduler
 from tokendock.inference.vocabulary import Sampling
@@ -127,3 +127,51 @@ async def test_after_bursts_each_step_is_one_pass_as_in_a_fresh_engine(
             assert runs(ids) == 1, (name, sorted(set(ids)), recorded[:3])  # one pass a step
     # The same work: as many steps, each with as many rows, as the fresh engine.
     assert [len(ids) for ids in steps["worn"]] == [len(ids) for ids in steps["fresh"]]
+
+
+async def tokens_of(engine: LlamaEngine, prompt: list[int], tokens: int) -> tuple[list[str], int]:
+    """(the answer's pieces, prompt tokens reused from the cache)."""
+    job = Generation(prompt, tokens, sampling=GREEDY, owner="a")
+    out: list[str] = []
+    async for event in engine.generate(job):
+        out.extend([event.text] if isinstance(event, TextDelta) else [])
+    return out, job.meter.cached
+
+
+async def test_a_prefix_whose_window_cells_are_gone_is_evaluated_again() -> None:
+    """Sliding-window layers keep only a window (+ a batch) of each sequence's latest cells.
+    A prompt sharing the first 100 tokens of a 1,500-token one cached in the slot cannot reuse
+    them (their window cells were overwritten): it is evaluated whole, and its answer is the
+    one a fresh engine gives."""
+    made = []
+    for _ in range(2):
+        spec = ModelSpec(
+            id="gemma",
+            path=GGUF,
+            context_length=2048,
+            threads=1,
+            chat_template="gemma",
+            slots=1,
+            deterministic=True,
+        )
+        eng = LlamaEngine(spec, ROOT / "data")
+        await eng.start()
+        made.append(eng)
+    used, fresh = made
+    try:
+        text = " ".join(f"item{i}" for i in range(1000))
+        long = await used.tokenize(text, chat=False)
+        assert len(long) > 1500
+        await tokens_of(used, long[:1500], 1)
+        short = [*long[:100], *await used.tokenize(" The end.", chat=False)]
+        again, cached = await tokens_of(used, short, 8)
+        assert cached == 0  # nothing reused: the window before position 100 is gone
+        alone, _ = await tokens_of(fresh, short, 8)
+        assert again == alone
+        assert consistent(kv_positions(used))
+        # A prefix within the window is reused as before.
+        _, reused = await tokens_of(used, [*short, *short[1:20]], 4)
+        assert reused > 100
+    finally:
+        for eng in made:
+            await eng.close()

@@ -86,8 +86,11 @@ class Model:
         piece: Callable[[int], bytes],
         first_bytes: FirstBytes,
         bos: int | None,
+        *,
+        n_swa: int = 0,
     ):
         self.c = llama_cpp
+        self.n_swa = n_swa  # the sliding-window layers' window (0: none)
         self.ctx = ctx
         self.memory = llama_cpp.llama_get_memory(ctx)
         self.vocab = vocab
@@ -212,12 +215,26 @@ def take(m: Model, slot: Slot, keep: int, source: Slot | None, owner: str) -> in
         c.llama_memory_seq_cp(mem, source.seq, slot.seq, 0, -1)
         c.llama_memory_seq_rm(mem, slot.seq, keep, -1)
         slot.cells = source.cells[:keep]
-        return keep
-    if not c.llama_memory_seq_rm(mem, slot.seq, keep, -1):
-        c.llama_memory_seq_rm(mem, slot.seq, 0, -1)
+    elif not c.llama_memory_seq_rm(mem, slot.seq, keep, -1):
         keep = 0
-    del slot.cells[keep:]
+    else:
+        del slot.cells[keep:]
+    if keep and not window_kept(m, slot.seq, keep):
+        keep = 0
+    if not keep:
+        c.llama_memory_seq_rm(mem, slot.seq, 0, -1)
+        slot.cells.clear()
     return keep
+
+
+def window_kept(m: Model, seq: int, keep: int) -> bool:
+    """Do the sliding-window layers still hold the cells position `keep` attends to? They keep
+    only about a window (+ a batch) of a sequence's latest positions: a prefix ending far
+    before where its sequence went lost them and is evaluated again."""
+    low = m.c.llama_memory_seq_pos_min(m.memory, seq)
+    if low < 0:
+        return False
+    return not m.n_swa or low <= max(0, keep - m.n_swa)
 
 
 def prefill_budget(running: list[Seq], prefilling: list[Seq]) -> int:
