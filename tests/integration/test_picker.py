@@ -146,3 +146,23 @@ def test_logprobs_with_a_grammar_exclude_what_it_forbids(vocab: Vocab) -> None:
     assert hello not in [vocab.tokens(t)[0] for t, _, _ in entry.top if t]
     assert sum(math.exp(lp) for _, lp, _ in entry.top) <= 1.0 + 1e-6
     p.close()
+
+
+def test_plain_greedy_picks_what_llama_cpps_greedy_sampler_picks(vocab: Vocab) -> None:
+    """Greedy with nothing shaping the logits is one argmax over the row (no candidates array):
+    the same token llama.cpp's greedy sampler picks, the first of tied maxima included; a
+    logit bias or a penalty still goes through llama.cpp's chain."""
+    rng = np.random.default_rng(7)
+    plain = picker(vocab)
+    biased = picker(vocab, sampling=Sampling(temperature=0.0, logit_bias={5: -100.0}))
+    chain = picker(vocab, sampling=Sampling(temperature=0.0, repeat_penalty=1.0001))
+    assert plain._argmax and not biased._argmax and not chain._argmax
+    for _ in range(20):
+        logits = rng.normal(0, 3, vocab.size).astype(np.float32)
+        assert plain.pick(ptr(logits)) == chain.pick(ptr(logits)) == int(np.argmax(logits))
+    tied = np.zeros(vocab.size, dtype=np.float32)
+    tied[[5, 900, 4000]] = 9.0
+    assert plain.pick(ptr(tied)) == chain.pick(ptr(tied)) == 5
+    assert biased.pick(ptr(tied)) == 900  # the bias applied: 5 is out
+    for p in (plain, biased, chain):
+        p.close()
