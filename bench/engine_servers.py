@@ -117,12 +117,8 @@ def llama_cpp_python_server(
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path)]
     cmd += ["--host", HOST, "--port", str(port), "--n_ctx", str(n_ctx)]
     cmd += ["--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "False"]
-    proc = start("llama_cpp.server", cmd, tmp / "llama-cpp-server.log")
-    try:
-        wait_http(f"http://{HOST}:{port}/v1/models", proc, READY_TIMEOUT)
-        yield LlamaServer(proc, port)
-    finally:
-        stop(proc)
+    with _serving("llama_cpp.server", cmd, tmp / "llama-cpp-server.log", port, "/v1/models") as s:
+        yield s
 
 
 @contextmanager
@@ -133,9 +129,16 @@ def cpp_llama_server(
     port = free_port()
     cmd = [str(binary), "-m", str(model_path), "-np", str(slots), "-c", str(slots * n_ctx)]
     cmd += ["-t", str(threads), "-tb", str(threads), "--host", HOST, "--port", str(port)]
-    proc = start("llama-server", cmd, tmp / "llama-server.log")
+    with _serving("llama-server", cmd, tmp / "llama-server.log", port, "/health") as server:
+        yield server
+
+
+@contextmanager
+def _serving(name: str, cmd: list[str], log: Path, port: int, ready: str) -> Iterator[LlamaServer]:
+    """Start `cmd`, wait until GET `ready` answers, stop it by PID afterwards."""
+    proc = start(name, cmd, log)
     try:
-        wait_http(f"http://{HOST}:{port}/health", proc, READY_TIMEOUT)
+        wait_http(f"http://{HOST}:{port}{ready}", proc, READY_TIMEOUT)
         yield LlamaServer(proc, port)
     finally:
         stop(proc)
