@@ -14,7 +14,7 @@ from tokendock.inference.engine.sequence import (
 
 def seq(owner: str, *, decoding: bool) -> Any:
     return SimpleNamespace(
-        job=SimpleNamespace(gen=SimpleNamespace(owner=owner)), row=0 if decoding else -1
+        job=SimpleNamespace(gen=SimpleNamespace(owner=owner)), next=1 if decoding else None
     )
 
 

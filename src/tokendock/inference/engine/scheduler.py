@@ -277,7 +277,6 @@ class Scheduler:
         for seq in running:
             if seq.next is not None:
                 rows.append((seq, (seq.next,), len(seq.slot.cells), "last"))
-                seq.row = 0  # decoding (prefill_budget reads it)
         room -= len(rows)
         prefilling = sorted(
             (seq for seq in running if seq.prefilling), key=lambda s: len(s.prompt) - s.todo

@@ -239,7 +239,7 @@ def window_kept(m: Model, seq: int, keep: int) -> bool:
 
 def prefill_budget(running: list[Seq], prefilling: list[Seq]) -> int:
     """Prompt tokens this step may evaluate (see PREFILL_CHUNK)."""
-    decoding = {seq.job.gen.owner for seq in running if seq.row >= 0}
+    decoding = {seq.job.gen.owner for seq in running if seq.next is not None}
     if any(owner != seq.job.gen.owner for seq in prefilling for owner in decoding):
         return PREFILL_SHARED
     return PREFILL_CHUNK

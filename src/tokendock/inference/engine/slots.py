@@ -78,8 +78,13 @@ def plan(
     if not reuse or limit <= 0:
         return Plan(min(free, key=lambda s: (_gaps(busy, s.seq), _unused(s))), 0)
 
+    # Cached tokens each slot shares with the prompt (only `owner`'s own cells count).
+    shares = {
+        s.seq: min(common_prefix(s.cells, prompt), limit) if s.owner == owner else 0 for s in slots
+    }
+
     def shared(s: Slot) -> int:
-        return min(common_prefix(s.cells, prompt), limit) if s.owner == owner else 0
+        return shares[s.seq]
 
     keep = max(shared(s) for s in free)
     if keep >= MIN_COPY:  # a useful cached prefix: the slot holding the longest one
