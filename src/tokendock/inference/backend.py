@@ -134,6 +134,10 @@ class InferenceRequest:
     # The API it came in by, recorded on its usage row: "chat.completions", "completions",
     # "embeddings", "responses", "messages" … Each wire adapter sets it ("": not recorded).
     endpoint: str = ""
+    # A batch line (issue 21): the lowest priority class. The embedded engine gives it a slot
+    # only when no interactive request waits and takes that slot back first; an upstream
+    # deployment gives batch lines at most its `batch_share` of its concurrency.
+    background: bool = False
 
     @property
     def body_bytes(self) -> int:

@@ -282,3 +282,119 @@ access_events = Table(
     Column("reason", String(32), nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
 )
+
+# -- Files, uploads and batches (issue 21) ---------------------------------------------------
+# A file's bytes live in the database, so every replica reads every file: `blob_chunks` rows of
+# at most CHUNK bytes (storage/files.py), keyed by the id of what they belong to (a file, or
+# an upload's part; no foreign key: parts become a file's content without copying). A file is
+# visible only once `status` is 'processed': a file still being written ('uploading') is
+# nobody's, counts against no quota, and is deleted by the sweep if its writer died.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("bytes", BigInteger, nullable=False, server_default="0"),
+    Column("status", String(16), nullable=False),  # uploading, processed
+    # The blob ids whose chunks, in order, are the content (JSON list); NULL: the file's own id.
+    Column("parts", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=True),
+    Column("size", BigInteger, nullable=False, server_default="0"),  # bytes, in account_storage
+)
+Index("ix_files_account_created", files.c.account_id, files.c.created_at)
+
+blob_chunks = Table(
+    "blob_chunks",
+    metadata,
+    Column("blob_id", String(40), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+uploads = Table(
+    "uploads",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("purpose", String(32), nullable=False),
+    Column("filename", String(512), nullable=False),
+    Column("bytes", BigInteger, nullable=False),  # declared at creation
+    Column("mime_type", String(128), nullable=False),
+    Column("status", String(16), nullable=False),  # pending, completed, cancelled, expired
+    Column("file_id", String(40), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_uploads_account_created", uploads.c.account_id, uploads.c.created_at)
+
+upload_parts = Table(
+    "upload_parts",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("upload_id", String(40), ForeignKey("uploads.id"), nullable=False, index=True),
+    Column("bytes", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False),  # uploading, added
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+# A batch: what `POST /v1/batches` (api "openai") or `/v1/messages/batches` ("anthropic")
+# created; its lines are `batch_lines`. `lease_*`: the replica validating or finalizing it.
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("key_id", Integer, ForeignKey("api_keys.id"), nullable=False),
+    Column("api", String(16), nullable=False),  # openai, anthropic
+    Column("endpoint", String(64), nullable=False),
+    Column("model", String(200), nullable=True),  # known once validated
+    Column("input_file_id", String(40), nullable=True),
+    Column("completion_window", String(8), nullable=False),
+    Column("metadata", Text, nullable=True),
+    Column("status", String(16), nullable=False),
+    Column("errors", Text, nullable=True),  # JSON list of {code, message, param, line}
+    Column("output_file_id", String(40), nullable=True),
+    Column("error_file_id", String(40), nullable=True),
+    Column("total", Integer, nullable=False, server_default="0"),
+    Column("succeeded", Integer, nullable=False, server_default="0"),
+    Column("errored", Integer, nullable=False, server_default="0"),
+    Column("canceled", Integer, nullable=False, server_default="0"),
+    Column("expired", Integer, nullable=False, server_default="0"),
+    Column("cost", BigInteger, nullable=False, server_default="0"),  # micro-credits charged
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("in_progress_at", DateTime(timezone=True), nullable=True),
+    Column("finalizing_at", DateTime(timezone=True), nullable=True),
+    Column("completed_at", DateTime(timezone=True), nullable=True),
+    Column("failed_at", DateTime(timezone=True), nullable=True),
+    Column("expired_at", DateTime(timezone=True), nullable=True),
+    Column("cancelling_at", DateTime(timezone=True), nullable=True),
+    Column("cancelled_at", DateTime(timezone=True), nullable=True),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+)
+Index("ix_batches_account_created", batches.c.account_id, batches.c.created_at)
+Index("ix_batches_status", batches.c.status)
+
+# One request of a batch. `state` pending → running (claimed: `lease` is the fencing token,
+# incremented by every claim) → done; the result and the line's settlement are written in one
+# transaction guarded by `lease` (storage/batch_lines.py), so a line has at most one result.
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("batch_id", String(40), ForeignKey("batches.id"), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("custom_id", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("state", String(12), nullable=False),  # pending, running, done
+    Column("lease", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(200), nullable=True),
+    Column("lease_until", DateTime(timezone=True), nullable=True),
+    Column("outcome", String(12), nullable=True),  # succeeded, errored, canceled, expired
+    Column("result", Text, nullable=True),  # JSON: {"status_code", "body"} or {"error": …}
+    Column("cost", BigInteger, nullable=False, server_default="0"),
+)
+Index("ix_batch_lines_state", batch_lines.c.batch_id, batch_lines.c.state)
