@@ -68,8 +68,23 @@ class PriceSpec(BaseModel):
     input: str
     output: str
     cached_input: str | None = None  # prompt tokens served from the KV cache (default: input)
+    # Batch lines (POST /v1/batches): explicit prices, else these prices less `batch_discount`.
+    batch_discount: int = Field(
+        50, ge=0, le=100, description="Percent off every price for batch lines (default 50)."
+    )
+    batch_input: str | None = None
+    batch_output: str | None = None
+    batch_cached_input: str | None = None
 
-    @field_validator("input", "output", "cached_input", mode="before")
+    @field_validator(
+        "input",
+        "output",
+        "cached_input",
+        "batch_input",
+        "batch_output",
+        "batch_cached_input",
+        mode="before",
+    )
     @classmethod
     def _exact_decimal(cls, value: object) -> str | None:
         if value is None:
@@ -99,6 +114,13 @@ class DeploymentSpec(BaseModel):
     )
     weight: float = Field(1.0, gt=0, description="Share of traffic relative to its siblings.")
     max_concurrency: int = Field(0, ge=0, description="Requests in flight at most; 0 = no cap.")
+    batch_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of max_concurrency batch lines may use at most, per TokenDock "
+        "process (with no max_concurrency: of batch_concurrency).",
+    )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
     first_token_timeout: float = Field(
         60.0, gt=0, description="Seconds until the first streamed event (or a non-stream answer)."

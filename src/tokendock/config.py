@@ -126,11 +126,43 @@ class Settings(BaseSettings):
         10, ge=0, description="Dashboard sign-ups per hour per client address (0 = no cap)."
     )
     storage_quota_bytes: int = Field(
-        100_000_000,
+        1_000_000_000,
         ge=0,
         description="Bytes each account may keep stored (responses, stored chat completions, "
         "files); a request that would store more gets a 400 storage_quota_exceeded "
         "(0 = no quota).",
+    )
+    file_max_bytes: int = Field(
+        200_000_000,
+        ge=1,
+        description="Largest file (POST /v1/files, or a completed upload), in bytes; larger: 413.",
+    )
+    upload_part_max_bytes: int = Field(
+        64_000_000, ge=1, description="Largest part of an upload (POST /v1/uploads/{id}/parts)."
+    )
+    batch_runner: bool = Field(
+        True, description="Run batch lines in this process (off: it only accepts batches)."
+    )
+    batch_concurrency: int = Field(
+        16, ge=1, description="Batch lines this process runs at once at most (over all batches)."
+    )
+    batch_rate_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="Share of a key's RPM / TPM / concurrency limits its batch lines may use.",
+    )
+    batch_max_lines: int = Field(50_000, ge=1, description="Requests one batch may hold at most.")
+    batch_window_seconds: int = Field(
+        86_400,
+        ge=1,
+        description="How long a batch may run ('24h' is its completion window); then `expired`.",
+    )
+    batch_lease_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A claimed batch line is run again by any replica if its claim is not "
+        "renewed for this long (its process died).",
     )
     upstream_retries: int = Field(
         2, ge=0, description="Upstream failures retried on another deployment (before 1st byte)."
