@@ -108,7 +108,7 @@ def test_idle_owners_are_forgotten_past_the_bound() -> None:
     for i in range(MAX_REMEMBERED + 10):
         q.put(f"o{i}", "once")
         assert q.get() == "once"
-    assert len(q._served) <= MAX_REMEMBERED
+    assert len(q._lanes[0].served) <= MAX_REMEMBERED
     q.put("o1", "again")
     q.put("late", "late0")
     assert drain(q) == ["again", "late0"]
@@ -152,3 +152,76 @@ def test_an_owner_removed_entirely_leaves_the_ring() -> None:
     assert q.remove("a", "a0")
     assert q.get(block=False) == "b0"
     assert q.get(block=False) is None
+
+
+# -- the background lane (batch lines, issue 21) ---------------------------------------------
+
+
+def test_any_interactive_item_goes_before_any_background_one() -> None:
+    q: FairQueue[str] = FairQueue()
+    for i in range(3):
+        q.put("a", f"batch-a{i}", background=True)
+    q.put("b", "b0")
+    assert q.get() == "b0"  # queued after the batch lines, served first
+    q.put("a", "a0")
+    assert q.get() == "a0"
+    assert q.get() == "batch-a0"
+    q.put("c", "c0")  # a newcomer overtakes the rest of the background backlog
+    assert drain(q) == ["c0", "batch-a1", "batch-a2"]
+
+
+def test_background_owners_take_turns_among_themselves() -> None:
+    q: FairQueue[str] = FairQueue()
+    for i in range(3):
+        q.put("a", f"a{i}", background=True)
+    q.put("b", "b0", background=True)
+    q.put("b", "b1", background=True)
+    assert drain(q) == ["a0", "b0", "a1", "b1", "a2"]
+
+
+def test_a_background_item_put_back_in_front_keeps_its_place_in_its_lane() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.put("a", "a0", background=True)
+    q.put("a", "a1", background=True)
+    first = q.get()
+    assert first == "a0"
+    q.put("x", "x0")
+    q.put("a", first, front=True, background=True)  # preempted: back before a's others
+    assert drain(q) == ["x0", "a0", "a1"]
+
+
+def test_background_items_are_not_counted_by_the_interactive_bounds() -> None:
+    q: FairQueue[str] = FairQueue()
+    for i in range(200):
+        q.put("a", f"batch{i}", background=True)
+    q.put("a", "live")
+    assert q.count("a") == 1 and q.interactive() == 1
+    assert q.waiting() == 1 and q.waiting(background=True) == 200
+    assert len(q) == 201
+    assert q.waiting_owners() == {"a"} and q.waiting_owners(background=True) == {"a"}
+    assert q.remove("a", "batch7")  # found in its lane
+    assert q.waiting(background=True) == 199
+    assert q.get() == "live"
+    assert q.waiting_owners() == set() and q.count("a") == 0
+
+
+def test_waiting_in_a_lane_reads_only_live_items() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.put("a", "a0-cancelled")
+    q.put("b", "b0-cancelled", background=True)
+    q.put("c", "c0", background=True)
+
+    def live(item: str) -> bool:
+        return not item.endswith("cancelled")
+
+    assert q.waiting(live) == 0 and q.waiting_owners(live) == set()
+    assert q.waiting(live, background=True) == 1
+    assert q.waiting_owners(live, background=True) == {"c"}
+
+
+def test_close_returns_both_lanes_items() -> None:
+    q: FairQueue[str] = FairQueue()
+    q.put("a", "batch", background=True)
+    q.put("a", "live")
+    assert q.close() == ["live", "batch"]
+    assert q.get() is None and len(q) == 0
