@@ -30,7 +30,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from tokendock.billing.load import Load
-from tokendock.billing.records import Settled, UsageRow
+from tokendock.billing.records import LineResult, Settled, UsageRow
 
 
 class FastPath(Protocol):
@@ -59,12 +59,15 @@ class FastPath(Protocol):
         at: datetime,
         usage: UsageRow | None,
         swept: bool = False,
+        fence: LineResult | None = None,
     ) -> Settled | None:
         """In one transaction: close the open hold of `amount` (as SWEPT when `swept`), capture
         min(charge, amount), refund the rest; a charge above the hold debits the excess up to
         the balance and the key's spend limit (an `overage` entry). A hold found SWEPT is
         charged `charge` the same way as a plain `late` debit, once. Writes the usage row with
-        what was charged. None when the hold was settled already (nothing changed)."""
+        what was charged. None when the hold was settled already (nothing changed).
+        `fence`: a batch line's result, written first in the same transaction and only while
+        the line's claim holds (else nothing at all is written: `fence.won` is False)."""
         ...
 
     async def renew(self, owner: str, hold_ids: list[str], expires_at: datetime) -> int:

@@ -19,7 +19,8 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from tokendock.billing.records import HELD, Settled, UsageRow
+from tokendock.billing.records import HELD, LineResult, Settled, UsageRow
+from tokendock.storage import batch_sql
 from tokendock.storage.ledger_sql import PG_HOLD, PG_RENEW, PG_SETTLE
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,11 @@ class PgFastPath:
         at: datetime,
         usage: UsageRow | None,
         swept: bool = False,
+        fence: LineResult | None = None,
     ) -> Settled | None:
         pool = self._pool or await self._open()
         u = usage
-        call = pool.fetchrow(
-            PG_SETTLE,
+        args = (
             hold_id,
             account_id,
             key_id,
@@ -107,11 +108,31 @@ class PgFastPath:
             u and u.endpoint,
             u and u.cached_tokens,
         )
+        if fence is not None:
+            return await asyncio.shield(self._settle_line(pool, args, fence))
         # Shielded: a settlement that reached the server completes even if its caller is gone.
-        row = await asyncio.shield(call)
-        if row is None or row[1] is None:
-            return None
-        return int(row[0]), int(row[1]), bool(row[2])
+        row = await asyncio.shield(pool.fetchrow(PG_SETTLE, *args))
+        return _settled(row)
+
+    @staticmethod
+    async def _settle_line(pool: Any, args: tuple[Any, ...], fence: LineResult) -> Settled | None:
+        """td_settle and the line's fenced result in one transaction (storage/batch_sql.py)."""
+        line = (fence.batch_id, fence.line)
+        async with pool.acquire() as conn, conn.transaction():
+            status = await conn.execute(
+                batch_sql.PG_FENCE, fence.outcome, fence.result, *line, fence.lease
+            )
+            if status != "UPDATE 1":
+                fence.won = False
+                return None
+            settled = _settled(await conn.fetchrow(PG_SETTLE, *args))
+            charged = 0 if settled is None else settled[0]
+            if charged:
+                await conn.execute(batch_sql.PG_COST, charged, *line)
+            ok = fence.outcome == "succeeded"
+            await conn.execute(batch_sql.PG_COUNT, int(ok), int(not ok), charged, fence.batch_id)
+        fence.won, fence.charged = True, charged
+        return settled
 
     async def renew(self, owner: str, hold_ids: list[str], expires_at: datetime) -> int:
         pool = self._pool or await self._open()
@@ -150,3 +171,9 @@ class PgFastPath:
                 log.error("releasing an orphaned hold failed", exc_info=t.exception())
 
         task.add_done_callback(done)
+
+
+def _settled(row: Any) -> Settled | None:
+    if row is None or row[1] is None:
+        return None
+    return int(row[0]), int(row[1]), bool(row[2])

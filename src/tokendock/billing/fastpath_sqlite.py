@@ -46,7 +46,7 @@ from typing import Any
 
 from tokendock.billing import sqlite_jobs as jobs
 from tokendock.billing.load import Load
-from tokendock.billing.records import HELD, Settled, UsageRow
+from tokendock.billing.records import HELD, LineResult, Settled, UsageRow
 from tokendock.storage.db import SQLITE_PRAGMAS
 
 log = logging.getLogger(__name__)
@@ -123,7 +123,12 @@ class SqliteWriter:
         at: datetime,
         usage: UsageRow | None,
         swept: bool = False,
+        fence: LineResult | None = None,
     ) -> Settled | None:
+        if fence is not None:
+            line = (hold_id, account_id, key_id, amount, charge, at, usage, fence)
+            fenced: Settled | None = await self._submit(jobs.settle_line, line, None)
+            return fenced
         args = (hold_id, account_id, key_id, amount, charge, at, usage, swept)
         result: Settled | None = await self._submit(jobs.settle, args, None)
         return result

@@ -55,7 +55,15 @@ from tokendock.billing import fastpath, settling
 from tokendock.billing.fastpath import FastPath
 from tokendock.billing.load import Load
 from tokendock.billing.money import MAX_BALANCE, format_credits
-from tokendock.billing.records import NO_CREDIT, OPEN, OVER_LIMIT, Hold, Settlement, UsageRow
+from tokendock.billing.records import (
+    NO_CREDIT,
+    OPEN,
+    OVER_LIMIT,
+    Hold,
+    LineResult,
+    Settlement,
+    UsageRow,
+)
 from tokendock.errors import InsufficientCredit, InvalidRequest, SpendLimitReached
 from tokendock.storage.tables import accounts, holds, ledger_entries, redemption_codes
 
@@ -131,16 +139,29 @@ class Ledger:
         self._open.add(hold_id)
         return Hold(hold_id, account_id, key_id, amount, balance, request_id)
 
-    async def settle(self, hold: Hold, charge: int, usage: UsageRow | None) -> Settlement | None:
+    async def settle(
+        self, hold: Hold, charge: int, usage: UsageRow | None, fence: LineResult | None = None
+    ) -> Settlement | None:
         """Charge `charge` for the request behind `hold` and record `usage`, in one transaction:
         up to the hold it is captured and the rest refunded; above it, the excess is debited up
         to the available balance and the key's spend-limit room (never below zero), and what
         could not be charged is `uncollected`. Exactly once: a second call for the same hold
         changes nothing and returns None. If a sweeper released the hold meanwhile, `charge`
-        is debited now on the same terms (`late`), logged as an error."""
+        is debited now on the same terms (`late`), logged as an error.
+        `fence`: a batch line's result, written in the same transaction only while the line's
+        claim holds (records.LineResult); a lost claim settles nothing: the hold is released."""
         charge = max(0, min(charge, hold.amount + MAX_BALANCE))
         try:
-            result = await settling.settle(self.fastpath, hold, charge, usage, now())
+            result = await settling.settle(self.fastpath, hold, charge, usage, now(), fence)
+            if fence is not None and fence.won is False:
+                log.warning(
+                    "batch %s line %d: its claim was taken over while it ran; its result is "
+                    "dropped and its hold released",
+                    fence.batch_id,
+                    fence.line,
+                )
+                result = None
+                await settling.settle(self.fastpath, hold, 0, None, now())
         finally:
             self._open.discard(hold.id)
         if result is None:

@@ -130,3 +130,19 @@ def stripped(usage: UsageRow) -> UsageRow:
         latency_ms=_int32(usage.latency_ms),
         ttft_ms=None if usage.ttft_ms is None else _int32(usage.ttft_ms),
     )
+
+
+@dataclass(slots=True)
+class LineResult:
+    """A batch line's result, written in the SAME transaction as its settlement, and only while
+    the line's claim still holds: `lease` is the fencing token its claim took
+    (storage/batch_sql.py). `won` says, afterwards, whether the claim held (False: another claim
+    took the line; the settlement was not made and the hold is released without charge)."""
+
+    batch_id: str
+    line: int
+    lease: int
+    outcome: str  # succeeded, errored
+    result: str  # JSON text: {"status_code", "body"} (storage/batches.py reads it)
+    won: bool | None = None
+    charged: int = 0

@@ -25,7 +25,7 @@ from datetime import datetime
 
 from tokendock.billing import fastpath
 from tokendock.billing.fastpath import FastPath
-from tokendock.billing.records import Hold, Settled, UsageRow, storable, stripped
+from tokendock.billing.records import Hold, LineResult, Settled, UsageRow, storable, stripped
 
 log = logging.getLogger(__name__)
 
@@ -33,23 +33,29 @@ RETRY_PAUSE = 0.5  # seconds before settling again after a connection or lock fa
 
 
 async def settle(
-    fast: FastPath, hold: Hold, charge: int, usage: UsageRow | None, at: datetime
+    fast: FastPath,
+    hold: Hold,
+    charge: int,
+    usage: UsageRow | None,
+    at: datetime,
+    fence: LineResult | None = None,
 ) -> Settled | None:
-    """`fast.settle` for `hold`, with the usage row fit to be written (see above)."""
+    """`fast.settle` for `hold`, with the usage row fit to be written (see above); `fence`: a
+    batch line's result, written in the same transaction while its claim holds."""
     if usage is not None:
         usage, changed = storable(usage)
         if changed:
             log.warning("request %s: usage fields %s cut to fit", usage.request_id, changed)
     try:
         return await fast.settle(
-            hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, usage
+            hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, usage, fence=fence
         )
     except Exception as exc:
         if fastpath.transient(exc):
             log.warning("request %s: settling failed (%r); trying again", hold.request_id, exc)
             await asyncio.sleep(RETRY_PAUSE)
             return await fast.settle(
-                hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, usage
+                hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, usage, fence=fence
             )
         if usage is None or not fastpath.refused_data(exc):
             raise
@@ -61,5 +67,12 @@ async def settle(
             str(exc)[:200],
         )
         return await fast.settle(
-            hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, stripped(usage)
+            hold.id,
+            hold.account_id,
+            hold.key_id,
+            hold.amount,
+            charge,
+            at,
+            stripped(usage),
+            fence=fence,
         )

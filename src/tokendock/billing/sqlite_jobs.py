@@ -17,7 +17,17 @@ import json
 import sqlite3
 from datetime import datetime
 
-from tokendock.billing.records import HELD, NO_CREDIT, OVER_LIMIT, SETTLED, SWEPT, Settled, UsageRow
+from tokendock.billing.records import (
+    HELD,
+    NO_CREDIT,
+    OVER_LIMIT,
+    SETTLED,
+    SWEPT,
+    LineResult,
+    Settled,
+    UsageRow,
+)
+from tokendock.storage import batch_sql
 from tokendock.storage import ledger_sql as sql
 
 
@@ -111,6 +121,35 @@ def settle(
     if usage is not None:
         _insert_usage(cur, usage, account_id, key_id, charged, ts)
     return charged, balance, late
+
+
+def settle_line(
+    cur: sqlite3.Cursor,
+    hold_id: str,
+    account_id: int,
+    key_id: int | None,
+    amount: int,
+    charge: int,
+    at: datetime,
+    usage: UsageRow | None,
+    fence: LineResult,
+) -> Settled | None:
+    """A batch line's settlement and its result in one transaction, only while the line's
+    claim holds (storage/batch_sql.py): else nothing is written and `fence.won` is False."""
+    line = (fence.batch_id, fence.line)
+    cur.execute(batch_sql.FENCE, (fence.outcome, fence.result, *line, fence.lease))
+    if cur.rowcount != 1:
+        fence.won = False
+        return None
+    fence.won = True
+    settled = settle(cur, hold_id, account_id, key_id, amount, charge, at, usage)
+    charged = 0 if settled is None else settled[0]
+    fence.charged = charged
+    if charged:
+        cur.execute(batch_sql.COST, (charged, *line))
+    ok = fence.outcome == "succeeded"
+    cur.execute(batch_sql.COUNT, (int(ok), int(not ok), charged, fence.batch_id))
+    return settled
 
 
 def _charge_above(

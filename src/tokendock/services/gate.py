@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from tokendock.billing.ledger import Hold, Ledger, Settlement, UsageRow
+from tokendock.billing.records import LineResult
 from tokendock.billing.pricing import Price
 from tokendock.catalog import ModelSpec
 from tokendock.errors import ModelNotAllowed, TokenDockError
@@ -64,6 +65,11 @@ class Ticket:
     outcome: Tally | None = None
     usage: UsageRow | None = None
     settlement: Settlement | None = None
+    failure: BaseException | None = None  # how it failed, when it did
+    # A batch line's result, written in the settlement's transaction while the line's claim
+    # holds (services/batches/runner.py): built from the ticket and what was billed.
+    # None from it: the attempt is given up (its process stops): released without charge.
+    result: Callable[[Ticket, Tally | None], LineResult | None] | None = None
 
 
 class Counting:
@@ -98,25 +104,37 @@ class Gate:
         ledger: Ledger,
         limiter: Limiter,
         tiers: dict[str, Limits] | None = None,
+        *,
+        batch_share: float = 0.5,
     ):
         self._models = models
         self._ledger = ledger
         self._limiter = limiter
         self._tiers = tiers or {}
+        self._batch_share = batch_share
         self._settling: set[asyncio.Future[None]] = set()
         self._subjects: dict[tuple[object, ...], tuple[Subject, Subject]] = {}
 
     async def admit(
-        self, key: KeyRow, model: str, bound: Bound, request_id: str, *, user: str | None = None
+        self,
+        key: KeyRow,
+        model: str,
+        bound: Bound,
+        request_id: str,
+        *,
+        user: str | None = None,
+        batch: bool = False,
     ) -> Ticket:
         """Admission: the key's model access (404 / 403), rate limits (429), then ONE credit
-        hold for the worst case (402). The ticket must be `conclude`d exactly once."""
-        return await self._admit(key, model, bound, request_id, user)
+        hold for the worst case (402). The ticket must be `conclude`d exactly once. `batch`: a
+        batch line — the model's batch price, and at most `batch_share` of the key's limits."""
+        return await self._admit(key, model, bound, request_id, user, batch)
 
     async def conclude(self, ticket: Ticket, failure: BaseException | None = None) -> None:
         """THE end of an admitted request, on every exit: `failure` (None: it ran to its end)
         sets how it ended — a cancellation is the client gone, a 4xx a refusal — then the one
         settlement runs, shielded from the caller's cancellation and tracked for `drain()`."""
+        ticket.failure = failure
         if isinstance(failure, asyncio.CancelledError):
             ticket.status = "client_disconnected"
         elif failure is not None:
@@ -133,13 +151,14 @@ class Gate:
         return spec
 
     async def _admit(
-        self, key: KeyRow, model: str, bound: Bound, request_id: str, user: str | None
+        self, key: KeyRow, model: str, bound: Bound, request_id: str, user: str | None, batch: bool
     ) -> Ticket:
         self.access(key, model)
-        price = self._models.price(model)
+        price = self._models.batch_price(model) if batch else self._models.price(model)
         worst = bound.prompt_tokens + bound.completion_tokens
         # Rate limits first: a refused request reserves nothing and holds no credit.
-        rate = await self._limiter.admit(self.subjects(key), worst, request_id)
+        subjects = self.batch_subjects(key) if batch else self.subjects(key)
+        rate = await self._limiter.admit(subjects, worst, request_id)
         try:
             cost = price.worst(bound.prompt_tokens, bound.completion_tokens)
             hold = await self._ledger.hold(key.account_id, key.id, cost, request_id)
@@ -163,8 +182,13 @@ class Gate:
         if untouched and (ticket.refused or ticket.status == "client_disconnected"):
             tally = None  # refused, or the client left, before the backend took it
         try:
+            line = None
+            if ticket.result is not None:
+                line = ticket.result(ticket, tally)
+                if line is None:  # a batch line given back (its process stops): free, again
+                    tally = None
             if tally is None:  # nothing was done: release the whole hold, record nothing
-                await self._ledger.settle(ticket.hold, 0, None)
+                await self._ledger.settle(ticket.hold, 0, None, line)
                 return
             ticket.outcome = tally
             prompt, completion = tally.prompt_tokens, tally.completion_tokens
@@ -190,7 +214,7 @@ class Gate:
             )
             # Usage above the hold is charged up to the balance and the key's limit (Ledger).
             cost = ticket.price.cost(prompt, completion, cached)
-            ticket.settlement = await self._ledger.settle(ticket.hold, cost, ticket.usage)
+            ticket.settlement = await self._ledger.settle(ticket.hold, cost, ticket.usage, line)
         finally:
             if ticket.rate is not None:
                 used = 0 if tally is None else tally.prompt_tokens + tally.completion_tokens
@@ -224,5 +248,21 @@ class Gate:
             )
         return subjects
 
+    def batch_subjects(self, key: KeyRow) -> tuple[Subject, ...]:
+        """A batch line's: the key's and its account's subjects (its work counts there like
+        any request), and the key's batch subject, `batch_share` of the key's limits."""
+        own, account = self.subjects(key)
+        share = Subject(f"batch:{own.name}", _shared(own.limits, self._batch_share))
+        return own, account, share
+
     def price(self, model: str) -> Price:
         return self._models.price(model)
+
+
+def _shared(limits: Limits, share: float) -> Limits:
+    """`share` of each limit (at least 1); 0 (no limit) stays 0."""
+
+    def part(limit: int) -> int:
+        return 0 if limit == 0 else max(1, int(limit * share))
+
+    return Limits(part(limits.rpm), part(limits.tpm), part(limits.concurrent))

@@ -62,6 +62,28 @@ class ModelDirectory:
             )
         return price
 
+    def batch_price(self, model: str) -> Price:
+        """A batch line's price: the catalog's explicit batch prices, else the model's prices
+        (the operator's override included) less `batch_discount` percent, rounded down to
+        whole micro-credits per million tokens."""
+        price = self.price(model)
+        spec = self._registry.spec(model).price
+        if spec is None:
+            return price
+        if spec.batch_input is not None:
+            return Price.parse(
+                spec.batch_input,
+                spec.batch_output or "0",
+                spec.batch_cached_input,
+            )
+        keep = 100 - spec.batch_discount
+        cached = price.cached_per_million
+        return Price(
+            price.input_per_million * keep // 100,
+            price.output_per_million * keep // 100,
+            None if cached is None else cached * keep // 100,
+        )
+
     async def save(self, model: str, setting: ModelSetting) -> None:
         self._registry.spec(model)  # 404 for an unknown model
         await self._store.save(model, setting)

@@ -80,6 +80,7 @@ class Pipeline:
         request_id: str,
         *,
         idempotency: IdempotencyKey | None = None,
+        batch: bool = False,
     ) -> Call | Replay:
         backend = self._backends.backend(req.model)
         _check_task(backend, req)
@@ -91,7 +92,9 @@ class Pipeline:
                 return replay
             claim = (key.id, idempotency.key)
         try:
-            ticket = await self._gate.admit(key, req.model, bound, request_id, user=req.user)
+            ticket = await self._gate.admit(
+                key, req.model, bound, request_id, user=req.user, batch=batch
+            )
         except BaseException:
             if claim is not None:
                 await self._idempotency.failed(*claim)

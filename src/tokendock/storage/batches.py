@@ -1,0 +1,426 @@
+"""Batches and their lines, always read for one account by the API (another account's batch is
+never found: the caller answers 404), and claimed by the runners of every replica.
+
+A line's life: `pending` → `running` (a claim: `lease` + 1, the claimer's name and a deadline)
+→ `done` with its `outcome` and `result`. Its result is written once, guarded by the lease its
+claim took: with its settlement (billing: storage/batch_sql.py), or alone (`write_result`, for
+a line that never reached admission). A claim whose deadline passed (its process died, or
+stopped renewing) is claimed again by anyone; the old claimant's late write then finds another
+lease and changes nothing. PostgreSQL claims with `FOR UPDATE SKIP LOCKED`, so two replicas
+never wait on, nor take, the same rows; SQLite has one writer at a time.
+
+A batch row is leased the same way (`lease_owner`, `lease_until`) by the replica validating
+or finalizing it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from tokendock.storage.db import reader
+from tokendock.storage.tables import batch_lines as lines_t
+from tokendock.storage.tables import batches as t
+
+PAGE = 1000  # lines read at a time (results, files)
+INSERT_PAGE = 500  # lines inserted per statement
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRow:
+    id: str
+    account_id: int
+    key_id: int
+    api: str
+    endpoint: str
+    model: str | None
+    input_file_id: str | None
+    completion_window: str
+    metadata: str | None
+    status: str
+    errors: str | None
+    output_file_id: str | None
+    error_file_id: str | None
+    total: int
+    succeeded: int
+    errored: int
+    canceled: int
+    expired: int
+    cost: int
+    created_at: datetime
+    expires_at: datetime
+    times: dict[str, datetime | None]  # in_progress_at, finalizing_at, … (None: not yet)
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.errored + self.canceled + self.expired
+
+
+TIMES = (
+    "in_progress_at",
+    "finalizing_at",
+    "completed_at",
+    "failed_at",
+    "expired_at",
+    "cancelling_at",
+    "cancelled_at",
+)
+
+
+def _row(r: Any) -> BatchRow:
+    m = r._mapping
+    return BatchRow(
+        id=m["id"],
+        account_id=m["account_id"],
+        key_id=m["key_id"],
+        api=m["api"],
+        endpoint=m["endpoint"],
+        model=m["model"],
+        input_file_id=m["input_file_id"],
+        completion_window=m["completion_window"],
+        metadata=m["metadata"],
+        status=m["status"],
+        errors=m["errors"],
+        output_file_id=m["output_file_id"],
+        error_file_id=m["error_file_id"],
+        total=m["total"],
+        succeeded=m["succeeded"],
+        errored=m["errored"],
+        canceled=m["canceled"],
+        expired=m["expired"],
+        cost=m["cost"],
+        created_at=_utc(m["created_at"]) or now(),
+        expires_at=_utc(m["expires_at"]) or now(),
+        times={k: _utc(m[k]) for k in TIMES},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedLine:
+    batch_id: str
+    line: int
+    custom_id: str
+    body: str
+    lease: int
+
+
+@dataclass(frozen=True, slots=True)
+class DoneLine:
+    line: int
+    custom_id: str
+    outcome: str
+    result: str | None
+
+
+class BatchStore:
+    def __init__(self, engine: AsyncEngine):
+        self._engine = engine
+        self._reader = reader(engine)
+        self._pg = engine.dialect.name == "postgresql"
+
+    # -- the API's side -----------------------------------------------------------------
+
+    async def create(self, values: dict[str, Any], lines: Sequence[tuple[str, str]] = ()) -> None:
+        """A new batch; with `lines` ((custom_id, body) each), those too, in one transaction."""
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(t).values(**values))
+            for start in range(0, len(lines), INSERT_PAGE):
+                page = lines[start : start + INSERT_PAGE]
+                await conn.execute(
+                    insert(lines_t),
+                    [
+                        {
+                            "batch_id": values["id"],
+                            "line": start + i,
+                            "custom_id": cid,
+                            "body": body,
+                            "state": "pending",
+                        }
+                        for i, (cid, body) in enumerate(page)
+                    ],
+                )
+
+    async def get(self, account_id: int, batch_id: str, api: str | None = None) -> BatchRow | None:
+        query = select(t).where(t.c.id == batch_id, t.c.account_id == account_id)
+        if api is not None:
+            query = query.where(t.c.api == api)
+        async with self._reader.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else _row(row)
+
+    async def page(
+        self, account_id: int, api: str, after: str | None, limit: int, *, before: str | None = None
+    ) -> list[BatchRow]:
+        """Newest first: the account's batches after (older than) `after`, or before (newer
+        than) `before`, at most `limit` (ids are not ordered: the anchor's time is looked up)."""
+        query = select(t).where(t.c.account_id == account_id, t.c.api == api)
+        anchor = after or before
+        if anchor is not None:
+            async with self._reader.connect() as conn:
+                got = (
+                    await conn.execute(
+                        select(t.c.created_at).where(t.c.id == anchor, t.c.account_id == account_id)
+                    )
+                ).first()
+            if got is None:
+                return []
+            at = got[0]
+            if after is not None:
+                query = query.where(
+                    or_(t.c.created_at < at, and_(t.c.created_at == at, t.c.id < anchor))
+                )
+            else:
+                query = query.where(
+                    or_(t.c.created_at > at, and_(t.c.created_at == at, t.c.id > anchor))
+                )
+        if before is not None:
+            query = query.order_by(t.c.created_at.asc(), t.c.id.asc()).limit(limit)
+        else:
+            query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit)
+        async with self._reader.connect() as conn:
+            rows = [_row(r) for r in await conn.execute(query)]
+        return rows[::-1] if before is not None else rows
+
+    async def cancel(self, account_id: int, batch_id: str, api: str) -> BatchRow | None:
+        """A batch still validating or running goes to `cancelling` (the runner ends it); any
+        other is returned as it is. None: no such batch for this account."""
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(t)
+                .where(
+                    t.c.id == batch_id,
+                    t.c.account_id == account_id,
+                    t.c.api == api,
+                    t.c.status.in_(("validating", "in_progress")),
+                )
+                .values(status="cancelling", cancelling_at=now())
+            )
+        return await self.get(account_id, batch_id, api)
+
+    async def results(self, batch_id: str) -> AsyncIterator[DoneLine]:
+        """Every line with its outcome, in line order, a page at a time."""
+        after = -1
+        while True:
+            query = (
+                select(lines_t.c.line, lines_t.c.custom_id, lines_t.c.outcome, lines_t.c.result)
+                .where(lines_t.c.batch_id == batch_id, lines_t.c.line > after)
+                .order_by(lines_t.c.line)
+                .limit(PAGE)
+            )
+            async with self._reader.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            for r in rows:
+                yield DoneLine(r.line, r.custom_id, r.outcome or "", r.result)
+            if len(rows) < PAGE:
+                return
+            after = rows[-1].line
+
+    # -- the runner's side --------------------------------------------------------------
+
+    async def with_status(self, *statuses: str) -> list[BatchRow]:
+        async with self._reader.connect() as conn:
+            rows = await conn.execute(
+                select(t).where(t.c.status.in_(statuses)).order_by(t.c.created_at)
+            )
+            return [_row(r) for r in rows]
+
+    async def lease_batch(self, batch_id: str, status: str, owner: str, until: datetime) -> bool:
+        """Take the batch for validating or finalizing, unless a live lease holds it."""
+        at = now()
+        async with self._engine.begin() as conn:
+            done = await conn.execute(
+                update(t)
+                .where(
+                    t.c.id == batch_id,
+                    t.c.status == status,
+                    or_(t.c.lease_until.is_(None), t.c.lease_until < at, t.c.lease_owner == owner),
+                )
+                .values(lease_owner=owner, lease_until=until)
+            )
+            return done.rowcount == 1
+
+    async def move(
+        self, batch_id: str, status: str, *, owner: str | None = None, **values: Any
+    ) -> bool:
+        """Set the batch's status (and `values`) from `status`; with `owner`, only while that
+        owner's lease holds. Whether it moved."""
+        query = update(t).where(t.c.id == batch_id, t.c.status == status)
+        if owner is not None:
+            query = query.where(t.c.lease_owner == owner)
+        async with self._engine.begin() as conn:
+            return (await conn.execute(query.values(**values))).rowcount == 1
+
+    async def add_lines(self, batch_id: str, start: int, lines: Sequence[tuple[str, str]]) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(lines_t),
+                [
+                    {
+                        "batch_id": batch_id,
+                        "line": start + i,
+                        "custom_id": cid,
+                        "body": body,
+                        "state": "pending",
+                    }
+                    for i, (cid, body) in enumerate(lines)
+                ],
+            )
+
+    async def drop_lines(self, batch_id: str) -> None:
+        """Lines a failed validation had inserted."""
+        async with self._engine.begin() as conn:
+            await conn.execute(delete(lines_t).where(lines_t.c.batch_id == batch_id))
+
+    async def claim(self, batch_id: str, owner: str, n: int, until: datetime) -> list[ClaimedLine]:
+        """Up to `n` lines of the batch nobody runs: pending ones, or running ones whose claim
+        expired. Each claim increments the line's `lease`: the fencing token of its result."""
+        at = now()
+        free = or_(
+            lines_t.c.state == "pending",
+            and_(lines_t.c.state == "running", lines_t.c.lease_until < at),
+        )
+        pick = (
+            select(lines_t.c.batch_id, lines_t.c.line)
+            .where(lines_t.c.batch_id == batch_id, free)
+            .order_by(lines_t.c.line)
+            .limit(n)
+        )
+        if self._pg:
+            pick = pick.with_for_update(skip_locked=True)
+        query = (
+            update(lines_t)
+            .where(tuple_(lines_t.c.batch_id, lines_t.c.line).in_(pick.scalar_subquery()))
+            .where(free)
+            .values(
+                state="running",
+                lease=lines_t.c.lease + 1,
+                lease_owner=owner,
+                lease_until=until,
+            )
+            .returning(lines_t.c.line, lines_t.c.custom_id, lines_t.c.body, lines_t.c.lease)
+        )
+        async with self._engine.begin() as conn:
+            rows = (await conn.execute(query)).all()
+        claimed = [ClaimedLine(batch_id, r.line, r.custom_id, r.body, r.lease) for r in rows]
+        claimed.sort(key=lambda c: c.line)
+        return claimed
+
+    async def renew(self, owner: str, claims: Sequence[ClaimedLine], until: datetime) -> None:
+        """Move the deadline of this process's claims that still hold."""
+        if not claims:
+            return
+        async with self._engine.begin() as conn:
+            for c in claims:
+                await conn.execute(
+                    update(lines_t)
+                    .where(
+                        lines_t.c.batch_id == c.batch_id,
+                        lines_t.c.line == c.line,
+                        lines_t.c.lease == c.lease,
+                        lines_t.c.state == "running",
+                    )
+                    .values(lease_until=until)
+                )
+
+    async def write_result(self, claim: ClaimedLine, outcome: str, result: str) -> bool:
+        """A line's result without a settlement (it never reached admission), fenced by its
+        lease, and the batch's counters, in one transaction. Whether the claim held."""
+        async with self._engine.begin() as conn:
+            done = await conn.execute(
+                update(lines_t)
+                .where(
+                    lines_t.c.batch_id == claim.batch_id,
+                    lines_t.c.line == claim.line,
+                    lines_t.c.lease == claim.lease,
+                    lines_t.c.state == "running",
+                )
+                .values(
+                    state="done", outcome=outcome, result=result, lease_owner=None, lease_until=None
+                )
+            )
+            if done.rowcount != 1:
+                return False
+            await conn.execute(_count(claim.batch_id, outcome, 1))
+            return True
+
+    async def close_pending(self, batch_id: str, outcome: str, result: str | None) -> int:
+        """Every line not started ends with `outcome` (canceled, expired, or errored when the
+        key was revoked) — and running lines whose claim expired too. How many."""
+        at = now()
+        async with self._engine.begin() as conn:
+            done = await conn.execute(
+                update(lines_t)
+                .where(
+                    lines_t.c.batch_id == batch_id,
+                    or_(
+                        lines_t.c.state == "pending",
+                        and_(lines_t.c.state == "running", lines_t.c.lease_until < at),
+                    ),
+                )
+                .values(
+                    state="done",
+                    outcome=outcome,
+                    result=result,
+                    lease=lines_t.c.lease + 1,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+            )
+            if done.rowcount:
+                await conn.execute(_count(batch_id, outcome, done.rowcount))
+            return int(done.rowcount)
+
+    async def give_back_all(self, claims: Sequence[ClaimedLine]) -> None:
+        """This process stops: its claims that still hold go back to `pending` (their lease
+        moves on, so a late write of this process finds nothing to write)."""
+        if not claims:
+            return
+        async with self._engine.begin() as conn:
+            for c in claims:
+                await conn.execute(
+                    update(lines_t)
+                    .where(
+                        lines_t.c.batch_id == c.batch_id,
+                        lines_t.c.line == c.line,
+                        lines_t.c.lease == c.lease,
+                        lines_t.c.state == "running",
+                    )
+                    .values(
+                        state="pending",
+                        lease=lines_t.c.lease + 1,
+                        lease_owner=None,
+                        lease_until=None,
+                    )
+                )
+
+    async def unfinished(self, batch_id: str) -> int:
+        """Lines pending or running."""
+        async with self._reader.connect() as conn:
+            got = await conn.execute(
+                select(func.count())
+                .select_from(lines_t)
+                .where(lines_t.c.batch_id == batch_id, lines_t.c.state != "done")
+            )
+            return int(got.scalar_one())
+
+
+def _count(batch_id: str, outcome: str, n: int) -> Any:
+    column = {"succeeded": t.c.succeeded, "errored": t.c.errored, "canceled": t.c.canceled}.get(
+        outcome, t.c.expired
+    )
+    return update(t).where(t.c.id == batch_id).values({column.name: column + n})
