@@ -38,7 +38,9 @@ class PromptScores:
 @dataclass(frozen=True, slots=True)
 class Generation:
     """One choice to generate. `prompt` are token ids, already counted by the caller. `owner`
-    (the account) is whom the engine is fair between: round robin between owners, not one FIFO."""
+    (the account) is whom the engine is fair between: round robin between owners, not one FIFO.
+    `background` (a batch line): the lowest priority class — a slot only when no interactive
+    job waits, the first to give one up, outside the interactive wait bounds."""
 
     prompt: Sequence[int]
     max_tokens: int
@@ -50,6 +52,7 @@ class Generation:
     top_logprobs: int | None = None  # None: no logprobs; else how many alternatives (0–20)
     prompt_logprobs: bool = False  # score the prompt's tokens too (PromptScored, first)
     scores: PromptScores | None = None  # shared by the choices of one prompt (scored once)
+    background: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +80,9 @@ Event = TextDelta | PromptScored | Finished
 
 @dataclass(frozen=True, slots=True)
 class EngineLoad:
-    """What the engine is doing now (read without locks: a snapshot, not a transaction)."""
+    """What the engine is doing now (read without locks: a snapshot, not a transaction).
+    `running` and `waiting` count every choice; the `background_` ones, those of batch lines
+    (the interactive wait bounds and wait estimate leave them out)."""
 
     slots: int
     running: int
@@ -89,6 +94,8 @@ class EngineLoad:
     generated: int  # all-time counters
     prompt_evaluated: int
     prompt_cached: int
+    background_running: int = 0
+    background_waiting: int = 0
 
 
 class Engine(Protocol):
@@ -144,7 +151,8 @@ class Engine(Protocol):
     def submit(
         self, jobs: Sequence[Generation], owner: str, inbox: Inbox | None = None
     ) -> list[Job]:
-        """Queue a request's choices, after `check_queue` — atomically (503 when over). Choice
+        """Queue a request's choices, after `check_queue` — atomically (503 when over; batch
+        lines, `Generation.background`, go to the background lane unchecked). Choice
         `i` puts its events (or an error) into the run's one `inbox` (new when None), tagged
         `i`."""
         ...
@@ -154,8 +162,8 @@ class Engine(Protocol):
         ...
 
     def check_queue(self, choices: int, owner: str = "") -> None:
-        """Raise a 503 (with retry-after) when `choices` more would wait beyond the bound,
-        or beyond `owner`'s own bound."""
+        """Raise a 503 (with retry-after) when `choices` more interactive ones would wait
+        beyond the bound, or beyond `owner`'s own bound (batch lines are never refused)."""
         ...
 
     def estimated_wait(self) -> float:

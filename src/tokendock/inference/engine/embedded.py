@@ -4,10 +4,11 @@
 caps and bounds the prompt from its bytes (≤ the context window) — no tokenizer. `begin`
 renders and tokenizes (exact counts; a prompt + max_tokens over the window is a 400), makes
 one engine job per choice (per prompt × n) and refuses with a 503 when the engine's wait queue
-is full; `events` reads the run's one queue, which every job puts its events into (tagged by
-choice), and shapes them; `tally` waits until the engine
-has stopped every job and counts what it did: prompt + sampled tokens (and how many prompt
-tokens came from the prefix cache), nothing if no job ever started.
+is full (a batch line, `InferenceRequest.background`, is never refused: it queues in the
+lowest priority class); `events` reads the run's one queue, which every job puts its events
+into (tagged by choice), and shapes them; `tally` waits until the engine has stopped every job
+and counts what it did: prompt + sampled tokens (and how many prompt tokens came from the
+prefix cache), nothing if no job ever started.
 """
 
 from __future__ import annotations
@@ -199,6 +200,7 @@ class EmbeddedRun:
                         top_logprobs=top,
                         prompt_logprobs=scoring,
                         scores=scores,
+                        background=req.background,
                     )
                 )
                 self.prefixes.append(text if req.echo else "")

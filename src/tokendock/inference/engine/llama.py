@@ -13,7 +13,9 @@ request's choices are checked against the wait bounds and queued in one synchron
 `max_queue` waiting choices, or beyond `max_queue_per_account` of one account's
 (`ModelSpec.account_queue`), a request is refused with a 503 and a retry-after — the
 per-account bound refuses only that account, so one account's burst never takes the queue from
-everyone else.
+everyone else. Batch lines (`Generation.background`) queue in the queue's background lane: they
+take a slot only when no interactive choice waits, give it up first (scheduler.py), and are
+neither checked against nor counted in these bounds (the batch runner bounds its lines).
 
 The KV cache holds context_length cells for each slot; a shared prefix (n choices, a common
 system prompt) is copied between slots, never recomputed.
@@ -206,12 +208,17 @@ class LlamaEngine:
 
     def load(self) -> EngineLoad:
         sched = self._scheduler
+        jobs = self._jobs
+        queued, background_queued = len(jobs), jobs.waiting(background=True)
         if sched is None:
-            return EngineLoad(self.spec.slots, 0, len(self._jobs), 0, 0, 0.0, 0.0, 0, 0, 0)
+            return EngineLoad(
+                self.spec.slots, 0, queued, 0, 0, 0.0, 0.0, 0, 0, 0, 0, background_queued
+            )
+        running = tuple(sched.running)  # the worker changes the list: read a copy
         return EngineLoad(
             slots=len(sched.slots),
-            running=len(sched.running),
-            waiting=len(self._jobs),
+            running=len(running),
+            waiting=queued,
             kv_tokens=sched.kv_tokens,
             kv_capacity=len(sched.slots) * sched.context_length,
             tokens_per_second=sched.tokens_per_second,
@@ -219,30 +226,37 @@ class LlamaEngine:
             generated=sched.generated,
             prompt_evaluated=sched.prompt_evaluated,
             prompt_cached=sched.prompt_cached,
+            background_running=sum(seq.job.gen.background for seq in running),
+            background_waiting=background_queued,
         )
 
     @property
     def saturated(self) -> bool:
-        """No free slot for one more choice."""
-        load = self.load()
-        return load.running + load.waiting >= load.slots
+        """No free slot for one more interactive choice (batch lines give theirs up)."""
+        running, waiting = _interactive(self.load())
+        return running + waiting >= self.spec.slots
 
     def estimated_wait(self) -> float:
-        """Seconds a choice arriving now would wait for a slot: 0 when one is free; else the
-        choices ahead of it, divided among the slots, times the recent seconds per job (at
-        least a millisecond: saturated is never "no wait")."""
+        """Seconds an interactive choice arriving now would wait for a slot: 0 when one is
+        free (or held by a batch line, which gives it up); else the interactive choices ahead
+        of it, divided among the slots, times the recent seconds per job (at least a
+        millisecond: saturated is never "no wait")."""
         load = self.load()
-        ahead = load.running + load.waiting - load.slots + 1
+        running, waiting = _interactive(load)
+        ahead = running + waiting - load.slots + 1
         if ahead <= 0:
             return 0.0
         return max(0.001, ahead / load.slots * load.seconds_per_job)
 
     def check_queue(self, choices: int, owner: str = "") -> None:
         """Refuse (503 with retry-after) a request whose choices would wait beyond the bound,
-        or beyond `owner`'s own bound (then only that owner is refused)."""
+        or beyond `owner`'s own bound (then only that owner is refused). Only interactive
+        choices count: batch lines wait in their own lane, bounded by the batch runner, and a
+        slot a batch line holds is free for an interactive choice (it gives it up)."""
         load = self.load()
-        free = max(0, load.slots - load.running)
-        if load.waiting + choices - free > self.spec.max_queue:
+        running, waiting = _interactive(load)
+        free = max(0, load.slots - running)
+        if waiting + choices - free > self.spec.max_queue:
             message = f"The model '{self.model_id}' has too many requests waiting"
         elif self._jobs.count(owner) + choices - free > self.spec.account_queue:
             message = f"Too many of this account's choices are waiting for '{self.model_id}'"
@@ -337,13 +351,14 @@ class LlamaEngine:
         `i`'s events come into the run's one `inbox` (a new one when None), tagged `i`; a job
         is dropped with `cancel`."""
         self._require_ready()
-        self.check_queue(len(jobs), owner)
+        if not all(gen.background for gen in jobs):  # batch lines are never refused
+            self.check_queue(len(jobs), owner)
         if inbox is None:
             inbox = Inbox(asyncio.get_running_loop())
         queued: list[Job] = []
         for i, gen in enumerate(jobs):
             job = Job(gen, inbox, i)
-            if not self._jobs.put(gen.owner, job):
+            if not self._jobs.put(gen.owner, job, background=gen.background):
                 for done in queued:
                     self.cancel(done)
                 raise ModelNotReady(f"The model '{self.model_id}' is shutting down.")
@@ -362,7 +377,7 @@ class LlamaEngine:
         closing this iterator cancels it."""
         self._require_ready()
         pending = Job(job, Inbox(asyncio.get_running_loop()))
-        if not self._jobs.put(job.owner, pending):
+        if not self._jobs.put(job.owner, pending, background=job.background):
             raise ModelNotReady(f"The model '{self.model_id}' is shutting down.")
         try:
             while True:
@@ -378,6 +393,11 @@ class LlamaEngine:
     def check_grammar(self, text: str) -> bool:
         self._require_ready()
         return check_grammar(self._llama_cpp, self._vocab, text)
+
+
+def _interactive(load: EngineLoad) -> tuple[int, int]:
+    """Interactive choices running and waiting (batch lines left out)."""
+    return load.running - load.background_running, load.waiting - load.background_waiting
 
 
 def _pieces(text: str, chat: bool) -> list[tuple[str, bool]]:

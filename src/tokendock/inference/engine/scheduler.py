@@ -6,10 +6,15 @@ One worker thread owns the context (llama.cpp contexts are not thread-safe). Eac
    between accounts — fair_queue.py), and drops jobs whose client went away (their slot is free
    for the next step). When every slot is busy and an account holding none waits, the account
    holding the most gives one up (`_make_room`): that sequence goes back to the queue with what
-   it sampled and resumes later from its cached cells;
+   it sampled and resumes later from its cached cells (all of them, when its slot was not
+   taken meanwhile: nothing is evaluated again). Batch lines (`Generation.background`) are
+   the lowest class: the queue hands them out only when no interactive job waits, and they
+   give their slots up first, to interactive jobs only; among themselves, the same rule;
 2. builds ONE batch: the last sampled token of every generating sequence, then prompt tokens of
-   sequences still being prefilled, shortest prompt first, in chunks (`prefill_budget`: small
-   beside another account's stream, so a long prompt never stalls it for more than a short step);
+   sequences still being prefilled, interactive ones first, then shortest prompt first, in
+   chunks (`prefill_budget`: small beside another account's stream, so a long prompt never
+   stalls it for more than a short step; a batch line's prompt beside any interactive stream is
+   budgeted so too — `lane_budgets`);
 3. calls `llama_decode` once, and samples each sequence's next token from its own row of logits
    with its own picker (sampling parameters, seed, grammar, logprobs — picker.py).
 
@@ -51,14 +56,15 @@ from tokendock.inference.engine.sequence import (
     chunk,
     first_entry,
     hand_over,
+    lane_budgets,
     new_picker,
-    prefill_budget,
     same_prompt,
     score_rows,
     scored_prompt,
     step_timeout,
     take,
     victim,
+    yielding,
 )
 from tokendock.inference.engine.slots import Slot, plan
 from tokendock.inference.engine.stops import StopScanner
@@ -166,11 +172,18 @@ class Scheduler:
         if not resuming:
             leader = next((s for s in self.running if same_prompt(s, gen, scoring)), None)
         reuse = not scoring and leader is None
-        where = plan(self.slots, context, owner=gen.owner, reuse=reuse, tail=MIN_CHUNK)
+        # A job resuming with tokens sampled may find every cell but its last token's (the one
+        # it was about to decode) where it left them: it goes on as if never set aside.
+        whole = len(context) - 1 if resuming and job.sampled else -1
+        tail = 1 if whole > 0 else MIN_CHUNK
+        where = plan(self.slots, context, owner=gen.owner, reuse=reuse, tail=tail)
         assert where is not None  # only called with a free slot
         slot = where.slot
         slot.used = self.steps
-        keep = take(self._m, slot, where.keep, where.source, gen.owner)
+        wanted = where.keep
+        if wanted != whole:  # otherwise at least MIN_CHUNK tokens are evaluated (sequence.py)
+            wanted = max(0, min(wanted, len(context) - MIN_CHUNK))
+        keep = take(self._m, slot, wanted, where.source, gen.owner)
         picker, job.picker = job.picker, None  # a resumed job goes on with its own sampler
         try:
             picker = picker or self._timed_picker(job)
@@ -182,6 +195,8 @@ class Scheduler:
         seq = Seq(job, slot, picker, context, limit, todo=keep, admitted=time.monotonic())
         seq.scoring = scoring
         seq.produced = len(job.sampled)
+        if keep == whole:
+            seq.todo, seq.next = len(context), context[-1]
         if leader is not None:
             seq.leader = leader
             leader.followers.append(seq)
@@ -193,14 +208,33 @@ class Scheduler:
         self.running.append(seq)
 
     def _make_room(self) -> None:
-        """Every slot is busy and an account that holds none is waiting: the account holding
-        the most slots (at least two) gives one up — its generating sequence with the shortest
-        context goes back to the queue, keeping what it sampled, and resumes later. So no
-        account waits for another's whole burst or `n`."""
+        """Every slot is busy and someone waits: make room, the lowest class first.
+        - Interactive jobs wait: running batch lines give up slots (one per waiting job, the
+          cheapest to resume: `yielding`). Only when no batch line runs does an interactive
+          account holding none get one from the account holding the most (at least two) —
+          its generating sequence with the shortest context (`victim`).
+        - Only batch lines wait: the same fairness rule among batch lines alone; a batch line
+          never takes an interactive sequence's slot.
+        The sequence set aside goes back to the queue with what it sampled and resumes later
+        from its cells. So no account waits for another's whole burst or `n`, and a batch
+        never delays an interactive request by more than a step."""
         if any(not s.busy for s in self.slots):
             return
-        waiting = self._jobs.waiting_owners(live=lambda job: not job.cancelled.is_set())
-        seq = victim(self.running, waiting) if waiting else None
+        jobs = self._jobs
+        running = self.running
+        wanted = jobs.waiting(_live)
+        seq: Seq | None = None
+        if wanted:
+            if any(s.job.gen.background for s in running):
+                for seq in yielding(running, wanted):
+                    self._preempt(seq)
+                return
+            owners = jobs.waiting_owners(_live)
+            seq = victim(running, owners) if owners else None
+        else:
+            owners = jobs.waiting_owners(_live, background=True)
+            batch = [s for s in running if s.job.gen.background]
+            seq = victim(batch, owners) if owners else None
         if seq is not None:
             self._preempt(seq)
 
@@ -210,7 +244,7 @@ class Scheduler:
         self.preempted += 1
         job = seq.job
         job.picker = seq.picker  # kept whole: resuming replays nothing into it
-        if not self._jobs.put(job.gen.owner, job, front=True):
+        if not self._jobs.put(job.gen.owner, job, front=True, background=job.gen.background):
             job.emit(ModelNotReady(f"The model '{self.model_id}' is shutting down."))
             job.drop()
 
@@ -278,24 +312,30 @@ class Scheduler:
             if seq.next is not None:
                 rows.append((seq, (seq.next,), len(seq.slot.cells), "last"))
         room -= len(rows)
+        # Interactive prompts first, then batch lines'; within each, the shortest first.
         prefilling = sorted(
-            (seq for seq in running if seq.prefilling), key=lambda s: len(s.prompt) - s.todo
+            (seq for seq in running if seq.prefilling),
+            key=lambda s: (s.job.gen.background, len(s.prompt) - s.todo),
         )
-        budget = min(room, prefill_budget(running, prefilling))
+        total, batch = lane_budgets(running, prefilling)
+        budget = min(room, total)
         # Rows of logits for prompts being scored, this step (the context has room for these
         # plus one row per sequence).
         scores = PROMPT_SCORE_BATCH
         for seq in prefilling:
             if budget <= 0:
                 break
-            scoring = seq.scoring
-            n = chunk(len(seq.prompt) - seq.todo, min(budget, scores) if scoring else budget)
+            scoring, background = seq.scoring, seq.job.gen.background
+            most = min(budget, batch) if background else budget
+            n = chunk(len(seq.prompt) - seq.todo, min(most, scores) if scoring else most)
             if n == 0:
                 continue
             done = seq.todo + n == len(seq.prompt)
             mode = "all" if scoring else "last" if done else "none"
             rows.append((seq, seq.prompt[seq.todo : seq.todo + n], seq.todo, mode))
             budget -= n
+            if background:
+                batch -= n
             if scoring:
                 scores -= n
         rows.sort(key=lambda r: r[0].slot.seq)
@@ -415,3 +455,7 @@ class Scheduler:
 
 def _claimed_not(job: Job) -> bool:
     return not job.start()
+
+
+def _live(job: Job) -> bool:
+    return not job.cancelled.is_set()
