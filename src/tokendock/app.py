@@ -31,6 +31,7 @@ from tokendock.observability import Metrics, configure_logging
 from tokendock.services.access import AccessWatch
 from tokendock.services.accounts import AccountService
 from tokendock.services.counting import Counter
+from tokendock.services.files import Files
 from tokendock.services.gate import Gate
 from tokendock.services.idempotency import Idempotency
 from tokendock.services.models import ModelDirectory
@@ -39,21 +40,26 @@ from tokendock.services.responses import Responses
 from tokendock.services.running import Running
 from tokendock.services.storage import StorageQuota
 from tokendock.services.stored_chat import StoredChats
+from tokendock.services.uploads import Uploads
 from tokendock.storage.access import AccessEventStore
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.admin import AdminStore
 from tokendock.storage.db import create_engine
+from tokendock.storage.files import FileStore
 from tokendock.storage.history import HistoryStore
 from tokendock.storage.idempotency import IdempotencyStore
 from tokendock.storage.model_settings import ModelSettingsStore
 from tokendock.storage.quota import StorageUsage
 from tokendock.storage.responses import ResponseStore
 from tokendock.storage.stored_chat import StoredChatStore
+from tokendock.storage.uploads import UploadStore
 from tokendock.web import errors
 from tokendock.web.api import account, chat, completions, embeddings, health, messages, models
+from tokendock.web.api import files as files_api
 from tokendock.web.api import metrics as metrics_api
 from tokendock.web.api import responses as responses_api
 from tokendock.web.api.stored_chat import router as stored_chat_router
+from tokendock.web.api.uploads import router as uploads_router
 from tokendock.web.dashboard import admin, pages, playground, reference, usage
 from tokendock.web.dashboard.session import Sessions, load_secret
 from tokendock.web.deps import Services
@@ -102,6 +108,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     access = AccessWatch(AccessEventStore(db), running, accounts.forget_keys)
     storage_quota = StorageQuota(StorageUsage(db), settings.storage_quota_bytes)
     stored_chats = StoredChats(StoredChatStore(db), storage_quota)
+    file_store = FileStore(db)  # files and uploads: bytes in the database, for every replica
+    upload_store = UploadStore(db, file_store)
+    files = Files(file_store, upload_store, storage_quota, max_bytes=settings.file_max_bytes)
     services = Services(
         settings=settings,
         models=registry,
@@ -114,6 +123,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         directory=directory,
         stored_chats=stored_chats,
         counter=Counter(registry, gate),
+        files=files,
     )
     responses = Responses(ResponseStore(db), storage_quota)  # stored and background answers
     shutdown = Shutdown(settings.shutdown_grace_seconds)
@@ -140,6 +150,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     )
     app.state.services = services
     app.state.responses = responses
+    app.state.uploads = Uploads(files, upload_store, part_max_bytes=settings.upload_part_max_bytes)
     app.state.sessions = Sessions(
         load_secret(settings),
         max_age=settings.session_days * 86400,
@@ -178,14 +189,21 @@ def _install_routes(
     for api in (health.router, metrics_api.router, models.router, account.router, *dashboard):
         app.include_router(api)
     app.include_router(stored_chat_router)  # GET / POST / DELETE /v1/chat/completions/{id} …
+    app.include_router(files_api.router)  # /v1/files …
+    app.include_router(uploads_router)  # /v1/uploads …
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     hot = {("POST", r.path): r.endpoint for r in hot_routes}
 
     def front(inner: ASGIApp) -> ASGIApp:  # web/front.py: ours first, then FastAPI's stack
-        return RequestContextMiddleware(
-            ShutdownMiddleware(HotRoutes(inner, routes=hot), shutdown=shutdown),
-            max_body_bytes=settings.max_body_bytes,
-            metrics=metrics,
+        chain = ShutdownMiddleware(HotRoutes(inner, routes=hot), shutdown=shutdown)
+        # The upload routes' bodies may be files (web/api/files.py): a larger cap for them only.
+        return files_api.BodyLimits(
+            RequestContextMiddleware(
+                chain, max_body_bytes=settings.max_body_bytes, metrics=metrics
+            ),
+            RequestContextMiddleware(
+                chain, max_body_bytes=files_api.upload_body_limit(settings), metrics=metrics
+            ),
         )
 
     app.put_in_front(front)

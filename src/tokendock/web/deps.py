@@ -22,6 +22,7 @@ from tokendock.protocol.errors import from_validation_error
 from tokendock.protocol.screen import screen
 from tokendock.services.accounts import AccountService
 from tokendock.services.counting import Counter
+from tokendock.services.files import Files
 from tokendock.services.models import ModelDirectory
 from tokendock.services.pipeline import Pipeline
 from tokendock.services.stored_chat import StoredChats
@@ -43,6 +44,7 @@ class Services:
     directory: ModelDirectory
     stored_chats: StoredChats
     counter: Counter  # input tokens counted without generating (rate-limited, not billed)
+    files: Files  # the Files API's files, and what the server writes (batch output)
 
 
 def services_of(request: Request) -> Services:
