@@ -30,6 +30,9 @@ from tokendock.limits.memory import MemoryLimiter
 from tokendock.observability import Metrics, configure_logging
 from tokendock.services.access import AccessWatch
 from tokendock.services.accounts import AccountService
+from tokendock.services.batch_output import Finalizer
+from tokendock.services.batch_runner import BatchRunner
+from tokendock.services.batches import Batches
 from tokendock.services.counting import Counter
 from tokendock.services.files import Files
 from tokendock.services.gate import Gate
@@ -44,6 +47,7 @@ from tokendock.services.uploads import Uploads
 from tokendock.storage.access import AccessEventStore
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.admin import AdminStore
+from tokendock.storage.batches import BatchStore
 from tokendock.storage.db import create_engine
 from tokendock.storage.files import FileStore
 from tokendock.storage.history import HistoryStore
@@ -55,9 +59,11 @@ from tokendock.storage.stored_chat import StoredChatStore
 from tokendock.storage.uploads import UploadStore
 from tokendock.web import errors
 from tokendock.web.api import account, chat, completions, embeddings, health, messages, models
+from tokendock.web.api import batches as batches_api
 from tokendock.web.api import files as files_api
 from tokendock.web.api import metrics as metrics_api
 from tokendock.web.api import responses as responses_api
+from tokendock.web.api.batch_lines import ADAPTERS
 from tokendock.web.api.stored_chat import router as stored_chat_router
 from tokendock.web.api.uploads import router as uploads_router
 from tokendock.web.dashboard import admin, pages, playground, reference, usage
@@ -96,7 +102,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     limiter = build_limiter(settings)
     tiers = {name: Limits(**values) for name, values in settings.rate_tiers.items()}
     directory = ModelDirectory(registry, ModelSettingsStore(db))
-    gate = Gate(directory, ledger, limiter, tiers)
+    gate = Gate(directory, ledger, limiter, tiers, batch_share=settings.batch_rate_share)
     running = Running()  # this process's calls by account and key, ended when access ends
     pipeline = Pipeline(registry, gate, Idempotency(IdempotencyStore(db)), running)
     accounts = AccountService(
@@ -126,6 +132,26 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         files=files,
     )
     responses = Responses(ResponseStore(db), storage_quota)  # stored and background answers
+    batch_store = BatchStore(db)
+    runner = BatchRunner(
+        batch_store,
+        pipeline,
+        ADAPTERS,
+        accounts.store.key_by_id,
+        Finalizer(batch_store, files),
+        owner=ledger.owner,
+        concurrency=settings.batch_concurrency,
+        lease_seconds=settings.batch_lease_seconds,
+        max_lines=settings.batch_max_lines,
+        max_line_bytes=settings.max_body_bytes,
+    )
+    batches = Batches(
+        batch_store,
+        files,
+        window_seconds=settings.batch_window_seconds,
+        max_lines=settings.batch_max_lines,
+        runner=runner if settings.batch_runner else None,
+    )
     shutdown = Shutdown(settings.shutdown_grace_seconds)
     lifetime = _Lifetime(
         settings=settings,
@@ -139,6 +165,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         stored_chats=stored_chats,
         responses=responses,
         shutdown=shutdown,
+        runner=runner if settings.batch_runner else None,
     )
     app = FrontedFastAPI(
         title="TokenDock",
@@ -150,6 +177,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     )
     app.state.services = services
     app.state.responses = responses
+    app.state.batches = batches
     app.state.uploads = Uploads(files, upload_store, part_max_bytes=settings.upload_part_max_bytes)
     app.state.sessions = Sessions(
         load_secret(settings),
@@ -190,6 +218,7 @@ def _install_routes(
         app.include_router(api)
     app.include_router(stored_chat_router)  # GET / POST / DELETE /v1/chat/completions/{id} …
     app.include_router(files_api.router)  # /v1/files …
+    app.include_router(batches_api.router)  # /v1/batches …
     app.include_router(uploads_router)  # /v1/uploads …
     app.mount("/static", StaticFiles(directory=STATIC, check_dir=False), name="static")
     hot = {("POST", r.path): r.endpoint for r in hot_routes}
@@ -224,6 +253,7 @@ class _Lifetime:
     stored_chats: StoredChats
     responses: Responses
     shutdown: Shutdown
+    runner: BatchRunner | None = None
 
     @contextlib.asynccontextmanager
     async def span(self, app: FastAPI) -> AsyncIterator[None]:
@@ -244,10 +274,14 @@ class _Lifetime:
         # Accounts disabled, keys revoked on any replica: their running work here ends.
         await self.access.start()
         watching = asyncio.create_task(self.access.follow())
+        # Batch lines run here too (services/batch_runner.py), unless switched off.
+        batching = asyncio.create_task(self.runner.run()) if self.runner is not None else None
         try:
             yield
         finally:
-            for task in (loading, sweeping, following, keeping, watching):
+            for task in (loading, sweeping, following, keeping, watching, batching):
+                if task is None:
+                    continue
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

@@ -255,11 +255,11 @@ class BatchStore:
             return done.rowcount == 1
 
     async def move(
-        self, batch_id: str, status: str, *, owner: str | None = None, **values: Any
+        self, batch_id: str, current: str, *, owner: str | None = None, **values: Any
     ) -> bool:
-        """Set the batch's status (and `values`) from `status`; with `owner`, only while that
-        owner's lease holds. Whether it moved."""
-        query = update(t).where(t.c.id == batch_id, t.c.status == status)
+        """Set `values` (a new status …) of the batch while its status is `current`; with
+        `owner`, only while that owner's lease holds. Whether it moved."""
+        query = update(t).where(t.c.id == batch_id, t.c.status == current)
         if owner is not None:
             query = query.where(t.c.lease_owner == owner)
         async with self._engine.begin() as conn:

@@ -113,6 +113,11 @@ async def parse_body(request: Request, schema: type[M]) -> M:
         record = observability.current()
         if record is not None:
             record.prompt = body[:8192].decode("utf-8", "replace")
+    return parse_bytes(body, schema)
+
+
+def parse_bytes(body: bytes, schema: type[M]) -> M:
+    """`parse_body` of a body already read (a batch line's)."""
     if not body.strip():
         raise InvalidRequest("The request body is empty; expected a JSON object.")
     # One parser policy for every route (NaN, depth, NUL, surrogates: protocol/screen.py).
