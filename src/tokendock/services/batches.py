@@ -163,6 +163,28 @@ class Batches:
             self.runner.wake()
         return row
 
+    # -- the dashboard's: the signed-in account, either API ---------------------------------
+
+    async def of_account(
+        self, account_id: int, after: str | None, limit: int
+    ) -> tuple[list[BatchRow], bool]:
+        """At most `limit` of the account's batches (OpenAI's and Anthropic's), newest first,
+        and whether there are more."""
+        rows = await self.store.of_account(account_id, after, limit + 1)
+        return rows[:limit], len(rows) > limit
+
+    async def cancel_of_account(self, account_id: int, batch_id: str) -> BatchRow:
+        """Cancel the account's batch whatever its API; another account's is not found."""
+        row = await self.store.get(account_id, batch_id)
+        if row is None:
+            raise batch_not_found()
+        cancelled = await self.store.cancel(account_id, batch_id, row.api)
+        if cancelled is None:
+            raise batch_not_found()
+        if self.runner is not None:
+            self.runner.wake()
+        return cancelled
+
     def _values(
         self, key: KeyRow, api: str, endpoint: str, meta: str | None, status: str
     ) -> dict[str, Any]:

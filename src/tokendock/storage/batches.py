@@ -196,6 +196,25 @@ class BatchStore:
             rows = [_row(r) for r in await conn.execute(query)]
         return rows[::-1] if before is not None else rows
 
+    async def of_account(self, account_id: int, after: str | None, limit: int) -> list[BatchRow]:
+        """Newest first: the account's batches of both APIs (the dashboard's list), older than
+        `after` when given (none when `after` is not the account's), at most `limit`."""
+        query = select(t).where(t.c.account_id == account_id)
+        async with self._reader.connect() as conn:
+            if after is not None:
+                at = (
+                    await conn.execute(
+                        select(t.c.created_at).where(t.c.id == after, t.c.account_id == account_id)
+                    )
+                ).scalar()
+                if at is None:
+                    return []
+                query = query.where(
+                    or_(t.c.created_at < at, and_(t.c.created_at == at, t.c.id < after))
+                )
+            query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(limit)
+            return [_row(r) for r in await conn.execute(query)]
+
     async def cancel(self, account_id: int, batch_id: str, api: str) -> BatchRow | None:
         """A batch still validating or running goes to `cancelling` (the runner ends it); any
         other is returned as it is. None: no such batch for this account."""
