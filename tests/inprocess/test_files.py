@@ -4,8 +4,10 @@ expiry, list pagination, and client strings the database cannot hold."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Literal
 
 import openai
 import pytest
@@ -70,7 +72,7 @@ async def test_list_pages_filters_and_orders(site: Site) -> None:
     alice = await site.tenant()
     made = []
     for n in range(5):
-        purpose = "batch" if n % 2 == 0 else "user_data"
+        purpose: Literal["batch", "user_data"] = "batch" if n % 2 == 0 else "user_data"
         name = f"f{n}.jsonl"
         made.append(await alice.oai.files.create(file=(name, JSONL), purpose=purpose))
     newest_first = [f.id for f in reversed(made)]
@@ -172,7 +174,7 @@ async def test_server_written_files_are_counted_never_refused(tmp_path: Path) ->
     async with running_site(tmp_path, {"storage_quota_bytes": 1000}) as site:
         alice = await site.tenant()
 
-        async def lines():  # type: ignore[no-untyped-def]
+        async def lines() -> AsyncIterator[bytes]:
             for n in range(3):
                 yield b"%d" % n * 1000
 
