@@ -1,6 +1,9 @@
 """The usage page: per day, model and endpoint (the API the requests came in by), filterable by
-dates and key, as a chart, a table and a CSV file; and the bytes the account keeps stored
-against its storage quota. Only the signed-in account's records are ever read."""
+dates and key, as a chart, a table and a CSV file; what batches cost, apart (their requests'
+endpoint is `batch.<endpoint>`); and the bytes the account keeps stored against its storage
+quota. Only the signed-in account's records are ever read.
+
+This router also carries the Batches and Files pages (batches.py)."""
 
 from __future__ import annotations
 
@@ -16,9 +19,12 @@ from starlette.responses import Response
 from tokendock.billing.money import format_credits
 from tokendock.services.storage import megabytes
 from tokendock.storage.history import UsageLine
+from tokendock.web.dashboard import batches
 from tokendock.web.dashboard.views import render, signed_in
 
 router = APIRouter(include_in_schema=False)
+router.include_router(batches.router)  # the Batches and Files pages
+BATCH = "batch."  # the endpoint of a batch line's usage row starts with it
 DEFAULT_DAYS = 30
 MAX_DAYS = 366  # one view, one CSV file: at most a year of days
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2100, 12, 31)  # dates outside are refused
@@ -90,6 +96,10 @@ def chart(lines: list[UsageLine], start: date, end: date) -> list[Bar]:
     return bars
 
 
+def is_batch(line: UsageLine) -> bool:
+    return (line.endpoint or "").startswith(BATCH)
+
+
 @router.get("/dashboard/usage")
 async def usage_page(request: Request) -> Response:
     found = await signed_in(request)
@@ -108,6 +118,8 @@ async def usage_page(request: Request) -> Response:
         "cached": sum(x.cached_tokens for x in lines),
         "completion": sum(x.completion_tokens for x in lines),
         "cost": sum(x.cost for x in lines),
+        "batch_requests": sum(x.requests for x in lines if is_batch(x)),
+        "batch_cost": sum(x.cost for x in lines if is_batch(x)),
     }
     quota = services.stored_chats.quota  # the one quota every stored object counts against
     used = await quota.used(account.id)
