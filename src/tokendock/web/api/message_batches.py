@@ -9,7 +9,7 @@ POST /v1/messages/batches/{id}/cancel        cancel: lines not started end `canc
 GET  /v1/messages/batches/{id}/results       JSONL, one line per request, once it has ended
 
 The key comes in `x-api-key` or `Authorization` (web/api/messages.py `authenticate`); every
-error is Anthropic's envelope (web/errors.py writes it for `/v1/messages…` paths). Another
+error is Anthropic's envelope (`AnthropicRoute`, around the key's check too). Another
 account's batch is a 404 `not_found_error`, exactly like an unknown id.
 
 The create body is bounded by the server's `max_body_bytes` (4 MB by default) like every other
@@ -19,25 +19,42 @@ bound stays; a client with more sends several batches.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, Depends, Request
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
-from tokendock.errors import InvalidRequest
+from tokendock.errors import InvalidRequest, TokenDockError
 from tokendock.protocol.messages import ERROR_TYPES, OVERLOADED
 from tokendock.services.batches import Batches
 from tokendock.storage.accounts import KeyRow
 from tokendock.storage.batches import BatchRow, DoneLine
-from tokendock.web.api.messages import authenticate
+from tokendock.web.api.messages import authenticate, error_response
 from tokendock.web.deps import parse_body
 from tokendock.web.responses import JSONResponse
 
-router = APIRouter(prefix="/v1/messages/batches")
+
+class AnthropicRoute(APIRoute):
+    """A route whose errors (its dependencies' too: the key) are Anthropic's envelope."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        inner = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            try:
+                return await inner(request)
+            except TokenDockError as exc:
+                return error_response(exc)
+
+        return handler
+
+
+router = APIRouter(prefix="/v1/messages/batches", route_class=AnthropicRoute)
 AnthropicKey = Annotated[KeyRow, Depends(authenticate)]
 API = "anthropic"
 MAX_LIMIT = 1000
