@@ -5,15 +5,18 @@ expiry freeing the parts' quota, another account's upload not found, the part bo
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
 import openai
 import pytest
 from sqlalchemy import func, select
+from starlette.requests import ClientDisconnect
 
 from tests.inprocess.site import Site, Tenant, error_of, running_site
-from tokendock.storage.tables import blob_chunks
+from tokendock.storage.tables import blob_chunks, upload_parts
+from tokendock.storage.tables import files as file_rows
 
 PARTS = [b"first line\n", b"second line\n", b"third line\n"]
 WHOLE = b"".join(PARTS)
@@ -149,3 +152,25 @@ async def test_bounds(tmp_path: Path) -> None:
             await alice.oai.uploads.parts.create(upload_id=upload_id, data=b"x" * 600_000)
         assert over.value.body["param"] == "data"  # type: ignore[index]
         assert await used(site, alice) == 1_000_000 and await chunks(site) == 1
+
+
+async def test_a_body_cut_short_leaves_nothing(site: Site) -> None:
+    """A client that leaves mid-body (the body's stream raises): no part, no file, no chunk,
+    no quota used — for a file as for an upload's part."""
+    alice = await site.tenant()
+
+    async def cut() -> AsyncIterator[bytes]:
+        yield b"x" * 3_000_000  # three chunks written
+        raise ClientDisconnect()
+
+    with pytest.raises(ClientDisconnect):
+        await site.services.files.receive(alice.account_id, "a.jsonl", cut())
+    upload_id = await start(alice, 5_000_000)
+    uploads = site.app.state.uploads
+    with pytest.raises(ClientDisconnect):
+        await uploads.add_part(alice.account_id, upload_id, cut())
+    assert await chunks(site) == 0 and await used(site, alice) == 0
+    engine = site.services.files.store.engine
+    async with engine.connect() as conn:
+        for table in (file_rows, upload_parts):
+            assert (await conn.execute(select(func.count()).select_from(table))).scalar() == 0
