@@ -186,3 +186,43 @@ async def test_server_written_files_are_counted_never_refused(tmp_path: Path) ->
         assert content == b"0" * 1000 + b"1" * 1000 + b"2" * 1000
         listed = await alice.oai.files.list(purpose="batch_output")
         assert [f.id for f in listed.data] == [row.id]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("multipart/form-data", b"--x\r\n"),
+        ("multipart/form-data; boundary=x", b"garbage"),
+        ("multipart/form-data; boundary=x", b"--x\r\nno colon here\r\n\r\nv\r\n--x--\r\n"),
+        ("multipart/form-data; boundary=x", b"--x\r\nContent-Disposition: form-data\r\n\r\n"),
+        ("multipart/form-data; boundary=x", b'--x\r\nContent-Disposition: form-data; name="file"'),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="file"\r\n\r\n'
+            + b"y" * 10_000
+            + b"\r\n--x--\r\n",
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n\xff\xfe\r\n--x--\r\n',
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nb\x00tch\r\n--x--\r\n',
+        ),
+        (
+            "multipart/form-data; boundary=x",
+            b'--x\r\nContent-Disposition: form-data; name="file"; filename="\xff.jsonl"\r\n\r\n'
+            b"{}\r\n--x--\r\n",
+        ),
+    ],
+)
+async def test_malformed_forms_are_a_400_and_keep_nothing(
+    site: Site, content_type: str, body: bytes
+) -> None:
+    alice = await site.tenant()
+    headers = {**alice.auth, "content-type": content_type}
+    resp = await site.http.post("/v1/files", content=body, headers=headers)
+    assert resp.status_code == 400, resp.text
+    error_of(resp)
+    assert await stored(site) == (0, 0)
