@@ -221,3 +221,42 @@ async def test_list_is_newest_first_and_pages_both_ways(tmp_path: Path) -> None:
             PATH, params={"after_id": made[0], "before_id": made[1]}, headers=t.auth
         )
         assert both.status_code == 400
+
+
+async def test_window_passes_pending_requests_expire(tmp_path: Path) -> None:
+    hold = asyncio.Event()
+    backend = FakeBackend(script=Script(hold=hold, hold_after=1))
+    settings = {"batch_concurrency": 1, "batch_window_seconds": 1}
+    async with running_site(tmp_path, settings, backend) as site:
+        t = await site.tenant()
+        requests = [request(f"r{i}") for i in range(3)]
+        batch = await t.claude.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        assert (batch.expires_at - batch.created_at).total_seconds() == 1
+        await site.backend.held(0)
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await t.claude.messages.batches.retrieve(batch.id)).request_counts.expired < 2:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.05)
+        hold.set()  # the running line still finishes: partial results are kept
+        done = await ended(t, batch.id)
+        counts = done.request_counts
+        assert (counts.succeeded, counts.expired, counts.processing) == (1, 2, 0)
+        got = await results(t, batch.id)
+        assert [r.type for r in got.values()] == ["succeeded", "expired", "expired"]
+        await site.settled_cleanly()
+
+
+async def test_out_of_credit_is_a_billing_error_and_the_batch_goes_on(tmp_path: Path) -> None:
+    async with running_site(tmp_path) as site:
+        t = await site.tenant(grant=5)  # less than one line's hold
+        requests = [request(f"r{i}") for i in range(2)]
+        batch = await t.claude.messages.batches.create(requests=requests)  # type: ignore[arg-type]
+        done = await ended(t, batch.id)
+        assert (done.request_counts.errored, done.request_counts.succeeded) == (2, 0)
+        for result in (await results(t, batch.id)).values():
+            assert result.type == "errored"
+            assert result.error.error.type == "billing_error", result.error
+            assert result.error.request_id is not None
+            assert result.error.request_id.startswith(batch.id)
+        assert await site.usage(t) == [] and await site.balance(t) == 5
+        await site.settled_cleanly()
