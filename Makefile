@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed-stamp
 JOBS := $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: serve test test-fast check fmt lint types contracts duplicates bench-engine bench-money bench-limits bench-gateway \
-	bench-soak bench-refusals bench-embeddings bench-grammar bench-abuse clean
+	bench-soak bench-refusals bench-embeddings bench-grammar bench-abuse bench-batch clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -122,6 +122,14 @@ bench-refusals: $(STAMP)
 bench-abuse: $(STAMP)
 	$(BIN)/tokendock models fetch
 	$(BIN)/python -m bench.abuse $(BENCH_ARGS)
+
+# Issue 21's Batch API: a 500-line batch on the embedded model alone, against the same requests
+# sent interactively, then beside interactive streams (their TTFT and tokens/s with and without
+# it), and a batch on a mock upstream at its batch_share. Writes the "Batch API" section of
+# docs/benchmarks.md (~12 min).
+bench-batch: $(STAMP)
+	$(BIN)/tokendock models fetch
+	$(BIN)/python -m bench.batch $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
