@@ -200,25 +200,27 @@ async def listing(request: Request, key: AnthropicKey) -> JSONResponse:
     )
 
 
-@router.get("/{batch_id}")
-async def one(request: Request, key: AnthropicKey, batch_id: str) -> JSONResponse:
-    return JSONResponse(batch_object(request, await batches_of(request).get(key, batch_id, API)))
+@router.get("/{message_batch_id}")
+async def one(request: Request, key: AnthropicKey, message_batch_id: str) -> JSONResponse:
+    return JSONResponse(
+        batch_object(request, await batches_of(request).get(key, message_batch_id, API))
+    )
 
 
-@router.post("/{batch_id}/cancel")
-async def cancel(request: Request, key: AnthropicKey, batch_id: str) -> JSONResponse:
-    row = await batches_of(request).cancel(key, batch_id, API)
+@router.post("/{message_batch_id}/cancel")
+async def cancel(request: Request, key: AnthropicKey, message_batch_id: str) -> JSONResponse:
+    row = await batches_of(request).cancel(key, message_batch_id, API)
     return JSONResponse(batch_object(request, row))
 
 
-@router.get("/{batch_id}/results")
-async def results(request: Request, key: AnthropicKey, batch_id: str) -> StreamingResponse:
+@router.get("/{message_batch_id}/results")
+async def results(request: Request, key: AnthropicKey, message_batch_id: str) -> StreamingResponse:
     batches = batches_of(request)
-    row = await batches.get(key, batch_id, API)
+    row = await batches.get(key, message_batch_id, API)
     if processing_status(row) != "ended":
         raise InvalidRequest(
-            f"Message Batch {batch_id} has not yet ended (processing_status "
+            f"Message Batch {message_batch_id} has not yet ended (processing_status "
             f"'{processing_status(row)}'): its results are available once it has.",
-            param="batch_id",
+            param="message_batch_id",
         )
     return StreamingResponse(result_lines(batches, row.id), media_type="application/x-jsonl")
