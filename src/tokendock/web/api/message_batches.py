@@ -60,8 +60,7 @@ API = "anthropic"
 MAX_LIMIT = 1000
 CHUNK = 64 * 1024  # bytes of results sent at a time
 
-# Our statuses → Anthropic's `processing_status` (running ones: "canceling" once cancelled).
-ENDED = ("completed", "cancelled", "expired", "failed")
+ENDED = ("completed", "cancelled", "expired", "failed")  # our final statuses: "ended"
 
 
 class MessageBatchCreate(BaseModel):
@@ -82,6 +81,8 @@ def rfc3339(at: datetime | None) -> str | None:
 
 
 def processing_status(row: BatchRow) -> str:
+    """Ours → Anthropic's: a final status is "ended"; validating / in_progress / finalizing
+    are "in_progress", or "canceling" once a cancel was asked (cancelling too)."""
     if row.status in ENDED:
         return "ended"
     if row.status == "cancelling" or row.times["cancelling_at"] is not None:
