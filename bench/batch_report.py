@@ -141,12 +141,11 @@ def engine_tables(r: dict[str, Any]) -> list[str]:
         f"| batch alone | {a['lines']} | {a['succeeded']} | {fmt(a['wall'])} | "
         f"{fmt(a['lines_per_s'], 2)} | {fmt(a['tokens_per_s'])} |",
     ]
-    for row in [
-        *inter["probes"],
-        *([inter["full"]] if inter["full"] not in inter["probes"] else []),
-    ]:
+    full = [] if inter["full"] in inter["probes"] else [inter["full"]]
+    for row in [*inter["probes"], *full]:
+        best = " (the best level, every request)" if row in full else ""
         lines.append(
-            f"| interactive, not streamed, c = {row['concurrency']} | {row['requests']} | "
+            f"| interactive, not streamed, c = {row['concurrency']}{best} | {row['requests']} | "
             f"{row['requests'] - row['errors']} | {fmt(row['wall'])} | "
             f"{fmt(row['requests_per_s'], 2)} | {fmt(row['tokens_per_s'])} |"
         )
@@ -156,6 +155,10 @@ def engine_tables(r: dict[str, Any]) -> list[str]:
         f"{fmt(mb['wall'])} | {fmt(mb['lines_per_s'], 2)} | {fmt(mb['tokens_per_s'])} |",
         f"| mixed aggregate (batch + streams) | – | – | {fmt(m['aggregate']['wall'])} | – | "
         f"{fmt(m['aggregate']['tokens_per_s'])} |",
+        "",
+        f"Batch alone / the same requests sent interactively at the best concurrency "
+        f"({inter['full']['concurrency']}): "
+        f"{fmt(ratio(a['tokens_per_s'], inter['full']['tokens_per_s']), 2)}× the tokens/s.",
         "",
         f"Interactive streams at concurrency {r['plan']['mixed_concurrency']} "
         f"({r['plan']['stream_tokens']}-token counting answers), while the batch ran and alone "
