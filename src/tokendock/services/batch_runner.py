@@ -209,8 +209,19 @@ class BatchRunner:
         task.add_done_callback(done)
 
     async def _run_line(self, batch: BatchRow, key: KeyRow, claim: ClaimedLine) -> None:
+        """Run the line until it has its result. An attempt refused after admission by a
+        passing condition (the model still loading, the engine's queue full, no healthy
+        upstream) that produced nothing is released without charge and made again."""
+        pause = 0.1
+        while not await self._attempt(batch, key, claim):
+            await asyncio.sleep(pause * (1 + random.random() / 10))
+            pause = min(pause * 2, MAX_WAIT)
+
+    async def _attempt(self, batch: BatchRow, key: KeyRow, claim: ClaimedLine) -> bool:
+        """One attempt at the line: True once its result is written (or its claim lost)."""
         request_id = f"{batch.id}-{claim.line}"
         call: Call | None = None
+        again = False
         try:
             adapter = self._adapters[batch.endpoint]
             work = await adapter(batch.account_id, claim.body.encode())
@@ -220,6 +231,7 @@ class BatchRunner:
             call = await self._admitted(key, req, request_id)
 
             def result(ticket: Ticket, tally: Tally | None) -> LineResult | None:
+                nonlocal again
                 failure = ticket.failure
                 if self._stopping and ticket.status == "client_disconnected":
                     return None  # this process stops: released whole, the line runs again
@@ -227,7 +239,18 @@ class BatchRunner:
                     body = work.render(tally)
                     text = error_result(200, request_id, body)
                     return LineResult(batch.id, claim.line, claim.lease, "succeeded", text)
+                if _passing(failure) and (tally is None or not tally.completion_tokens):
+                    again = True
+                    return None  # nothing produced: released whole, tried again
                 err = _as_error(failure)
+                if isinstance(err, InternalError):
+                    log.error(
+                        "batch %s line %d failed (%s)",
+                        batch.id,
+                        claim.line,
+                        ticket.status,
+                        exc_info=failure,
+                    )
                 text = error_result(err.status, request_id, envelope(err))
                 return LineResult(batch.id, claim.line, claim.lease, "errored", text)
 
@@ -236,12 +259,13 @@ class BatchRunner:
             await work.read(call)
         except Exception as exc:
             if call is not None:
-                return  # the call ended: its result was written with its settlement
+                return not again  # the call ended: its result went with its settlement
             err = _as_error(exc)
             if isinstance(err, InternalError):
                 log.error("batch %s line %d failed", batch.id, claim.line, exc_info=exc)
             text = error_result(err.status, request_id, envelope(err))
             await self._store.write_result(claim, "errored", text)
+        return not again
 
     async def _admitted(self, key: KeyRow, req: Any, request_id: str) -> Call:
         """The line's call, once its rate limits let it in: a 429 (or a full engine queue, a
@@ -251,9 +275,10 @@ class BatchRunner:
             try:
                 call = await self._pipeline.start(key, req, request_id, batch=True)
             except RateLimited as exc:
-                if exc.retry_after == float("inf"):
+                retry = exc.retry_after if exc.retry_after is not None else MAX_WAIT
+                if retry == float("inf"):
                     raise
-                wait = min(max(exc.retry_after, 0.01), MAX_WAIT)
+                wait = min(max(retry, 0.01), MAX_WAIT)
             except ServiceUnavailable as exc:
                 if exc.code == "model_unpriced":
                     raise
@@ -265,8 +290,14 @@ class BatchRunner:
 
     async def _revoked(self, batch: BatchRow, reason: str) -> None:
         """The key may no longer run work: every line not started is an error line."""
-        body = {"error": {"message": reason, "type": "invalid_request_error", "param": None,
-                          "code": "invalid_api_key"}}
+        body = {
+            "error": {
+                "message": reason,
+                "type": "invalid_request_error",
+                "param": None,
+                "code": "invalid_api_key",
+            }
+        }
         text = error_result(401, "", body)
         closed = await self._store.close_pending(batch.id, "errored", text)
         if closed:
@@ -290,7 +321,8 @@ class BatchRunner:
                     start += len(good)
         except LineTooLong:
             checked.problem(
-                "line_too_long", f"Line {checked.count + 1} is longer than {self._max_line} bytes.",
+                "line_too_long",
+                f"Line {checked.count + 1} is longer than {self._max_line} bytes.",
                 checked.count + 1,
             )
         except TokenDockError as exc:  # the input file is gone
@@ -302,14 +334,26 @@ class BatchRunner:
             await self._store.drop_lines(batch.id)
             errors = orjson.dumps({"object": "list", "data": [p.json() for p in problems]}).decode()
             await self._store.move(
-                batch.id, "validating", owner=self.owner, status="failed", failed_at=now(),
-                errors=errors, lease_owner=None, lease_until=None,
+                batch.id,
+                "validating",
+                owner=self.owner,
+                status="failed",
+                failed_at=now(),
+                errors=errors,
+                lease_owner=None,
+                lease_until=None,
             )
             return
         await self._store.move(
-            batch.id, "validating", owner=self.owner, status="in_progress",
-            in_progress_at=now(), total=checked.count, model=checked.model,
-            lease_owner=None, lease_until=None,
+            batch.id,
+            "validating",
+            owner=self.owner,
+            status="in_progress",
+            in_progress_at=now(),
+            total=checked.count,
+            model=checked.model,
+            lease_owner=None,
+            lease_until=None,
         )
 
     async def _finish_if_done(self, batch: BatchRow) -> None:
@@ -321,7 +365,10 @@ class BatchRunner:
             return
         if batch.status != "finalizing":
             moved = await self._store.move(
-                batch.id, batch.status, owner=self.owner, status="finalizing",
+                batch.id,
+                batch.status,
+                owner=self.owner,
+                status="finalizing",
                 finalizing_at=now(),
             )
             if not moved:
@@ -363,3 +410,9 @@ def _as_error(exc: BaseException | None) -> TokenDockError:
     if isinstance(exc, asyncio.CancelledError):
         return InternalError("The request was interrupted.", code="interrupted")
     return InternalError("The server had an error while processing this request.")
+
+
+def _passing(exc: BaseException | None) -> bool:
+    """A refusal that passes with time (503: the model loading, a full queue, no healthy
+    upstream): a batch line waits it out instead of failing."""
+    return isinstance(exc, ServiceUnavailable) and exc.code != "model_unpriced"
