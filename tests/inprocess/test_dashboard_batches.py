@@ -31,9 +31,10 @@ CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 class Visitor:
     """A signed-in browser: its own cookie jar, and the CSRF token of the last page it got."""
 
-    def __init__(self, http: httpx.AsyncClient, oai: openai.AsyncOpenAI):
+    def __init__(self, http: httpx.AsyncClient, key: str, site: Site):
         self.http = http
-        self.oai = oai
+        self.key = key
+        self.oai, self.claude = site.clients(key)
         self.csrf = ""
 
     async def get(self, path: str) -> httpx.Response:
@@ -56,10 +57,7 @@ async def visitor(site: Site) -> AsyncIterator[Visitor]:
     key = await accounts.create_key(account_id, "batches")
     transport = httpx.ASGITransport(app=site.app)
     async with httpx.AsyncClient(transport=transport, base_url=BASE) as http:
-        oai = openai.AsyncOpenAI(
-            api_key=key.secret, base_url=f"{BASE}/v1", http_client=site.http, max_retries=0
-        )
-        v = Visitor(http, oai)
+        v = Visitor(http, key.secret, site)
         await v.get("/login")
         signed = await http.post(
             "/login", data={"email": email, "password": PASSWORD, "csrf": v.csrf}
@@ -202,3 +200,28 @@ async def test_cancel_a_running_batch(tmp_path: Path) -> None:
         assert cell(row, "batch-status") == "cancelled" and "Cancel</button>" not in row
         assert done.error_file_id and done.error_file_id in row  # the lines never run
         await site.settled_cleanly()
+
+
+async def test_an_anthropic_batch_and_its_results(tmp_path: Path) -> None:
+    async with running_site(tmp_path) as site, visitor(site) as me, visitor(site) as other:
+        params = {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}
+        made = await me.claude.messages.batches.create(
+            requests=[{"custom_id": f"m-{i}", "params": params} for i in range(2)]  # type: ignore[misc]
+        )
+        for _ in range(400):
+            got = await me.claude.messages.batches.retrieve(made.id)
+            if got.processing_status == "ended":
+                break
+            await asyncio.sleep(0.05)
+        assert got.processing_status == "ended" and got.request_counts.succeeded == 2
+        row = row_of((await me.get("/dashboard/batches")).text, made.id)
+        assert cell(row, "batch-status") == "ended (completed)"
+        assert cell(row, "batch-progress") == "2/2"
+        results = await me.get(f"/dashboard/batches/{made.id}/results")
+        assert results.status_code == 200
+        api = await site.http.get(
+            f"/v1/messages/batches/{made.id}/results", headers={"x-api-key": me.key}
+        )
+        assert results.content == api.content and b'"type":"succeeded"' in api.content
+        assert (await other.get(f"/dashboard/batches/{made.id}/results")).status_code == 404
+        assert made.id not in (await other.get("/dashboard/batches")).text

@@ -27,6 +27,7 @@ from tokendock.services.files import Files
 from tokendock.services.storage import megabytes
 from tokendock.storage.batches import BatchRow
 from tokendock.storage.files import FileRow, UnknownCursor
+from tokendock.web.api.message_batches import processing_status, result_lines
 from tokendock.web.dashboard.views import SECURITY_HEADERS, posted, redirect, render, signed_in
 
 router = APIRouter(include_in_schema=False)
@@ -53,17 +54,10 @@ class BatchView:
         return min(100, 100 * self.row.done // total) if total else 0
 
 
-ANTHROPIC_STATUS = {
-    "validating": "in_progress",
-    "in_progress": "in_progress",
-    "finalizing": "in_progress",
-    "cancelling": "canceling",
-}
-
-
 def view(row: BatchRow) -> BatchView:
+    """Anthropic's batches show their `processing_status` (and ours when it says more)."""
     if row.api == "anthropic":
-        status = ANTHROPIC_STATUS.get(row.status, "ended")
+        status = processing_status(row)
         shown = status if status == row.status else f"{status} ({row.status})"
         return BatchView(row, "Anthropic", shown, row.status in RUNNING)
     return BatchView(row, "OpenAI", row.status, row.status in RUNNING)
@@ -119,6 +113,27 @@ async def cancel_batch(request: Request, batch_id: str) -> Response:
     except TokenDockError:
         return not_found(request, session, "batch")
     return redirect("/dashboard/batches")
+
+
+@router.get("/dashboard/batches/{batch_id}/results")
+async def anthropic_results(request: Request, batch_id: str) -> Response:
+    """An ended Message Batch's results, as GET /v1/messages/batches/{id}/results sends them
+    (OpenAI's batches have output and error files instead)."""
+    found = await signed_in(request)
+    if isinstance(found, Response):
+        return found
+    _, session, account = found
+    batches = batches_of(request)
+    row = await batches.store.get(account.id, batch_id, "anthropic")
+    if row is None or processing_status(row) != "ended":
+        return not_found(request, session, "ended Message Batch")
+    headers = {
+        **SECURITY_HEADERS,
+        "content-disposition": f'attachment; filename="{row.id}_results.jsonl"',
+    }
+    return StreamingResponse(
+        result_lines(batches, row.id), media_type="application/octet-stream", headers=headers
+    )
 
 
 @router.get("/dashboard/files")
