@@ -77,6 +77,7 @@ from tokendock.web.openapi import openapi_route
 from tokendock.web.shutdown import Shutdown, ShutdownMiddleware
 
 log = logging.getLogger("tokendock")
+FILE_SWEEP_SECONDS = 300.0
 
 # At most this many requests in flight: the ledger runs SQLite inline on the loop (lowest
 # latency); above it, on its writer thread (the other core does the SQLite work).
@@ -167,6 +168,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         responses=responses,
         shutdown=shutdown,
         runner=runner if settings.batch_runner else None,
+        files=files,
     )
     app = FrontedFastAPI(
         title="TokenDock",
@@ -255,6 +257,7 @@ class _Lifetime:
     stored_chats: StoredChats
     responses: Responses
     shutdown: Shutdown
+    files: Files | None = None
     runner: BatchRunner | None = None
 
     @contextlib.asynccontextmanager
@@ -271,6 +274,8 @@ class _Lifetime:
         # Models load in the background: /health answers at once, /ready once they are loaded.
         loading = asyncio.create_task(_load(self.registry, self.settings))
         sweeping = asyncio.create_task(_sweep(ledger, self.settings.sweep_seconds))
+        # Expired files and uploads, and what a writer that died left half-written.
+        tidying = asyncio.create_task(_tidy(self.files, FILE_SWEEP_SECONDS))
         await self.directory.refresh()
         following = asyncio.create_task(self.directory.follow(MODEL_SETTINGS_SECONDS))
         # Accounts disabled, keys revoked on any replica: their running work here ends.
@@ -281,7 +286,7 @@ class _Lifetime:
         try:
             yield
         finally:
-            for task in (loading, sweeping, following, keeping, watching, batching):
+            for task in (loading, sweeping, tidying, following, keeping, watching, batching):
                 if task is None:
                     continue
                 task.cancel()
@@ -337,6 +342,17 @@ async def _sweep(ledger: Ledger, every: float) -> None:
                 log.warning("released %d expired credit holds", released)
         except Exception:
             log.exception("hold sweep failed")
+
+
+async def _tidy(files: Files | None, every: float) -> None:
+    """`Files.sweep` every so often, on every replica (safe at once on all)."""
+    while files is not None:
+        await asyncio.sleep(every)
+        try:
+            if removed := await files.sweep():
+                log.info("removed %d expired or abandoned files and uploads", removed)
+        except Exception:
+            log.exception("file sweep failed")
 
 
 async def _load(registry: ModelRegistry, settings: Settings) -> None:

@@ -34,6 +34,9 @@ async def _tokendock_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, TokenDockError)
     err = public(exc)
     _note(err)
+    if anthropic_path(request.url.path):  # Anthropic's APIs (/v1/messages…): its envelope
+        body, status = messages.error_envelope(err), messages.error_status(err)
+        return JSONResponse(body, status_code=status, headers=of_error(err))
     return error_response(err)
 
 

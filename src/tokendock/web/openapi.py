@@ -22,7 +22,13 @@ from tokendock.protocol.chat import ChatCompletionRequest
 from tokendock.protocol.common import MAX_TOKEN_ID_DIGITS
 from tokendock.protocol.completions import CompletionRequest
 from tokendock.protocol.embeddings import EmbeddingRequest
-from tokendock.web import openapi_messages, openapi_responses, openapi_stored
+from tokendock.web import (
+    openapi_batches,
+    openapi_files,
+    openapi_messages,
+    openapi_responses,
+    openapi_stored,
+)
 from tokendock.web.api.account import RedeemRequest
 from tokendock.web.openapi_shapes import SCHEMAS, STRING, Schema
 from tokendock.web.responses import JSONResponse
@@ -245,10 +251,31 @@ def _stored_operation(
 
 
 def _with_stored(paths: dict[str, Any]) -> dict[str, Any]:
-    """The stored chat completions' operations (web/openapi_stored.py) added to `paths`."""
-    for path, operations in openapi_stored.paths(_stored_operation).items():
-        paths.setdefault(path, {}).update(operations)
+    """The operations of stored objects — chat completions (web/openapi_stored.py), files and
+    uploads (openapi_files.py), batches (openapi_batches.py) — added to `paths`."""
+    more = [openapi_stored.paths(_stored_operation), openapi_files.paths(_stored_operation)]
+    more.append(openapi_batches.paths(_stored_operation, _anthropic_operation))
+    for group in more:
+        for path, operations in group.items():
+            paths.setdefault(path, {}).update(operations)
     return paths
+
+
+def _anthropic_operation(
+    summary: str, ok: str, body: str | None, parameters: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """An operation of Anthropic's API: errors in Anthropic's envelope."""
+    error = {"description": "Anthropic's error envelope.", "headers": HEADERS}
+    error["content"] = _json("AnthropicError")
+    op: dict[str, Any] = {
+        "summary": summary,
+        "security": BEARER,
+        "parameters": parameters,
+        "responses": {"200": _ok(_json(ok)), "default": error},
+    }
+    if body is not None:
+        op["requestBody"] = {"required": True, "content": _json(body)}
+    return op
 
 
 def _with_responses(paths: dict[str, Any]) -> dict[str, Any]:
@@ -294,6 +321,8 @@ def document() -> dict[str, Any]:
                 **_request_schemas(),
                 **SCHEMAS,
                 **openapi_stored.schemas(),
+                **openapi_files.schemas(),
+                **openapi_batches.schemas(),
                 **openapi_responses.schemas(),
             },
             "headers": {"RequestId": REQUEST_ID},
