@@ -128,24 +128,33 @@ class Scheduler:
                 if job is None:
                     break
                 self._admit(job)
-            self._make_room()
-            while any(not s.busy for s in self.slots):
-                job = jobs.get(skip=_claimed_not, block=False)
-                if job is None:
-                    break
-                self._admit(job)
-            if jobs.closed:
+            if not self.cycle():
                 break
-            self._sweep()
-            if self.running:
-                try:
-                    self._step()
-                except Exception as exc:  # a decode failure: every sequence in it fails
-                    log.exception("decode failed for model %s", self.model_id)
-                    for seq in list(self.running):
-                        self._fail(seq, GenerationFailed(f"Generation failed: {exc}"))
         for seq in list(self.running):
             self._fail(seq, ModelNotReady(f"The model '{self.model_id}' is shutting down."))
+
+    def cycle(self) -> bool:
+        """One turn of the loop, without waiting: make room, admit queued jobs into free
+        slots, drop cancelled sequences, decode one step. False once the queue is closed.
+        (`run` calls it; tests drive it by hand to place each step.)"""
+        jobs = self._jobs
+        self._make_room()
+        while any(not s.busy for s in self.slots):
+            job = jobs.get(skip=_claimed_not, block=False)
+            if job is None:
+                break
+            self._admit(job)
+        if jobs.closed:
+            return False
+        self._sweep()
+        if self.running:
+            try:
+                self._step()
+            except Exception as exc:  # a decode failure: every sequence in it fails
+                log.exception("decode failed for model %s", self.model_id)
+                for seq in list(self.running):
+                    self._fail(seq, GenerationFailed(f"Generation failed: {exc}"))
+        return True
 
     def _admit(self, job: Job) -> None:
         """Put a job into a free slot: a new one, or one resuming after `_preempt` (its context
