@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from functools import partial
 
 from fastapi import APIRouter
@@ -98,7 +97,6 @@ async def batches_page(request: Request) -> Response:
         batches=views,
         older=rows[-1].id if more and rows else None,
         refresh=REFRESH_SECONDS if any(v.row.status in ACTIVE for v in views) else None,
-        now=datetime.now(UTC),
     )
 
 
