@@ -64,7 +64,7 @@ from tokendock.web.api import files as files_api
 from tokendock.web.api import message_batches as message_batches_api
 from tokendock.web.api import metrics as metrics_api
 from tokendock.web.api import responses as responses_api
-from tokendock.web.api.batch_lines import ADAPTERS
+from tokendock.web.api.batch_lines import adapters
 from tokendock.web.api.stored_chat import router as stored_chat_router
 from tokendock.web.api.uploads import router as uploads_router
 from tokendock.web.dashboard import admin, pages, playground, reference, usage
@@ -138,7 +138,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     runner = BatchRunner(
         batch_store,
         pipeline,
-        ADAPTERS,
+        adapters(responses, registry),
         accounts.store.key_by_id,
         Finalizer(batch_store, files),
         owner=ledger.owner,

@@ -17,7 +17,6 @@ from tests.inprocess.site import MODEL, Tenant, running_site
 pytestmark = pytest.mark.asyncio
 
 
-
 def line(custom_id: str, body: dict[str, Any] | None = None, **over: Any) -> dict[str, Any]:
     body = body or {"model": MODEL, "messages": [{"role": "user", "content": custom_id}]}
     return {
@@ -178,3 +177,55 @@ async def test_bad_parameters_and_other_accounts(tmp_path: Path) -> None:
         assert [b.id async for b in other.oai.batches.list()] == []
         assert [b.id async for b in t.oai.batches.list()] == [batch.id]
         await finished(t, batch.id)
+
+
+async def test_embeddings_and_responses_lines_answer_as_their_routes(tmp_path: Path) -> None:
+    async with running_site(tmp_path) as site:
+        t = await site.tenant()
+        embed = [
+            {
+                "custom_id": f"e{i}",
+                "method": "POST",
+                "url": "/v1/embeddings",
+                "body": {"model": "fake-embed", "input": ["a", "b"]},
+            }
+            for i in range(2)
+        ]
+        batch = await t.oai.batches.create(
+            input_file_id=await upload(t, embed),
+            endpoint="/v1/embeddings",
+            completion_window="24h",
+        )
+        done = await finished(t, batch.id)
+        out = await file_lines(t, done.output_file_id)
+        body = out["e0"]["response"]["body"]
+        assert body["object"] == "list" and len(body["data"]) == 2
+        assert body["data"][1]["embedding"] == [2.0] * 4
+        asks = [
+            {
+                "custom_id": "r0",
+                "method": "POST",
+                "url": "/v1/responses",
+                "body": {"model": MODEL, "input": "hi", "max_output_tokens": 8},
+            },
+            {
+                "custom_id": "r1",
+                "method": "POST",
+                "url": "/v1/responses",
+                "body": {"model": MODEL, "input": "hi", "background": True},
+            },
+        ]
+        batch = await t.oai.batches.create(
+            input_file_id=await upload(t, asks),
+            endpoint="/v1/responses",
+            completion_window="24h",
+        )
+        done = await finished(t, batch.id)
+        out = await file_lines(t, done.output_file_id)
+        body = out["r0"]["response"]["body"]
+        assert body["object"] == "response" and body["status"] == "completed"
+        assert body["output"][0]["content"][0]["text"] == "Hello, world"
+        assert body["usage"]["output_tokens"] == 3
+        errors = await file_lines(t, done.error_file_id)
+        assert errors["r1"]["response"]["body"]["error"]["param"] == "background"
+        await site.settled_cleanly()

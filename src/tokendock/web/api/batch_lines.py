@@ -7,20 +7,33 @@ meaning in a batch: a 400 naming the field.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from tokendock.errors import InvalidRequest
-from tokendock.inference.backend import InferenceRequest, Tally
+from tokendock.inference.backend import Delta, Finish, InferenceRequest, Tally
+from tokendock.inference.registry import ModelRegistry
 from tokendock.protocol.chat import ChatCompletionRequest
 from tokendock.protocol.common import usage_dict
 from tokendock.protocol.completions import CompletionRequest
 from tokendock.protocol.embeddings import EmbeddingRequest
 from tokendock.protocol.messages import MessagesRequest
+from tokendock.protocol.response_shapes import (
+    OutputBuilder,
+    ResponseRecord,
+    new_id,
+    response_object,
+    response_usage,
+)
+from tokendock.protocol.responses import ResponseRequest, input_items
 from tokendock.services.answer import Answer
 from tokendock.services.batch_lines import Adapters, LineWork
 from tokendock.services.pipeline import Call
-from tokendock.web.api import chat, completions, embeddings, messages
+from tokendock.services.responses import INCOMPLETE, Responses
+from tokendock.web.api import chat, completions, embeddings, messages, responses_request
 from tokendock.web.api.respond import Stamp, Wire
+from tokendock.web.api.responses import echoed
+from tokendock.web.api.responses_request import truncated
 from tokendock.web.deps import parse_bytes
 
 
@@ -79,9 +92,71 @@ async def _messages(account_id: int, body: bytes) -> LineWork:
     return AnswerWork(messages.inference_request(req), messages.WIRE)
 
 
-ADAPTERS: Adapters = {
-    "/v1/chat/completions": _chat,
-    "/v1/completions": _completions,
-    "/v1/embeddings": _embeddings,
-    "/v1/messages": _messages,
-}
+class ResponseWork:
+    """A Responses API line: its output items built from the events as the route builds them;
+    the response object rendered (not stored: a batch line's response is its output line)."""
+
+    def __init__(self, request: InferenceRequest, rec: ResponseRecord):
+        self.request = request
+        self._rec = rec
+        self._builder = OutputBuilder()
+        self._reason = "stop"
+
+    async def read(self, call: Call) -> None:
+        async for event in call.events():
+            if isinstance(event, Delta):
+                self._builder.text(event.text)
+                for piece in event.tool_calls or ():
+                    self._builder.call(piece)
+            elif isinstance(event, Finish):
+                self._reason = event.reason
+
+    def render(self, tally: Tally | None) -> dict[str, Any]:
+        incomplete = INCOMPLETE.get(self._reason)
+        builder, rec = self._builder, self._rec
+        builder.finish(incomplete is None)
+        rec.status = "incomplete" if incomplete else "completed"
+        rec.output, rec.incomplete_reason = builder.items, incomplete
+        if tally is not None:
+            rec.usage = response_usage(
+                tally.prompt_tokens, tally.completion_tokens, tally.cached_tokens
+            )
+        return response_object(rec)
+
+
+def adapters(responses: Responses, models: ModelRegistry) -> Adapters:
+    """Every endpoint a batch line may name; Responses lines read the account's stored
+    responses (`previous_response_id`) through `responses`."""
+
+    async def _responses(account_id: int, body: bytes) -> LineWork:
+        req = parse_bytes(body, ResponseRequest)
+        req.check()
+        _no_stream(req.stream)
+        if req.background:
+            raise InvalidRequest(
+                "background is not supported in a batch request.", param="background"
+            )
+        req.store = False  # a batch line's response is its output line: not stored
+        context = await responses.context(account_id, req.previous_response_id)
+        items = truncated(req, [*context, *input_items(req.input)], models.spec(req.model))
+        rec = ResponseRecord(
+            id=new_id("resp"),
+            account_id=account_id,
+            model=req.model,
+            created_at=int(time.time()),
+            background=False,
+            previous_response_id=req.previous_response_id,
+            request=echoed(req),
+            input_items=[],
+            context=[],
+            metadata=req.metadata,
+        )
+        return ResponseWork(responses_request.inference_request(req, items, stream=False), rec)
+
+    return {
+        "/v1/chat/completions": _chat,
+        "/v1/completions": _completions,
+        "/v1/embeddings": _embeddings,
+        "/v1/responses": _responses,
+        "/v1/messages": _messages,
+    }
