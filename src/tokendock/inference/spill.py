@@ -10,6 +10,10 @@ request, when it is admitted (`run`):
   record and access line say where it ran);
 - otherwise it runs on the engine and waits for a slot there, as any request does.
 
+A batch line (`InferenceRequest.background`) never spills: it can wait for the engine, where it
+takes only slots no interactive request wants, and it must not take deployment capacity from
+the interactive requests that do spill.
+
 The price is the public model's, so a spilled request is billed like a local one (from the
 upstream's reported usage). The decision is made once, before any work: a spilled request does
 not come back, and one kept local is not sent away later. Two requests admitted at the same
@@ -113,7 +117,7 @@ class SpillBackend:
     def run(
         self, req: InferenceRequest, *, owner: str, request_id: str, bound: Bound | None = None
     ) -> Execution:
-        if self.should_spill():
+        if not req.background and self.should_spill():  # a batch line waits for the engine
             self.spilled += 1
             log.info("request %s: %s spills over to its deployments", request_id, self.spec.id)
             if self.on_spill is not None:

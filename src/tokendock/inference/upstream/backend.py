@@ -5,7 +5,8 @@
   prompt for text; each ≤ the context window. Everything else is the upstream's to refuse.
 - `begin`: the client's own JSON (the request's `payload`) goes upstream with TokenDock's
   defaults (the model's output cap; usage always asked on streams); the router retries on
-  another deployment until one commits, before the first byte reaches the client.
+  another deployment until one commits, before the first byte reaches the client (a batch line,
+  `InferenceRequest.background`, waits for one of a deployment's batch seats: router.py).
 - `events`: the upstream's chunks (or whole answer) as typed events. The tally is the
   upstream's own usage (an explicit zero is a zero; its `prompt_tokens_details.cached_tokens`
   are the prompt tokens its prefix cache served, billed at the cached price); without one — a
@@ -111,7 +112,11 @@ class UpstreamRun:
         path = "/chat/completions" if self._req.kind == "chat" else "/completions"
         try:
             self._answer = await self._router.open(
-                path, self._payload, stream=self._req.stream, request_id=self._request_id
+                path,
+                self._payload,
+                stream=self._req.stream,
+                request_id=self._request_id,
+                background=self._req.background,
             )
         except asyncio.CancelledError:
             # The client left while an upstream worked: billed for its prompt (estimated).

@@ -65,6 +65,7 @@ class Health:
     """Passive and active health of one deployment, kept by the router."""
 
     outstanding: int = 0
+    batch: int = 0  # of those, batch lines (held to the deployment's `batch_share`)
     failures: int = 0  # consecutive
     cooldown_until: float = 0.0
     last_error: str | None = None
@@ -188,6 +189,7 @@ class Answer:
     first: JSON | None = None
     rest: AsyncIterator[JSON] | None = None
     response: aiohttp.ClientResponse | None = None
+    background: bool = False  # a batch line's: it holds one of the deployment's batch seats
 
     def close(self, *, reuse: bool) -> None:
         """Release the connection to the pool (`reuse`) or close it, which stops the upstream's

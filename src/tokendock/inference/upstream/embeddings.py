@@ -53,7 +53,11 @@ class UpstreamEmbeddingRun:
     async def begin(self) -> None:
         try:
             self._answer = await self._router.open(
-                "/embeddings", self._req.payload.json(), stream=False, request_id=self._request_id
+                "/embeddings",
+                self._req.payload.json(),
+                stream=False,
+                request_id=self._request_id,
+                background=self._req.background,
             )
         except asyncio.CancelledError:
             self._produced = True  # an upstream may have worked on it: billed (estimated)

@@ -5,6 +5,13 @@ Rules:
   choices weighted by `weight`: sample two, send to the one with fewer requests in flight per
   unit of weight. A deployment at `max_concurrency` is skipped; when all are full the request
   waits for a slot (bounded by the retry deadline).
+- Batch lines (`background`, issue 21): each deployment with a `max_concurrency` gives them at
+  most `batch_seats` of it — floor(max_concurrency × batch_share), at least 1 — counted per
+  TokenDock process (per replica: not shared between replicas). When every deployment's batch
+  seats are taken a batch line waits for one (cancellable, as long as it takes; the wait does
+  not use up the retry deadline) instead of failing. Interactive requests never wait for batch
+  seats; batch lines count in `max_concurrency` like any request. Without a `max_concurrency`
+  there is no cap on batch lines either.
 - Passive health: a deployment that cannot be connected to, rejects TokenDock's key, or answers
   429 cools down at once; other failures (5xx, timeouts, broken streams) cool it down after
   `allowed_fails` in a row. A success resets the count.
@@ -22,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +47,7 @@ from tokendock.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from tokendock.inference.upstream.client import Answer, ClientFault, Deployment, UpstreamFailure
+from tokendock.inference.upstream.client import Answer, Deployment, UpstreamFailure
 from tokendock.inference.upstream.transport import UpstreamTransport
 
 log = logging.getLogger(__name__)
@@ -54,6 +62,11 @@ class RetryPolicy:
     allowed_fails: int = 3
     cooldown: float = 30.0
     probe_every: float = 10.0  # 0 = no active probes
+
+
+# Seconds between a waiting batch line's looks at the deployments, when no request left one
+# meanwhile (a cool-down ending frees no seat: nothing else would wake it).
+BATCH_RECHECK = 1.0
 
 
 class Router:
@@ -89,6 +102,7 @@ class Router:
                 "name": d.name,
                 "state": "cooling_down" if d.health.cooling(now) else "healthy",
                 "in_flight": d.health.outstanding,
+                "batch_in_flight": d.health.batch,
                 "failures_in_a_row": d.health.failures,
                 "last_error": d.health.last_error,
             }
@@ -96,20 +110,30 @@ class Router:
         ]
 
     async def open(
-        self, path: str, payload: dict[str, Any], *, stream: bool, request_id: str
+        self,
+        path: str,
+        payload: dict[str, Any],
+        *,
+        stream: bool,
+        request_id: str,
+        background: bool = False,
     ) -> Answer:
         """Send the request to a deployment, retrying failures on others, until one commits.
         Raises the client's own error (ClientFault) as is, or a TokenDockError when every try
-        failed. The caller must `finish()` the returned answer."""
+        failed. The caller must `finish()` the returned answer. `background`: a batch line
+        (at most a deployment's `batch_seats`; waits for one as long as it takes)."""
         session = self.transport.session
         policy = self.policy
         deadline = time.monotonic() + policy.deadline
         tried: set[str] = set()
         last: UpstreamFailure | None = None
         for attempt in range(policy.retries + 1):
-            deployment = await self._acquire(tried, deadline, first=attempt == 0)
+            asked = time.monotonic()
+            deployment = await self._acquire(tried, deadline, first=attempt == 0, batch=background)
             if deployment is None:
                 break
+            if background:  # a batch line's wait for a seat is not the retries' time
+                deadline += time.monotonic() - asked
             payload["model"] = deployment.spec.model or self.model_id
             try:
                 answer = await deployment.open(
@@ -120,7 +144,7 @@ class Router:
                     request_id=request_id,
                 )
             except UpstreamFailure as failure:
-                self._release(deployment)
+                self._release(deployment, background)
                 self._failed(deployment, failure)
                 last = failure
                 tried.add(deployment.name)
@@ -131,19 +155,17 @@ class Router:
                     break
                 await asyncio.sleep(wait)
                 continue
-            except ClientFault:
-                self._release(deployment)
+            except BaseException:  # the client's own error (ClientFault) too: as is
+                self._release(deployment, background)
                 raise
-            except BaseException:
-                self._release(deployment)
-                raise
+            answer.background = background
             return answer
         raise _give_up(self.model_id, last)
 
     def finish(self, answer: Answer, failure: UpstreamFailure | None = None) -> None:
         """The answer was consumed (or abandoned): free its slot and record how it went."""
         deployment = answer.deployment
-        self._release(deployment)
+        self._release(deployment, answer.background)
         if failure is None:
             deployment.health.failures = 0
             if deployment.health.cooldown_until:  # its cool-down ran out and it works again
@@ -155,7 +177,9 @@ class Router:
 
     # -- choosing ----------------------------------------------------------------------
 
-    async def _acquire(self, tried: set[str], deadline: float, *, first: bool) -> Deployment | None:
+    async def _acquire(
+        self, tried: set[str], deadline: float, *, first: bool, batch: bool = False
+    ) -> Deployment | None:
         while True:
             now = time.monotonic()
             healthy = [d for d in self.deployments if not d.health.cooling(now)]
@@ -164,11 +188,15 @@ class Router:
                     raise _all_down(self.model_id, self.deployments, now)
                 return None
             fresh = [d for d in healthy if d.name not in tried] or healthy
-            open_slots = [d for d in fresh if _has_slot(d)]
+            open_slots = [d for d in fresh if _has_slot(d) and (not batch or _has_batch_seat(d))]
             if open_slots:
                 chosen = _pick(open_slots)
                 chosen.health.outstanding += 1
+                chosen.health.batch += batch
                 return chosen
+            if batch:  # a batch line waits for a seat, however long (cancellable)
+                await self._wait_freed(BATCH_RECHECK)
+                continue
             # Every candidate is at its max_concurrency: wait for a slot to free up.
             if now >= deadline:
                 raise ServiceUnavailable(
@@ -176,15 +204,20 @@ class Router:
                     "try again shortly.",
                     code="deployments_busy",
                 )
-            self._waiting += 1
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._freed.wait(), deadline - now)
-            finally:
-                self._waiting -= 1
+            await self._wait_freed(deadline - now)
 
-    def _release(self, deployment: Deployment) -> None:
+    async def _wait_freed(self, most: float) -> None:
+        """Until a request leaves a deployment, or `most` seconds (a cool-down may end)."""
+        self._waiting += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._freed.wait(), most)
+        finally:
+            self._waiting -= 1
+
+    def _release(self, deployment: Deployment, batch: bool = False) -> None:
         deployment.health.outstanding -= 1
+        deployment.health.batch -= batch
         if self._waiting:
             self._freed.set()
             self._freed = asyncio.Event()
@@ -236,6 +269,20 @@ class Router:
                 self.on_health(self.model_id, deployment.name, True)
             health.cooldown_until = 0.0
             health.failures = 0
+
+
+def batch_seats(deployment: Deployment) -> int | None:
+    """Batch lines this process may have in flight on `deployment` at once: its `batch_share`
+    of `max_concurrency`, rounded down, at least 1 (None: no `max_concurrency`, no cap)."""
+    spec = deployment.spec
+    if spec.max_concurrency == 0:
+        return None
+    return max(1, math.floor(spec.max_concurrency * spec.batch_share))
+
+
+def _has_batch_seat(deployment: Deployment) -> bool:
+    seats = batch_seats(deployment)
+    return seats is None or deployment.health.batch < seats
 
 
 def _has_slot(deployment: Deployment) -> bool:
