@@ -206,7 +206,7 @@ async def test_an_anthropic_batch_and_its_results(tmp_path: Path) -> None:
     async with running_site(tmp_path) as site, visitor(site) as me, visitor(site) as other:
         params = {"model": MODEL, "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}
         made = await me.claude.messages.batches.create(
-            requests=[{"custom_id": f"m-{i}", "params": params} for i in range(2)]  # type: ignore[misc]
+            requests=[{"custom_id": f"m-{i}", "params": params} for i in range(2)]  # type: ignore[typeddict-item]
         )
         for _ in range(400):
             got = await me.claude.messages.batches.retrieve(made.id)
