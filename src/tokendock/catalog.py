@@ -118,8 +118,8 @@ class DeploymentSpec(BaseModel):
         0.5,
         gt=0,
         le=1,
-        description="Share of max_concurrency batch lines may use at most, per TokenDock "
-        "process (with no max_concurrency: of batch_concurrency).",
+        description="Share of max_concurrency batch lines may use at most (rounded down, at "
+        "least 1), per replica; with no max_concurrency, no cap.",
     )
     connect_timeout: float = Field(5.0, gt=0, description="Seconds to open a connection.")
     first_token_timeout: float = Field(
