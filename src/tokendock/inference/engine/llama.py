@@ -338,7 +338,9 @@ class LlamaEngine:
         return piece
 
     def _require_ready(self) -> None:
-        if self._model is None:
+        # Ready once the worker runs: loading (in a thread) sets the model before the
+        # tokenizer, template and scheduler, and a request may arrive in between.
+        if self._thread is None:
             raise ModelNotReady(f"The model '{self.model_id}' is still loading; retry shortly.")
 
     # -- generation ----------------------------------------------------------------------
