@@ -8,6 +8,7 @@ import asyncio
 import logging
 from collections.abc import Iterator
 
+from tokendock.billing.money import parse_credits
 from tokendock.billing.pricing import Price
 from tokendock.catalog import ModelSpec, PriceSpec
 from tokendock.errors import ModelNotFound, ModelUnpriced
@@ -63,25 +64,30 @@ class ModelDirectory:
         return price
 
     def batch_price(self, model: str) -> Price:
-        """A batch line's price: the catalog's explicit batch prices, else the model's prices
+        """A batch line's price: each of the catalog's explicit batch prices (`batch_input`,
+        `batch_output`, `batch_cached_input`), and for each one not given, the model's price
         (the operator's override included) less `batch_discount` percent, rounded down to
         whole micro-credits per million tokens."""
         price = self.price(model)
         spec = self._registry.spec(model).price
         if spec is None:
             return price
-        if spec.batch_input is not None:
-            return Price.parse(
-                spec.batch_input,
-                spec.batch_output or "0",
-                spec.batch_cached_input,
-            )
         keep = 100 - spec.batch_discount
+
+        def pick(explicit: str | None, full: int, what: str) -> int:
+            return full * keep // 100 if explicit is None else parse_credits(explicit, what)
+
         cached = price.cached_per_million
+        if spec.batch_cached_input is not None or cached is not None:
+            cached = pick(
+                spec.batch_cached_input,
+                price.input_per_million if cached is None else cached,
+                "batch cached input price",
+            )
         return Price(
-            price.input_per_million * keep // 100,
-            price.output_per_million * keep // 100,
-            None if cached is None else cached * keep // 100,
+            pick(spec.batch_input, price.input_per_million, "batch input price"),
+            pick(spec.batch_output, price.output_per_million, "batch output price"),
+            cached,
         )
 
     async def save(self, model: str, setting: ModelSetting) -> None:
