@@ -146,6 +146,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         lease_seconds=settings.batch_lease_seconds,
         max_lines=settings.batch_max_lines,
         max_line_bytes=settings.max_body_bytes,
+        storage_limit=storage_quota.limit,
     )
     batches = Batches(
         batch_store,
@@ -153,6 +154,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         window_seconds=settings.batch_window_seconds,
         max_lines=settings.batch_max_lines,
         runner=runner if settings.batch_runner else None,
+        storage_limit=storage_quota.limit,
     )
     shutdown = Shutdown(settings.shutdown_grace_seconds)
     lifetime = _Lifetime(

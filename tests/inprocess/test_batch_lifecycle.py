@@ -170,3 +170,60 @@ async def test_a_lost_claim_settles_nothing_and_the_new_claim_settles_once(
         got = await store.get(t.account_id, row.id)
         assert (got.succeeded, got.cost) == (1, 40)
         await site.settled_cleanly()
+
+
+async def test_batch_lines_count_in_the_storage_quota(tmp_path: Path) -> None:
+    async with running_site(tmp_path, {"storage_quota_bytes": 20_000}) as site:
+        t = await site.tenant()
+        lines = [line(f"r{i}") for i in range(3)]
+        file_id = await upload(t, lines)
+        stored_file = await site.services.files.get(t.account_id, file_id)
+        done = await finished(t, (await create_from(t, file_id)).id)
+        assert done.status == "completed"
+        used = await used_bytes(site, t)
+        # The input file, the output file, and the lines' custom ids (bodies and results
+        # were dropped once the batch ended: the files hold them).
+        output = await site.services.files.get(t.account_id, done.output_file_id)
+        assert used == stored_file.bytes + output.bytes + sum(len(f"r{i}") for i in range(3))
+        big = [
+            line(f"x{i}", {"model": MODEL, "messages": [{"role": "user", "content": "y" * 950}]})
+            for i in range(9)
+        ]
+        failed = await finished(t, (await create_from(t, await upload(t, big))).id)
+        assert failed.status == "failed" and failed.errors is not None
+        assert failed.errors.data[0].code == "storage_quota_exceeded"
+        assert await used_bytes(site, t) < 20_000
+
+
+async def test_an_anthropic_batch_ended_can_be_deleted_and_frees_its_bytes(
+    tmp_path: Path,
+) -> None:
+    async with running_site(tmp_path) as site:
+        t = await site.tenant()
+        params = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "x"}]}
+        made = await t.claude.messages.batches.create(
+            requests=[{"custom_id": "a", "params": params}]  # type: ignore[list-item]
+        )
+        while (
+            got := await t.claude.messages.batches.retrieve(made.id)
+        ).processing_status != "ended":
+            await asyncio.sleep(0.05)
+        assert got.request_counts.succeeded == 1
+        assert await used_bytes(site, t) > 0  # its result is kept for `results`
+        await t.claude.messages.batches.delete(made.id)
+        assert await used_bytes(site, t) == 0
+        other = await site.tenant()
+        with pytest.raises(Exception):
+            await other.claude.messages.batches.retrieve(made.id)
+
+
+async def create_from(t, file_id):  # type: ignore[no-untyped-def]
+    return await t.oai.batches.create(
+        input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+
+async def used_bytes(site, t) -> int:  # type: ignore[no-untyped-def]
+    from tokendock.storage.quota import StorageUsage
+
+    return await StorageUsage(site.services.accounts.store.engine).used(t.account_id)

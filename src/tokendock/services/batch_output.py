@@ -95,6 +95,7 @@ class Finalizer:
                 output = await self._file(batch, "output", lambda d: d.outcome == "succeeded")
             if batch.done - batch.succeeded:
                 errors = await self._file(batch, "error", lambda d: d.outcome != "succeeded")
+        await self._store.compact(batch.id, batch.account_id, keep_results=batch.api != "openai")
         status = final_status(batch)
         at = datetime.now(UTC)
         await self._store.move(

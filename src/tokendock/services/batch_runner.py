@@ -52,6 +52,7 @@ from tokendock.services.gate import Ticket
 from tokendock.services.pipeline import Call, Pipeline
 from tokendock.storage.accounts import KeyRow
 from tokendock.storage.batches import BatchRow, BatchStore, ClaimedLine
+from tokendock.storage.quota import QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class BatchRunner:
         max_lines: int = 50_000,
         max_line_bytes: int = 4 * 1024 * 1024,
         poll: float = POLL,
+        storage_limit: int | None = None,
     ):
         self._store = store
         self._pipeline = pipeline
@@ -107,6 +109,7 @@ class BatchRunner:
         self._max_lines = max_lines
         self._max_line = max_line_bytes
         self._poll = poll
+        self._storage_limit = storage_limit  # the account's quota: batch lines count in it
         self._inflight: dict[tuple[str, int], ClaimedLine] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._served: dict[int, float] = {}  # account → when its lines were last fed
@@ -317,7 +320,9 @@ class BatchRunner:
                 if checked.problems:
                     break
                 if good:
-                    await self._store.add_lines(batch.id, start, good)
+                    await self._store.add_lines(
+                        batch.id, batch.account_id, start, good, self._storage_limit
+                    )
                     start += len(good)
         except LineTooLong:
             checked.problem(
@@ -325,13 +330,20 @@ class BatchRunner:
                 f"Line {checked.count + 1} is longer than {self._max_line} bytes.",
                 checked.count + 1,
             )
+        except QuotaExceeded as exc:
+            checked.problem(
+                "storage_quota_exceeded",
+                f"The batch's requests would take the account past its storage quota "
+                f"({exc.limit} bytes): delete stored objects, or split the batch.",
+                None,
+            )
         except TokenDockError as exc:  # the input file is gone
             checked.problem(exc.code or "invalid_file", exc.message, None, "input_file_id")
         problems = checked.problems
         if not problems and checked.count == 0:
             checked.problem("empty_file", "The input file has no requests.", None)
         if problems:
-            await self._store.drop_lines(batch.id)
+            await self._store.drop_lines(batch.id, batch.account_id)
             errors = orjson.dumps({"object": "list", "data": [p.json() for p in problems]}).decode()
             await self._store.move(
                 batch.id,

@@ -19,8 +19,10 @@ import orjson
 
 from tokendock.errors import InvalidRequest, NotFound, TokenDockError
 from tokendock.services.batch_input import CUSTOM_ID
+from tokendock.services.storage import quota_exceeded
 from tokendock.storage.accounts import KeyRow
 from tokendock.storage.batches import BatchRow, BatchStore
+from tokendock.storage.quota import QuotaExceeded
 
 ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses")
 MESSAGES = "/v1/messages"
@@ -66,12 +68,14 @@ class Batches:
         window_seconds: int,
         max_lines: int,
         runner: Waker | None = None,
+        storage_limit: int | None = None,
     ):
         self.store = store
         self._files = files
         self._window = timedelta(seconds=window_seconds)
         self._max_lines = max_lines
         self.runner = runner
+        self._storage_limit = storage_limit  # the account's quota: batch lines count in it
 
     async def create(
         self,
@@ -137,8 +141,20 @@ class Batches:
             lines.append((custom_id, orjson.dumps(params).decode()))
         values = self._values(key, "anthropic", MESSAGES, None, "in_progress")
         values.update(total=len(lines), in_progress_at=values["created_at"])
-        await self.store.create(values, lines)
+        try:
+            await self.store.create(values, lines, limit=self._storage_limit)
+        except QuotaExceeded as exc:
+            raise quota_exceeded(exc.used, exc.limit) from None
         return await self._created(key, values["id"])
+
+    async def delete(self, key: KeyRow, batch_id: str, api: str) -> None:
+        """An ended batch and its results, their storage freed (Anthropic's delete). 404 for
+        another account's or a running batch."""
+        row = await self.get(key, batch_id, api)
+        if not await self.store.delete(key.account_id, row.id):
+            raise InvalidRequest(
+                "Only an ended batch can be deleted; cancel it first.", param="batch_id"
+            )
 
     async def get(self, key: KeyRow, batch_id: str, api: str) -> BatchRow:
         row = await self.store.get(key.account_id, batch_id, api)

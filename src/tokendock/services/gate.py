@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from types import TracebackType
 
 from tokendock.billing.ledger import Hold, Ledger, Settlement, UsageRow
-from tokendock.billing.records import LineResult
 from tokendock.billing.pricing import Price
+from tokendock.billing.records import LineResult
 from tokendock.catalog import ModelSpec
 from tokendock.errors import ModelNotAllowed, TokenDockError
 from tokendock.inference.backend import Bound, Tally

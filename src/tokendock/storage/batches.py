@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, or_, select, tuple_, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import LargeBinary, and_, cast, delete, func, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from tokendock.storage import quota
 from tokendock.storage.db import reader
 from tokendock.storage.tables import batch_lines as lines_t
 from tokendock.storage.tables import batches as t
@@ -135,25 +136,44 @@ class BatchStore:
 
     # -- the API's side -----------------------------------------------------------------
 
-    async def create(self, values: dict[str, Any], lines: Sequence[tuple[str, str]] = ()) -> None:
-        """A new batch; with `lines` ((custom_id, body) each), those too, in one transaction."""
+    async def create(
+        self,
+        values: dict[str, Any],
+        lines: Sequence[tuple[str, str]] = (),
+        *,
+        limit: int | None = None,
+    ) -> None:
+        """A new batch; with `lines` ((custom_id, body) each), those too, in one transaction —
+        their bytes counted in the account's storage (QuotaExceeded past `limit`)."""
         async with self._engine.begin() as conn:
             await conn.execute(insert(t).values(**values))
             for start in range(0, len(lines), INSERT_PAGE):
                 page = lines[start : start + INSERT_PAGE]
-                await conn.execute(
-                    insert(lines_t),
-                    [
-                        {
-                            "batch_id": values["id"],
-                            "line": start + i,
-                            "custom_id": cid,
-                            "body": body,
-                            "state": "pending",
-                        }
-                        for i, (cid, body) in enumerate(page)
-                    ],
-                )
+                await self._insert(conn, values["id"], values["account_id"], start, page, limit)
+
+    async def _insert(
+        self,
+        conn: AsyncConnection,
+        batch_id: str,
+        account_id: int,
+        start: int,
+        lines: Sequence[tuple[str, str]],
+        limit: int | None,
+    ) -> None:
+        await quota.add(conn, account_id, sum(quota.size_of(c, b) for c, b in lines), limit=limit)
+        await conn.execute(
+            insert(lines_t),
+            [
+                {
+                    "batch_id": batch_id,
+                    "line": start + i,
+                    "custom_id": cid,
+                    "body": body,
+                    "state": "pending",
+                }
+                for i, (cid, body) in enumerate(lines)
+            ],
+        )
 
     async def get(self, account_id: int, batch_id: str, api: str | None = None) -> BatchRow | None:
         query = select(t).where(t.c.id == batch_id, t.c.account_id == account_id)
@@ -284,26 +304,73 @@ class BatchStore:
         async with self._engine.begin() as conn:
             return (await conn.execute(query.values(**values))).rowcount == 1
 
-    async def add_lines(self, batch_id: str, start: int, lines: Sequence[tuple[str, str]]) -> None:
+    async def add_lines(
+        self,
+        batch_id: str,
+        account_id: int,
+        start: int,
+        lines: Sequence[tuple[str, str]],
+        limit: int | None,
+    ) -> None:
+        """Lines of a batch being validated, counted in the account's storage (QuotaExceeded
+        past `limit`: nothing of this page written)."""
         async with self._engine.begin() as conn:
-            await conn.execute(
-                insert(lines_t),
-                [
-                    {
-                        "batch_id": batch_id,
-                        "line": start + i,
-                        "custom_id": cid,
-                        "body": body,
-                        "state": "pending",
-                    }
-                    for i, (cid, body) in enumerate(lines)
-                ],
-            )
+            await self._insert(conn, batch_id, account_id, start, lines, limit)
 
-    async def drop_lines(self, batch_id: str) -> None:
-        """Lines a failed validation had inserted."""
+    async def drop_lines(self, batch_id: str, account_id: int) -> None:
+        """Lines a failed validation had inserted, and their bytes."""
         async with self._engine.begin() as conn:
+            size = await self._size(conn, batch_id, lines_t.c.custom_id, lines_t.c.body)
             await conn.execute(delete(lines_t).where(lines_t.c.batch_id == batch_id))
+            await quota.add(conn, account_id, -size)
+
+    async def compact(self, batch_id: str, account_id: int, *, keep_results: bool) -> None:
+        """A finished batch keeps what it is read for: its lines' bodies go (the input file
+        still holds them), and their results too unless kept (`keep_results`: Anthropic's
+        results are read from the lines; OpenAI's are in the output files, counted there).
+        The account's storage counts what stays: custom ids and kept results."""
+        async with self._engine.begin() as conn:
+            body = await self._size(conn, batch_id, lines_t.c.body)
+            results = await self._size(conn, batch_id, lines_t.c.result)
+            values: dict[str, Any] = {"body": ""}
+            if not keep_results:
+                values["result"] = None
+            await conn.execute(update(lines_t).where(lines_t.c.batch_id == batch_id).values(values))
+            await quota.add(conn, account_id, (results if keep_results else 0) - body)
+
+    async def delete(self, account_id: int, batch_id: str) -> bool:
+        """An ended batch and its lines, their bytes freed. False: no such ended batch."""
+        async with self._engine.begin() as conn:
+            ended = await conn.execute(
+                select(t.c.id).where(
+                    t.c.id == batch_id,
+                    t.c.account_id == account_id,
+                    t.c.status.in_(("completed", "failed", "expired", "cancelled")),
+                )
+            )
+            if ended.first() is None:
+                return False
+            size = await self._size(
+                conn, batch_id, lines_t.c.custom_id, lines_t.c.body, lines_t.c.result
+            )
+            await conn.execute(delete(lines_t).where(lines_t.c.batch_id == batch_id))
+            await conn.execute(delete(t).where(t.c.id == batch_id))
+            await quota.add(conn, account_id, -size)
+            return True
+
+    async def _size(self, conn: AsyncConnection, batch_id: str, *columns: Any) -> int:
+        """Σ UTF-8 bytes of these text columns over the batch's lines (NULL is 0)."""
+        if self._pg:
+            parts = [func.coalesce(func.octet_length(c), 0) for c in columns]
+        else:  # SQLite: length() of a BLOB counts bytes
+            parts = [func.coalesce(func.length(cast(c, LargeBinary)), 0) for c in columns]
+        total: Any = parts[0]
+        for part in parts[1:]:
+            total = total + part
+        got = await conn.execute(
+            select(func.coalesce(func.sum(total), 0)).where(lines_t.c.batch_id == batch_id)
+        )
+        return int(got.scalar_one())
 
     async def claim(self, batch_id: str, owner: str, n: int, until: datetime) -> list[ClaimedLine]:
         """Up to `n` lines of the batch nobody runs: pending ones, or running ones whose claim

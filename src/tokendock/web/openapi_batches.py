@@ -88,6 +88,9 @@ def paths(make: Make, anthropic: AnthropicMake) -> dict[str, dict[str, Operation
         },
         "/v1/messages/batches/{message_batch_id}": {
             "get": anthropic("Anthropic Message Batches: retrieve", "MessageBatch", None, msg),
+            "delete": anthropic(
+                "Anthropic Message Batches: delete an ended batch", "MessageBatchDeleted", None, msg
+            ),
         },
         "/v1/messages/batches/{message_batch_id}/cancel": {
             "post": anthropic("Anthropic Message Batches: cancel", "MessageBatch", None, msg),
@@ -189,6 +192,7 @@ def schemas() -> dict[str, Schema]:
             }
         ),
         "MessageBatch": message_batch,
+        "MessageBatchDeleted": obj({"id": STRING, "type": const("message_batch_deleted")}),
         "MessageBatchList": obj(
             {
                 "data": {"type": "array", "items": {"$ref": "#/components/schemas/MessageBatch"}},

@@ -214,6 +214,13 @@ async def cancel(request: Request, key: AnthropicKey, message_batch_id: str) -> 
     return JSONResponse(batch_object(request, row))
 
 
+@router.delete("/{message_batch_id}")
+async def delete(request: Request, key: AnthropicKey, message_batch_id: str) -> JSONResponse:
+    """An ended batch and its results go; its storage is freed."""
+    await batches_of(request).delete(key, message_batch_id, API)
+    return JSONResponse({"id": message_batch_id, "type": "message_batch_deleted"})
+
+
 @router.get("/{message_batch_id}/results")
 async def results(request: Request, key: AnthropicKey, message_batch_id: str) -> StreamingResponse:
     batches = batches_of(request)
