@@ -229,3 +229,19 @@ async def test_embeddings_and_responses_lines_answer_as_their_routes(tmp_path: P
         errors = await file_lines(t, done.error_file_id)
         assert errors["r1"]["response"]["body"]["error"]["param"] == "background"
         await site.settled_cleanly()
+
+
+async def test_an_input_file_over_200_mb_fails_the_batch(tmp_path: Path, monkeypatch: Any) -> None:
+    from tokendock.services import batches
+
+    monkeypatch.setattr(batches, "MAX_INPUT_BYTES", 100)  # what 200 MB is, for a test's file
+    async with running_site(tmp_path) as site:
+        t = await site.tenant()
+        batch = await t.oai.batches.create(
+            input_file_id=await upload(t, [line("a"), line("b")]),
+            endpoint="/v1/chat/completions",
+            completion_window="24h",
+        )
+        assert batch.status == "failed" and batch.errors is not None
+        assert batch.errors.data[0].code == "file_too_large"
+        assert (await finished(t, batch.id)).status == "failed"

@@ -84,7 +84,9 @@ class Checked:
             return None
         custom_id = item.get("custom_id")
         if not isinstance(custom_id, str) or not custom_id:
-            self.problem("missing_required_parameter", "custom_id is required.", number, "custom_id")
+            self.problem(
+                "missing_required_parameter", "custom_id is required.", number, "custom_id"
+            )
             return None
         if len(custom_id) > CUSTOM_ID_MAX:
             self.problem(

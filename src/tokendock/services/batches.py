@@ -28,6 +28,7 @@ ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/r
 MESSAGES = "/v1/messages"
 METADATA_PAIRS, METADATA_KEY, METADATA_VALUE = 16, 64, 512
 ANTHROPIC_MAX = 100_000
+MAX_INPUT_BYTES = 200_000_000  # OpenAI's bound on a batch's input file
 
 
 class Waker(Protocol):
@@ -108,6 +109,17 @@ class Batches:
             )
         values = self._values(key, "openai", endpoint, meta, "validating")
         values["input_file_id"] = input_file_id
+        if row.bytes > MAX_INPUT_BYTES:  # failed at once, as OpenAI's validation would
+            problem = {
+                "code": "file_too_large",
+                "message": f"A batch's input file may hold at most {MAX_INPUT_BYTES} bytes; "
+                f"this one has {row.bytes}. Split it into several batches.",
+                "param": "input_file_id",
+                "line": None,
+            }
+            errors = {"object": "list", "data": [problem]}
+            values.update(status="failed", failed_at=values["created_at"])
+            values["errors"] = orjson.dumps(errors).decode()
         await self.store.create(values)
         return await self._created(key, values["id"])
 
