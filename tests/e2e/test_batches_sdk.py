@@ -90,7 +90,9 @@ def check_once(client: openai.OpenAI, srv: Server, done: Any, n: int, email: str
     assert int(float(done.model_extra["cost"]) * 1_000_000) == money.charged(email)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+# PostgreSQL when the suite has it (its fenced settlement and SKIP LOCKED claims), else SQLite;
+# the SQLite fence is also tested in-process (tests/inprocess/test_batch_lifecycle.py).
+@pytest.mark.parametrize("backend", BACKENDS[-1:])
 def test_a_batch_survives_sigkill_and_runs_every_line_once(tmp_path: Path, backend: str) -> None:
     srv = start_server(tmp_path, env(tmp_path), backend=backend)
     try:
