@@ -5,16 +5,17 @@ One worker thread owns the context (llama.cpp contexts are not thread-safe). Eac
 1. admits queued jobs into free slots (slots.py: longest cached prefix first; the queue is fair
    between accounts — fair_queue.py), and drops jobs whose client went away (their slot is free
    for the next step). When every slot is busy and an account holding none waits, the account
-   holding the most gives one up (`_make_room`): that sequence goes back to the queue with what
-   it sampled and resumes later from its cached cells (all of them, when its slot was not
-   taken meanwhile: nothing is evaluated again). Batch lines (`Generation.background`) are
-   the lowest class: the queue hands them out only when no interactive job waits, and they
-   give their slots up first, to interactive jobs only; among themselves, the same rule;
+   holding the most gives one up (`_make_room`, priority.py): that sequence goes back to the
+   queue with what it sampled and resumes later from its cached cells (all of them, when its
+   slot was not taken meanwhile: nothing is evaluated again). Batch lines
+   (`Generation.background`) are the lowest class: the queue hands them out only when no
+   interactive job waits, and they give their slots up first, to interactive jobs only; among
+   themselves, the same rule;
 2. builds ONE batch: the last sampled token of every generating sequence, then prompt tokens of
    sequences still being prefilled, interactive ones first, then shortest prompt first, in
    chunks (`prefill_budget`: small beside another account's stream, so a long prompt never
    stalls it for more than a short step; a batch line's prompt beside any interactive stream is
-   budgeted so too — `lane_budgets`);
+   budgeted so too — rows.py);
 3. calls `llama_decode` once, and samples each sequence's next token from its own row of logits
    with its own picker (sampling parameters, seed, grammar, logprobs — picker.py).
 
@@ -40,31 +41,27 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Sequence
 
 from tokendock.errors import GenerationFailed, ModelNotReady
 from tokendock.inference.engine.base import Finished, PromptScored
 from tokendock.inference.engine.batch import Batch
 from tokendock.inference.engine.job import Job
 from tokendock.inference.engine.picker import Picker
+from tokendock.inference.engine.priority import set_aside
+from tokendock.inference.engine.rows import step_rows
 from tokendock.inference.engine.sequence import (
     MIN_CHUNK,
-    PROMPT_SCORE_BATCH,
     STEP_LIMIT,
     Model,
     Seq,
-    chunk,
     first_entry,
     hand_over,
-    lane_budgets,
     new_picker,
     same_prompt,
     score_rows,
     scored_prompt,
     step_timeout,
     take,
-    victim,
-    yielding,
 )
 from tokendock.inference.engine.slots import Slot, plan
 from tokendock.inference.engine.stops import StopScanner
@@ -217,34 +214,10 @@ class Scheduler:
         self.running.append(seq)
 
     def _make_room(self) -> None:
-        """Every slot is busy and someone waits: make room, the lowest class first.
-        - Interactive jobs wait: running batch lines give up slots (one per waiting job, the
-          cheapest to resume: `yielding`). Only when no batch line runs does an interactive
-          account holding none get one from the account holding the most (at least two) —
-          its generating sequence with the shortest context (`victim`).
-        - Only batch lines wait: the same fairness rule among batch lines alone; a batch line
-          never takes an interactive sequence's slot.
-        The sequence set aside goes back to the queue with what it sampled and resumes later
-        from its cells. So no account waits for another's whole burst or `n`, and a batch
-        never delays an interactive request by more than a step."""
+        """Every slot is busy: the sequences `priority.set_aside` names give theirs up."""
         if any(not s.busy for s in self.slots):
             return
-        jobs = self._jobs
-        running = self.running
-        wanted = jobs.waiting(_live)
-        seq: Seq | None = None
-        if wanted:
-            if any(s.job.gen.background for s in running):
-                for seq in yielding(running, wanted):
-                    self._preempt(seq)
-                return
-            owners = jobs.waiting_owners(_live)
-            seq = victim(running, owners) if owners else None
-        else:
-            owners = jobs.waiting_owners(_live, background=True)
-            batch = [s for s in running if s.job.gen.background]
-            seq = victim(batch, owners) if owners else None
-        if seq is not None:
+        for seq in set_aside(self.running, self._jobs):
             self._preempt(seq)
 
     def _preempt(self, seq: Seq) -> None:
@@ -285,7 +258,7 @@ class Scheduler:
         # Rows go into the batch in sequence-id order (`rows`): llama.cpp splits a batch over
         # per-sequence KV cells into one pass per run of consecutive sequence ids, so any other
         # order would cost a whole forward pass per run.
-        for seq, tokens, start, mode in self._rows(running, batch.room):
+        for seq, tokens, start, mode in step_rows(running, batch.room):
             first = batch.add(seq.slot.seq, tokens, start, logits=mode)
             if seq.next is not None:
                 seq.row = first
@@ -311,44 +284,6 @@ class Scheduler:
                 log.exception("generation failed for model %s", self.model_id)
                 self._fail(seq, exc)
         self._count(sampled)
-
-    def _rows(self, running: list[Seq], room: int) -> list[tuple[Seq, Sequence[int], int, str]]:
-        """This step's rows, in sequence-id order: the last sampled token of every generating
-        sequence, and prompt chunks of sequences still being prefilled — the shortest prompts
-        first (a short request never waits behind long prompts), within `prefill_budget`."""
-        rows: list[tuple[Seq, Sequence[int], int, str]] = []
-        for seq in running:
-            if seq.next is not None:
-                rows.append((seq, (seq.next,), len(seq.slot.cells), "last"))
-        room -= len(rows)
-        # Interactive prompts first, then batch lines'; within each, the shortest first.
-        prefilling = sorted(
-            (seq for seq in running if seq.prefilling),
-            key=lambda s: (s.job.gen.background, len(s.prompt) - s.todo),
-        )
-        total, batch = lane_budgets(running, prefilling)
-        budget = min(room, total)
-        # Rows of logits for prompts being scored, this step (the context has room for these
-        # plus one row per sequence).
-        scores = PROMPT_SCORE_BATCH
-        for seq in prefilling:
-            if budget <= 0:
-                break
-            scoring, background = seq.scoring, seq.job.gen.background
-            most = min(budget, batch) if background else budget
-            n = chunk(len(seq.prompt) - seq.todo, min(most, scores) if scoring else most)
-            if n == 0:
-                continue
-            done = seq.todo + n == len(seq.prompt)
-            mode = "all" if scoring else "last" if done else "none"
-            rows.append((seq, seq.prompt[seq.todo : seq.todo + n], seq.todo, mode))
-            budget -= n
-            if background:
-                batch -= n
-            if scoring:
-                scores -= n
-        rows.sort(key=lambda r: r[0].slot.seq)
-        return rows
 
     def _prefilled(self, seq: Seq) -> int:
         first, n = seq.chunk
@@ -464,7 +399,3 @@ class Scheduler:
 
 def _claimed_not(job: Job) -> bool:
     return not job.start()
-
-
-def _live(job: Job) -> bool:
-    return not job.cancelled.is_set()

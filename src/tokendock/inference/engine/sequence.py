@@ -5,7 +5,6 @@ prompt sharing its evaluation (`same_prompt`), and the step watchdog's limit and
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,25 +138,6 @@ def step_timeout(took: float, limit: float = STEP_LIMIT) -> GenerationFailed:
     return error
 
 
-def victim(running: Sequence[Seq], waiting: set[str]) -> Seq | None:
-    """Who gives up a slot for an owner waiting with none (every slot busy): the owner holding
-    the most (at least two) gives its generating sequence with the shortest context. (The
-    scheduler asks within one class: interactive sequences for interactive owners, batch lines
-    for batch owners.)"""
-    if not running:
-        return None
-    holders = Counter(seq.job.gen.owner for seq in running)
-    if all(owner in holders for owner in waiting):
-        return None
-    owner, held = holders.most_common(1)[0]
-    if held < 2:
-        return None
-    victims = [
-        s for s in running if s.job.gen.owner == owner and s.next is not None and not s.followers
-    ]
-    return min(victims, key=lambda s: len(s.prompt) + s.produced) if victims else None
-
-
 def new_picker(m: Model, job: Job) -> Picker:
     gen = job.gen
     return Picker(
@@ -247,29 +227,3 @@ def prefill_budget(running: list[Seq], prefilling: list[Seq]) -> int:
     if any(owner != seq.job.gen.owner for seq in prefilling for owner in decoding):
         return PREFILL_SHARED
     return PREFILL_CHUNK
-
-
-def lane_budgets(running: list[Seq], prefilling: list[Seq]) -> tuple[int, int]:
-    """Prompt tokens this step may evaluate: in all, and for batch lines' prompts at most.
-    Interactive prompts are budgeted among interactive sequences alone (a batch line's stream
-    never shrinks them); a batch line's prompt beside an interactive stream is budgeted like
-    another account's (small chunks: it never stalls that stream), else among batch lines."""
-    interactive = [seq for seq in running if not seq.job.gen.background]
-    batch = [seq for seq in running if seq.job.gen.background]
-    total = prefill_budget(interactive, [seq for seq in prefilling if not seq.job.gen.background])
-    if any(seq.next is not None for seq in interactive):
-        return total, PREFILL_SHARED
-    return total, prefill_budget(batch, [seq for seq in prefilling if seq.job.gen.background])
-
-
-def yielding(running: Sequence[Seq], wanted: int) -> list[Seq]:
-    """Batch lines that give up their slots to `wanted` waiting interactive jobs: those whose
-    resume costs least (fewest cells to evaluate again should their slot be taken). A choice
-    leading or following another (they share a prompt's cells) or scoring its prompt stays."""
-    batch = [
-        seq
-        for seq in running
-        if seq.job.gen.background and seq.leader is None and not seq.followers and not seq.scoring
-    ]
-    batch.sort(key=lambda seq: len(seq.slot.cells))
-    return batch[:wanted]
