@@ -169,10 +169,15 @@ def anthropic_error_of(resp: Any) -> dict[str, Any]:
 
 @asynccontextmanager
 async def running_site(
-    tmp_path: Path, settings: dict[str, Any] | None = None, backend: FakeBackend | None = None
+    tmp_path: Path,
+    settings: dict[str, Any] | None = None,
+    backend: FakeBackend | None = None,
+    *,
+    url: str | None = None,
 ) -> AsyncIterator[Site]:
-    """The app with its lifespan entered (as `tokendock serve` runs it) and clients on it."""
-    url = await migrated(tmp_path)
+    """The app with its lifespan entered (as `tokendock serve` runs it) and clients on it;
+    `url`: an existing database (a restart), else a fresh one."""
+    url = url or await migrated(tmp_path)
     config = Settings(data_dir=tmp_path, database_url=url, rate_tiers={}, **(settings or {}))
     chat = backend or FakeBackend()
     embed = FakeBackend(spec(EMBED, task="embedding"))

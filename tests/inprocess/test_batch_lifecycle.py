@@ -11,11 +11,15 @@ from pathlib import Path
 import anthropic
 import orjson
 import pytest
+from sqlalchemy import select
 
+from tests.inprocess.conftest import GRANT
 from tests.inprocess.fake_backend import FakeBackend, Script
 from tests.inprocess.site import MODEL, running_site
 from tests.inprocess.test_batches import file_lines, finished, line, upload
 from tokendock.billing.records import LineResult
+from tokendock.storage.db import create_engine
+from tokendock.storage.tables import accounts, batch_lines, usage_records
 
 pytestmark = pytest.mark.asyncio
 
@@ -229,3 +233,30 @@ async def used_bytes(site, t) -> int:  # type: ignore[no-untyped-def]
     from tokendock.storage.quota import StorageUsage
 
     return await StorageUsage(site.services.accounts.store.engine).used(t.account_id)
+
+
+async def test_a_server_stopping_gives_its_lines_back_unbilled(tmp_path: Path) -> None:
+    backend, _hold = held_backend()
+    settings = {"batch_concurrency": 2}
+    async with running_site(tmp_path, settings, backend=backend) as site:
+        t = await site.tenant()
+        batch = await create(t, [line(f"r{i}") for i in range(4)])
+        await backend.held(0)
+        await backend.held(1)
+        url = str(site.services.accounts.store.engine.url)
+    # Stopped mid-line: nothing charged, no usage row, the lines pending again.
+    engine = create_engine(url)
+    async with engine.connect() as conn:
+        states = (await conn.execute(select(batch_lines.c.state))).scalars().all()
+        usage = (await conn.execute(select(usage_records.c.id))).all()
+        balance = (await conn.execute(select(accounts.c.balance))).scalars().all()
+    await engine.dispose()
+    assert sorted(states) == ["pending"] * 4 and usage == [] and balance == [GRANT]
+    async with running_site(tmp_path, settings, url=url) as again:
+        t.oai, t.claude = again.clients(t.key)
+        done = await finished(t, batch.id)  # the restarted runner (scripted: no hold) ends it
+        assert done.status == "completed" and done.request_counts is not None
+        assert done.request_counts.completed == 4
+        assert len(await again.usage(t)) == 4
+        assert await again.balance(t) == GRANT - 4 * 7
+        await again.settled_cleanly()
