@@ -281,3 +281,25 @@ async def test_another_accounts_job_clears_the_slot_and_the_line_evaluates_its_c
     for a, job in zip(alone, jobs, strict=True):
         same_up_to_near_ties(a, await events_of(job))
     assert [job.gen.meter.tokens for job in jobs] == [32, 32]
+
+
+async def test_batch_lines_can_pause_beside_interactive_streams(by_hand: LlamaEngine) -> None:
+    """`Scheduler.batch_rows = 0`: a batch line keeps its slot and its token but decodes
+    nothing while an interactive sequence runs, then goes on with the tokens it gets alone."""
+    engine = by_hand
+    sched = scheduler(engine)
+    prompt = await ask(engine, "Write a poem about the river.")
+    (job,) = engine.submit([line(prompt, 32)], BATCH)
+    await drive(sched, functools.partial(finished, job))
+    alone = await events_of(job)
+    sched.batch_rows = 0
+    (job,) = engine.submit([line(prompt, 32)], BATCH)
+    await drive(sched, lambda: job.gen.meter.tokens >= 8)
+    made = job.gen.meter.tokens
+    other = await ask(engine, "Count to five.")
+    (live,) = engine.submit([Generation(other, 6, sampling=ENDLESS, owner=LIVE)], LIVE)
+    await drive(sched, functools.partial(finished, live))
+    assert live.gen.meter.tokens == 6 and sched.preempted == 0  # a slot was free
+    assert job.gen.meter.tokens == made  # paused all along
+    await drive(sched, functools.partial(finished, job))
+    assert await events_of(job) == alone

@@ -20,13 +20,16 @@ from tokendock.inference.engine.sequence import (
 Row: TypeAlias = tuple[Seq, Sequence[int], int, str]
 
 
-def step_rows(running: list[Seq], room: int) -> list[Row]:
+def step_rows(running: list[Seq], room: int, batch_rows: int | None = None) -> list[Row]:
     """This step's rows, in sequence-id order: the last sampled token of every generating
     sequence, and prompt chunks of sequences still being prefilled — the shortest prompts
-    first (a short request never waits behind long prompts), within `prefill_budget`."""
+    first (a short request never waits behind long prompts), within `prefill_budget`.
+    `batch_rows`: beside any interactive sequence, at most this many batch lines decode (those
+    that waited longest for a row); the others keep their slot and their token for later."""
     rows: list[Row] = []
+    paused = _paused(running, batch_rows)
     for seq in running:
-        if seq.next is not None:
+        if seq.next is not None and seq not in paused:
             rows.append((seq, (seq.next,), len(seq.slot.cells), "last"))
     room -= len(rows)
     # Interactive prompts first, then batch lines'; within each, the shortest first.
@@ -35,6 +38,8 @@ def step_rows(running: list[Seq], room: int) -> list[Row]:
         key=lambda s: (s.job.gen.background, len(s.prompt) - s.todo),
     )
     total, batch = lane_budgets(running, prefilling)
+    if batch_rows == 0 and any(not seq.job.gen.background for seq in running):
+        batch = 0  # batch lines pause: their prompts too
     budget = min(room, total)
     # Rows of logits for prompts being scored, this step (the context has room for these
     # plus one row per sequence).
@@ -70,3 +75,12 @@ def lane_budgets(running: list[Seq], prefilling: list[Seq]) -> tuple[int, int]:
     if any(seq.next is not None for seq in interactive):
         return total, PREFILL_SHARED
     return total, prefill_budget(batch, [seq for seq in prefilling if seq.job.gen.background])
+
+
+def _paused(running: list[Seq], batch_rows: int | None) -> set[Seq]:
+    """Generating batch lines that get no row this step (see `step_rows`)."""
+    if batch_rows is None or all(seq.job.gen.background for seq in running):
+        return set()
+    batch = [seq for seq in running if seq.job.gen.background and seq.next is not None]
+    batch.sort(key=lambda seq: seq.rowed)
+    return set(batch[batch_rows:])

@@ -103,6 +103,10 @@ class Scheduler:
         # The watchdog's clock (this thread's CPU time) and limit; tests inject their own.
         self.clock = time.thread_time
         self.step_limit = STEP_LIMIT
+        # Batch lines decoded per step beside interactive sequences (None: all of them; 0:
+        # they pause while any interactive sequence runs). On a CPU each row costs a step
+        # time, so every batch row slows the interactive streams beside it (rows.py).
+        self.batch_rows: int | None = None
         self.tokens_per_second = 0.0
         self.seconds_per_job = 0.0
         self._last_step = 0.0
@@ -258,10 +262,10 @@ class Scheduler:
         # Rows go into the batch in sequence-id order (`rows`): llama.cpp splits a batch over
         # per-sequence KV cells into one pass per run of consecutive sequence ids, so any other
         # order would cost a whole forward pass per run.
-        for seq, tokens, start, mode in step_rows(running, batch.room):
+        for seq, tokens, start, mode in step_rows(running, batch.room, self.batch_rows):
             first = batch.add(seq.slot.seq, tokens, start, logits=mode)
             if seq.next is not None:
-                seq.row = first
+                seq.row, seq.rowed = first, self.steps
             else:
                 seq.chunk = (first, len(tokens))
         if batch.size == 0:

@@ -67,6 +67,7 @@ class Seq:
     scoring: bool = False  # the prompt's logprobs were asked for (echo): logits on every row
     scored: list[TokenLogprob] = field(default_factory=list)
     admitted: float = 0.0
+    rowed: int = 0  # the step that last decoded its token (batch lines take turns by it)
 
     @property
     def prefilling(self) -> bool:
