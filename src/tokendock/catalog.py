@@ -189,6 +189,14 @@ class ModelSpec(BaseModel):
         "sequence's tokens do not depend on what is decoded beside it (up to near ties); about "
         "13 % slower per step on CPU. Off: flash attention (what llama.cpp's server uses).",
     )
+    batch_rows: int = Field(
+        0,
+        ge=0,
+        description="Embedded engine: batch lines decoded per step beside interactive "
+        "sequences (the others keep their slots and wait; `slots` or more: no cap). 0, the "
+        "default: batch lines use only the steps no interactive sequence needs, since on a CPU "
+        "every extra row slows each interactive stream (docs/benchmarks.md, Batches).",
+    )
     max_queue: int = Field(
         256,
         ge=0,

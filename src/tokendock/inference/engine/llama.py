@@ -189,6 +189,8 @@ class LlamaEngine:
             context_length=spec.context_length,
             batch_size=params.n_batch,
         )
+        # Batch lines beside interactive ones (catalog `batch_rows`; the slot count: no cap).
+        self._scheduler.batch_rows = spec.batch_rows if spec.batch_rows < spec.slots else None
 
     async def close(self) -> None:
         if self._thread is not None:
