@@ -100,7 +100,9 @@ class EmbeddingRun:
 
     async def events(self) -> AsyncIterator[Embedding]:
         self._submitted = True
-        vectors: Vectors = await self._embedder.embed(self._inputs, self._owner, self._meter)
+        vectors: Vectors = await self._embedder.embed(
+            self._inputs, self._owner, self._meter, background=self._req.background
+        )
         dimensions = self._req.dimensions
         if dimensions is not None and dimensions < vectors.shape[1]:
             vectors = truncate(vectors, dimensions)

@@ -51,6 +51,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[Vectors]
     done_inputs: int = 0
+    background: bool = False  # a batch line's: the lowest priority (FairQueue's lane)
     cancelled: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -191,17 +192,25 @@ class LlamaEmbedder:
 
     # -- vectors -----------------------------------------------------------------------------
 
-    async def embed(self, inputs: Sequence[Sequence[int]], owner: str, meter: Meter) -> Vectors:
+    async def embed(
+        self,
+        inputs: Sequence[Sequence[int]],
+        owner: str,
+        meter: Meter,
+        *,
+        background: bool = False,
+    ) -> Vectors:
         """One normalized vector per input (each at most `max_input_tokens` long), in order.
         Cancelling stops the work after the batch under way; `meter.done` is set once the
-        engine is done with the job (whatever happened)."""
+        engine is done with the job (whatever happened). `background`: a batch line's — it
+        runs only when no interactive job waits, and yields to one between its batches."""
         if self._llm is None:
             meter.done.set()
         self._require_ready()
         loop = asyncio.get_running_loop()
         out = np.empty((len(inputs), self._dimensions), dtype=np.float32)
-        job = _Job(inputs, owner, out, meter, loop, loop.create_future())
-        if not self._jobs.put(owner, job):
+        job = _Job(inputs, owner, out, meter, loop, loop.create_future(), background=background)
+        if not self._jobs.put(owner, job, background=background):
             meter.done.set()
             raise ModelNotReady(f"The model '{self.model_id}' is shutting down.")
         try:
@@ -219,7 +228,7 @@ class LlamaEmbedder:
                 continue
             if finished:
                 job.finish(job.out)
-            elif not self._jobs.put(job.owner, job, front=True):
+            elif not self._jobs.put(job.owner, job, front=True, background=job.background):
                 job.finish(ModelNotReady(f"The model '{self.model_id}' is shutting down."))
 
     def _run(self, job: _Job) -> bool:
@@ -250,9 +259,16 @@ class LlamaEmbedder:
             _normalize(out[first:end])
             job.done_inputs = end
             job.meter.tokens += tokens
-            if end < len(inputs) and self._jobs.others_waiting(job.owner, _live):
+            if end < len(inputs) and self._yields(job):
                 return False
         return True
+
+    def _yields(self, job: _Job) -> bool:
+        """Between its batches a job gives way: a batch line's to any interactive job, an
+        interactive one to another account's interactive job."""
+        if job.background:
+            return self._jobs.waiting(_live) > 0
+        return bool(self._jobs.waiting_owners(_live) - {job.owner})
 
 
 def _live(job: _Job) -> bool:
