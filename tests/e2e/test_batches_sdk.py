@@ -150,5 +150,3 @@ def hold_owners(database_url: str) -> list[str]:
             await engine.dispose()
 
     return asyncio.run(run())
-
-
