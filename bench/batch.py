@@ -17,9 +17,11 @@ admin's key (rate limits lifted).
    and 16, then all of them at the best of the three (tokens/s).
 3. Mixed: the same batch again while an interactive client streams counting answers (64 tokens)
    at concurrency 2 from the moment the batch is `in_progress` until it ends; then that client
-   alone for as many requests. Targets: interactive TTFT p95 with the batch ≤ 1.25× without,
-   median per-stream decode tokens/s ≥ 0.8× without, and the mixed run's aggregate tokens/s
-   (batch + interactive completion tokens over the run's wall time) ≥ 0.8× the batch alone's.
+   alone for as many requests (at most 100). The mixed batch is cancelled when it runs longer
+   than max(60 s, 1.5 × the batch alone's wall time) (its done lines are counted). Targets:
+   interactive TTFT p95 with the batch ≤ 1.25× without, median per-stream decode tokens/s
+   ≥ 0.8× without, and the mixed run's aggregate tokens/s (batch + interactive completion
+   tokens over the run's wall time) ≥ 0.8× the batch alone's.
 4. Upstream: interactive requests to `mock-chat` at concurrency 4 alone, then a
    `--upstream-lines` batch on it while the same client runs: the mock's peak of batch lines in
    flight (target ≤ max_concurrency × batch_share = 4) and the interactive latency p95 (target
@@ -35,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -74,6 +77,8 @@ UPSTREAM_MODEL = "mock-chat"
 UPSTREAM_CAP = 8  # the mock deployment's max_concurrency
 BATCH_SHARE = 0.5  # the catalog's default batch_share
 UPSTREAM_DELAY_MS = 200
+DEADLINE_FACTOR = 1.5  # the mixed batch may take this times the batch alone's wall time
+ALONE_CAP = 100  # streams of the interactive client alone, at most
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,7 @@ class Plan:
     upstream_lines: int = 200
     upstream_probe: int = 40
     upstream_concurrency: int = 4
+    min_deadline: float = 60.0  # the mixed batch is cancelled after max(this, 1.5 × alone)
     smoke: bool = False
 
 
@@ -146,9 +152,9 @@ async def interactive_sweep(td: TokenDock, plan: Plan) -> dict[str, Any]:
     return {"probes": rows, "full": full}
 
 
-async def mixed(td: TokenDock, plan: Plan) -> dict[str, Any]:
-    """The batch again with streams at `mixed_concurrency` while it runs; then the streams
-    alone, as many requests."""
+async def mixed(td: TokenDock, plan: Plan, deadline: float) -> dict[str, Any]:
+    """The batch again with streams at `mixed_concurrency` while it runs (cancelled after
+    `deadline` seconds); then the streams alone, as many requests (at most ALONE_CAP)."""
     client = client_for(td.base_url, td.key)
     running, stop_streams = asyncio.Event(), asyncio.Event()
 
@@ -160,13 +166,17 @@ async def mixed(td: TokenDock, plan: Plan) -> dict[str, Any]:
 
     task = asyncio.create_task(streams())
     data = batch_file(plan.lines, MODEL, plan.max_tokens)
-    run = await run_batch(client, data, plan.lines, running=running)
+    run = await run_batch(client, data, plan.lines, running, deadline)
     running.set()
     stop_streams.set()
     during = await task
     log(f"mixed batch: {batch_report.batch_line(run)}; {len(during)} streams during it")
     alone = await stream_loop(
-        client, MODEL, plan.mixed_concurrency, plan.stream_tokens, count=max(len(during), 1)
+        client,
+        MODEL,
+        plan.mixed_concurrency,
+        plan.stream_tokens,
+        count=min(max(len(during), 1), ALONE_CAP),
     )
     return {
         "batch": batch_dict(run),
@@ -194,7 +204,7 @@ async def upstream(td: TokenDock, plan: Plan, stats_url: str) -> dict[str, Any]:
 
         task = asyncio.create_task(interactive())
         data = batch_file(plan.upstream_lines, UPSTREAM_MODEL, plan.max_tokens, BATCH_MARK.decode())
-        run = await run_batch(client, data, plan.upstream_lines, running=running)
+        run = await run_batch(client, data, plan.upstream_lines, running, plan.min_deadline * 2)
         running.set()
         stop_plain.set()
         during = await task
@@ -227,7 +237,9 @@ def run_all(plan: Plan, tmp: Path) -> dict[str, Any]:
         out: dict[str, Any] = {"machine": facts, "plan": asdict(plan)}
         out["alone"] = run_async(batch_alone(td, plan))
         out["interactive"] = run_async(interactive_sweep(td, plan))
-        out["mixed"] = run_async(mixed(td, plan))
+        deadline = max(plan.min_deadline, DEADLINE_FACTOR * out["alone"]["wall"])
+        out["mixed"] = run_async(mixed(td, plan, deadline))
+        out["mixed"]["deadline"] = deadline
         stats = f"http://127.0.0.1:{port}/batch-stats"
         out["upstream"] = run_async(upstream(td, plan, stats))
         out["seconds"] = time.monotonic() - t0
@@ -254,6 +266,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM (a timeout, make interrupted) unwinds like an error: the servers are stopped
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.smoke:
         plan = Plan(
             lines=6,
@@ -263,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
             stream_tokens=16,
             upstream_lines=6,
             upstream_probe=8,
+            min_deadline=12.0,
             smoke=True,
         )
     else:

@@ -94,6 +94,7 @@ class BatchRun:
     completion_tokens: int = 0
     cached_tokens: int = 0
     errors: list[str] = field(default_factory=list)
+    cut: bool = False  # cancelled by the bench at its deadline
 
     @property
     def wall(self) -> float:
@@ -128,10 +129,16 @@ def read_output(run: BatchRun, text: str) -> None:
 
 
 async def run_batch(
-    client: AsyncOpenAI, data: bytes, lines: int, running: asyncio.Event | None = None
+    client: AsyncOpenAI,
+    data: bytes,
+    lines: int,
+    running: asyncio.Event | None = None,
+    deadline: float | None = None,
 ) -> BatchRun:
     """Upload `data`, run it as one batch, wait for its end and read its output. `running` is
-    set when a poll sees the batch `in_progress` (or already over)."""
+    set when a poll sees the batch `in_progress` (or already over). A batch still running
+    `deadline` seconds after its creation is cancelled (`batches.cancel`; its output then holds
+    the lines done so far) so that a bench run stays bounded."""
     run = BatchRun(lines)
     upload = await client.files.create(file=("bench.jsonl", data), purpose="batch")
     run.started = time.monotonic()
@@ -143,6 +150,10 @@ async def run_batch(
         batch = await client.batches.retrieve(batch.id)
         if running is not None and batch.status != "validating":
             running.set()
+        late = deadline is not None and time.monotonic() - run.started > deadline
+        if late and not run.cut and batch.status in ("validating", "in_progress"):
+            run.cut = True
+            batch = await client.batches.cancel(batch.id)
     run.ended, run.status = time.monotonic(), batch.status
     if batch.output_file_id:
         read_output(run, (await client.files.content(batch.output_file_id)).text)

@@ -162,8 +162,8 @@ def engine_tables(r: dict[str, Any]) -> list[str]:
         "",
         f"Interactive streams at concurrency {r['plan']['mixed_concurrency']} "
         f"({r['plan']['stream_tokens']}-token counting answers), while the batch ran and alone "
-        "(as many requests); decode tokens/s = (completion tokens − 1) / (last chunk − first "
-        "chunk with text), per stream:",
+        "(as many requests, at most 100); decode tokens/s = (completion tokens − 1) / "
+        "(last chunk − first chunk with text), per stream:",
         "",
         "| interactive | requests | errors | TTFT p50 (ms) | TTFT p95 (ms) | decode tok/s median "
         "| decode tok/s p5 |",
@@ -207,6 +207,12 @@ def section(r: dict[str, Any], args: str) -> str:
     lines += ["| target | measured | verdict |", "|---|---:|---|"]
     lines += [f"| {what} | {fmt(value, 2)} | {v} |" for what, value, v in targets(r)]
     notes = [f"ledger verify (after the server stopped): exit {r['ledger_verify'][0]}", r["log"]]
+    mb = r["mixed"]["batch"]
+    if mb["cut"]:
+        notes.insert(0, f"the mixed batch was cancelled by the bench at its deadline "
+                     f"({r['mixed']['deadline']:.0f} s = max(60 s, 1.5 × the batch alone's wall "
+                     f"time)): {mb['succeeded']} of {mb['lines']} lines were done; its rows "
+                     "above count those only")  # fmt: skip
     for name, run in (("batch alone", r["alone"]), ("mixed batch", r["mixed"]["batch"])):
         if run["errors"]:
             notes.append(f"{name} errors: {run['errors'][:2]}")
