@@ -164,11 +164,17 @@ async def mixed(td: TokenDock, plan: Plan, deadline: float) -> dict[str, Any]:
             client, MODEL, plan.mixed_concurrency, plan.stream_tokens, stop=stop_streams
         )
 
+    async def cut_streams() -> None:  # at the deadline: a cancelled batch's lines must end
+        await asyncio.sleep(deadline)
+        stop_streams.set()
+
     task = asyncio.create_task(streams())
+    cutter = asyncio.create_task(cut_streams())
     data = batch_file(plan.lines, MODEL, plan.max_tokens)
     run = await run_batch(client, data, plan.lines, running, deadline)
     running.set()
     stop_streams.set()
+    cutter.cancel()
     during = await task
     log(f"mixed batch: {batch_report.batch_line(run)}; {len(during)} streams during it")
     alone = await stream_loop(
