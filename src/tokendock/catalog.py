@@ -190,12 +190,13 @@ class ModelSpec(BaseModel):
         "13 % slower per step on CPU. Off: flash attention (what llama.cpp's server uses).",
     )
     batch_rows: int = Field(
-        0,
+        1,
         ge=0,
         description="Embedded engine: batch lines decoded per step beside interactive "
-        "sequences (the others keep their slots and wait; `slots` or more: no cap). 0, the "
-        "default: batch lines use only the steps no interactive sequence needs, since on a CPU "
-        "every extra row slows each interactive stream (docs/benchmarks.md, Batches).",
+        "sequences (the others keep their slots and wait; `slots` or more: no cap). On a CPU "
+        "every extra row of a step slows each interactive stream; 0 keeps streams at full "
+        "speed but starves batches under steady interactive load; 1 (default) keeps batches "
+        "moving (docs/benchmarks.md, Batches).",
     )
     max_queue: int = Field(
         256,
