@@ -412,16 +412,7 @@ class BatchStore:
             return
         async with self._engine.begin() as conn:
             for c in claims:
-                await conn.execute(
-                    update(lines_t)
-                    .where(
-                        lines_t.c.batch_id == c.batch_id,
-                        lines_t.c.line == c.line,
-                        lines_t.c.lease == c.lease,
-                        lines_t.c.state == "running",
-                    )
-                    .values(lease_until=until)
-                )
+                await conn.execute(update(lines_t).where(*_held(c)).values(lease_until=until))
 
     async def write_result(self, claim: ClaimedLine, outcome: str, result: str) -> bool:
         """A line's result without a settlement (it never reached admission), fenced by its
@@ -429,12 +420,7 @@ class BatchStore:
         async with self._engine.begin() as conn:
             done = await conn.execute(
                 update(lines_t)
-                .where(
-                    lines_t.c.batch_id == claim.batch_id,
-                    lines_t.c.line == claim.line,
-                    lines_t.c.lease == claim.lease,
-                    lines_t.c.state == "running",
-                )
+                .where(*_held(claim))
                 .values(
                     state="done", outcome=outcome, result=result, lease_owner=None, lease_until=None
                 )
@@ -480,12 +466,7 @@ class BatchStore:
             for c in claims:
                 await conn.execute(
                     update(lines_t)
-                    .where(
-                        lines_t.c.batch_id == c.batch_id,
-                        lines_t.c.line == c.line,
-                        lines_t.c.lease == c.lease,
-                        lines_t.c.state == "running",
-                    )
+                    .where(*_held(c))
                     .values(
                         state="pending",
                         lease=lines_t.c.lease + 1,
@@ -510,3 +491,13 @@ def _count(batch_id: str, outcome: str, n: int) -> Any:
         outcome, t.c.expired
     )
     return update(t).where(t.c.id == batch_id).values({column.name: column + n})
+
+
+def _held(claim: ClaimedLine) -> tuple[Any, ...]:
+    """The line of `claim`, while that claim still holds it (its lease, still running)."""
+    return (
+        lines_t.c.batch_id == claim.batch_id,
+        lines_t.c.line == claim.line,
+        lines_t.c.lease == claim.lease,
+        lines_t.c.state == "running",
+    )
