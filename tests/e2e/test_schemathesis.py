@@ -165,6 +165,8 @@ def aim(case: Case[Any], use_model: bool, cheap: bool) -> None:
     if use_model and pool and "completion_id" in (case.path_parameters or {}):
         case.path_parameters["completion_id"] = pool.pop() if pool is STORED["delete"] else pool[0]
     body: Any = case.body
+    if case.operation.path == "/v1/messages/batches" and isinstance(body, dict):
+        aim_batch(body)  # its lines run in the background: a few, each a few tokens
     if not isinstance(body, dict) or "model" not in body or not use_model:
         return
     body["model"] = EMBEDDING_MODEL if case.operation.path == "/v1/embeddings" else MODEL
@@ -200,6 +202,19 @@ def aim(case: Case[Any], use_model: bool, cheap: bool) -> None:
     prompt = body.get("prompt")
     if isinstance(prompt, list) and prompt and not isinstance(prompt[0], int):
         body["prompt"] = prompt[:CHEAP_N]  # a list of prompts: each is a choice
+
+
+def aim_batch(body: dict[str, Any]) -> None:
+    """A Message Batch's positive case: at most CHEAP_N requests of at most CHEAP_TOKENS each
+    (a valid one runs on the engine after the response, for the rest of the session)."""
+    requests_ = body.get("requests")
+    if not isinstance(requests_, list):
+        return
+    body["requests"] = requests_[:CHEAP_N]
+    for item in body["requests"]:
+        params = item.get("params") if isinstance(item, dict) else None
+        if isinstance(params, dict) and isinstance(params.get("max_tokens"), int):
+            params["max_tokens"] = max(min(params["max_tokens"], CHEAP_TOKENS), 1)
 
 
 def stored_completion(srv: Server) -> str:
