@@ -245,3 +245,20 @@ async def test_an_input_file_over_200_mb_fails_the_batch(tmp_path: Path, monkeyp
         assert batch.status == "failed" and batch.errors is not None
         assert batch.errors.data[0].code == "file_too_large"
         assert (await finished(t, batch.id)).status == "failed"
+
+
+async def test_ids_that_name_nothing_are_not_found(tmp_path: Path) -> None:
+    """A NUL (PostgreSQL's text cannot hold one) or any odd byte in an id or a cursor finds
+    nothing, without reaching the database (storage/ids.py)."""
+    async with running_site(tmp_path) as site:
+        t = await site.tenant()
+        for bad in ("a\x00b", "batch_\u00e9", "x" * 65):
+            with pytest.raises(openai.NotFoundError):
+                await t.oai.batches.retrieve(bad)
+            with pytest.raises(openai.NotFoundError):
+                await t.oai.files.retrieve(bad)
+            assert [b async for b in t.oai.batches.list(after=bad)] == []
+            got = await site.http.get(
+                "/v1/messages/batches", params={"before_id": bad}, headers=t.auth
+            )
+            assert got.status_code == 200 and got.json()["data"] == []

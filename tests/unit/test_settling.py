@@ -33,7 +33,7 @@ class Scripted:
         self.failures = list(failures)
         self.rows: list[UsageRow | None] = []
 
-    async def settle(self, *args: Any, fence: Any = None) -> Settled | None:
+    async def settle(self, *args: Any) -> Settled | None:
         self.rows.append(args[6])
         if self.failures:
             raise self.failures.pop(0)

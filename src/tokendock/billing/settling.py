@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import datetime
+from typing import Any
 
 from tokendock.billing import fastpath
 from tokendock.billing.fastpath import FastPath
@@ -42,20 +43,21 @@ async def settle(
 ) -> Settled | None:
     """`fast.settle` for `hold`, with the usage row fit to be written (see above); `fence`: a
     batch line's result, written in the same transaction while its claim holds."""
+    line: dict[str, Any] = {} if fence is None else {"fence": fence}  # a batch line only
     if usage is not None:
         usage, changed = storable(usage)
         if changed:
             log.warning("request %s: usage fields %s cut to fit", usage.request_id, changed)
     try:
         return await fast.settle(
-            hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, usage, fence=fence
+            hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, usage, **line
         )
     except Exception as exc:
         if fastpath.transient(exc):
             log.warning("request %s: settling failed (%r); trying again", hold.request_id, exc)
             await asyncio.sleep(RETRY_PAUSE)
             return await fast.settle(
-                hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, usage, fence=fence
+                hold.id, hold.account_id, hold.key_id, hold.amount, charge, at, usage, **line
             )
         if usage is None or not fastpath.refused_data(exc):
             raise
@@ -74,5 +76,5 @@ async def settle(
             charge,
             at,
             stripped(usage),
-            fence=fence,
+            **line,
         )

@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokendock.storage import quota
 from tokendock.storage.db import reader
+from tokendock.storage.ids import plain
 from tokendock.storage.tables import batch_lines as lines_t
 from tokendock.storage.tables import batches as t
 
@@ -176,6 +177,8 @@ class BatchStore:
         )
 
     async def get(self, account_id: int, batch_id: str, api: str | None = None) -> BatchRow | None:
+        if not plain(batch_id):
+            return None
         query = select(t).where(t.c.id == batch_id, t.c.account_id == account_id)
         if api is not None:
             query = query.where(t.c.api == api)
@@ -190,6 +193,8 @@ class BatchStore:
         than) `before`, at most `limit` (ids are not ordered: the anchor's time is looked up)."""
         query = select(t).where(t.c.account_id == account_id, t.c.api == api)
         anchor = after or before
+        if anchor is not None and not plain(anchor):
+            return []
         if anchor is not None:
             async with self._reader.connect() as conn:
                 got = (
@@ -220,6 +225,8 @@ class BatchStore:
         """Newest first: the account's batches of both APIs (the dashboard's list), older than
         `after` when given (none when `after` is not the account's), at most `limit`."""
         query = select(t).where(t.c.account_id == account_id)
+        if after is not None and not plain(after):
+            return []
         async with self._reader.connect() as conn:
             if after is not None:
                 at = (
@@ -238,6 +245,8 @@ class BatchStore:
     async def cancel(self, account_id: int, batch_id: str, api: str) -> BatchRow | None:
         """A batch still validating or running goes to `cancelling` (the runner ends it); any
         other is returned as it is. None: no such batch for this account."""
+        if not plain(batch_id):
+            return None
         async with self._engine.begin() as conn:
             await conn.execute(
                 update(t)
@@ -340,6 +349,8 @@ class BatchStore:
 
     async def delete(self, account_id: int, batch_id: str) -> bool:
         """An ended batch and its lines, their bytes freed. False: no such ended batch."""
+        if not plain(batch_id):
+            return False
         async with self._engine.begin() as conn:
             ended = await conn.execute(
                 select(t.c.id).where(

@@ -24,6 +24,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from tokendock.storage import quota
 from tokendock.storage.db import reader
+from tokendock.storage.ids import plain
 from tokendock.storage.tables import blob_chunks as chunks_t
 from tokendock.storage.tables import files as t
 
@@ -191,6 +192,8 @@ class FileStore:
         ]
 
     async def get(self, account_id: int, file_id: str, now: datetime) -> FileRow | None:
+        if not plain(file_id):
+            return None
         query = select(t).where(t.c.id == file_id, *self._visible(account_id, now))
         async with self._reader.connect() as conn:
             found = (await conn.execute(query)).first()
@@ -211,6 +214,8 @@ class FileStore:
         where = self._visible(account_id, now)
         if purpose is not None:
             where.append(t.c.purpose == purpose)
+        if after is not None and not plain(after):
+            raise UnknownCursor(after)
         async with self._reader.connect() as conn:
             if after is not None:
                 cursor = select(t.c.created_at).where(
@@ -259,6 +264,8 @@ class FileStore:
     async def delete(self, account_id: int, file_id: str) -> bool:
         """Delete the processed file, its chunks, and free its bytes; False when the account
         has no such file."""
+        if not plain(file_id):
+            return False
         where = (t.c.id == file_id, t.c.account_id == account_id, t.c.status == PROCESSED)
         async with self.engine.begin() as conn:
             query = select(t.c.size, t.c.parts).where(*where).with_for_update()

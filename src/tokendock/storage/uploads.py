@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from tokendock.storage import quota
 from tokendock.storage.db import reader
 from tokendock.storage.files import BlobWriter, FileRow, FileStore, drop_blobs, utc
+from tokendock.storage.ids import plain
 from tokendock.storage.tables import upload_parts as parts_t
 from tokendock.storage.tables import uploads as t
 
@@ -91,6 +92,8 @@ class UploadStore:
             )
 
     async def get(self, account_id: int, upload_id: str) -> UploadRow | None:
+        if not plain(upload_id):
+            return None
         query = select(t).where(t.c.id == upload_id, t.c.account_id == account_id)
         async with self._reader.connect() as conn:
             found = (await conn.execute(query)).first()
