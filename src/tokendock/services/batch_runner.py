@@ -51,7 +51,8 @@ from tokendock.services.batch_output import Finalizer
 from tokendock.services.gate import Ticket
 from tokendock.services.pipeline import Call, Pipeline
 from tokendock.storage.accounts import KeyRow
-from tokendock.storage.batches import BatchRow, BatchStore, ClaimedLine
+from tokendock.storage.batch_claims import ClaimedLine
+from tokendock.storage.batches import BatchRow, BatchStore
 from tokendock.storage.quota import QuotaExceeded
 
 log = logging.getLogger(__name__)
