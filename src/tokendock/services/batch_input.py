@@ -12,12 +12,15 @@ CPU that must not stall other requests.
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
+from tokendock.storage.quota import QuotaExceeded
 
 MAX_ERRORS = 20
 CUSTOM_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # Anthropic's rule; OpenAI's ids fit it too
@@ -155,3 +158,33 @@ async def lines_of(chunks: AsyncIterator[bytes], max_line: int) -> AsyncIterator
             yield parts
     if rest:
         yield [rest]
+
+
+async def read_input(
+    chunks: AsyncIterator[bytes],
+    checked: Checked,
+    max_line: int,
+    add: Callable[[int, list[tuple[str, str]]], Awaitable[None]],
+) -> None:
+    """Check the file's lines as it streams in (parsing in a worker thread), handing each
+    chunk's valid lines to `add(start, lines)`; stops at the first problem, which `checked`
+    records (a line too long, the storage quota passed)."""
+    start = 0
+    try:
+        async for raw in lines_of(chunks, max_line):
+            good = await asyncio.to_thread(checked.take, raw)
+            if checked.problems:
+                return
+            if good:
+                await add(start, good)
+                start += len(good)
+    except LineTooLong:
+        number = checked.count + 1
+        checked.problem("line_too_long", f"Line {number} is longer than {max_line} bytes.", number)
+    except QuotaExceeded as exc:
+        checked.problem(
+            "storage_quota_exceeded",
+            f"The batch's requests would take the account past its storage quota "
+            f"({exc.limit} bytes): delete stored objects, or split the batch.",
+            None,
+        )

@@ -45,7 +45,7 @@ from tokendock.errors import (
 )
 from tokendock.inference.backend import Tally
 from tokendock.protocol.errors import envelope
-from tokendock.services.batch_input import Checked, LineTooLong, lines_of
+from tokendock.services.batch_input import Checked, read_input
 from tokendock.services.batch_lines import Adapters
 from tokendock.services.batch_output import Finalizer
 from tokendock.services.gate import Ticket
@@ -53,7 +53,6 @@ from tokendock.services.pipeline import Call, Pipeline
 from tokendock.storage.accounts import KeyRow
 from tokendock.storage.batch_claims import ClaimedLine
 from tokendock.storage.batches import BatchRow, BatchStore
-from tokendock.storage.quota import QuotaExceeded
 
 log = logging.getLogger(__name__)
 
@@ -312,32 +311,14 @@ class BatchRunner:
 
     async def _validate(self, batch: BatchRow) -> None:
         checked = Checked(batch.endpoint, self._max_lines)
-        problems: list[Any] = []
+
+        async def add(start: int, good: list[tuple[str, str]]) -> None:
+            await self._store.add_lines(
+                batch.id, batch.account_id, start, good, self._storage_limit
+            )
+
         try:
-            chunks = await self._finalizer.input(batch)
-            start = 0
-            async for raw in lines_of(chunks, self._max_line):
-                good = await asyncio.to_thread(checked.take, raw)
-                if checked.problems:
-                    break
-                if good:
-                    await self._store.add_lines(
-                        batch.id, batch.account_id, start, good, self._storage_limit
-                    )
-                    start += len(good)
-        except LineTooLong:
-            checked.problem(
-                "line_too_long",
-                f"Line {checked.count + 1} is longer than {self._max_line} bytes.",
-                checked.count + 1,
-            )
-        except QuotaExceeded as exc:
-            checked.problem(
-                "storage_quota_exceeded",
-                f"The batch's requests would take the account past its storage quota "
-                f"({exc.limit} bytes): delete stored objects, or split the batch.",
-                None,
-            )
+            await read_input(await self._finalizer.input(batch), checked, self._max_line, add)
         except TokenDockError as exc:  # the input file is gone
             checked.problem(exc.code or "invalid_file", exc.message, None, "input_file_id")
         problems = checked.problems
