@@ -13,16 +13,21 @@ and peak in flight of each kind; `?reset=1` restarts the peaks from the current 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import mmap
 import os
-import signal
 import socket
 import sys
 
 from bench.mock_replies import Cache, Config, dumps, http_response
-from bench.mock_upstream import MAX_SLOTS, SLOT, Counters, MockProtocol, Request, new_loop
+from bench.mock_upstream import (
+    MAX_SLOTS,
+    SLOT,
+    Counters,
+    MockProtocol,
+    Request,
+    serve_until_stopped,
+)
 
 BATCH_MARK = b"[batch-line]"
 KINDS = ("batch", "interactive")
@@ -103,30 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     sock.setblocking(False)
     print(json.dumps({"port": sock.getsockname()[1], "pid": os.getpid()}), flush=True)
 
-    loop = new_loop()
-    asyncio.set_event_loop(loop)
     counters = Counters(mmap.mmap(-1, MAX_SLOTS * SLOT.size), 0)
     cache = Cache(cfg)
-    stop: asyncio.Future[None] = loop.create_future()
-
-    def on_signal() -> None:
-        if not stop.done():
-            stop.set_result(None)
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
-
-    async def serve() -> None:
-        server = await loop.create_server(
-            lambda: CountingProtocol(cfg, cache, counters), sock=sock, backlog=1024
-        )
-        await stop
-        server.close()
-
-    try:
-        loop.run_until_complete(serve())
-    finally:
-        loop.close()
+    serve_until_stopped(sock, lambda: CountingProtocol(cfg, cache, counters), backlog=1024)
     return 0
 
 

@@ -292,10 +292,17 @@ def new_loop() -> asyncio.AbstractEventLoop:
 
 
 def serve(sock: socket.socket, cfg: Config, mem: mmap.mmap, slot: int) -> None:
-    loop = new_loop()
-    asyncio.set_event_loop(loop)
     cache = Cache(cfg)
     counters = Counters(mem, slot)
+    serve_until_stopped(sock, lambda: MockProtocol(cfg, cache, counters), backlog=4096)
+
+
+def serve_until_stopped(
+    sock: socket.socket, protocol: Callable[[], asyncio.Protocol], *, backlog: int
+) -> None:
+    """Serve `protocol` on `sock` in a new event loop until SIGTERM or SIGINT."""
+    loop = new_loop()
+    asyncio.set_event_loop(loop)
     stop: asyncio.Future[None] = loop.create_future()
 
     def on_signal() -> None:
@@ -306,9 +313,7 @@ def serve(sock: socket.socket, cfg: Config, mem: mmap.mmap, slot: int) -> None:
         loop.add_signal_handler(sig, on_signal)
 
     async def main() -> None:
-        server = await loop.create_server(
-            lambda: MockProtocol(cfg, cache, counters), sock=sock, backlog=4096
-        )
+        server = await loop.create_server(protocol, sock=sock, backlog=backlog)
         await stop
         server.close()
 
