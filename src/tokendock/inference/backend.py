@@ -173,7 +173,16 @@ class Embedding:
     vector: npt.NDArray[np.float32]
 
 
-Output = Event | Embedding
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """A piece of an opaque answer (kind "opaque"), bytes as the upstream sent them; the first
+    one carries the answer's `content_type`, which the web layer answers with."""
+
+    data: bytes
+    content_type: str | None = None
+
+
+Output = Event | Embedding | Chunk
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +194,9 @@ class Bound:
     prompt_tokens: int
     completion_tokens: int
     grammar: Grammar | None = None
+    # Tokens reserved against the key's tokens-per-minute; None: prompt + completion. A model
+    # sold by another unit (audio seconds, images …) reserves none: its units are not tokens.
+    rate_tokens: int | None = None
 
 
 @dataclass(slots=True)
@@ -201,6 +213,10 @@ class Tally:
     finish: str | None = None
     deployment: str | None = None
     first_token: float | None = None  # time.monotonic() of the first generated text
+    # A model sold by another unit than tokens (catalog `price.unit`): `prompt_tokens` is then
+    # the quantity of that unit (audio seconds, characters, images, requests) and it is not
+    # counted against tokens-per-minute.
+    unit: str | None = None
 
 
 class Execution(Protocol):

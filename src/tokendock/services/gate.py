@@ -156,6 +156,8 @@ class Gate:
         self.access(key, model)
         price = self._models.batch_price(model) if batch else self._models.price(model)
         worst = bound.prompt_tokens + bound.completion_tokens
+        if bound.rate_tokens is not None:  # a model sold by another unit than tokens
+            worst = bound.rate_tokens
         # Rate limits first: a refused request reserves nothing and holds no credit.
         subjects = self.batch_subjects(key) if batch else self.subjects(key)
         rate = await self._limiter.admit(subjects, worst, request_id)
@@ -217,7 +219,9 @@ class Gate:
             ticket.settlement = await self._ledger.settle(ticket.hold, cost, ticket.usage, line)
         finally:
             if ticket.rate is not None:
-                used = 0 if tally is None else tally.prompt_tokens + tally.completion_tokens
+                used = 0
+                if tally is not None and tally.unit is None:  # other units are not tokens
+                    used = tally.prompt_tokens + tally.completion_tokens
                 await self._limiter.settle(ticket.rate, used)
 
     async def _to_the_end(self, work: Awaitable[None]) -> None:
