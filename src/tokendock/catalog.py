@@ -60,13 +60,27 @@ class SamplingDefaults(BaseModel):
     penalty_last_n: int = Field(64, ge=-1, description="Tokens the penalties look back; -1 = all.")
 
 
+Unit = Literal["token", "second", "character", "image", "request"]
+# The tasks of pass-through models (web/api/media*.py): their routes forward the client's body
+# to an upstream deployment as it is; each is served only by models of its task.
+MEDIA_TASKS = ("transcription", "speech", "image", "moderation", "rerank")
+
+
 class PriceSpec(BaseModel):
-    """Credits per million tokens, as decimal text ("0.15"); 0 is allowed but must be said."""
+    """Credits per million tokens, as decimal text ("0.15"); 0 is allowed but must be said.
+
+    A model sold by another unit (audio transcription by the second, speech by the character,
+    images by the image, moderation by the request) says `unit` and `per_unit` (credits per
+    unit) instead of `input` / `output`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    input: str
-    output: str
+    input: str | None = None
+    output: str | None = None
+    unit: Unit = "token"
+    per_unit: str | None = Field(
+        None, description="Credits per unit (unit other than 'token'), as decimal text."
+    )
     cached_input: str | None = None  # prompt tokens served from the KV cache (default: input)
     # Batch lines (POST /v1/batches): explicit prices, else these prices less `batch_discount`.
     batch_discount: int = Field(
@@ -79,6 +93,7 @@ class PriceSpec(BaseModel):
     @field_validator(
         "input",
         "output",
+        "per_unit",
         "cached_input",
         "batch_input",
         "batch_output",
@@ -99,6 +114,15 @@ class PriceSpec(BaseModel):
         if amount > MAX_PRICE:
             raise ValueError(f"must be at most {MAX_PRICE} credits per million tokens: {value!r}")
         return text
+
+    @model_validator(mode="after")
+    def _priced_by_its_unit(self) -> PriceSpec:
+        if self.unit == "token":
+            if self.input is None or self.output is None or self.per_unit is not None:
+                raise ValueError("a token price needs 'input' and 'output' (and no 'per_unit')")
+        elif self.per_unit is None or self.input is not None or self.output is not None:
+            raise ValueError(f"a price by the {self.unit} needs 'per_unit' (no input/output)")
+        return self
 
 
 class DeploymentSpec(BaseModel):
@@ -147,10 +171,30 @@ class ModelSpec(BaseModel):
 
     id: str
     engine: Literal["llama.cpp", "upstream"] = "llama.cpp"
-    task: Literal["generation", "embedding"] = Field(
+    task: Literal[
+        "generation", "embedding", "transcription", "speech", "image", "moderation", "rerank"
+    ] = Field(
         "generation",
         description="'embedding': served by POST /v1/embeddings only (chat and completions "
-        "requests for it are a 400); 'generation': the opposite.",
+        "requests for it are a 400); 'generation': the opposite. Pass-through tasks (upstream "
+        "models only): 'transcription' (/v1/audio/transcriptions and /translations), 'speech' "
+        "(/v1/audio/speech), 'image' (/v1/images/generations and /edits), 'moderation' "
+        "(/v1/moderations), 'rerank' (/v1/rerank and /v1/score).",
+    )
+    max_file_bytes: int = Field(
+        25 * 1024 * 1024,
+        ge=1,
+        description="Pass-through models: the largest upload (audio, image) a request may "
+        "send; a larger one is a 413 before more is read.",
+    )
+    max_audio_seconds: int = Field(
+        1500, ge=1, description="Transcription models: the longest audio (what a hold covers)."
+    )
+    max_characters: int = Field(
+        4096, ge=1, description="Speech models: the most characters of `input` (more: a 400)."
+    )
+    max_images: int = Field(
+        10, ge=1, description="Image models: the most images a request may ask for (`n`)."
     )
     matryoshka: bool = Field(
         False,
@@ -258,6 +302,11 @@ class ModelSpec(BaseModel):
         names = [d.name for d in self.deployments]
         if len(set(names)) != len(names):
             raise ValueError(f"deployment names must be unique: {names}")
+        if self.task in MEDIA_TASKS and self.engine != "upstream":
+            raise ValueError(f"a '{self.task}' model is served by upstream deployments only")
+        if self.price is not None and self.price.unit != "token":
+            if self.task not in MEDIA_TASKS:
+                raise ValueError(f"a '{self.task}' model is priced by the token")
         if self.engine == "upstream":
             if not self.deployments:
                 raise ValueError("an upstream model needs at least one [[deployments]] entry")

@@ -152,7 +152,11 @@ def _list(settings: Settings) -> int:
             source = "deployments " + ", ".join(f"{d.name}={d.base_url}" for d in spec.deployments)
         else:
             source = str(spec.path or f"package {spec.package}")
-        price = f"{spec.price.input}/{spec.price.output} per 1M" if spec.price else "UNPRICED"
+        price = "UNPRICED"
+        if spec.price is not None and spec.price.per_unit is not None:
+            price = f"{spec.price.per_unit} per {spec.price.unit}"
+        elif spec.price is not None:
+            price = f"{spec.price.input}/{spec.price.output} per 1M"
         print(f"{spec.id}\t{spec.engine}\tcontext {spec.context_length}\t{price}\t{source}")
     return 0
 

@@ -79,18 +79,24 @@ class Passthrough:
 
 @dataclass(frozen=True, slots=True)
 class Opaque:
-    """A body the gateway does not parse, for pass-through front doors (kind "opaque"): audio
-    to transcribe, an image to edit, a rerank query. `task` declares what it is — only a model
-    whose catalog task is the same takes it; `chunks()` streams the body to the upstream as it
-    arrives (never held whole); `length` is its declared size and `worst_units` the worst case
-    in the model's price unit (audio seconds, characters, images …) the front door bounded
-    before admission."""
+    """A body the gateway forwards to an upstream without holding it whole, for pass-through
+    front doors (kind "opaque"): audio to transcribe, an image to edit, a rerank query. `task`
+    declares what it is — only a model whose catalog task is the same takes it; `path` is the
+    upstream's route under its base URL. `body(model)` streams the body with its `model` set
+    to the deployment's name, as the client's bytes arrive (`replayable`: it can be sent again
+    — held in memory or spooled — so a failed try is retried elsewhere; a live body is retried
+    only while none of it went out). `fields` are the scalar fields read before admission
+    (the JSON object, or the form's fields before its first file); `head` fills with the first
+    bytes of the uploaded file as it is read (an audio header: the estimate of its length when
+    the upstream reports none)."""
 
     task: str
+    path: str
     content_type: str
-    chunks: Callable[[], AsyncIterator[bytes]]
-    length: int
-    worst_units: int = 0
+    body: Callable[[str], AsyncIterator[bytes]]
+    fields: Mapping[str, object] = field(default_factory=dict)
+    replayable: bool = True
+    head: bytearray = field(default_factory=bytearray)
 
 
 @dataclass(frozen=True, slots=True)

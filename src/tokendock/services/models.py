@@ -9,7 +9,7 @@ import logging
 from collections.abc import Iterator
 
 from tokendock.billing.money import parse_credits
-from tokendock.billing.pricing import Price
+from tokendock.billing.pricing import PER, Price
 from tokendock.catalog import ModelSpec, PriceSpec
 from tokendock.errors import ModelNotFound, ModelUnpriced
 from tokendock.inference.registry import ModelRegistry
@@ -42,6 +42,8 @@ class ModelDirectory:
     def price_spec(self, spec: ModelSpec) -> PriceSpec | None:
         setting = self._settings.get(spec.id)
         if setting is not None and setting.input_price is not None:
+            if spec.price is not None and spec.price.unit != "token":  # the price per unit
+                return PriceSpec(unit=spec.price.unit, per_unit=setting.input_price)
             return PriceSpec(
                 input=setting.input_price,
                 output=setting.output_price or "0",
@@ -52,9 +54,7 @@ class ModelDirectory:
     def price(self, model: str) -> Price:
         if model not in self._prices:
             spec = self.price_spec(self._registry.spec(model))
-            self._prices[model] = (
-                None if spec is None else Price.parse(spec.input, spec.output, spec.cached_input)
-            )
+            self._prices[model] = None if spec is None else _price(spec)
         price = self._prices[model]
         if price is None:
             raise ModelUnpriced(
@@ -107,3 +107,13 @@ class ModelDirectory:
             except Exception:
                 log.exception("reading model settings failed")
             await asyncio.sleep(every)
+
+
+def _price(spec: PriceSpec) -> Price:
+    """A token price; a price by another unit is one micro-credit amount per unit, which is
+    the "input" price of a quantity counted as prompt tokens (Tally.unit)."""
+    if spec.per_unit is not None:
+        per_unit = parse_credits(spec.per_unit, f"price per {spec.unit}")
+        return Price(per_unit * PER, 0)
+    assert spec.input is not None and spec.output is not None, "PriceSpec checks it"
+    return Price.parse(spec.input, spec.output, spec.cached_input)
