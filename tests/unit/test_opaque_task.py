@@ -15,7 +15,7 @@ from tokendock.inference.backend import InferenceRequest, Opaque
 from tokendock.services.pipeline import _check_task
 
 
-async def _no_chunks() -> AsyncIterator[bytes]:
+async def _no_chunks(model: str) -> AsyncIterator[bytes]:
     yield b"RIFF"
 
 
@@ -24,7 +24,7 @@ def _backend(task: str) -> Any:
 
 
 def _audio(model: str = "whisper") -> InferenceRequest:
-    body = Opaque("transcription", "multipart/form-data", _no_chunks, length=4, worst_units=30)
+    body = Opaque("transcription", "/audio/transcriptions", "multipart/form-data", _no_chunks)
     return InferenceRequest(kind="opaque", model=model, opaque=body)
 
 
