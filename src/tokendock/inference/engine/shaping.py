@@ -1,6 +1,12 @@
 """One choice of the embedded engine, from engine events to the backend's typed `Delta`s:
 tool calls parsed out of the text (tools.py), logprobs in the endpoint's shape (chat's
-`content` entries, or legacy completions' parallel lists), the finish reason a call implies."""
+`content` entries with `refusal: []` — strict clients such as the Go SDK read null as missing —
+or legacy completions' parallel lists), the finish reason a call implies.
+
+The budget cut: when the output budget runs out (`length`) inside a call after complete ones,
+the call in progress is dropped (the parser held it, and the logprobs of its tokens here) and
+the choice ends with the complete calls, `tool_calls` (`function_call` for the legacy form).
+Its tokens are still billed: the engine's count is not touched."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ class ChoiceShaper:
         self._parser = CallParser() if tools is not None and tools.active else None
         self._logprobs = logprobs
         self._offset = 0  # characters of this choice so far (legacy text_offset)
+        self._held: list[TokenLogprob] = []  # logprobs of a call the parser holds back
 
     def prefix(self, text: str, scored: Sequence[TokenLogprob] = ()) -> Delta | None:
         """The echoed prompt (legacy completions), with its tokens' logprobs when asked."""
@@ -34,18 +41,41 @@ class ChoiceShaper:
         return Delta(self.index, text, logprobs=logprobs)
 
     def text(self, text: str, entries: Sequence[TokenLogprob]) -> list[Delta]:
-        logprobs = self._shape(entries) if self._logprobs and entries else None
-        pieces: list[Piece] = self._parser.feed(text) if self._parser else [text]
-        return self._deltas(pieces, logprobs)
+        parser = self._parser
+        if parser is None:
+            logprobs = self._shape(entries) if self._logprobs and entries else None
+            return self._deltas([text], logprobs)
+        closed = parser.closed
+        pieces: list[Piece] = parser.feed(text)
+        # A token that closes a held call goes out with it, even if it also opens the next.
+        hold = parser.holding and parser.closed == closed
+        return self._deltas(pieces, self._release(entries, hold))
 
     def finish(self, reason: str, stop_sequence: str | None = None) -> list[Event]:
         out: list[Event] = []
-        if self._parser is not None:
-            out.extend(self._deltas(self._parser.finish(), None))
-            if self._parser.calls and reason == "stop":
-                reason = "function_call" if self._legacy else "tool_calls"
+        parser = self._parser
+        if parser is not None:
+            calls = "function_call" if self._legacy else "tool_calls"
+            if reason == "length" and parser.cut():
+                self._held.clear()  # the cut call's logprobs go with it
+                return [Finish(self.index, calls, stop_sequence)]
+            out.extend(self._deltas(parser.finish(), self._release((), False)))
+            if parser.calls and reason == "stop":
+                reason = calls
         out.append(Finish(self.index, reason, stop_sequence))
         return out
+
+    def _release(self, entries: Sequence[TokenLogprob], hold: bool) -> JSON | None:
+        """The logprobs to send with this text: none while the parser holds a call back (they
+        go out with it, or are dropped with it when cut), else those held and `entries`."""
+        if not self._logprobs:
+            return None
+        if hold:
+            self._held.extend(entries)
+            return None
+        if self._held:
+            entries, self._held = [*self._held, *entries], []
+        return self._shape(entries) if entries else None
 
     def _deltas(self, pieces: list[Piece], logprobs: JSON | None) -> list[Delta]:
         out: list[Delta] = []
@@ -74,7 +104,7 @@ class ChoiceShaper:
 
     def _shape(self, entries: Sequence[TokenLogprob]) -> JSON:
         if self._kind == "chat":
-            return {"content": [_chat_entry(e) for e in entries], "refusal": None}
+            return {"content": [_chat_entry(e) for e in entries], "refusal": []}
         offsets = []
         for e in entries:
             offsets.append(self._offset)

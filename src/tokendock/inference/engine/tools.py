@@ -115,16 +115,24 @@ Piece = str | CallStart | CallArguments
 class CallParser:
     """Generated text in, content text and call pieces out, as soon as each is certain:
     `CallStart` once a call's name is complete, then its arguments' JSON text in fragments.
-    Text that only might open a call is held back until it does or cannot."""
+    Text that only might open a call is held back until it does or cannot.
+
+    A call after a complete one is held whole until it closes: when the output budget runs
+    out inside it (`cut`), the answer ends with the complete calls and none of its pieces has
+    reached a streaming client. The first call streams as it comes (cut, there is no usable
+    answer anyway)."""
 
     def __init__(self) -> None:
-        self.calls = 0
+        self.calls = 0  # calls begun (their CallStart made)
+        self.closed = 0  # calls complete (their closing tag read)
+        self._held: list[Piece] = []  # pieces of the call in progress after a complete one
         self._buf = ""
         self._state = "text"  # text → head → args → tail → text …
         self._depth = 0
         self._in_string = False
         self._escaped = False
         self._between_calls = False  # whitespace after a call is not content
+        self._spaced = False  # that whitespace was read (what precedes a further call)
 
     def feed(self, text: str) -> list[Piece]:
         self._buf += text
@@ -133,9 +141,26 @@ class CallParser:
             pass
         return out
 
+    @property
+    def holding(self) -> bool:
+        """Is a call after a complete one in progress (or maybe opening), held back?"""
+        return self.closed > 0 and (self._state != "text" or bool(self._buf) or self._spaced)
+
+    def cut(self) -> bool:
+        """The output budget ran out: drop the call in progress if complete calls precede it
+        (True), so the answer ends with those; False when there is no such call to drop."""
+        if not self.holding:
+            return False
+        self._held.clear()
+        self._buf = ""
+        self._state = "text"
+        self._spaced = False
+        return True
+
     def finish(self) -> list[Piece]:
         """The end of the text: what is held back goes out as it is."""
-        out: list[Piece] = []
+        out: list[Piece] = self._held
+        self._held = []
         if self._buf:
             if self._state == "args":
                 out.append(CallArguments(self.calls - 1, self._buf))
@@ -150,7 +175,9 @@ class CallParser:
         buf = self._buf
         if self._state == "text":
             if self._between_calls:
-                buf = self._buf = buf.lstrip()
+                stripped = buf.lstrip()
+                self._spaced = self._spaced or len(stripped) < len(buf)
+                buf = self._buf = stripped
                 if not buf:
                     return False
                 self._between_calls = False
@@ -160,6 +187,7 @@ class CallParser:
                 if len(buf) > keep:
                     out.append(buf[: len(buf) - keep])
                     self._buf = buf[len(buf) - keep :]
+                    self._spaced = False  # content came after the calls
                 return False
             if at:
                 out.append(buf[:at])
@@ -175,7 +203,7 @@ class CallParser:
                     self._state = "text"
                 return False
             name = orjson.loads(f'"{match.group(1)}"')
-            out.append(CallStart(self.calls, "call_" + secrets.token_hex(12), name))
+            self._emit(out, CallStart(self.calls, "call_" + secrets.token_hex(12), name))
             self.calls += 1
             self._buf = buf[match.end() :]
             self._state = "args"
@@ -189,11 +217,11 @@ class CallParser:
             end = self._scan(buf)
             if end < 0:
                 if buf:
-                    out.append(CallArguments(self.calls - 1, buf))
+                    self._emit(out, CallArguments(self.calls - 1, buf))
                 self._buf = ""
                 return False
             if end:
-                out.append(CallArguments(self.calls - 1, buf[:end]))
+                self._emit(out, CallArguments(self.calls - 1, buf[:end]))
             self._buf = buf[end:]
             self._state = "tail"
             return True
@@ -203,7 +231,15 @@ class CallParser:
         self._buf = buf[match.end() :]
         self._state = "text"
         self._between_calls = True
+        self.closed += 1
+        self._spaced = False
+        out.extend(self._held)
+        self._held.clear()
         return bool(self._buf)
+
+    def _emit(self, out: list[Piece], piece: Piece) -> None:
+        """A call's piece goes out now, or — a call after a complete one — when it closes."""
+        (self._held if self.closed else out).append(piece)
 
     def _scan(self, text: str) -> int:
         """Where the arguments' JSON value ends in `text` (-1: not yet)."""
