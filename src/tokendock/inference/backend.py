@@ -5,7 +5,8 @@ A public model id maps to one `Backend`: the embedded llama.cpp engine
 (inference/upstream/backend.py). Every endpoint's wire adapter produces the same
 `InferenceRequest`; every backend answers with the same events:
 
-    Delta(index, text, tool_calls, logprobs)   a piece of choice `index`
+    Delta(index, text, tool_calls, logprobs)   a piece of choice `index` (`extra`: an upstream's
+                                               other fields of it, relayed as they came)
     Finish(index, reason)                      choice `index` ended (exactly one per choice)
     Embedding(index, vector)                   input `index`'s vector (kind "embed" only)
 
@@ -77,6 +78,21 @@ class Passthrough:
         return dict(self._json)
 
 
+@dataclass(slots=True)
+class FileSeen:
+    """An uploaded file as it went by: its first bytes (at most HEAD_BYTES) and its size."""
+
+    HEAD_BYTES = 64 * 1024
+
+    head: bytearray = field(default_factory=bytearray)
+    size: int = 0
+
+    def saw(self, piece: bytes) -> None:
+        if len(self.head) < self.HEAD_BYTES:
+            self.head += piece[: self.HEAD_BYTES - len(self.head)]
+        self.size += len(piece)
+
+
 @dataclass(frozen=True, slots=True)
 class Opaque:
     """A body the gateway forwards to an upstream without holding it whole, for pass-through
@@ -86,9 +102,9 @@ class Opaque:
     to the deployment's name, as the client's bytes arrive (`replayable`: it can be sent again
     — held in memory or spooled — so a failed try is retried elsewhere; a live body is retried
     only while none of it went out). `fields` are the scalar fields read before admission
-    (the JSON object, or the form's fields before its first file); `head` fills with the first
-    bytes of the uploaded file as it is read (an audio header: the estimate of its length when
-    the upstream reports none)."""
+    (the JSON object, or the form's fields before its first file); `file` is what went by of
+    the uploaded file (an audio header: the estimate of its length when the upstream reports
+    none)."""
 
     task: str
     path: str
@@ -96,7 +112,7 @@ class Opaque:
     body: Callable[[str], AsyncIterator[bytes]]
     fields: Mapping[str, object] = field(default_factory=dict)
     replayable: bool = True
-    head: bytearray = field(default_factory=bytearray)
+    file: FileSeen = field(default_factory=lambda: FileSeen())
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +175,9 @@ class Delta:
     logprobs: JSON | None = None
     refusal: str | None = None
     function_call: JSON | None = None  # the deprecated form of a tool call
+    # An upstream's other fields of the message / delta (audio, annotations, reasoning_content
+    # …), relayed as they came; the embedded engine never makes it (None: nothing more).
+    extra: JSON | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +185,8 @@ class Finish:
     index: int
     reason: str
     stop_sequence: str | None = None  # which of the request's stop sequences ended it, if known
+    # An upstream's other fields of the choice beside `finish_reason` (vLLM's `stop_reason` …).
+    extra: JSON | None = None
 
 
 Event = Delta | Finish

@@ -10,7 +10,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from tokendock.catalog import Catalog, ModelSpec
+from tokendock.catalog import MEDIA_TASKS, Catalog, ModelSpec
 from tokendock.errors import ModelNotFound
 from tokendock.inference.backend import Backend
 from tokendock.inference.embeddings.backend import EmbeddingBackend
@@ -22,6 +22,7 @@ from tokendock.inference.spill import SpillBackend
 from tokendock.inference.upstream.backend import UpstreamBackend
 from tokendock.inference.upstream.client import Deployment
 from tokendock.inference.upstream.embeddings import UpstreamEmbeddingBackend
+from tokendock.inference.upstream.passthrough import PassThroughBackend
 from tokendock.inference.upstream.pool import UpstreamPool
 from tokendock.inference.upstream.router import RetryPolicy, Router
 from tokendock.inference.upstream.transport import UpstreamTransport
@@ -62,7 +63,9 @@ class ModelRegistry:
                 routers[spec.id] = router
             if spec.engine == "upstream":
                 router = routers[spec.id]
-                if spec.task == "embedding":
+                if spec.task in MEDIA_TASKS:
+                    backends[spec.id] = PassThroughBackend(router, spec)
+                elif spec.task == "embedding":
                     backends[spec.id] = UpstreamEmbeddingBackend(router, spec)
                 else:
                     backends[spec.id] = UpstreamBackend(router, spec)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,44 @@ class Deployment:
                 f"{self.name}: no {what} within its timeout", timeout=True
             ) from None
         except (aiohttp.ClientError, orjson.JSONDecodeError, ValueError) as exc:
+            _close(resp)
+            unreachable = isinstance(exc, aiohttp.ClientConnectorError)
+            raise UpstreamFailure(
+                f"{self.name}: {_describe(exc)}", unreachable=unreachable
+            ) from None
+        except BaseException:
+            _close(resp)
+            raise
+
+    async def send(
+        self,
+        session: aiohttp.ClientSession,
+        path: str,
+        body: AsyncIterable[bytes],
+        content_type: str,
+        *,
+        request_id: str,
+    ) -> Answer:
+        """A pass-through body, streamed as it is made; the answer commits once the status is
+        200 (its headers read, its bytes left in `response` for the caller). The whole request
+        is bounded by the deployment's `total_timeout`; failures are what `open()` raises."""
+        spec = self.spec
+        timeout = aiohttp.ClientTimeout(total=spec.total_timeout, sock_connect=spec.connect_timeout)
+        headers = {**self.headers(request_id), "content-type": content_type}
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            resp = await session.post(
+                spec.base_url + path, data=body, headers=headers, timeout=timeout
+            )
+            if resp.status != 200:
+                raise await self._refusal(resp)
+            return Answer(self, response=resp)
+        except TimeoutError:
+            _close(resp)
+            raise UpstreamFailure(
+                f"{self.name}: no answer within its timeout", timeout=True
+            ) from None
+        except aiohttp.ClientError as exc:
             _close(resp)
             unreachable = isinstance(exc, aiohttp.ClientConnectorError)
             raise UpstreamFailure(

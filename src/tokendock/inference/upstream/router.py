@@ -32,7 +32,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterable, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,33 +123,78 @@ class Router:
         failed. The caller must `finish()` the returned answer. `background`: a batch line
         (at most a deployment's `batch_seats`; waits for one as long as it takes)."""
         session = self.transport.session
+
+        async def attempt(deployment: Deployment) -> Answer:
+            payload["model"] = deployment.spec.model or self.model_id
+            body = orjson.dumps(payload)
+            return await deployment.open(session, path, body, stream=stream, request_id=request_id)
+
+        return await self._tries(attempt, request_id, background)
+
+    async def send(
+        self,
+        path: str,
+        body: Callable[[str], AsyncIterable[bytes]],
+        content_type: str,
+        *,
+        request_id: str,
+        retry: Callable[[], bool],
+        background: bool = False,
+    ) -> Answer:
+        """A pass-through body (inference/upstream/passthrough.py): `body(model)` makes it for
+        a deployment's model name; the answer commits once the deployment's status is 200 (its
+        bytes are the caller's to read: `Answer.response`). `retry()` is asked after a failed try:
+        it raises the client's own error when the client's body is what failed (the deployment
+        is not blamed), and says whether the body can be sent again (False: a live body already
+        went out — a 502, not retried)."""
+        session = self.transport.session
+
+        async def attempt(deployment: Deployment) -> Answer:
+            model = deployment.spec.model or self.model_id
+            return await deployment.send(
+                session, path, body(model), content_type, request_id=request_id
+            )
+
+        return await self._tries(attempt, request_id, background, retry)
+
+    async def _tries(
+        self,
+        attempt: Callable[[Deployment], Awaitable[Answer]],
+        request_id: str,
+        background: bool,
+        retry: Callable[[], bool] | None = None,
+    ) -> Answer:
+        """THE retry loop: a deployment, the attempt; on failure another deployment after a
+        back-off, within `retries` and the `deadline`."""
         policy = self.policy
         deadline = time.monotonic() + policy.deadline
         tried: set[str] = set()
         last: UpstreamFailure | None = None
-        for attempt in range(policy.retries + 1):
+        for number in range(policy.retries + 1):
             asked = time.monotonic()
-            deployment = await self._acquire(tried, deadline, first=attempt == 0, batch=background)
+            deployment = await self._acquire(tried, deadline, first=number == 0, batch=background)
             if deployment is None:
                 break
             if background:  # a batch line's wait for a seat is not the retries' time
                 deadline += time.monotonic() - asked
-            payload["model"] = deployment.spec.model or self.model_id
             try:
-                answer = await deployment.open(
-                    session,
-                    path,
-                    orjson.dumps(payload),
-                    stream=stream,
-                    request_id=request_id,
-                )
+                answer = await attempt(deployment)
             except UpstreamFailure as failure:
                 self._release(deployment, background)
+                again = True if retry is None else retry()  # raises the client body's error
                 self._failed(deployment, failure)
+                if not again:
+                    log.warning(
+                        "request %s: %s (its body went out: not retried)", request_id, failure
+                    )
+                    raise UpstreamError(
+                        f"The upstream server for '{self.model_id}' failed while receiving the "
+                        "request's body; send it again."
+                    ) from None
                 last = failure
                 tried.add(deployment.name)
-                log.warning("request %s: %s (attempt %d)", request_id, failure, attempt + 1)
-                wait = random.uniform(0, min(policy.backoff_cap, policy.backoff * 2**attempt))
+                log.warning("request %s: %s (attempt %d)", request_id, failure, number + 1)
+                wait = random.uniform(0, min(policy.backoff_cap, policy.backoff * 2**number))
                 wait = max(wait, failure.retry_after or 0.0)
                 if not failure.retryable or time.monotonic() + wait >= deadline:
                     break
