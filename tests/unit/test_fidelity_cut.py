@@ -5,6 +5,8 @@ ever sent. Also: chat logprobs carry `refusal: []`, never null."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 from hypothesis import given
 from hypothesis import strategies as st
@@ -33,7 +35,7 @@ def run(texts: list[str], reason: str, *, logprobs: bool = False) -> list[Event]
     return events
 
 
-def calls_of(events: list[Event]) -> list[tuple[str, str]]:
+def calls_of(events: Sequence[Event]) -> list[tuple[str, str]]:
     """The calls the events make: (name, arguments) per call index."""
     calls: dict[int, tuple[str, str]] = {}
     for event in events:

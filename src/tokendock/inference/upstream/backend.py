@@ -240,9 +240,17 @@ def estimate_prompt(req: InferenceRequest) -> int:
     return math.ceil(chars / CHARS_PER_TOKEN) + TOKENS_PER_TURN * (len(req.turns) + 1)
 
 
+# Fields of a message / delta, and of a choice, that the events carry typed: every other one
+# an upstream sends (audio, annotations, reasoning_content, reasoning, reasoning_details …;
+# vLLM's choice-level `stop_reason`) is relayed as it came, in the event's `extra`.
+TYPED_MESSAGE = frozenset(("role", "content", "tool_calls", "refusal", "function_call"))
+TYPED_CHOICE = frozenset(("index", "message", "delta", "text", "logprobs", "finish_reason"))
+
+
 def _choice_events(item: JSON, field: str) -> list[Event]:
     """The typed events of one chunk (`field` "delta") or answer ("message"); text completions
-    carry `text` instead. Values an upstream got wrong are dropped, not relayed."""
+    carry `text` instead. Values an upstream got wrong are dropped, not relayed; fields the
+    events do not type are relayed as they came (`extra`)."""
     events: list[Event] = []
     for position, choice in enumerate(item.get("choices") or ()):
         if not isinstance(choice, dict):
@@ -265,6 +273,7 @@ def _choice_events(item: JSON, field: str) -> list[Event]:
                     logprobs,
                     refusal if isinstance(refusal, str) else None,
                     _function_call(message.get("function_call")),
+                    _extra(message, TYPED_MESSAGE),
                 )
             )
         else:
@@ -272,8 +281,15 @@ def _choice_events(item: JSON, field: str) -> list[Event]:
             events.append(Delta(index, text if isinstance(text, str) else "", None, logprobs))
         reason = reply.finish_of(choice)
         if reason is not None:
-            events.append(Finish(index, reason[:32]))
+            events.append(Finish(index, reason[:32], extra=_extra(choice, TYPED_CHOICE)))
     return events
+
+
+def _extra(fields: JSON, typed: frozenset[str]) -> JSON | None:
+    """The fields of `fields` not in `typed`, as they came (None when there are none)."""
+    if fields.keys() <= typed:
+        return None
+    return {k: v for k, v in fields.items() if k not in typed}
 
 
 def _function_call(value: object) -> JSON | None:

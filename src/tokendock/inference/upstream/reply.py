@@ -79,12 +79,27 @@ def finish_of(choice: JSON) -> str | None:
     return reason if isinstance(reason, str) and reason else None
 
 
+# Where reasoning models put their thinking (vLLM / SGLang: `reasoning_content`; vLLM's newer
+# and OpenRouter's `reasoning`): generated text too, counted when an estimate is needed.
+REASONING_FIELDS = ("reasoning_content", "reasoning")
+
+
 def choice_text(choice: JSON) -> str:
+    """The text a choice generated (content, reasoning, call arguments): what an estimate of its
+    tokens counts when the upstream reports no usage."""
     message = choice.get("delta") or choice.get("message")
     if isinstance(message, dict):
         text = message.get("content") or ""
-        for call in message.get("tool_calls") or ():
-            text += str((call.get("function") or {}).get("arguments") or "")
-        return text if isinstance(text, str) else ""
+        if not isinstance(text, str):
+            return ""
+        for name in REASONING_FIELDS:
+            thought = message.get(name)
+            if isinstance(thought, str):
+                text += thought
+        calls = message.get("tool_calls")
+        for call in calls if isinstance(calls, list) else ():
+            fn = call.get("function") if isinstance(call, dict) else None
+            text += str(fn.get("arguments") or "") if isinstance(fn, dict) else ""
+        return text
     text = choice.get("text")
     return text if isinstance(text, str) else ""

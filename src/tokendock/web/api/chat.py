@@ -134,8 +134,13 @@ class ChatWire:
 
     def chunk(self, stamp: Stamp, event: Event, with_usage: bool) -> dict[str, Any]:
         if not isinstance(event, Delta):
-            return self._chunk(stamp, delta_choice(event.index, {}, event.reason), with_usage)
+            choice = delta_choice(event.index, {}, event.reason)
+            if event.extra:  # an upstream's fields beside finish_reason, as it sent them
+                choice.update(event.extra)
+            return self._chunk(stamp, choice, with_usage)
         delta: dict[str, Any] = {"content": event.text}
+        if event.extra:  # an upstream's audio, annotations, reasoning …, as it sent them
+            delta.update(event.extra)
         if event.tool_calls:
             delta["tool_calls"] = list(event.tool_calls)
             delta["content"] = event.text or None
