@@ -156,7 +156,7 @@ async def _body(request: web.Request, record: dict[str, Any]) -> dict[str, Any] 
             await _read_form(request, record)
             return None
         return await _read_json(request, record)
-    except (OSError, ValueError, asyncio.CancelledError, web.HTTPException) as exc:
+    except BaseException as exc:  # recorded whatever it is (a reset, a cut multipart …)
         record["error"] = f"{type(exc).__name__}: {exc}"
         raise
 
