@@ -7,6 +7,10 @@ Input items, as stored and listed (`GET /v1/responses/{id}/input_items`):
      "content": [{"type": "input_text", "text": "…"}]}            (assistant: output_text parts)
     {"id": "fc_…", "type": "function_call", "call_id", "name", "arguments", "status"}
     {"id": "fco_…", "type": "function_call_output", "call_id", "output", "status"}
+    {"id": "cmp_…", "type": "compaction", "encrypted_content": "…"}   (POST /v1/responses/compact)
+
+A compaction item is kept as given; what it says is read only once its seal is checked
+(services/compaction.py), before the prompt is built.
 """
 
 from __future__ import annotations
@@ -63,13 +67,22 @@ class ResponseRequest(BaseModel):
     store: bool | None = None
     # Any string: one that is not a response id is not found (404), never looked up.
     previous_response_id: str | None = None
+    # A conversation id (`conv_…`) or {"id": …}: its items are the input's prefix, and this
+    # response's input and output are appended to it (services/conversations.py).
+    conversation: str | dict[str, Any] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     user: UserField | None = None
     stream: bool | None = None
     background: bool | None = None
 
     def check(self) -> None:
-        if self.input is None and self.previous_response_id is None:
+        conversation = self.conversation_id()
+        if conversation is not None and self.previous_response_id is not None:
+            raise InvalidRequest(
+                "'conversation' cannot be used together with 'previous_response_id'.",
+                param="conversation",
+            )
+        if self.input is None and self.previous_response_id is None and conversation is None:
             raise InvalidRequest("Missing required parameter: 'input'.", param="input")
         self.tool_names()
         self.choice()
@@ -84,6 +97,21 @@ class ResponseRequest(BaseModel):
                 "'background', not both.",
                 param="stream",
             )
+
+    def conversation_id(self) -> str | None:
+        """The conversation's id, from `"conv_…"` or `{"id": "conv_…"}`; any other shape is a
+        400 naming `conversation` (an id that names nothing is a 404 later)."""
+        given = self.conversation
+        if isinstance(given, dict):
+            given = given.get("id")
+        if given is None and self.conversation is None:
+            return None
+        if not isinstance(given, str):
+            raise InvalidRequest(
+                "Invalid 'conversation': expected a conversation id or an object with 'id'.",
+                param="conversation",
+            )
+        return given
 
     def tool_names(self) -> list[str]:
         names: list[str] = []
@@ -259,8 +287,15 @@ def _item(item: JSON, where: str) -> JSON:
             "output": output,
             "status": "completed",
         }
+    if kind == "compaction":
+        return {
+            "id": _item_id(item, where, "cmp"),
+            "type": "compaction",
+            "encrypted_content": _string(item, "encrypted_content", where),
+        }
     raise InvalidRequest(
-        f"Invalid '{where}.type': expected 'message', 'function_call' or 'function_call_output'.",
+        f"Invalid '{where}.type': expected 'message', 'function_call', 'function_call_output' "
+        "or 'compaction'.",
         param=f"{where}.type",
     )
 
@@ -324,6 +359,8 @@ def item_text(item: JSON) -> str:
         return "".join(p["text"] for p in item["content"])
     if kind == "function_call":
         return str(item["name"]) + str(item["arguments"])
+    if kind == "compaction":  # its sealed text is longer than the summary it holds: a bound
+        return str(item["encrypted_content"])
     return str(item.get("output", ""))
 
 
@@ -355,3 +392,20 @@ class InputTokensRequest(ResponseRequest):
         self.tool_names()
         self.choice()
         self.text_format()
+
+
+class CompactRequest(BaseModel):
+    """POST /v1/responses/compact: the conversation (`input`, after `previous_response_id`'s
+    history) to compact. Unknown fields are accepted and ignored (`prompt_cache_key`, …)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    list_bounds: ClassVar[dict[str, int]] = {"input": MAX_MESSAGES}
+
+    model: ModelField
+    input: str | Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)] | None = None
+    instructions: str | None = None
+    previous_response_id: str | None = None
+
+    def check(self) -> None:
+        if self.input is None and self.previous_response_id is None:
+            raise InvalidRequest("Missing required parameter: 'input'.", param="input")

@@ -4,9 +4,9 @@ shapes of what the stored-completion endpoints answer (OpenAI's)."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 MAX_PAIRS, MAX_KEY_CHARS, MAX_VALUE_CHARS = 16, 64, 512  # OpenAI's limits
 MAX_ID_CHARS = 64
@@ -94,3 +94,34 @@ def store_message(completion_id: str, index: int, message: dict[str, Any]) -> di
         if message.get(name) is not None:
             out[name] = message[name]
     return out
+
+
+MAX_CONVERSATION_ITEMS = 20  # items added by one call (OpenAI's bound)
+
+
+class ConversationCreateRequest(BaseModel):
+    """POST /v1/conversations: optional initial `items` (Responses input items, at most 20)
+    and `metadata`. Unknown fields are accepted and ignored (`safety_identifier`)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    list_bounds: ClassVar[dict[str, int]] = {"items": MAX_CONVERSATION_ITEMS}
+
+    items: Annotated[list[dict[str, Any]], Field(max_length=MAX_CONVERSATION_ITEMS)] | None = None
+    metadata: Metadata | None = None
+
+
+class ConversationUpdateRequest(BaseModel):
+    """POST /v1/conversations/{id}: only `metadata` can change (null clears it)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    metadata: Metadata | None
+
+
+class ConversationItemsRequest(BaseModel):
+    """POST /v1/conversations/{id}/items: 1 to 20 items appended."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+    list_bounds: ClassVar[dict[str, int]] = {"items": MAX_CONVERSATION_ITEMS}
+
+    items: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_CONVERSATION_ITEMS)]

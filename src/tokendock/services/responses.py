@@ -18,6 +18,14 @@ a character outside the alphabet, over 64 characters — is not found before any
 store counts against the account's storage quota (services/storage.py): `check_quota` before
 admission; a background response's queued row is inserted under the quota atomically.
 
+A response in a conversation (`conversation`, kept in its echoed `request`) appends its input
+and output items to the conversation when it completes (or ends incomplete: the turn happened
+and was billed) — in the SAME transaction that stores the response (`keep`, and a background
+response's final write), so a stored response and its turn in the conversation are never seen
+apart, and a retry after a failed write does not find half of it. With `store: false` the
+items are appended alone, right after the answer. A failed or cancelled response appends
+nothing; a conversation deleted meanwhile is left deleted.
+
 At shutdown a response still running ends `failed` with the error "The server shut down.":
 `cancelled` would say a client asked for it, and `incomplete` (incomplete_details) is OpenAI's
 for a cut by max_output_tokens or a content filter; `failed` with an error is the terminal
@@ -38,12 +46,20 @@ from tokendock.protocol.stored import is_object_id
 from tokendock.services.pipeline import Call
 from tokendock.services.running import ENDED_BY_ACCESS
 from tokendock.services.storage import StorageQuota
+from tokendock.storage.conversations import ConversationStore, appending, items_size
 from tokendock.storage.quota import QuotaExceeded
-from tokendock.storage.responses import RUNNING, ResponseStore, stored_size
+from tokendock.storage.responses import RUNNING, Also, ResponseStore, stored_size
 
 log = logging.getLogger(__name__)
 
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+APPENDED = ("completed", "incomplete")  # the statuses whose turn joins its conversation
+
+
+def conversation_of(rec: ResponseRecord) -> str | None:
+    """The id of the conversation the response belongs to, if any."""
+    found = rec.request.get("conversation")
+    return str(found["id"]) if isinstance(found, dict) else None
 
 
 async def run(call: Call, builder: OutputBuilder, rec: ResponseRecord) -> AsyncIterator[list[JSON]]:
@@ -105,10 +121,16 @@ WATCH_EVERY = 0.5  # seconds between a background task's reads of its row's stat
 
 class Responses:
     def __init__(
-        self, store: ResponseStore, quota: StorageQuota, *, watch_every: float = WATCH_EVERY
+        self,
+        store: ResponseStore,
+        quota: StorageQuota,
+        *,
+        conversations: ConversationStore | None = None,
+        watch_every: float = WATCH_EVERY,
     ):
         self.store = store
         self.quota = quota
+        self.conversations = conversations
         self.watch_every = watch_every
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._closing = False
@@ -129,10 +151,32 @@ class Responses:
         previous = await self.get(account_id, previous_response_id, param="previous_response_id")
         return previous.history()
 
-    async def check_quota(self, rec: ResponseRecord) -> None:
+    async def check_quota(self, rec: ResponseRecord, *, store: bool = True) -> None:
         """Before admission: a 400 `storage_quota_exceeded` when storing what this request
-        sends (its input and the conversation it continues) would pass the account's quota."""
-        await self.quota.check(rec.account_id, stored_size(rec))
+        sends (its input and the conversation it continues; its input appended to its
+        conversation) would pass the account's quota."""
+        incoming = stored_size(rec) if store else 0
+        if conversation_of(rec) is not None:
+            incoming += items_size(rec.input_items)
+        await self.quota.check(rec.account_id, incoming)
+
+    def _turn(self, rec: ResponseRecord) -> Also | None:
+        """The write that appends the response's turn to its conversation, if it has one."""
+        conversation = conversation_of(rec)
+        if conversation is None or rec.status not in APPENDED:
+            return None
+        return appending(rec.account_id, conversation, [*rec.input_items, *rec.output])
+
+    async def keep(self, rec: ResponseRecord, *, store: bool) -> None:
+        """A finished response: stored (`store`) and its turn appended to its conversation,
+        in one transaction; with `store: false` the turn alone."""
+        turn = self._turn(rec)
+        if store:
+            await self.store.insert(rec, also=turn)
+        elif turn is not None and self.conversations is not None:
+            await self.conversations.append(
+                rec.account_id, conversation_of(rec) or "", [*rec.input_items, *rec.output]
+            )
 
     async def insert_queued(self, rec: ResponseRecord) -> None:
         """A background response's row, before it runs: refused atomically over the quota."""
@@ -185,7 +229,7 @@ class Responses:
         finally:
             await call.abandon()  # a no-op once the call ended
         with contextlib.suppress(Exception):
-            await self.store.update(rec, ending=True)
+            await self.store.update(rec, ending=True, also=self._turn(rec))
 
     async def _watch(self, rec: ResponseRecord, stop: Callable[[], None]) -> None:
         """Until cancelled: every `watch_every` s read the row's status; once it is no longer

@@ -3,16 +3,21 @@ of another account is never found (the caller answers 404, never 403).
 
 Each row records its `size` (the bytes of its JSON text) and changes the account's storage
 counter by it in the same transaction (storage/quota.py): an insert adds it, an update the
-difference, a delete frees it."""
+difference, a delete frees it.
+
+`also`: a write made in the same transaction (a response in a conversation appends its input
+and output items to it: storage/conversations.py `append_in`), so the response and its turn in
+the conversation are stored together or not at all."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import delete, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from tokendock.protocol.response_shapes import ResponseRecord
 from tokendock.storage import quota
@@ -21,6 +26,7 @@ from tokendock.storage.tables import responses as t
 
 RUNNING = ("queued", "in_progress")
 ENDING = (*RUNNING, "cancelled")  # what a background task's final write may replace
+Also = Callable[[AsyncConnection], Awaitable[Any]]
 
 
 def _dump(value: Any) -> str:
@@ -65,7 +71,9 @@ class ResponseStore:
         self._engine = engine
         self._reader = reader(engine)
 
-    async def insert(self, rec: ResponseRecord, *, limit: int | None = None) -> None:
+    async def insert(
+        self, rec: ResponseRecord, *, limit: int | None = None, also: Also | None = None
+    ) -> None:
         """Store the record and count its bytes; `limit`: the account's storage quota, which
         this insert may not pass (QuotaExceeded, nothing stored)."""
         fixed, values = _fixed(rec), _values(rec)
@@ -85,9 +93,16 @@ class ResponseStore:
                 )
             )
             await quota.add(conn, rec.account_id, size, limit=limit)
+            if also is not None:
+                await also(conn)
 
     async def update(
-        self, rec: ResponseRecord, *, only_running: bool = False, ending: bool = False
+        self,
+        rec: ResponseRecord,
+        *,
+        only_running: bool = False,
+        ending: bool = False,
+        also: Also | None = None,
     ) -> bool:
         """Write the record's status, output and usage; `only_running`: unless it has already
         ended (e.g. cancelled meanwhile); `ending` (a background task's final state, the truth
@@ -108,6 +123,8 @@ class ResponseStore:
                 return False
             await conn.execute(update(t).where(*where).values(size=size, **values))
             await quota.add(conn, rec.account_id, size - old)
+            if also is not None:
+                await also(conn)
         return True
 
     async def status(self, account_id: int, response_id: str) -> str | None:

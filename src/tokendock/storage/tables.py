@@ -221,6 +221,39 @@ responses = Table(
 )
 Index("ix_responses_account_created", responses.c.account_id, responses.c.created_at)
 
+# Conversations API (services/conversations.py): a conversation and its items, read only by
+# the account that made them. `seq` orders the items (list pages, a response's prompt prefix);
+# each row's `size` (its JSON text's bytes) is counted in account_storage with the row.
+conversations = Table(
+    "conversations",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("account_id", Integer, ForeignKey("accounts.id"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("metadata", Text, nullable=True),
+    Column("size", BigInteger, nullable=False, server_default="0"),
+)
+Index("ix_conversations_account", conversations.c.account_id)
+conversation_items = Table(
+    "conversation_items",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("conversation_id", String(64), ForeignKey("conversations.id"), nullable=False),
+    Column("id", String(64), nullable=False),
+    Column("item", Text, nullable=False),  # the item, as JSON
+    Column("size", BigInteger, nullable=False, server_default="0"),
+)
+Index(
+    "ix_conversation_items_conversation_seq",
+    conversation_items.c.conversation_id,
+    conversation_items.c.seq,
+)
+Index(
+    "ix_conversation_items_conversation_id",
+    conversation_items.c.conversation_id,
+    conversation_items.c.id,
+)
+
 # Bytes each account keeps stored (responses, stored chat completions, files): Σ of its rows'
 # `size`, changed in the same transaction as the rows themselves (storage/quota.py), so the
 # per-account quota is read in one primary-key lookup and never drifts from the rows.

@@ -1,7 +1,12 @@
 """A Responses request → the ONE typed `InferenceRequest`: instructions and the conversation's
 items (the previous response's, then this request's input) become chat turns; `tools`,
 `tool_choice` and `text.format` become `ToolUse` / `OutputFormat`. An upstream model gets the
-same request as a chat completions body (`Passthrough`)."""
+same request as a chat completions body (`Passthrough`).
+
+A compaction item (POST /v1/responses/compact) becomes its summary, checked and opened before
+(`opened`: summary by encrypted_content), in the system turn after the instructions: a summary
+stands for what came before, and chat templates that want user and assistant turns to
+alternate (Gemma's) accept a system turn first."""
 
 from __future__ import annotations
 
@@ -10,24 +15,31 @@ from typing import Any
 import orjson
 
 from tokendock.catalog import ModelSpec
-from tokendock.errors import ContextLengthExceeded
+from tokendock.errors import ContextLengthExceeded, InvalidRequest
 from tokendock.inference.backend import Features, InferenceRequest, Passthrough
 from tokendock.inference.structured import OutputFormat, Tool, ToolUse
 from tokendock.inference.vocabulary import ChatTurn, ToolCall
 from tokendock.protocol.response_shapes import JSON
 from tokendock.protocol.responses import ResponseRequest, item_bound, prompt_bound
+from tokendock.services.compaction import summary_turn
 
 TRUNCATION_KEEP = 1  # "auto" never drops the newest item (the question being asked)
 
 
-def turns_of(instructions: str | None, items: list[JSON]) -> tuple[ChatTurn, ...]:
-    """Chat turns: instructions as the system turn; consecutive function calls make one
-    assistant turn (after its text, if the assistant's message came just before)."""
+def turns_of(
+    instructions: str | None, items: list[JSON], opened: dict[str, str] | None = None
+) -> tuple[ChatTurn, ...]:
+    """Chat turns: instructions (and compaction summaries) as the system turn; consecutive
+    function calls make one assistant turn (after its text, if the assistant's message came
+    just before)."""
     turns: list[ChatTurn] = []
-    if instructions:
-        turns.append(ChatTurn("system", instructions))
+    system = "\n\n".join(t for t in (instructions, _summaries(items, opened)) if t)
+    if system:
+        turns.append(ChatTurn("system", system))
     for item in items:
         kind = item["type"]
+        if kind == "compaction":
+            continue  # in the system turn
         if kind == "message":
             text = "".join(p["text"] for p in item["content"])
             turns.append(ChatTurn(item["role"], text))
@@ -41,6 +53,14 @@ def turns_of(instructions: str | None, items: list[JSON]) -> tuple[ChatTurn, ...
         else:
             turns.append(ChatTurn("tool", item["output"], tool_call_id=item["call_id"]))
     return tuple(turns)
+
+
+def _summaries(items: list[JSON], opened: dict[str, str] | None) -> str:
+    if not any(item["type"] == "compaction" for item in items):
+        return ""
+    if opened is None:  # a path that does not check compaction items (a batch line)
+        raise InvalidRequest("Compaction items are not supported here.", param="input")
+    return summary_turn(opened, items)
 
 
 def tool_use(req: ResponseRequest) -> ToolUse | None:
@@ -96,8 +116,15 @@ def kept_parts(
     return kept[: len(kept) - mine], kept[len(kept) - mine :]
 
 
-def inference_request(req: ResponseRequest, items: list[JSON], *, stream: bool) -> InferenceRequest:
-    turns = turns_of(req.instructions, items)
+def inference_request(
+    req: ResponseRequest,
+    items: list[JSON],
+    *,
+    stream: bool,
+    opened: dict[str, str] | None = None,
+) -> InferenceRequest:
+    """`opened`: the compaction items' summaries (checked: services/compaction.py)."""
+    turns = turns_of(req.instructions, items, opened)
     fmt = req.text_format()["type"]
     choice = req.tool_choice if isinstance(req.tool_choice, str | None) else "named"
     return InferenceRequest(
