@@ -20,6 +20,9 @@ by PID at the end, also on errors, Ctrl-C and SIGTERM):
 4. concurrent long-lived streams: 250, 500, 1000, 1500 streams opened over 3 s, each 100 chunks
    50-100 ms apart (~7.5 s); a stream stalls when a read waits > 1 s or it fails;
 5. peak RSS (VmHWM) of every process of each gateway;
+   then the transcription point (bench/gateway_media.py): `--transcription-uploads` 10 MiB
+   WAV uploads through a TokenDock of its own vs straight to the media mock (bench/mock_media.py):
+   added latency (median, p95) and RSS growth;
 6. when a TokenDock target fails (or `--profile always`): py-spy on TokenDock under the c=64
    load, and the top functions;
 7. prints the table, writes bench/results/gateway-<time>.json, and (unless `--no-docs`) the
@@ -47,6 +50,8 @@ from bench.gateway_load import (
     ensure_wrk,
     wrk_version,
 )
+from bench.gateway_media import line as transcription_line
+from bench.gateway_media import transcription_point
 from bench.gateway_phases import (
     MemorySampler,
     idle_cpu,
@@ -204,6 +209,13 @@ def run(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     if td is not None and td.proc is not None and td.server is not None:
         stop(td.proc)
         results["tokendock_integrity"] = tokendock_integrity(td.server)
+    if args.transcription_uploads and "tokendock" in args.targets:
+        print("\n== transcription: 10 MiB WAV uploads, direct vs TokenDock", flush=True)
+        point = transcription_point(tmp, sys.executable, args.transcription_uploads)
+        results["transcription"] = point
+        if "error" in point:
+            failures["tokendock-media"] = point["error"]
+        print("   " + transcription_line(point), flush=True)
     meta["loadavg_after"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return results
 
@@ -217,6 +229,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--targets", default="direct,tokendock,litellm")
     p.add_argument("--ttft-requests", type=int, default=200)
     p.add_argument("--stream-levels", default=",".join(map(str, STREAM_LEVELS)))
+    p.add_argument(
+        "--transcription-uploads",
+        type=int,
+        default=20,
+        help="10 MiB WAV uploads per target, after 3 warm-ups (bench/gateway_media.py; 0: none)",
+    )
     p.add_argument("--stream-ramp", type=float, default=3.0, help="seconds to open each level")
     p.add_argument("--all-levels", action="store_true", help="go on after a level stalls")
     p.add_argument(

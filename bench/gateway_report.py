@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bench.gateway_media import section as transcription_section
+from bench.gateway_media import verdicts as transcription_verdicts
 from bench.harness import write_section
 from bench.pyspy import profile_text
 
@@ -136,7 +138,7 @@ def verdicts(results: dict[str, Any]) -> list[dict[str, Any]]:
     out.append(
         v("TokenDock peak RSS ≤ 150 MB per process", rss, rss is not None and rss <= 150, " MB")
     )
-    return out
+    return out + transcription_verdicts(results)
 
 
 # -- Markdown -------------------------------------------------------------------------------
@@ -332,6 +334,7 @@ def render(results: dict[str, Any]) -> str:
     for v in results["verdicts"]:
         word = {True: "PASS", False: "FAIL", None: "NOT MEASURED"}[v["pass"]]
         out.append(f"- {v['target']}: **{word}** ({v['value']})")
+    out += transcription_section(results)
     out += [
         "",
         "#### Every wrk point",

@@ -8,7 +8,9 @@ account and key), then drives TokenDock through the gateway path:
 2. 10 sequential streamed requests after 2 warm-up ones (time to first token);
 3. 20 concurrent streams of 10 chunks each, opened over half a second;
 4. after TokenDock stopped: its usage records (one per request above) and `tokendock ledger
-   verify`.
+   verify`;
+5. the transcription point (bench/gateway_media.py) with one 10 MiB WAV upload per target, no
+   warm-up: both answers checked, its own TokenDock's usage record and ledger.
 
 No wrk, no LiteLLM, no py-spy, nothing written to docs/: the results JSON and every log go to
 a temporary directory, printed at the end. Exit status 1 when a step failed.
@@ -25,6 +27,8 @@ from typing import Any
 
 from bench import gateway_report as report
 from bench.gateway_load import body, build_request, stream_ramp, ttft_series
+from bench.gateway_media import line as transcription_line
+from bench.gateway_media import transcription_point
 from bench.gateway_targets import (
     check_target,
     direct,
@@ -81,6 +85,12 @@ def run_smoke(args: argparse.Namespace) -> int:
             problems.append(f"usage records {integrity['usage_total']}, expected {expected}")
         if integrity["ledger_verify_exit"] != 0:
             problems.append(f"ledger verify: {integrity['ledger_verify']}")
+
+        point = results["transcription"] = transcription_point(tmp, sys.executable, 1, 0)
+        print("   " + transcription_line(point), flush=True)
+        problems += [f"transcription: {p}" for p in point.get("failures", [])]
+        if "error" in point:
+            problems.append(f"transcription: {point['error']}")
     except Exception as exc:
         problems.append(f"{type(exc).__name__}: {exc}")
     finally:
