@@ -33,6 +33,8 @@ from tokendock.services.accounts import AccountService
 from tokendock.services.batch_output import Finalizer
 from tokendock.services.batch_runner import BatchRunner
 from tokendock.services.batches import Batches
+from tokendock.services.compaction import Seal
+from tokendock.services.conversations import Conversations
 from tokendock.services.counting import Counter
 from tokendock.services.files import Files
 from tokendock.services.gate import Gate
@@ -48,6 +50,7 @@ from tokendock.storage.access import AccessEventStore
 from tokendock.storage.accounts import AccountStore
 from tokendock.storage.admin import AdminStore
 from tokendock.storage.batches import BatchStore
+from tokendock.storage.conversations import ConversationStore
 from tokendock.storage.db import create_engine
 from tokendock.storage.files import FileStore
 from tokendock.storage.history import HistoryStore
@@ -58,8 +61,19 @@ from tokendock.storage.responses import ResponseStore
 from tokendock.storage.stored_chat import StoredChatStore
 from tokendock.storage.uploads import UploadStore
 from tokendock.web import errors
-from tokendock.web.api import account, chat, completions, embeddings, health, messages, models
+from tokendock.web.api import (
+    account,
+    chat,
+    completions,
+    embeddings,
+    health,
+    media,
+    media_forms,
+    messages,
+    models,
+)
 from tokendock.web.api import batches as batches_api
+from tokendock.web.api import conversations as conversations_api
 from tokendock.web.api import files as files_api
 from tokendock.web.api import message_batches as message_batches_api
 from tokendock.web.api import metrics as metrics_api
@@ -133,7 +147,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
         counter=Counter(registry, gate),
         files=files,
     )
-    responses = Responses(ResponseStore(db), storage_quota)  # stored and background answers
+    conversation_store = ConversationStore(db)  # the Conversations API's, and responses'
+    responses = Responses(ResponseStore(db), storage_quota, conversations=conversation_store)
     batch_store = BatchStore(db)
     runner = BatchRunner(
         batch_store,
@@ -182,6 +197,8 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     )
     app.state.services = services
     app.state.responses = responses
+    app.state.conversations = Conversations(conversation_store, storage_quota)
+    app.state.compaction = Seal(load_secret(settings))  # signs /v1/responses/compact items
     app.state.batches = batches
     app.state.uploads = Uploads(files, upload_store, part_max_bytes=settings.upload_part_max_bytes)
     app.state.sessions = Sessions(
@@ -216,6 +233,8 @@ def _install_routes(
     hot_routes = [*chat.routes, *completions.routes, *embeddings.routes, *messages.routes]
     app.router.routes.extend(hot_routes)  # the hot paths: plain routes
     app.router.routes.extend(responses_api.routes)
+    app.router.routes.extend([*media.routes, *media_forms.routes])  # pass-through (upstreams)
+    app.router.routes.extend(conversations_api.routes)  # /v1/conversations …
     app.router.routes.append(openapi_route())  # GET /openapi.json, written out in web/openapi.py
     metrics_api.warn_if_exposed(settings)
     dashboard = (pages.router, usage.router, playground.router, reference.router, admin.router)

@@ -304,9 +304,8 @@ class ModelSpec(BaseModel):
             raise ValueError(f"deployment names must be unique: {names}")
         if self.task in MEDIA_TASKS and self.engine != "upstream":
             raise ValueError(f"a '{self.task}' model is served by upstream deployments only")
-        if self.price is not None and self.price.unit != "token":
-            if self.task not in MEDIA_TASKS:
-                raise ValueError(f"a '{self.task}' model is priced by the token")
+        if self.price is not None and self.price.unit != "token" and self.task not in MEDIA_TASKS:
+            raise ValueError(f"a '{self.task}' model is priced by the token")
         if self.engine == "upstream":
             if not self.deployments:
                 raise ValueError("an upstream model needs at least one [[deployments]] entry")

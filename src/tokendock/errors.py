@@ -20,6 +20,7 @@ request field. The web layer turns any of them into the OpenAI error envelope.
     ├── MethodNotAllowed               405 invalid_request_error code=method_not_allowed
     ├── Conflict                       409 invalid_request_error
     ├── RequestTooLarge                413 invalid_request_error code=request_too_large
+    ├── ClientLeft                     499 (never read) code=client_disconnected
     ├── RateLimited                    429 requests|tokens code=rate_limit_exceeded
     ├── ServiceUnavailable             503 server_error
     │   ├── ModelNotReady              503 code=model_not_ready
@@ -162,6 +163,15 @@ class RequestTooLarge(TokenDockError):
     status = 413
     type = "invalid_request_error"
     code = "request_too_large"
+
+
+class ClientLeft(TokenDockError):
+    """The client went away while its body was still being read (a pass-through upload): no
+    one reads this answer; the request is released like any refusal before work was done."""
+
+    status = 499
+    type = "invalid_request_error"
+    code = "client_disconnected"
 
 
 class RateLimited(TokenDockError):

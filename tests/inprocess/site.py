@@ -11,7 +11,7 @@ amount and what was captured of it, usage rows, `verify()`."""
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +29,7 @@ from tests.inprocess.conftest import GRANT, migrated, registry_of
 from tests.inprocess.fake_backend import FakeBackend, spec
 from tokendock.app import create_app
 from tokendock.config import Settings
+from tokendock.inference.registry import ModelRegistry
 from tokendock.storage.tables import holds
 from tokendock.web.deps import Services
 from tokendock.web.shutdown import Shutdown
@@ -174,14 +175,17 @@ async def running_site(
     backend: FakeBackend | None = None,
     *,
     url: str | None = None,
+    more: Callable[[FakeBackend, FakeBackend], ModelRegistry] | None = None,
 ) -> AsyncIterator[Site]:
     """The app with its lifespan entered (as `tokendock serve` runs it) and clients on it;
-    `url`: an existing database (a restart), else a fresh one."""
+    `url`: an existing database (a restart), else a fresh one; `more`: the registry made of
+    the two fake models and others (upstream deployments)."""
     url = url or await migrated(tmp_path)
     config = Settings(data_dir=tmp_path, database_url=url, rate_tiers={}, **(settings or {}))
     chat = backend or FakeBackend()
     embed = FakeBackend(spec(EMBED, task="embedding"))
-    application = create_app(config, registry_of(chat, embed))
+    registry = registry_of(chat, embed) if more is None else more(chat, embed)
+    application = create_app(config, registry)
     async with application.router.lifespan_context(application):
         transport = httpx.ASGITransport(app=application)
         transport2 = httpx2.ASGITransport(app=application)

@@ -152,11 +152,13 @@ class PassThroughRun:
             )
         except ClientFault as fault:
             raise client_error(fault) from None
+        except asyncio.CancelledError:
+            # The client left while an upstream worked on its whole body: billed (estimated).
+            self._produced = self._sending.done and self._sending.failure is None
+            raise
         except BaseException:
             if self._sending.failure is not None:
                 raise self._sending.failure from None
-            # The client left while an upstream worked on its whole body: billed (estimated).
-            self._produced = self._sending.done
             raise
         self._produced = True
 

@@ -38,7 +38,10 @@ from tokendock.web.responses import JSONResponse
 router = APIRouter(prefix="/v1/files")
 
 FORM_MARGIN = 1024 * 1024  # the form's own bytes around the file (headers, other fields)
-UPLOAD_PATHS = re.compile(r"/v1/files|/v1/uploads/[^/]+/parts")
+# …and the pass-through forms (web/api/media_forms.py), bounded per model by `max_file_bytes`.
+UPLOAD_PATHS = re.compile(
+    r"/v1/files|/v1/uploads/[^/]+/parts|/v1/audio/(transcriptions|translations)|/v1/images/edits"
+)
 
 
 def upload_body_limit(settings: Settings) -> int:
