@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic.json_schema import models_json_schema
 
-from tokendock.protocol.responses import InputTokensRequest, ResponseRequest
+from tokendock.protocol.responses import CompactRequest, InputTokensRequest, ResponseRequest
 from tokendock.web.openapi_shapes import INTEGER, NULL_STRING, STRING, Schema, const, obj
 
 Operation = Callable[..., dict[str, Any]]
@@ -28,10 +28,11 @@ RESPONSE_USAGE: Schema = obj(
 ITEM: Schema = {
     "type": "object",
     "description": "`message` (content parts with `text`), `function_call` (`call_id`, `name`, "
-    "`arguments`) or `function_call_output` (`call_id`, `output`).",
+    "`arguments`), `function_call_output` (`call_id`, `output`) or `compaction` "
+    "(`encrypted_content`).",
     "properties": {
         "id": STRING,
-        "type": {"enum": ["message", "function_call", "function_call_output"]},
+        "type": {"enum": ["message", "function_call", "function_call_output", "compaction"]},
         "status": STRING,
     },
     "required": ["id", "type"],
@@ -51,6 +52,7 @@ RESPONSE: Schema = obj(
         "model": STRING,
         "output": {"type": "array", "items": ITEM},
         "previous_response_id": NULL_STRING,
+        "conversation": {"anyOf": [obj({"id": STRING}), {"type": "null"}]},
         "store": {"type": "boolean"},
         "usage": {"anyOf": [RESPONSE_USAGE, {"type": "null"}]},
         "metadata": {"type": "object", "additionalProperties": STRING},
@@ -67,8 +69,24 @@ ITEM_LIST: Schema = obj(
     }
 )
 DELETED: Schema = obj({"id": STRING, "object": const("response"), "deleted": {"const": True}})
+COMPACTED: Schema = obj(
+    {
+        "id": STRING,
+        "object": const("response.compaction"),
+        "created_at": INTEGER,
+        "output": {"type": "array", "items": ITEM},
+        "usage": RESPONSE_USAGE,
+    }
+)
 INPUT_TOKENS: Schema = obj({"object": const("response.input_tokens"), "input_tokens": INTEGER})
 
+IDEMPOTENCY: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "A retry with the same key and body replays the first answer.",
+    "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+}
 RESPONSE_ID = {"name": "response_id", "in": "path", "required": True, "schema": STRING}
 PAGE = [
     {"name": "after", "in": "query", "required": False, "schema": STRING},
@@ -108,6 +126,15 @@ def paths(create: dict[str, Any], operation: Operation, ok: Operation) -> dict[s
                 body="InputTokensRequest",
             )
         },
+        "/v1/responses/compact": {
+            "post": operation(
+                "Compact a conversation: older turns become one compaction item (billed)",
+                ok(json("CompactedResponse")),
+                ("400", "401", "402", "403", "404", "413", "429", "503"),
+                body="CompactRequest",
+                parameters=[IDEMPOTENCY],
+            )
+        },
         "/v1/responses/{response_id}": {
             "get": stored("A stored response (the account's own)", "Response", ("401", "404")),
             "delete": stored("Delete a stored response", "ResponseDeleted", ("401", "404")),
@@ -131,7 +158,11 @@ def paths(create: dict[str, Any], operation: Operation, ok: Operation) -> dict[s
 
 
 def schemas() -> dict[str, Schema]:
-    models = [(ResponseRequest, "validation"), (InputTokensRequest, "validation")]
+    models = [
+        (ResponseRequest, "validation"),
+        (InputTokensRequest, "validation"),
+        (CompactRequest, "validation"),
+    ]
     keyed, defs = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
     out: dict[str, Schema] = dict(defs.get("$defs", {}))
     for (model, _), schema in keyed.items():
@@ -142,4 +173,5 @@ def schemas() -> dict[str, Schema]:
         "ResponseItemList": ITEM_LIST,
         "ResponseDeleted": DELETED,
         "ResponseInputTokens": INPUT_TOKENS,
+        "CompactedResponse": COMPACTED,
     }
