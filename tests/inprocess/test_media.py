@@ -144,6 +144,8 @@ async def test_a_transcription_reaches_the_upstream_whole_and_is_billed_by_the_s
         4,
         False,
     )
+    listed = (await site.http.get("/v1/usage", headers=t.auth)).json()["data"][0]
+    assert (listed["unit"], listed["prompt_tokens"]) == ("second", 4)
     await site.settled_cleanly()
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from tokendock.catalog import MEDIA_TASKS, Catalog, ModelSpec
@@ -96,6 +96,9 @@ class ModelRegistry:
         if spec is None:
             raise ModelNotFound(model_id)
         return spec
+
+    def specs_by_id(self) -> Mapping[str, ModelSpec]:
+        return self._specs
 
     def specs(self) -> Iterator[ModelSpec]:
         return iter(self._specs.values())

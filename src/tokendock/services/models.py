@@ -51,6 +51,13 @@ class ModelDirectory:
             )
         return spec.price
 
+    def unit(self, model: str) -> str:
+        """What a usage row's prompt "tokens" of `model` count: "token", or the unit the
+        catalog sells it by ("second", "character", "image", "request"); read from the
+        catalog as it is now (a model no longer in it: "token")."""
+        spec = self._registry.specs_by_id().get(model)
+        return "token" if spec is None or spec.price is None else spec.price.unit
+
     def price(self, model: str) -> Price:
         if model not in self._prices:
             spec = self.price_spec(self._registry.spec(model))

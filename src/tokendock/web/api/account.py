@@ -57,7 +57,8 @@ async def usage(
             "request_id": r["request_id"],
             "key_id": r["key_id"],
             "model": r["model"],
-            "prompt_tokens": r["prompt_tokens"],
+            "prompt_tokens": r["prompt_tokens"],  # or the quantity of `unit`
+            "unit": deps.directory.unit(r["model"]),  # what the model is sold by (catalog)
             "cached_tokens": r["cached_tokens"],  # of prompt_tokens, read from the prefix cache
             "completion_tokens": r["completion_tokens"],
             "cost": format_credits(r["cost"]),

@@ -112,11 +112,13 @@ async def usage_page(request: Request) -> Response:
     lines = await services.history.usage_lines(
         account.id, start=filters.start, end=filters.end, key_id=key_id
     )
+    units = {x.model: services.directory.unit(x.model) for x in lines}
+    tokens = [x for x in lines if units[x.model] == "token"]  # seconds, images … are no tokens
     totals = {
         "requests": sum(x.requests for x in lines),
-        "prompt": sum(x.prompt_tokens for x in lines),
-        "cached": sum(x.cached_tokens for x in lines),
-        "completion": sum(x.completion_tokens for x in lines),
+        "prompt": sum(x.prompt_tokens for x in tokens),
+        "cached": sum(x.cached_tokens for x in tokens),
+        "completion": sum(x.completion_tokens for x in tokens),
         "cost": sum(x.cost for x in lines),
         "batch_requests": sum(x.requests for x in lines if is_batch(x)),
         "batch_cost": sum(x.cost for x in lines if is_batch(x)),
@@ -132,6 +134,7 @@ async def usage_page(request: Request) -> Response:
         account=account,
         keys=keys,
         lines=lines,
+        units=units,
         totals=totals,
         filters=filters,
         key_id=key_id,
