@@ -24,7 +24,9 @@ from tokendock.protocol.completions import CompletionRequest
 from tokendock.protocol.embeddings import EmbeddingRequest
 from tokendock.web import (
     openapi_batches,
+    openapi_conversations,
     openapi_files,
+    openapi_media,
     openapi_messages,
     openapi_responses,
     openapi_stored,
@@ -255,6 +257,8 @@ def _with_stored(paths: dict[str, Any]) -> dict[str, Any]:
     uploads (openapi_files.py), batches (openapi_batches.py) — added to `paths`."""
     more = [openapi_stored.paths(_stored_operation), openapi_files.paths(_stored_operation)]
     more.append(openapi_batches.paths(_stored_operation, _anthropic_operation))
+    more.append(openapi_conversations.paths(_stored_operation))  # /v1/conversations …
+    more.append(openapi_media.paths(_stored_operation))  # pass-through: audio, images …
     for group in more:
         for path, operations in group.items():
             paths.setdefault(path, {}).update(operations)
@@ -324,6 +328,8 @@ def document() -> dict[str, Any]:
                 **openapi_files.schemas(),
                 **openapi_batches.schemas(),
                 **openapi_responses.schemas(),
+                **openapi_conversations.schemas(),
+                **openapi_media.schemas(),
             },
             "headers": {"RequestId": REQUEST_ID},
             "securitySchemes": {

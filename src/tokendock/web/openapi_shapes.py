@@ -178,6 +178,11 @@ USAGE_ROW: Schema = obj(
         "key_id": NULL_INTEGER,
         "model": STRING,
         "prompt_tokens": INTEGER,
+        "unit": {
+            "type": "string",
+            "enum": ["token", "second", "character", "image", "request"],
+            "description": "What prompt_tokens count: tokens, or the unit the model is sold by.",
+        },
         "cached_tokens": INTEGER,
         "completion_tokens": INTEGER,
         "cost": CREDITS,
