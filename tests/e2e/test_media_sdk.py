@@ -80,7 +80,8 @@ def test_transcription_json(gateway: Server, oai: openai.OpenAI, mock: MediaMock
 def test_transcription_formats(
     gateway: Server, oai: openai.OpenAI, mock: MediaMock, fmt: Any
 ) -> None:
-    """text and srt come back as text/plain; verbose_json bills from its `duration`."""
+    """text and srt come back as text/plain, with no usage in them: the seconds are read from
+    the WAV header (estimated); verbose_json bills from its `duration` (reported)."""
     before = balance(gateway)
     raw = oai.audio.transcriptions.with_raw_response.create(
         model="whisper-1", file=("talk.wav", WAV), response_format=fmt
@@ -97,6 +98,7 @@ def test_transcription_formats(
         quantity=3,
         unit="second",
         endpoint="audio.transcriptions",
+        estimated=fmt != "verbose_json",
     )
 
 
