@@ -120,7 +120,5 @@ routes = [
     Route("/v1/conversations", create, methods=["POST"]),
     Route("/v1/conversations/{conversation_id}", one, methods=["GET", "POST", "DELETE"]),
     Route("/v1/conversations/{conversation_id}/items", items, methods=["GET", "POST"]),
-    Route(
-        "/v1/conversations/{conversation_id}/items/{item_id}", item, methods=["GET", "DELETE"]
-    ),
+    Route("/v1/conversations/{conversation_id}/items/{item_id}", item, methods=["GET", "DELETE"]),
 ]
