@@ -46,7 +46,7 @@ FAST_TESTS := tests/unit tests/inprocess
 test: $(STAMP) $(JS_STAMP)
 	$(BIN)/tokendock models fetch
 	$(BIN)/python -m pytest -n $(TEST_JOBS) $(FAST_TESTS) $(PYTEST_ARGS) || test $$? -eq 5
-	$(BIN)/python -m pytest $(addprefix --ignore=,$(FAST_TESTS)) $(PYTEST_ARGS) || test $$? -eq 5
+	$(BIN)/python -m pytest $(addprefix --ignore=,$(FAST_TESTS)) --durations=40 $(PYTEST_ARGS) || test $$? -eq 5
 
 # The fast tier alone: seconds, no model (what to run while editing).
 test-fast: $(STAMP)

@@ -18,6 +18,9 @@ import pytest
 from tests.e2e.conftest import MODEL
 from tests.e2e.server import Server, start_server
 
+# What runs before admission (the tokenizer counter), not the database.
+pytestmark = pytest.mark.any_database
+
 CHAT = "/v1/chat/completions"
 END_NOW = {"1": 100, "106": 100}  # Gemma's <eos> and <end_of_turn>: every choice ends at once
 TEXT = "/v1/completions"

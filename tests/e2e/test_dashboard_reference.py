@@ -21,6 +21,8 @@ from tests.e2e.dashboard import Visitor
 from tests.e2e.server import ROOT, Server, start_server
 from tests.smoke.readme import README, README_BASE_URL
 
+pytestmark = pytest.mark.any_database  # the reference page's examples, not the database
+
 CHAT = "gemma-3-270m"
 EMBEDDING = "all-minilm-l6-v2"  # the default catalog's `task = "embedding"` model
 JS_DIR = ROOT / "tests" / "js"

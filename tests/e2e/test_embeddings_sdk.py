@@ -18,6 +18,9 @@ import pytest
 from tests.e2e.server import Server, start_server
 from tests.e2e.upstreams import usage_row
 
+# The embedding engine, the wire and a gateway, not the database.
+pytestmark = pytest.mark.any_database
+
 MODEL = "all-minilm-l6-v2"
 PRICE_MICRO = 3  # the gateway's input price: "3" credits per million tokens
 GUITAR = "A man is playing a guitar."

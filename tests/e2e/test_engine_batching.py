@@ -16,6 +16,8 @@ import pytest
 from tests.e2e.money import verify
 from tests.e2e.server import Server, start_server
 
+pytestmark = pytest.mark.any_database  # the engine's batching and queue bounds, not the database
+
 MODEL = "gemma-3-270m"
 NEVER_STOP = {"1": -100, "106": -100}  # Gemma 3's <eos> and <end_of_turn>
 CATALOG = """
