@@ -43,7 +43,11 @@ async def playground(request: Request) -> Response:
         return found
     services, session, account = found
     directory = services.directory
-    models = [(s.id, s.task) for s in directory.visible() if directory.price_spec(s) is not None]
+    models = [
+        (s.id, s.task)
+        for s in directory.visible()
+        if directory.price_spec(s) is not None and s.task in ("generation", "embedding")
+    ]  # pass-through models (audio, images …) have routes of their own
     return render(
         request,
         "playground.html",

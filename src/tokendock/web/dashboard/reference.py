@@ -34,7 +34,7 @@ async def reference(request: Request) -> Response:
     services, session, account = found
     root = public_base(services.settings)
     specs = list(services.directory.visible())
-    chat = [s.id for s in specs if s.task != "embedding"]
+    chat = [s.id for s in specs if s.task == "generation"]
     embedding = [s.id for s in specs if s.task == "embedding"]
     return render(
         request,
