@@ -15,6 +15,10 @@ The upstream model name picks the behaviour (each deployment in a test catalog n
     slowfirst       waits 3 s before the first streamed event (or the whole answer)
     resetmid        streams 3 content events, then drops the connection
     slowstream      streams 40 events 50 ms apart (for client-disconnect tests)
+    rich            answers with every field OpenAI's chat API (and vLLM / OpenRouter) put
+                    beside the text: `audio`, `annotations`, `reasoning_content`,
+                    `reasoning_details`, logprobs with `refusal: []`, vLLM's `stop_reason`
+                    (fault_rich.py)
 `POST /control {"override": "<mode>" | null}` makes every request behave as one mode;
 `GET /stats` counts requests per mode, finished streams and streams the client abandoned.
 
@@ -31,6 +35,8 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.e2e import fault_rich
 
 WORDS = ["Hello", " from", " the", " fault", " upstream", "."]
 BIG_PROMPT = 200_000  # "bigusage": reports far more prompt tokens than any hold bound
@@ -112,6 +118,8 @@ async def completions(request: web.Request) -> web.StreamResponse:
         await asyncio.sleep(3600)
     if mode == "slowfirst":
         await asyncio.sleep(3)
+    if mode == "rich" and "messages" in body:
+        return await fault_rich.reply(request, body, usage(prompt_tokens(body), 4))
     prompt = BIG_PROMPT if mode == "bigusage" else prompt_tokens(body)
     words = WORDS * 7 if mode == "slowstream" else WORDS
     if not body.get("stream"):

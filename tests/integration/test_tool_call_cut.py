@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.inprocess.conftest import registry_of
-from tests.inprocess.site import Site, running_site
+from tests.inprocess.site import Site, running_site, sse_data
 from tokendock.catalog import ModelSpec, PriceSpec
 from tokendock.inference.engine.embedded import EmbeddedBackend
 from tokendock.inference.engine.llama import LlamaEngine
@@ -162,3 +162,24 @@ async def test_responses_complete_with_the_function_calls(site: Site) -> None:
     valid_calls([(i.name, i.arguments) for i in made])
     assert len(made) == len(response.output)  # the calls and nothing else
     assert all(i.status == "completed" for i in made)
+
+
+async def test_embedded_logprobs_carry_an_empty_refusal_list(site: Site) -> None:
+    """Not null: the official Go SDK reads a null list as missing."""
+    tenant = await site.tenant()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+    for stream in (False, True):
+        resp = await site.post(
+            "/v1/chat/completions", {**body, "logprobs": True, "stream": stream}, tenant
+        )
+        assert resp.status_code == 200, resp.text
+        if not stream:
+            logprobs = [resp.json()["choices"][0]["logprobs"]]
+        else:
+            chunks = sse_data(resp.text)
+            logprobs = [
+                c["choices"][0]["logprobs"]
+                for c in chunks
+                if c != "[DONE]" and c["choices"] and c["choices"][0]["logprobs"]
+            ]
+        assert logprobs and all(lp["refusal"] == [] and lp["content"] for lp in logprobs)
