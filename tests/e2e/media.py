@@ -92,8 +92,18 @@ class MediaMock(Upstream):
         httpx.post(self.root + "/_mode", json={"mode": mode, "seconds": seconds}).raise_for_status()
 
 
+def down_model(port: int) -> str:
+    """`whisper-down`: a transcription model whose only deployment listens nowhere."""
+    return (
+        '[models."whisper-down"]\nengine = "upstream"\ntask = "transcription"\n'
+        '[models."whisper-down".price]\nunit = "second"\nper_unit = "0.0001"\n'
+        '[[models."whisper-down".deployments]]\nname = "nowhere"\n'
+        f'base_url = "http://127.0.0.1:{port}/v1"\nmodel = "whisper"\n'
+    )
+
+
 def catalog(upstream_v1: str) -> str:
-    parts = [EMBEDDED]
+    parts = [EMBEDDED, down_model(free_port())]
     for public, (name, lines) in MODELS.items():
         head, _, price = lines.partition("[models.")
         parts.append(

@@ -76,11 +76,11 @@ def test_transcription_json(gateway: Server, oai: openai.OpenAI, mock: MediaMock
     )
 
 
-@pytest.mark.parametrize("fmt", ["text", "srt", "verbose_json"])
+@pytest.mark.parametrize("fmt", ["text", "srt", "vtt", "verbose_json"])
 def test_transcription_formats(
     gateway: Server, oai: openai.OpenAI, mock: MediaMock, fmt: Any
 ) -> None:
-    """text and srt come back as text/plain, with no usage in them: the seconds are read from
+    """text, srt and vtt come back as text/plain, with no usage in them: the seconds are read from
     the WAV header (estimated); verbose_json bills from its `duration` (reported)."""
     before = balance(gateway)
     raw = oai.audio.transcriptions.with_raw_response.create(

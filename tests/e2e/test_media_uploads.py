@@ -30,6 +30,7 @@ from tests.e2e.media import (
     wait_balance,
 )
 from tests.e2e.server import Server
+from tests.e2e.upstreams import usage_row
 
 __all__ = ["fresh_mock", "gateway", "mock"]  # the fixtures, used by name
 
@@ -176,3 +177,17 @@ def test_upstream_failure_bills_nothing(gateway: Server, mock: MediaMock) -> Non
     assert isinstance(err.value.body, dict) and err.value.body.get("message")
     assert wait_balance(gateway, before) == before
     assert mock.received() and mock.received()[-1]["response"]["status"] == 500
+
+
+def test_upstream_down_is_an_envelope(gateway: Server) -> None:
+    """A deployment nobody listens on: 502/503 with an error envelope, nothing billed (the
+    request's usage row, as for chat, says `error` and costs nothing)."""
+    before, seen = balance(gateway), request_ids(gateway)
+    reply = upload(gateway, "whisper-down", WAV, model_first=True)
+    assert reply.status_code in (502, 503), reply.text
+    assert reply.json()["error"]["message"]
+    assert wait_balance(gateway, before) == before
+    assert request_ids(gateway) - seen <= {reply.headers["x-request-id"]}
+    if request_ids(gateway) != seen:
+        row = usage_row(gateway, reply.headers["x-request-id"])
+        assert (row["status"], row["cost_micro_credits"]) == ("error", 0), row
