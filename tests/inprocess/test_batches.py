@@ -214,6 +214,12 @@ async def test_embeddings_and_responses_lines_answer_as_their_routes(tmp_path: P
                 "url": "/v1/responses",
                 "body": {"model": MODEL, "input": "hi", "background": True},
             },
+            {
+                "custom_id": "r2",
+                "method": "POST",
+                "url": "/v1/responses",
+                "body": {"model": MODEL, "input": "hi", "conversation": "conv_123"},
+            },
         ]
         batch = await t.oai.batches.create(
             input_file_id=await upload(t, asks),
@@ -228,6 +234,7 @@ async def test_embeddings_and_responses_lines_answer_as_their_routes(tmp_path: P
         assert body["usage"]["output_tokens"] == 3
         errors = await file_lines(t, done.error_file_id)
         assert errors["r1"]["response"]["body"]["error"]["param"] == "background"
+        assert errors["r2"]["response"]["body"]["error"]["param"] == "conversation"
         await site.settled_cleanly()
 
 

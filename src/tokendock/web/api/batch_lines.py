@@ -136,6 +136,10 @@ def adapters(responses: Responses, models: ModelRegistry) -> Adapters:
             raise InvalidRequest(
                 "background is not supported in a batch request.", param="background"
             )
+        if req.conversation is not None:  # a line's output is its result line, not a turn
+            raise InvalidRequest(
+                "conversation is not supported in a batch request.", param="conversation"
+            )
         req.store = False  # a batch line's response is its output line: not stored
         context = await responses.context(account_id, req.previous_response_id)
         items = truncated(req, [*context, *input_items(req.input)], models.spec(req.model))
