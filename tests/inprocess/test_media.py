@@ -158,6 +158,8 @@ async def test_formats_and_streams_come_back_as_the_upstream_sent_them(
         model="whisper", file=("a.wav", audio), response_format="text"
     )
     assert plain.headers["content-type"].startswith("text/plain")
+    assert plain.headers["x-request-id"].startswith("req_")
+    assert int(plain.headers["x-tokendock-hold"].replace(".", "")) == 60 * SECOND  # the worst
     assert sha(plain.http_response.content) == (await received(mock))[-1]["response"]["sha256"]
     stream = await t.oai.audio.transcriptions.create(
         model="whisper", file=("a.wav", audio), stream=True

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from tokendock.inference.backend import JSON, Delta, Embedding, Output
+from tokendock.inference.backend import JSON, Chunk, Delta, Embedding, Output
 
 
 @dataclass(slots=True)
@@ -20,6 +20,8 @@ class Choice:
     function_call: JSON | None = None
     refusal: str | None = None
     stop_sequence: str | None = None
+    extra: JSON | None = None  # an upstream's other message fields (audio, annotations …)
+    finish_extra: JSON | None = None  # and its choice's beside finish_reason (stop_reason …)
 
 
 @dataclass(slots=True)
@@ -31,6 +33,8 @@ class Answer:
         """Add one event: its choice's text, tool calls, logprobs and finish reason."""
         if isinstance(event, Embedding):
             self.embeddings.append(event)
+            return
+        if isinstance(event, Chunk):  # an opaque answer's bytes: relayed, never assembled
             return
         choices = self.choices
         while len(choices) <= event.index:
@@ -48,9 +52,12 @@ class Answer:
                 choice.logprobs = _merge_logprobs(choice.logprobs, event.logprobs)
             if event.refusal:
                 choice.refusal = (choice.refusal or "") + event.refusal
+            if event.extra:
+                choice.extra = _merge_extra(choice.extra, event.extra)
         else:
             choice.finish_reason = event.reason
             choice.stop_sequence = event.stop_sequence
+            choice.finish_extra = event.extra
 
 
 def _merge_calls(have: list[JSON], more: Sequence[JSON]) -> list[JSON]:
@@ -88,6 +95,23 @@ def _merge_logprobs(have: JSON | None, more: JSON) -> JSON:
     for name, value in more.items():
         if isinstance(value, list) and isinstance(merged.get(name), list):
             merged[name] = [*merged[name], *value]
+        else:
+            merged[name] = value
+    return merged
+
+
+def _merge_extra(have: JSON | None, more: JSON) -> JSON:
+    """An upstream's untyped message fields: streamed text (reasoning_content …) and lists
+    (annotations …) join up; any other value is the latest one sent."""
+    if have is None:
+        return dict(more)
+    merged = dict(have)
+    for name, value in more.items():
+        old = merged.get(name)
+        if isinstance(old, str) and isinstance(value, str):
+            merged[name] = old + value
+        elif isinstance(old, list) and isinstance(value, list):
+            merged[name] = [*old, *value]
         else:
             merged[name] = value
     return merged

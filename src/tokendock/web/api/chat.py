@@ -18,7 +18,7 @@ from tokendock.protocol.chat import (
     message_text,
 )
 from tokendock.protocol.common import NO_USAGE, response_body
-from tokendock.services.answer import Answer
+from tokendock.services.answer import Answer, Choice
 from tokendock.web.api.respond import Stamp, endpoint, sampled, stamped
 from tokendock.web.api.stored_chat import keeping
 
@@ -153,23 +153,31 @@ class ChatWire:
         return self._chunk(stamp, choice, with_usage)
 
     def body(self, stamp: Stamp, answer: Answer, usage: dict[str, Any]) -> dict[str, Any]:
-        choices = [
-            message_choice(
-                i,
-                c.text,
-                c.finish_reason,
-                tool_calls=c.tool_calls,
-                logprobs=c.logprobs,
-                refusal=c.refusal,
-                function_call=c.function_call,
-            )
-            for i, c in enumerate(answer.choices)
-        ]
+        choices = [_message_choice(i, c) for i, c in enumerate(answer.choices)]
         return response_body("chat.completion", **stamped(stamp), choices=choices, usage=usage)
 
     def _chunk(self, stamp: Stamp, choice: dict[str, Any], with_usage: bool) -> dict[str, Any]:
         usage: Any = None if with_usage else NO_USAGE
         return response_body(self.chunk_object, **stamped(stamp), choices=[choice], usage=usage)
+
+
+def _message_choice(index: int, c: Choice) -> dict[str, Any]:
+    """One choice of a whole answer, with the fields an upstream sent beyond the typed ones
+    (the message's `audio`, `annotations`, reasoning …; the choice's `stop_reason` …)."""
+    choice = message_choice(
+        index,
+        c.text,
+        c.finish_reason,
+        tool_calls=c.tool_calls,
+        logprobs=c.logprobs,
+        refusal=c.refusal,
+        function_call=c.function_call,
+    )
+    if c.extra:
+        choice["message"].update(c.extra)
+    if c.finish_extra:
+        choice.update(c.finish_extra)
+    return choice
 
 
 chat_completions = endpoint(ChatCompletionRequest, inference_request, ChatWire(), keep=keeping)

@@ -200,7 +200,12 @@ async def _ended(call: Call) -> None:
 
 def _carries(delta: Delta) -> bool:
     return bool(
-        delta.text or delta.tool_calls or delta.function_call or delta.refusal or delta.logprobs
+        delta.text
+        or delta.tool_calls
+        or delta.function_call
+        or delta.refusal
+        or delta.logprobs
+        or delta.extra  # an upstream's reasoning, audio, annotations …
     )
 
 

@@ -189,6 +189,7 @@ async def save_model(request: Request, model_id: str) -> Response:
             output=fields.get("output", ""),
             cached_input=fields.get("cached_input", "").strip() or None,  # blank: the input's
         )
+        assert price.input is not None and price.output is not None, "a token price"
         Price.parse(price.input, price.output, price.cached_input)  # ≤ money.MAX_AMOUNT each
     except (TokenDockError, ValidationError, AmountError):
         return await _page(
