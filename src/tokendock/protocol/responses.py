@@ -405,6 +405,8 @@ class CompactRequest(BaseModel):
     input: str | Annotated[list[dict[str, Any]], Field(max_length=MAX_MESSAGES)] | None = None
     instructions: str | None = None
     previous_response_id: str | None = None
+    # TokenDock's: the summary's tokens at most (default and most: SUMMARY_TOKENS).
+    max_output_tokens: int | None = Field(None, ge=1)
 
     def check(self) -> None:
         if self.input is None and self.previous_response_id is None:

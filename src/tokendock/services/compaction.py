@@ -38,6 +38,7 @@ VERSION = "td1"
 KEY_LABEL = b"tokendock/responses.compact/v1"
 ENDPOINT = "responses.compact"
 SUMMARY_HEADING = "Summary of the earlier conversation:"
+SUMMARY_TOKENS = 512  # a summary's length at most: what a compaction's hold covers
 
 SUMMARIZE = (
     "You compact a conversation so it can go on in less space. Write a concise summary of the "
@@ -130,10 +131,13 @@ def transcript(items: list[JSON], opened: dict[str, str], instructions: str | No
     return "\n\n".join(lines)
 
 
-def summary_request(model: str, text: str) -> InferenceRequest:
-    """The summarizer's request: one system turn (what to do), one user turn (the turns)."""
+def summary_request(model: str, text: str, most: int | None = None) -> InferenceRequest:
+    """The summarizer's request: one system turn (what to do), one user turn (the turns); the
+    summary is at most SUMMARY_TOKENS long, or `most` when the client asked for fewer."""
     turns = (ChatTurn("system", SUMMARIZE), ChatTurn("user", text))
-    body = {"model": model, "messages": [{"role": t.role, "content": t.content} for t in turns]}
+    limit = SUMMARY_TOKENS if most is None else min(most, SUMMARY_TOKENS)
+    messages = [{"role": t.role, "content": t.content} for t in turns]
+    body = {"model": model, "messages": messages, "max_tokens": limit}  # an upstream's too
     size = TEMPLATE_TOKENS_PER_PROMPT + 2 * TEMPLATE_TOKENS_PER_MESSAGE
     size += len(SUMMARIZE.encode()) + len(text.encode())
     return InferenceRequest(
@@ -142,6 +146,7 @@ def summary_request(model: str, text: str) -> InferenceRequest:
         model=model,
         turns=turns,
         prompt_bytes=(size,),
+        max_tokens=limit,
         payload=Passthrough(orjson.dumps(body)),
     )
 

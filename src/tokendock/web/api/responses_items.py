@@ -98,7 +98,7 @@ async def compact(
     opened = seal.opened(key.account_id, items)
     older, kept = compaction.split(items)
     text = compaction.transcript(older, opened, req.instructions)
-    inference = compaction.summary_request(req.model, text)
+    inference = compaction.summary_request(req.model, text, req.max_output_tokens)
 
     async def render(call: Call, answer: Answer) -> bytes:
         summary = answer.choices[0].text if answer.choices else ""
