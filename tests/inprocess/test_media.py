@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from bench.mock_media_replies import wav_bytes
 from tests.inprocess.conftest import registry_of
 from tests.inprocess.fake_backend import FakeBackend
 from tests.inprocess.site import Site, Tenant, error_of, running_site
-from tokendock.catalog import ModelSpec, PriceSpec
+from tokendock.catalog import DeploymentSpec, ModelSpec, PriceSpec
 from tokendock.inference.registry import ModelRegistry
 from tokendock.inference.upstream.client import Deployment
 from tokendock.inference.upstream.passthrough import PassThroughBackend
@@ -275,3 +276,51 @@ async def test_an_upstream_failure_is_an_envelope_and_free(site: Site, mock: str
     await site.services.pipeline._gate.drain()
     assert await site.balance(t) == before
     await site.settled_cleanly()
+
+
+async def test_a_live_upload_is_retried_elsewhere_while_none_of_it_went_out(
+    tmp_path: Path, mock: str
+) -> None:
+    """Two deployments, one refusing connections: a streamed upload that could not connect
+    sent nothing, so it goes to the other one — every request answered, each file whole."""
+    dead = f"http://127.0.0.1:{unused_port()}/v1"
+    spec = media_specs(mock + "/v1")[0]
+    deployments = [
+        # Weighted so it is always picked first while healthy.
+        {"name": "dead", "base_url": dead, "model": "openai/whisper-large-v3", "weight": 100},
+        {"name": "mock", "base_url": mock + "/v1", "model": "openai/whisper-large-v3"},
+    ]
+    spec = spec.model_copy(update={"deployments": [DeploymentSpec(**d) for d in deployments]})
+
+    def registry(chat: FakeBackend, embed: FakeBackend) -> ModelRegistry:
+        transport = UpstreamTransport()
+        policy = RetryPolicy(probe_every=0, retries=2, backoff=0.01)
+        router = Router(
+            spec.id, [Deployment.from_spec(d) for d in spec.deployments], policy, transport
+        )
+        fakes = registry_of(chat, embed)
+        specs = {**{s.id: s for s in fakes.specs()}, spec.id: spec}
+        backends: dict[str, Any] = {s.id: fakes.backend(s.id) for s in fakes.specs()}
+        backends[spec.id] = PassThroughBackend(router, spec)
+        return ModelRegistry(specs, backends, UpstreamPool({spec.id: router}, transport))
+
+    async with running_site(tmp_path, more=registry) as site:
+        t = await site.tenant()
+        audio = wav_bytes(1.0)
+        for _ in range(4):
+            text = await t.oai.audio.transcriptions.create(model="whisper", file=("a.wav", audio))
+            assert text.text
+        got = [r for r in await received(mock) if r["path"] == "/v1/audio/transcriptions"]
+        assert len(got) == 4
+        assert {r["files"][0]["sha256"] for r in got} == {sha(audio)}
+        assert {row["deployment"] for row in await site.usage(t)} == {"mock"}
+        tried = site.services.models.router("whisper")
+        assert tried is not None and tried.deployments[0].health.last_error  # it was tried
+        await site.settled_cleanly()
+
+
+def unused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
