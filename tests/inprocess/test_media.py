@@ -324,3 +324,14 @@ def unused_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
     return port
+
+
+async def test_a_route_no_model_serves_is_refused_before_its_body_is_read(tmp_path: Path) -> None:
+    async with running_site(tmp_path) as site:  # no pass-through models at all
+        t = await site.tenant()
+        with pytest.raises(openai.BadRequestError) as refused:
+            await t.oai.audio.transcriptions.create(model="whisper", file=("a.wav", b"RIFF"))
+        assert refused.value.code == "model_not_supported"
+        assert refused.value.param == "model"
+        speech = await site.post("/v1/audio/speech", {"model": "fake-model", "input": "x"}, t)
+        assert error_of(speech)["code"] == "model_not_supported"

@@ -29,7 +29,6 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tokendock.catalog import MEDIA_TASKS
 from tokendock.errors import ClientLeft, InvalidRequest, RequestTooLarge
 from tokendock.inference.backend import FileSeen, InferenceRequest, Opaque
 from tokendock.protocol.files import MalformedBody, MultipartReader, PartHeaders
@@ -197,10 +196,17 @@ def _quoted(text: str) -> str:
     return text.replace("\\", "\\\\").replace('"', "%22").replace("\r", "").replace("\n", "")
 
 
-def spool_limit(deps: Services) -> int:
-    """The largest file any pass-through model takes: what a file before `model` may be."""
-    sizes = [s.max_file_bytes for s in deps.directory.visible() if s.task in MEDIA_TASKS]
-    return max(sizes, default=0)
+def spool_limit(deps: Services, door: Door) -> int:
+    """The largest file a model of the route's task takes: what a file before `model` may be.
+    No such model on this server: a 400 before the body is read."""
+    sizes = [s.max_file_bytes for s in deps.directory.visible() if s.task == door.task]
+    if not sizes:
+        raise InvalidRequest(
+            f"No model on this server serves '{door.task}' requests.",
+            param="model",
+            code="model_not_supported",
+        )
+    return max(sizes)
 
 
 def handler(door: Door) -> Callable[[Request], Any]:
@@ -209,7 +215,7 @@ def handler(door: Door) -> Callable[[Request], Any]:
         key = await current_key(request)
         reader = form_reader(request)
         try:
-            form = await read_form(reader, spool_limit(deps), str(deps.settings.data_dir))
+            form = await read_form(reader, spool_limit(deps, door), str(deps.settings.data_dir))
         except ClientDisconnect:
             return Response(status_code=CLIENT_GONE)
         except MalformedBody as exc:
