@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -111,10 +111,10 @@ class Deployment:
         timeout = aiohttp.ClientTimeout(
             total=spec.total_timeout if stream else None, sock_connect=spec.connect_timeout
         )
-        resp: aiohttp.ClientResponse | None = None
-        try:
+        what = "first token" if stream else "answer"
+        with self._failures(what) as held:
             async with asyncio.timeout(spec.first_token_timeout if stream else spec.total_timeout):
-                resp = await session.post(
+                resp = held.resp = await session.post(
                     spec.base_url + path,
                     data=body,
                     headers=self.headers(request_id),
@@ -129,21 +129,6 @@ class Deployment:
                 if first is None:
                     raise UpstreamFailure(f"{self.name}: the stream ended before any event")
                 return Answer(self, first=first, rest=events, response=resp)
-        except TimeoutError:
-            _close(resp)
-            what = "first token" if stream else "answer"
-            raise UpstreamFailure(
-                f"{self.name}: no {what} within its timeout", timeout=True
-            ) from None
-        except (aiohttp.ClientError, orjson.JSONDecodeError, ValueError) as exc:
-            _close(resp)
-            unreachable = isinstance(exc, aiohttp.ClientConnectorError)
-            raise UpstreamFailure(
-                f"{self.name}: {_describe(exc)}", unreachable=unreachable
-            ) from None
-        except BaseException:
-            _close(resp)
-            raise
 
     async def send(
         self,
@@ -160,27 +145,34 @@ class Deployment:
         spec = self.spec
         timeout = aiohttp.ClientTimeout(total=spec.total_timeout, sock_connect=spec.connect_timeout)
         headers = {**self.headers(request_id), "content-type": content_type}
-        resp: aiohttp.ClientResponse | None = None
-        try:
-            resp = await session.post(
+        with self._failures("answer") as held:
+            resp = held.resp = await session.post(
                 spec.base_url + path, data=body, headers=headers, timeout=timeout
             )
             if resp.status != 200:
                 raise await self._refusal(resp)
             return Answer(self, response=resp)
+
+    @contextlib.contextmanager
+    def _failures(self, what: str) -> Iterator[Held]:
+        """Everything that goes wrong in a try as one UpstreamFailure (the response, if any,
+        closed): a timeout waiting for `what`, a connection or protocol error, bad JSON."""
+        held = Held()
+        try:
+            yield held
         except TimeoutError:
-            _close(resp)
+            _close(held.resp)
             raise UpstreamFailure(
-                f"{self.name}: no answer within its timeout", timeout=True
+                f"{self.name}: no {what} within its timeout", timeout=True
             ) from None
-        except aiohttp.ClientError as exc:
-            _close(resp)
+        except (aiohttp.ClientError, orjson.JSONDecodeError, ValueError) as exc:
+            _close(held.resp)
             unreachable = isinstance(exc, aiohttp.ClientConnectorError)
             raise UpstreamFailure(
                 f"{self.name}: {_describe(exc)}", unreachable=unreachable
             ) from None
         except BaseException:
-            _close(resp)
+            _close(held.resp)
             raise
 
     async def _refusal(self, resp: aiohttp.ClientResponse) -> Exception:
@@ -215,6 +207,13 @@ class Deployment:
                     raise UpstreamFailure(f"{self.name}: probe got HTTP {resp.status}")
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise UpstreamFailure(f"{self.name}: probe failed: {_describe(exc)}") from None
+
+
+@dataclass(slots=True)
+class Held:
+    """The response of a try, once there is one (closed when the try fails)."""
+
+    resp: aiohttp.ClientResponse | None = None
 
 
 @dataclass(slots=True)
