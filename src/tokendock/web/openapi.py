@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -32,10 +31,9 @@ from tokendock.web import (
     openapi_stored,
 )
 from tokendock.web.api.account import RedeemRequest
-from tokendock.web.openapi_shapes import SCHEMAS, STRING, Schema
+from tokendock.web.openapi_shapes import SCHEMAS, STRING, Schema, request_schemas
 from tokendock.web.responses import JSONResponse
 
-REF = "#/components/schemas/{model}"
 BEARER: list[dict[str, list[str]]] = [{"apiKey": []}]
 ERRORS = {
     "400": "Invalid request: `error.param` names the field.",
@@ -297,10 +295,7 @@ def _request_schemas() -> dict[str, Schema]:
         EmbeddingRequest,
         RedeemRequest,
     ]
-    keyed, defs = models_json_schema([(m, "validation") for m in models], ref_template=REF)
-    schemas: dict[str, Schema] = dict(defs.get("$defs", {}))
-    for (model, _), schema in keyed.items():
-        schemas.setdefault(model.__name__, schema)
+    schemas = request_schemas(*models)
     for name in ("ChatCompletionRequest", "CompletionRequest"):
         # What SamplingFields' logit_bias validator checks, which pydantic cannot describe.
         bias = schemas[name]["properties"]["logit_bias"]["anyOf"][0]

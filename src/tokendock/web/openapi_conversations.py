@@ -6,8 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
-
 from tokendock.protocol.stored import (
     MAX_LIST,
     ConversationCreateRequest,
@@ -15,10 +13,16 @@ from tokendock.protocol.stored import (
     ConversationUpdateRequest,
 )
 from tokendock.web.openapi_responses import ITEM
-from tokendock.web.openapi_shapes import INTEGER, NULL_STRING, STRING, Schema, const, obj
+from tokendock.web.openapi_shapes import (
+    INTEGER,
+    NULL_STRING,
+    STRING,
+    Schema,
+    const,
+    obj,
+    request_schemas,
+)
 from tokendock.web.openapi_stored import Make
-
-REF = "#/components/schemas/{model}"
 
 CONVERSATION: Schema = obj(
     {
@@ -123,15 +127,9 @@ def paths(make: Make) -> dict[str, dict[str, Any]]:
 
 
 def schemas() -> dict[str, Schema]:
-    models = [
-        (ConversationCreateRequest, "validation"),
-        (ConversationUpdateRequest, "validation"),
-        (ConversationItemsRequest, "validation"),
-    ]
-    keyed, defs = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
-    out: dict[str, Schema] = dict(defs.get("$defs", {}))
-    for (model, _), schema in keyed.items():
-        out.setdefault(model.__name__, schema)
+    out = request_schemas(
+        ConversationCreateRequest, ConversationUpdateRequest, ConversationItemsRequest
+    )
     return {
         **out,
         "Conversation": CONVERSATION,

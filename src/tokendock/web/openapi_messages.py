@@ -6,12 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
-
 from tokendock.protocol.messages import ERROR_TYPES, MessagesInput, MessagesRequest
-from tokendock.web.openapi_shapes import INTEGER, NULL_STRING, STRING, Schema, const, obj
+from tokendock.web.openapi_shapes import (
+    INTEGER,
+    NULL_STRING,
+    STRING,
+    Schema,
+    const,
+    obj,
+    request_schemas,
+)
 
-REF = "#/components/schemas/{model}"
 ERRORS = {
     "400": "invalid_request_error (also a body that is not valid JSON).",
     "401": "authentication_error: missing, unknown, revoked or expired key.",
@@ -146,11 +151,7 @@ def paths(
 
 
 def schemas() -> dict[str, Schema]:
-    models = [(MessagesRequest, "validation"), (MessagesInput, "validation")]
-    keyed, defs = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
-    out: dict[str, Schema] = dict(defs.get("$defs", {}))
-    for (model, _), schema in keyed.items():
-        out.setdefault(model.__name__, schema)
+    out = request_schemas(MessagesRequest, MessagesInput)
     out["AnthropicMessage"] = MESSAGE
     out["AnthropicTokenCount"] = obj({"input_tokens": INTEGER})
     out["AnthropicError"] = ERROR

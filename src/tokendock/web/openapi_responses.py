@@ -7,13 +7,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pydantic.json_schema import models_json_schema
-
 from tokendock.protocol.responses import CompactRequest, InputTokensRequest, ResponseRequest
-from tokendock.web.openapi_shapes import INTEGER, NULL_STRING, STRING, Schema, const, obj
+from tokendock.web.openapi_shapes import (
+    INTEGER,
+    NULL_STRING,
+    STRING,
+    Schema,
+    const,
+    obj,
+    request_schemas,
+)
 
 Operation = Callable[..., dict[str, Any]]
-REF = "#/components/schemas/{model}"
 NULL_OBJECT: Schema = {"type": ["object", "null"]}
 
 RESPONSE_USAGE: Schema = obj(
@@ -158,15 +163,7 @@ def paths(create: dict[str, Any], operation: Operation, ok: Operation) -> dict[s
 
 
 def schemas() -> dict[str, Schema]:
-    models = [
-        (ResponseRequest, "validation"),
-        (InputTokensRequest, "validation"),
-        (CompactRequest, "validation"),
-    ]
-    keyed, defs = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
-    out: dict[str, Schema] = dict(defs.get("$defs", {}))
-    for (model, _), schema in keyed.items():
-        out.setdefault(model.__name__, schema)
+    out = request_schemas(ResponseRequest, InputTokensRequest, CompactRequest)
     return {
         **out,
         "Response": RESPONSE,

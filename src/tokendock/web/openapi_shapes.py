@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
 Schema = dict[str, Any]
 
 STRING: Schema = {"type": "string"}
@@ -16,6 +19,20 @@ INTEGER: Schema = {"type": "integer"}
 NULL_STRING: Schema = {"type": ["string", "null"]}
 NULL_INTEGER: Schema = {"type": ["integer", "null"]}
 CREDITS: Schema = {"type": "string", "pattern": r"^-?[0-9]+\.[0-9]{6}$"}
+
+
+REF = "#/components/schemas/{model}"
+
+
+def request_schemas(*models: type[BaseModel]) -> dict[str, Schema]:
+    """The JSON Schemas of request models (as validated), each under its class name, with the
+    definitions they share; references point into components/schemas."""
+    pairs = [(m, "validation") for m in models]
+    keyed, defs = models_json_schema(pairs, ref_template=REF)  # type: ignore[arg-type]
+    out: dict[str, Schema] = dict(defs.get("$defs", {}))
+    for (model, _), schema in keyed.items():
+        out.setdefault(model.__name__, schema)
+    return out
 
 
 def obj(properties: Schema, required: list[str] | None = None) -> Schema:
