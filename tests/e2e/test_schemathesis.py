@@ -54,7 +54,7 @@ CHEAP_N = 2
 # the API grows (each operation still gets its cases of every key and mode).
 SCALE = float(os.environ.get("TOKENDOCK_FUZZ_SCALE", "1"))
 EXAMPLES = {"funded": 80, "tiny": 80, "none": 30, "wrong": 15}
-BUDGET_OPERATIONS = 40
+BUDGET_OPERATIONS = 30
 # Dropped from positive cases: refused by design (400 unsupported_parameter), or — tools,
 # functions, response_format — arbitrary generated schemas (400s naming the keyword; their real
 # use is tests/e2e/test_structured_sdk.py). The generated cases that keep them test that.

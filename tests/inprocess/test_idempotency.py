@@ -109,3 +109,18 @@ async def test_a_background_response_is_created_once(site: Site) -> None:
     assert orjson.loads(again.content)["id"] == orjson.loads(first.content)["id"]
     assert again.headers.get("idempotent-replayed") == "true"
     assert len(site.backend.runs) == 1
+
+
+async def test_the_same_key_and_body_on_another_route_is_not_a_replay(site: Site) -> None:
+    """A key names one request: route and body. The same body sent with the same key to
+    /v1/responses/compact after /v1/responses is refused, never answered with the response
+    (schemathesis found the compaction route replaying a response object)."""
+    tenant = await site.tenant()
+    headers = key()
+    body = {"model": MODEL, "input": "hi", "max_output_tokens": 5}
+    first = await site.post("/v1/responses", body, tenant, **headers)
+    assert first.status_code == 200, first.text
+    other = await site.post("/v1/responses/compact", body, tenant, **headers)
+    assert other.status_code == 400
+    assert error_of(other)["code"] == "idempotency_key_reused"
+    assert "idempotent-replayed" not in other.headers

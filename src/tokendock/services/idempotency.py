@@ -50,7 +50,7 @@ class Idempotency:
             return await self.begin(key_id, idem, body)
         if record.body_digest != digest:
             raise InvalidRequest(
-                "This Idempotency-Key was already used with a different request body.",
+                "This Idempotency-Key was already used with a different request (body or route).",
                 code="idempotency_key_reused",
             )
         if record.status == "running":

@@ -218,7 +218,10 @@ async def start(
     if record is not None:
         record.model = req.model
     idem = request.headers.get("idempotency-key")
-    claim = None if idem is None else IdempotencyKey(idem, await request.body())
+    # The route is part of what a key names: the same body sent to another route (a compaction
+    # after a response) is another request, never the first one's answer replayed.
+    route = request.url.path.encode()
+    claim = None if idem is None else IdempotencyKey(idem, route + b"\n" + await request.body())
     call = await deps.pipeline.start(key, req, request_id(request), idempotency=claim)
     if isinstance(call, Replay):
         return Response(
