@@ -75,13 +75,8 @@ class PassThroughBackend(Deployed):
             return Bound(images, 0, rate_tokens=0)
         if unit == "request":
             return Bound(1, 0, rate_tokens=0)
-        prompt = min(_body_tokens(req), spec.context_length) if req.payload.raw != b"{}" else 0
-        if spec.task == "rerank":  # every document is read with the query: no context cap
-            prompt = _body_tokens(req)
-        elif spec.task in ("transcription", "image") or not prompt:
-            prompt = spec.context_length  # an upload's tokens are not its bytes
         generates = spec.task in ("transcription", "speech", "image")
-        return Bound(prompt, spec.output_cap * images if generates else 0)
+        return Bound(_prompt_tokens(spec, req), spec.output_cap * images if generates else 0)
 
     def run(
         self, req: InferenceRequest, *, owner: str, request_id: str, bound: Bound | None = None
@@ -277,6 +272,16 @@ def characters(fields: Any) -> int:
     if isinstance(fields, dict):
         return sum(characters(fields[k]) for k in TEXT_FIELDS if k in fields)
     return 0
+
+
+def _prompt_tokens(spec: ModelSpec, req: InferenceRequest) -> int:
+    """The prompt tokens a request of a model sold by the token is held for: an upload's (its
+    tokens are not its bytes) or a form's, the context window; a JSON body's, its bytes within
+    the window — a rerank's without it (every document is read with the query)."""
+    if spec.task in ("transcription", "image") or req.payload.raw == b"{}":
+        return spec.context_length
+    tokens = _body_tokens(req)
+    return tokens if spec.task == "rerank" else min(tokens, spec.context_length)
 
 
 def _body_tokens(req: InferenceRequest) -> int:

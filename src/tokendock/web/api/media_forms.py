@@ -32,6 +32,7 @@ from starlette.routing import Route
 from tokendock.errors import ClientLeft, InvalidRequest, RequestTooLarge
 from tokendock.inference.backend import FileSeen, InferenceRequest, Opaque
 from tokendock.protocol.files import MalformedBody, MultipartReader, PartHeaders
+from tokendock.storage.accounts import KeyRow
 from tokendock.web.api.files import FORM_MARGIN, form_reader, malformed
 from tokendock.web.api.media import Door, model_of, user_of
 from tokendock.web.deps import Services, current_key, services_of
@@ -229,7 +230,7 @@ def handler(door: Door) -> Callable[[Request], Any]:
 
 
 async def _forward(
-    request: Request, deps: Services, key: Any, door: Door, form: Form, reader: MultipartReader
+    request: Request, deps: Services, key: KeyRow, door: Door, form: Form, reader: MultipartReader
 ) -> Response:
     model = model_of(deps, door, form.model)
     spec = deps.directory.check(model)
