@@ -27,11 +27,10 @@ from starlette.routing import Route
 
 from tokendock.errors import InvalidRequest
 from tokendock.inference.backend import InferenceRequest, Opaque, Passthrough
+from tokendock.protocol.bounds import MAX_USER_CHARS
 from tokendock.protocol.screen import screen
 from tokendock.web.deps import Services, current_key, services_of
 from tokendock.web.relay import relay
-
-MAX_USER = 256  # the usage row's `user` column
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +67,7 @@ def model_of(deps: Services, door: Door, given: object) -> str:
 
 
 def user_of(value: object) -> str | None:
-    return value if isinstance(value, str) and len(value) <= MAX_USER else None
+    return value if isinstance(value, str) and len(value) <= MAX_USER_CHARS else None
 
 
 def json_body(payload: dict[str, Any]) -> Callable[[str], AsyncIterator[bytes]]:
